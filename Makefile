@@ -1,0 +1,49 @@
+# calid-mcp: make / make test / make static / make clean
+# SANITIZE=1 builds everything with AddressSanitizer + UndefinedBehaviorSanitizer.
+
+CC      ?= cc
+CFLAGS  ?= -O2
+WARN     = -std=c11 -Wall -Wextra -Wpedantic -Werror
+DEFS     = -D_POSIX_C_SOURCE=200809L
+LIBS     = -lbearssl -lpthread
+BUILD   ?= build
+
+ifeq ($(SANITIZE),1)
+CC      = clang
+CFLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+BUILD   = build/asan
+endif
+
+SRC = calid_mcp.c calid_mcp.h upstream.inc catalog.inc
+
+.PHONY: all test unit clean static
+
+all: calid_mcp
+
+calid_mcp: $(SRC) port/posix.c
+	$(CC) $(WARN) $(DEFS) $(CFLAGS) -DCALID_MCP_MAIN -o $@ calid_mcp.c port/posix.c $(LIBS)
+
+$(BUILD)/calid_mcp: $(SRC) port/posix.c
+	@mkdir -p $(BUILD)
+	$(CC) $(WARN) $(DEFS) $(CFLAGS) -DCALID_MCP_MAIN -o $@ calid_mcp.c port/posix.c $(LIBS)
+
+$(BUILD)/unit_tests: tests/unit_tests.c $(SRC) port/posix.c
+	@mkdir -p $(BUILD)
+	$(CC) $(WARN) $(DEFS) $(CFLAGS) -I. -o $@ tests/unit_tests.c port/posix.c $(LIBS)
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+# Every test suite; the last line is "N passed, N failed".
+test: $(BUILD)/calid_mcp $(BUILD)/unit_tests
+	BUILD=$(BUILD) bash tests/run.sh
+
+# One fully static, stripped binary (musl).
+static: $(SRC) port/posix.c
+	@mkdir -p $(BUILD)/static
+	musl-gcc $(WARN) $(DEFS) -Os -static -DCALID_MCP_MAIN -o calid_mcp-static calid_mcp.c port/posix.c \
+		-I/usr/include -L$(BUILD)/static -lbearssl -lpthread
+	strip calid_mcp-static
+
+clean:
+	rm -rf build calid_mcp calid_mcp-static

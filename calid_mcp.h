@@ -1,0 +1,167 @@
+/*
+ * calid_mcp.h - an MCP server for the Cal ID scheduling API, in one .c/.h pair.
+ *
+ * Conventions
+ * -----------
+ * - Every public name starts with cm_ (functions, types) or CM_ (macros).
+ * - All memory is static, sized by the compile-time limits below. The server
+ *   never calls malloc after cm_start() returns; nothing here returns memory
+ *   the caller must free.
+ * - One thread. cm_poll() does one bounded step of work and returns; the host
+ *   calls it from its own loop. No function blocks longer than the timeout it
+ *   was given, except cm_stdio_run(), which owns the loop while it runs.
+ * - Strings passed in (the config) must outlive the server.
+ * - The port layer (port/posix.c, port/lwip.c, port/win32.c) supplies sockets,
+ *   clocks, random bytes and name resolution; exactly one is linked.
+ */
+#ifndef CALID_MCP_H
+#define CALID_MCP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CM_VERSION "0.1.0"
+
+/* ---- Compile-time limits (override with -D; each is documented in README) ---- */
+#ifndef CM_MAX_CONNS
+#define CM_MAX_CONNS 16            /* simultaneous inbound HTTP connections; more get 503 */
+#endif
+#ifndef CM_MAX_HEADER_BYTES
+#define CM_MAX_HEADER_BYTES 8192   /* request line + headers; more gets 431 */
+#endif
+#ifndef CM_MAX_HEADERS
+#define CM_MAX_HEADERS 32          /* header fields per request; more gets 431 */
+#endif
+#ifndef CM_MAX_BODY_BYTES
+#define CM_MAX_BODY_BYTES 65536    /* one request body; more gets 413 */
+#endif
+#ifndef CM_OUT_BYTES
+#define CM_OUT_BYTES 8192          /* per-connection staging buffer for answers */
+#endif
+#ifndef CM_MAX_SESSIONS
+#define CM_MAX_SESSIONS 64         /* session-era sessions; the least recently used is evicted */
+#endif
+#ifndef CM_MAX_UPSTREAMS
+#define CM_MAX_UPSTREAMS 4         /* concurrent HTTPS requests to the Cal ID API; more wait */
+#endif
+#ifndef CM_UPSTREAM_REQ_BYTES
+#define CM_UPSTREAM_REQ_BYTES 73728   /* one outgoing API request (headers + body) */
+#endif
+#ifndef CM_UPSTREAM_BODY_BYTES
+#define CM_UPSTREAM_BODY_BYTES 131072 /* one API answer body; larger answers are a tool error */
+#endif
+#ifndef CM_JSON_TOKENS
+#define CM_JSON_TOKENS 1024        /* jsmn tokens for one request body; more is -32600 */
+#endif
+#ifndef CM_TRUST_ARENA_BYTES
+#define CM_TRUST_ARENA_BYTES 262144 /* decoded CA certificates (the Debian bundle needs ~150 KiB) */
+#endif
+#ifndef CM_MAX_TRUST_ANCHORS
+#define CM_MAX_TRUST_ANCHORS 256
+#endif
+#ifndef CM_MAX_ORIGINS
+#define CM_MAX_ORIGINS 8           /* --allow-origin entries */
+#endif
+#ifndef CM_IDLE_TIMEOUT_MS
+#define CM_IDLE_TIMEOUT_MS 30000   /* a connection idle or trickling this long is closed */
+#endif
+#ifndef CM_HEADER_TIMEOUT_MS
+#define CM_HEADER_TIMEOUT_MS 10000 /* a request must arrive whole within this */
+#endif
+#ifndef CM_SESSION_TTL_MS
+#define CM_SESSION_TTL_MS (24L * 3600 * 1000) /* session-era session lifetime since last use */
+#endif
+#ifndef CM_UPSTREAM_CONNECT_MS
+#define CM_UPSTREAM_CONNECT_MS 10000  /* DNS + TCP connect */
+#endif
+#ifndef CM_UPSTREAM_HANDSHAKE_MS
+#define CM_UPSTREAM_HANDSHAKE_MS 10000
+#endif
+#ifndef CM_UPSTREAM_ANSWER_MS
+#define CM_UPSTREAM_ANSWER_MS 30000   /* from request sent to the last byte of the answer */
+#endif
+#ifndef CM_UPSTREAM_IDLE_MS
+#define CM_UPSTREAM_IDLE_MS 60000     /* an idle kept-alive API connection is closed after this */
+#endif
+
+/* ---- Configuration ---- */
+enum cm_log_level { CM_LOG_ERROR = 0, CM_LOG_WARN, CM_LOG_INFO, CM_LOG_DEBUG };
+
+struct cm_config {
+    const char *listen;        /* "ADDR:PORT"; default "127.0.0.1:8080" */
+    const char *upstream;      /* API base URL; default "https://api.cal.id" */
+    const char *ca_file;       /* PEM trust anchors; NULL = the system bundle */
+    const char *api_key;       /* server-held Cal ID key, or NULL */
+    const char *access_token;  /* token clients must present when api_key is set off loopback */
+    const char *allow_origins[CM_MAX_ORIGINS];
+    int n_allow_origins;
+    int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
+};
+
+/* Fills *cfg with the defaults above. */
+void cm_config_defaults(struct cm_config *cfg);
+
+/* Loads trust anchors, checks the config and (unless stdio_only) opens the
+ * listening socket. Returns 0, or -1 with a message in err. */
+int cm_start(const struct cm_config *cfg, int stdio_only, char *err, size_t errlen);
+
+/* One bounded step: waits at most timeout_ms for socket events, then serves
+ * them. Returns 0, or -1 if the server is not started. */
+int cm_poll(int timeout_ms);
+
+/* Closes every socket. cm_start() may be called again afterwards. */
+void cm_stop(void);
+
+/* Serves MCP over stdin/stdout (one JSON-RPC message per line) until stdin
+ * ends. Logs go to stderr only. Returns 0 at end of input. */
+int cm_stdio_run(void);
+
+/* Bytes of static memory the server reserves at its compiled limits. */
+size_t cm_static_bytes(void);
+
+/* ---- Port interface: implemented once per platform in port/ ---- */
+typedef intptr_t cm_sock_t;
+#define CM_SOCK_INVALID ((cm_sock_t)-1)
+#define CM_PORT_AGAIN (-2)   /* would block / still pending */
+
+struct cm_addr {               /* an opaque socket address (sockaddr storage) */
+    unsigned char bytes[32];
+    unsigned len;
+};
+
+#define CM_POLL_IN  1
+#define CM_POLL_OUT 2
+#define CM_POLL_ERR 4          /* error or hang-up: only ever set in revents */
+struct cm_pollfd {
+    cm_sock_t sock;
+    short events;              /* CM_POLL_IN | CM_POLL_OUT */
+    short revents;
+};
+
+int cm_port_init(void);                          /* 0 ok; sockets ready to use */
+void cm_port_cleanup(void);
+uint64_t cm_port_now_ms(void);                   /* monotonic milliseconds */
+int64_t cm_port_unix_time(void);                 /* wall clock, for certificate validity */
+int cm_port_random(void *buf, size_t len);       /* 0 ok, -1 no secure source */
+/* Non-blocking listening TCP socket on host:port (numeric address). */
+cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_t errlen);
+/* Next pending connection, non-blocking, or CM_SOCK_INVALID when none. */
+cm_sock_t cm_port_accept(cm_sock_t listener);
+/* Starts a non-blocking connect. 0 started (wait for CM_POLL_OUT), -1 failed. */
+int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out);
+/* After the socket turned writable: 0 connected, or -1 the connect failed. */
+int cm_port_connect_result(cm_sock_t s);
+/* Bytes moved (>0), CM_PORT_AGAIN, 0 (recv only: peer closed) or -1 (error). */
+long cm_port_send(cm_sock_t s, const void *buf, size_t len);
+long cm_port_recv(cm_sock_t s, void *buf, size_t len);
+void cm_port_close(cm_sock_t s);
+/* Like poll(2). Returns the number of ready sockets, 0 on timeout, -1 error. */
+int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms);
+/* Name resolution without blocking the loop: 0 with *out filled, CM_PORT_AGAIN
+ * while a lookup runs in the background (call again later), -1 failed.
+ * IPv4 results are preferred. */
+int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out);
+/* Path of the system CA bundle, or NULL if the platform has none. */
+const char *cm_port_default_ca_file(void);
+
+#endif /* CALID_MCP_H */
