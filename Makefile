@@ -47,3 +47,6 @@ static: $(SRC) port/posix.c
 
 clean:
 	rm -rf build calid_mcp calid_mcp-static
+
+# Further targets (ports, fuzzing, benchmarks) live in mk/*.mk.
+-include mk/*.mk

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every test suite and sums their results. Each suite is a command whose
+# last line of output is "N passed, N failed"; this script ends with the total
+# in the same form and exits non-zero if anything failed or a suite crashed.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export CALID_MCP_BIN=${CALID_MCP_BIN:-$PWD/$BUILD/calid_mcp}
+export CALID_TEST_CERTS=${CALID_TEST_CERTS:-$PWD/$BUILD/certs}
+bash tests/make_certs.sh "$CALID_TEST_CERTS" || { echo "0 passed, 1 failed"; exit 1; }
+
+total_pass=0
+total_fail=0
+run_suite() {
+    local name=$1; shift
+    local log="$BUILD/test-$name.log" last p f
+    echo "== $name"
+    "$@" >"$log" 2>&1
+    local rc=$?
+    tail -n 15 "$log"
+    last=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -z "$last" ]; then
+        echo "suite $name printed no result (exit $rc): counted as 1 failure; see $log"
+        total_fail=$((total_fail + 1))
+        return
+    fi
+    p=$(echo "$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+    f=$(echo "$last" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "suite $name exited $rc with no failures counted: counted as 1 failure"
+        f=1
+    fi
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+}
+
+run_suite unit "$BUILD/unit_tests"
+for t in tests/test_*.py; do
+    [ -e "$t" ] || continue
+    run_suite "$(basename "$t" .py)" python3 "$t"
+done
+if [ -d tests/node ] && [ "${CALID_SKIP_NODE:-0}" != 1 ]; then
+    for t in tests/node/test_*.mjs; do
+        [ -e "$t" ] || continue
+        run_suite "$(basename "$t" .mjs)" node "$t"
+    done
+fi
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

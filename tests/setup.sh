@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need on Debian 12 (run as root).
+set -eu
+cd "$(dirname "$0")/.."
+pkgs="build-essential libbearssl-dev libjsmn-dev openssl curl python3 ca-certificates"
+missing=""
+for p in $pkgs; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+if [ -f tests/node/package.json ] && command -v npm >/dev/null; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -1,0 +1,321 @@
+/*
+ * Unit tests for the pieces of calid_mcp.c that need no sockets: the HTTP
+ * request parser, chunked bodies, the strict JSON checker, string helpers,
+ * tool argument checks, the route map and JSON-RPC dispatch. The server file
+ * is included whole so that its static functions can be reached.
+ */
+#include "../calid_mcp.c"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                    \
+    do {                                                    \
+        if (cond) {                                         \
+            passed++;                                       \
+        } else {                                            \
+            failed++;                                       \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);     \
+            printf(__VA_ARGS__);                            \
+            printf("\n");                                   \
+        }                                                   \
+    } while (0)
+
+static int parse(const char *s, struct http_req *r)
+{
+    return http_parse_head(s, strlen(s), 0, CM_MAX_HEADER_BYTES, r);
+}
+
+static void test_http_parser(void)
+{
+    struct http_req r;
+    const char *ok = "POST /mcp?x=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 12\r\nX-A:  spaced value  \r\n\r\n{\"a\":1}";
+    int n = parse(ok, &r);
+    CHECK(n > 0 && (size_t)n == strlen(ok) - strlen("{\"a\":1}"), "head length %d", n);
+    CHECK(view_eq(r.method, "POST") && view_eq(r.path, "/mcp") && view_eq(r.query, "x=1"), "request line views");
+    CHECK(r.content_length == 12 && r.keep_alive && r.minor == 1, "content length / keep-alive");
+    CHECK(http_header(&r, "x-a") && view_eq(*http_header(&r, "X-A"), "spaced value"), "header trimmed, case-insensitive");
+    CHECK(parse("GET /mcp HTTP/1.1\r\nHost: a\r\n", &r) == 0, "partial head needs more");
+    CHECK(parse("GET /mcp HTTP/1.1\nHost: a\n\n", &r) > 0, "bare LF line endings");
+    CHECK(parse("GET /mcp HTTP/1.0\r\n\r\n", &r) > 0 && !r.keep_alive, "HTTP/1.0 closes by default");
+    CHECK(parse("GET /mcp HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r) > 0 && r.keep_alive, "HTTP/1.0 keep-alive");
+    CHECK(parse("GET /mcp HTTP/1.1\r\nConnection: close\r\n\r\n", &r) > 0 && !r.keep_alive, "Connection: close");
+    CHECK(parse("GET /mcp HTTP/2.0\r\n\r\n", &r) == -505, "HTTP/2.0 -> 505");
+    CHECK(parse("GET /mcp FTP/1.1\r\n\r\n", &r) == -400, "bad version -> 400");
+    CHECK(parse("GET  /mcp HTTP/1.1\r\n\r\n", &r) == -400, "double space -> 400");
+    CHECK(parse("\x01\x02 / HTTP/1.1\r\n\r\n", &r) == -400, "binary method -> 400");
+    CHECK(parse("GET /mcp HTTP/1.1\r\nBad Header: x\r\n\r\n", &r) == -400, "space in header name -> 400");
+    CHECK(parse("GET /mcp HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", &r) == -400, "obs-fold -> 400");
+    CHECK(parse("GET /mcp HTTP/1.1\r\nA: b\x01\r\n\r\n", &r) == -400, "control char in value -> 400");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", &r) == -400, "CL + TE -> 400");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", &r) == -400, "conflicting CL -> 400");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", &r) > 0 && r.content_length == 5, "repeated equal CL ok");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &r) == -400, "negative CL -> 400");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", &r) == -400, "huge CL -> 400");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n", &r) == -400, "CL with space -> 400");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", &r) == -501, "TE gzip -> 501");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &r) > 0 && r.chunked, "chunked");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", &r) > 0 && r.expect_continue, "Expect");
+    CHECK(parse("POST /mcp HTTP/1.1\r\nExpect: other\r\n\r\n", &r) == -417, "unknown Expect -> 417");
+    {
+        char big[CM_MAX_HEADER_BYTES + 64];
+        size_t i;
+        memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+        for (i = 19; i < sizeof big - 1; i++)
+            big[i] = 'a';
+        big[sizeof big - 1] = 0;
+        CHECK(parse(big, &r) == -431, "oversized head -> 431");
+    }
+    {
+        char many[4096];
+        struct textbuf b = {many, sizeof many, 0, 0};
+        int i;
+        tb_str(&b, "GET / HTTP/1.1\r\n");
+        for (i = 0; i <= CM_MAX_HEADERS; i++)
+            tb_printf(&b, "H%d: v\r\n", i);
+        tb_str(&b, "\r\n");
+        CHECK(parse(many, &r) == -431, "too many headers -> 431");
+    }
+}
+
+static void test_chunked(void)
+{
+    char body[128];
+    size_t enc, dec;
+    strcpy(body, "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT");
+    CHECK(chunked_scan(body, strlen(body), 100, &enc, &dec) == 1 && dec == 11, "chunked complete");
+    chunked_decode(body, enc);
+    CHECK(memcmp(body, "hello world", 11) == 0, "chunked decoded in place");
+    CHECK(memcmp(body + enc, "NEXT", 4) == 0, "bytes after the body untouched");
+    CHECK(chunked_scan("5\r\nhel", 7, 100, &enc, &dec) == 0, "partial chunk");
+    CHECK(chunked_scan("zz\r\n", 4, 100, &enc, &dec) == -1, "bad chunk size");
+    CHECK(chunked_scan("123456789\r\n", 11, 1u << 30, &enc, &dec) == -1, "too many hex digits");
+    CHECK(chunked_scan("ff\r\n", 4, 100, &enc, &dec) == -2, "chunk over the body limit");
+    CHECK(chunked_scan("3\r\nabcX\r\n0\r\n\r\n", 14, 100, &enc, &dec) == -1, "missing CRLF after data");
+}
+
+static int jok(const char *s)
+{
+    const char *why;
+    size_t at;
+    return json_check(s, strlen(s), &why, &at) == 0;
+}
+
+static void test_json_check(void)
+{
+    char deep[200];
+    int i;
+    CHECK(jok("{\"a\":[1,-2.5e3,true,false,null,\"x\\u00e9\\n\"]}"), "valid document");
+    CHECK(jok("  \"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"  "), "valid UTF-8");
+    CHECK(!jok("{\"a\":1,}"), "trailing comma");
+    CHECK(!jok("{\"a\" 1}"), "missing colon");
+    CHECK(!jok("{a:1}"), "unquoted key");
+    CHECK(!jok("[01]"), "leading zero");
+    CHECK(!jok("[1.]"), "bare decimal point");
+    CHECK(!jok("[tru]"), "bad literal");
+    CHECK(!jok("{} {}"), "two values");
+    CHECK(!jok("\"\xff\""), "invalid UTF-8 byte");
+    CHECK(!jok("\"\xc0\xaf\""), "overlong UTF-8");
+    CHECK(!jok("\"\xed\xa0\x80\""), "UTF-8 surrogate");
+    CHECK(!jok("\"a\tb\""), "raw tab in string");
+    CHECK(!jok("\"\\x\""), "bad escape");
+    CHECK(!jok("\"\\u12\""), "short \\u");
+    CHECK(!jok(""), "empty input");
+    for (i = 0; i < 70; i++)
+        deep[i] = '[';
+    for (i = 70; i < 140; i++)
+        deep[i] = ']';
+    deep[140] = 0;
+    CHECK(!jok(deep), "nesting over 64");
+    deep[0] = 0;
+    for (i = 0; i < 60; i++)
+        strcat(deep, "[");
+    for (i = 0; i < 60; i++)
+        strcat(deep, "]");
+    CHECK(jok(deep), "nesting of 60 is fine");
+}
+
+static void test_strings(void)
+{
+    char out[64];
+    unsigned char bin[16];
+    size_t len = 0;
+    static jsmntok_t t[8];
+    struct jdoc d;
+    const char *why;
+    size_t at;
+    const char *js = "[\"a\\\"b\\u00e9\\ud83d\\ude00\\ud800x\"]";
+    CHECK(jdoc_parse(&d, js, strlen(js), t, 8, &why, &at) == 0, "parse string array");
+    CHECK(tok_unescape(&d, 1, out, sizeof out) == 13 && memcmp(out, "a\"b\xc3\xa9\xf0\x9f\x98\x80\xef\xbf\xbdx", 13) == 0,
+          "unescape: quote, e-acute, emoji pair, lone surrogate");
+    CHECK(percent_encode("a b/é?", strlen("a b/é?"), out, sizeof out, &len) == 0 && strcmp(out, "a%20b%2F%C3%A9%3F") == 0,
+          "percent-encoding: %s", out);
+    CHECK(base64_decode("aGVsbG8=", 8, bin, sizeof bin) == 5 && memcmp(bin, "hello", 5) == 0, "base64");
+    CHECK(base64_decode("aGVsbG8", 7, bin, sizeof bin) == 5, "base64 without padding");
+    CHECK(base64_decode("a$==", 4, bin, sizeof bin) == -1, "base64 bad character");
+    CHECK(json_escaped_len("a\"\n\x01", 4) == 1 + 2 + 2 + 6, "escaped length");
+    CHECK(const_time_eq("abc", 3, "abc", 3) && !const_time_eq("abc", 3, "abd", 3) && !const_time_eq("ab", 2, "abc", 3),
+          "constant-time compare");
+}
+
+/* Runs dispatch on one message; returns the rendered answer text. */
+static char answer[CM_TOOLS_JSON_BYTES + 4096];
+static int run_dispatch(const char *msg, int era, struct pending_call *pc)
+{
+    static char body[4096];
+    static char outbuf[8192];
+    static jsmntok_t t[256];
+    struct jdoc d;
+    struct rpc_ctx c;
+    struct resp r;
+    const char *why;
+    size_t at, off = 0;
+    int res, i;
+    strcpy(body, msg);
+    memset(&c, 0, sizeof c);
+    c.era = era;
+    c.version = era == ERA_MODERN ? MODERN_VERSION : LATEST_SESSION_VERSION;
+    c.token = "calid_unit";
+    c.token_len = 10;
+    c.http_status = 200;
+    if (jdoc_parse(&d, body, strlen(body), t, 256, &why, &at) != 0)
+        return -100;
+    rs_init(&r, outbuf, sizeof outbuf, 0);
+    res = dispatch(&c, &d, 0, &r, pc);
+    for (i = 0; i < r.nseg; i++) {
+        size_t w;
+        if (r.seg[i].escape) {
+            json_escape_some(r.seg[i].p, r.seg[i].n, answer + off, sizeof answer - off, &w);
+            off += w;
+        } else {
+            memcpy(answer + off, r.seg[i].p, r.seg[i].n);
+            off += r.seg[i].n;
+        }
+    }
+    answer[off] = 0;
+    if (era == ERA_MODERN && c.http_status != 200)
+        return c.http_status;
+    return res;
+}
+
+static void test_dispatch(void)
+{
+    struct pending_call pc;
+    char err[128];
+    const char *why;
+    size_t at;
+    CHECK(build_tools_json(err, sizeof err) == 0, "tool list builds");
+    CHECK(N_TOOLS == 57, "57 tools, got %u", (unsigned)N_TOOLS);
+    CHECK(json_check(tools_json, tools_json_len, &why, &at) == 0, "tool list is valid JSON");
+    memset(&pc, 0, sizeof pc);
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", ERA_SESSION, &pc) == D_REPLIED &&
+              strcmp(answer, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}") == 0, "ping: %s", answer);
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", ERA_SESSION, &pc) == D_NO_REPLY,
+          "notification gets no reply");
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"nope\"}", ERA_SESSION, &pc) == D_REPLIED &&
+              strstr(answer, "-32601") && strstr(answer, "\"id\":\"a\""), "unknown method: %s", answer);
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"nope\"}", ERA_MODERN, &pc) == 404, "modern unknown method -> 404");
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}", ERA_MODERN, &pc) == 404, "modern ping -> 404");
+    CHECK(run_dispatch("{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}", ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "-32600"),
+          "jsonrpc 1.0 -> -32600");
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"ping\"}", ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "-32600"),
+          "fractional id -> -32600");
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":[]}", ERA_SESSION, &pc) == D_REPLIED &&
+              strstr(answer, "-32602"), "array params -> -32602");
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}", ERA_MODERN, &pc) == D_REPLIED &&
+              strstr(answer, "\"resultType\":\"complete\"") && strstr(answer, "\"cacheScope\"") && strstr(answer, "\"ttlMs\""),
+          "modern tools/list carries cache hints");
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}", ERA_SESSION, &pc) ==
+              D_REPLIED && strstr(answer, "-32602") && strstr(answer, "Unknown tool: nope"), "unknown tool");
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"get_booking_by_id\",\"arguments\":{}}}",
+                       ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "\"isError\":true") && strstr(answer, "'bookingId'"),
+          "missing argument: %s", answer);
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"get_booking_by_id\",\"arguments\":{\"bookingId\":[1]}}}",
+                       ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "must be") && strstr(answer, "got array"),
+          "mistyped argument: %s", answer);
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"get_booking\",\"arguments\":{\"status\":\"someday\"}}}",
+                       ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "must be one of"), "enum checked: %s", answer);
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\",\"arguments\":5}}",
+                       ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "-32602"), "arguments not an object");
+    memset(&pc, 0, sizeof pc);
+    CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\"}}", ERA_SESSION, &pc) ==
+              D_PENDING && pc.active && strcmp(pc.id, "9") == 0 && strcmp(tools[pc.tool].name, "get_users_me") == 0,
+          "valid call is pending");
+}
+
+/* Builds the API request for a tool call and checks path and body. */
+static void check_route(const char *tool, const char *args, const char *want_path, const char *want_body)
+{
+    static char js[2048];
+    static jsmntok_t t[128];
+    struct jdoc d;
+    const char *why;
+    size_t at;
+    char msg[256];
+    int ti = find_tool(tool);
+    long blen = 0;
+    snprintf(js, sizeof js, "%s", args);
+    CHECK(ti >= 0, "tool %s exists", tool);
+    if (ti < 0 || jdoc_parse(&d, js, strlen(js), t, 128, &why, &at) != 0)
+        return;
+    msg[0] = 0;
+    CHECK(validate_args(&tools[ti], &d, 0, msg, sizeof msg) == 0, "%s args valid: %s", tool, msg);
+    CHECK(build_path(&tools[ti], &d, 0, msg, sizeof msg) == 0 && strcmp(req_path, want_path) == 0, "%s path %s", tool, req_path);
+    if (want_body) {
+        blen = build_json_body(&tools[ti], &d, 0);
+        CHECK(blen >= 0 && strcmp(req_body, want_body) == 0, "%s body %s", tool, req_body);
+    }
+}
+
+static void test_routes(void)
+{
+    size_t i;
+    int get_read = 1;
+    for (i = 0; i < N_TOOLS; i++)
+        if ((strcmp(tools[i].method, "GET") == 0) != ((tools[i].flags & T_READ) != 0))
+            get_read = 0;
+    CHECK(get_read, "every GET and only GETs are read-only");
+    check_route("get_booking", "{\"status\":\"past\",\"limit\":5}", "/booking?status=past&limit=5", NULL);
+    check_route("get_booking_by_id", "{\"bookingId\":\"uid with/slash\"}", "/booking/uid%20with%2Fslash", NULL);
+    check_route("get_booking_by_id", "{\"bookingId\":42}", "/booking/42", NULL);
+    check_route("cancel_booking", "{\"bookingId\":42,\"cancellationReason\":\"sick\"}", "/booking/42/cancel",
+                "{\"cancellationReason\":\"sick\"}");
+    check_route("cancel_booking", "{\"bookingId\":42}", "/booking/42/cancel", "{}");
+    check_route("create_booking",
+                "{\"eventTypeId\":3,\"start\":\"2026-12-01T15:00:00Z\",\"timeZone\":\"Europe/Berlin\",\"responses\":{\"name\":\"John Doe\",\"email\":\"j@x.io\",\"guests\":[]}}",
+                "/booking",
+                "{\"eventTypeId\":3,\"start\":\"2026-12-01T15:00:00Z\",\"timeZone\":\"Europe/Berlin\",\"responses\":{\"name\":\"John Doe\",\"email\":\"j@x.io\",\"guests\":[]}}");
+    check_route("get_slots", "{\"eventTypeId\":3,\"start\":\"2026-11-30\",\"end\":\"2026-11-30\",\"usernameList\":[\"a\",\"b c\"]}",
+                "/slots?eventTypeId=3&start=2026-11-30&end=2026-11-30&usernameList=a&usernameList=b%20c", NULL);
+    check_route("get_team_membership", "{\"teamId\":7,\"membershipId\":9}", "/teams/7/memberships/9", NULL);
+    check_route("update_team_membership", "{\"teamId\":7,\"membershipId\":9,\"role\":\"ADMIN\"}", "/teams/7/memberships/9",
+                "{\"role\":\"ADMIN\"}");
+}
+
+static void test_sessions(void)
+{
+    struct view v;
+    int s = session_create("2025-03-26", "calid_a", 7, 1000), t;
+    CHECK(s >= 0 && strlen(sessions[s].id) == SESSION_ID_CHARS, "session created");
+    v.p = sessions[s].id;
+    v.n = SESSION_ID_CHARS;
+    CHECK(session_find(v, 2000) == s, "session found");
+    t = session_create("2025-03-26", "calid_a", 7, 1000);
+    CHECK(t != s && strcmp(sessions[t].id, sessions[s].id) != 0, "ids differ");
+    CHECK(session_find(v, 1000 + (uint64_t)CM_SESSION_TTL_MS + 10) < 0, "session expires");
+}
+
+int main(void)
+{
+    cm_config_defaults(&cfg);
+    cfg.log_level = CM_LOG_ERROR;
+    cm_port_random(server_secret, sizeof server_secret);
+    test_http_parser();
+    test_chunked();
+    test_json_check();
+    test_strings();
+    test_dispatch();
+    test_routes();
+    test_sessions();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
