@@ -736,6 +736,27 @@ static int jdoc_parse(struct jdoc *d, const char *js, size_t n, jsmntok_t *toks,
     int r;
     if (json_check(js, n, why, at) < 0)
         return -1;
+    {
+        /* jsmn wants a closing byte after a top-level scalar; the checker
+         * has already vetted it, so one token describes it. */
+        size_t i = 0;
+        while (i < n && (js[i] == ' ' || js[i] == '\t' || js[i] == '\n' || js[i] == '\r'))
+            i++;
+        if (js[i] != '{' && js[i] != '[') {
+            size_t e = n;
+            while (e > i && (js[e - 1] == ' ' || js[e - 1] == '\t' || js[e - 1] == '\n' || js[e - 1] == '\r'))
+                e--;
+            toks[0].type = js[i] == '"' ? JSMN_STRING : JSMN_PRIMITIVE;
+            toks[0].start = (int)(js[i] == '"' ? i + 1 : i);
+            toks[0].end = (int)(js[i] == '"' ? e - 1 : e);
+            toks[0].size = 0;
+            toks[0].parent = -1;
+            d->js = js;
+            d->t = toks;
+            d->n = 1;
+            return 0;
+        }
+    }
     jsmn_init(&p);
     r = jsmn_parse(&p, js, n, toks, cap);
     if (r == JSMN_ERROR_NOMEM)
@@ -2000,14 +2021,11 @@ static void render_discover(struct resp *r, struct view id)
     result_end(r, 1, 1);
 }
 
-static void render_tools_list(struct resp *r, struct view id, int modern, int copy)
+static void render_tools_list(struct resp *r, struct view id, int modern)
 {
     result_begin(r, id);
     rs_str(r, "\"tools\":");
-    if (copy)
-        rs_put(r, tools_json, tools_json_len);
-    else
-        rs_ext(r, tools_json, tools_json_len, 0);
+    rs_ext(r, tools_json, tools_json_len, 0); /* static: safe to reference, even in a batch */
     result_end(r, modern, 1);
 }
 
@@ -2051,7 +2069,7 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
     if (id_tok < 0) /* a notification: never answered */
         return D_NO_REPLY;
     if (view_eq(m, "tools/list")) {
-        render_tools_list(r, id, modern, c->batch);
+        render_tools_list(r, id, modern);
         return D_REPLIED;
     }
     if (view_eq(m, "tools/call"))
@@ -2143,6 +2161,8 @@ struct conn {
     char *body;
     size_t body_len;
     int keep_alive, close_after;
+    int head_only;                /* HEAD: headers with Content-Length, no body */
+    int parse_pending;            /* pipelined bytes wait in in[] to be parsed */
     /* the request being served */
     struct rpc_ctx ctx;
     struct pending_call pc;
@@ -2178,6 +2198,7 @@ static void conn_close(struct conn *c)
     c->state = C_FREE;
     c->sock = CM_SOCK_INVALID;
     c->held_handle = -1;
+    c->parse_pending = 0;
     c->pc.active = 0;
     c->gen++;
 }
@@ -2199,6 +2220,7 @@ static void conn_reset_request(struct conn *c)
     c->origin_ok[0] = 0;
     c->held_handle = -1;
     c->close_after = 0;
+    c->head_only = 0;
 }
 
 static int conn_write(struct conn *c);
@@ -2230,6 +2252,8 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     tb_str(&h, "\r\n");
     c->hdr_len = h.len;
     c->hdr_sent = 0;
+    if (c->head_only)
+        c->resp.nseg = 0;
     c->seg_i = 0;
     c->seg_off = 0;
     c->stage_len = c->stage_sent = 0;
@@ -2275,6 +2299,7 @@ static void conn_finish_answer(struct conn *c)
     c->in_len = rest;
     conn_reset_request(c);
     c->state = C_READ;
+    c->parse_pending = rest > 0; /* parsed by the loop, so answers never recurse */
     c->last_ms = c->req_start_ms = cm_port_now_ms();
 }
 
@@ -2620,6 +2645,7 @@ static void conn_process(struct conn *c)
     char extra[200];
 
     stat_requests++;
+    c->head_only = view_eq(q->method, "HEAD");
     c->ctx.http_status = 200;
     c->ctx.batch = 0;
     c->ctx.new_session = -1;
@@ -2874,6 +2900,8 @@ static void conn_process(struct conn *c)
     conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", NULL);
 }
 
+static void conn_try_request(struct conn *c);
+
 /* Reads what arrived and, once a whole request is in, serves it. */
 static void conn_read(struct conn *c)
 {
@@ -2895,6 +2923,12 @@ static void conn_read(struct conn *c)
         if (c->state != C_READ)
             return; /* pipelined bytes wait until the current answer is out */
     }
+    conn_try_request(c);
+}
+
+/* Parses what is in in[] and serves the request once it is whole. */
+static void conn_try_request(struct conn *c)
+{
     if (c->state != C_READ || c->in_len == 0)
         return;
     if (!c->head_done) {
@@ -2968,12 +3002,15 @@ static void accept_all(void)
             if (conns[i].state == C_FREE)
                 break;
         if (i == CM_MAX_CONNS) {
-            static const char busy[] =
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                "Connection: close\r\nContent-Length: 119\r\n\r\n"
+            static const char body[] =
                 "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"Service Unavailable: all connections are busy, retry\"}}";
+            char busy[400];
+            int n = snprintf(busy, sizeof busy,
+                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                             "Connection: close\r\nContent-Length: %u\r\n\r\n%s",
+                             (unsigned)(sizeof body - 1), body);
             stat_refused_busy++;
-            (void)cm_port_send(s, busy, sizeof busy - 1);
+            (void)cm_port_send(s, busy, (size_t)n); /* one small write: best effort, then close */
             cm_port_close(s);
             continue;
         }
@@ -3055,6 +3092,9 @@ static int loop_step(int timeout_ms)
         fds[n].events = ev;
         owner[n++] = (int)i;
     }
+    for (i = 0; i < CM_MAX_CONNS; i++)
+        if (conns[i].parse_pending)
+            timeout_ms = 0; /* pipelined requests are waiting */
     nu = up_pollfds(fds + n, CM_MAX_UPSTREAMS, up_handle);
     for (i = 0; i < nu; i++)
         owner[n + i] = -2 - up_handle[i];
@@ -3081,6 +3121,11 @@ static int loop_step(int timeout_ms)
                 conn_read(c);
         }
     }
+    for (i = 0; i < CM_MAX_CONNS; i++)
+        if (conns[i].parse_pending) {
+            conns[i].parse_pending = 0;
+            conn_try_request(&conns[i]);
+        }
     now = cm_port_now_ms();
     up_tick(now);
     retry_waiting_calls();
