@@ -1598,7 +1598,7 @@ static int session_find(struct view id, uint64_t now)
         struct session *s = &sessions[i];
         if (!s->used)
             continue;
-        if (now - s->last_ms > (uint64_t)CM_SESSION_TTL_MS) {
+        if (now > s->last_ms && now - s->last_ms > (uint64_t)CM_SESSION_TTL_MS) {
             s->used = 0; /* expired */
             continue;
         }
@@ -1613,7 +1613,7 @@ static int session_create(const char *version, const char *token, size_t token_l
     unsigned char rnd[SESSION_ID_CHARS / 2];
     int i, pick = -1;
     for (i = 0; i < CM_MAX_SESSIONS; i++)
-        if (!sessions[i].used || now - sessions[i].last_ms > (uint64_t)CM_SESSION_TTL_MS) {
+        if (!sessions[i].used || (now > sessions[i].last_ms && now - sessions[i].last_ms > (uint64_t)CM_SESSION_TTL_MS)) {
             pick = i;
             break;
         }
@@ -3024,18 +3024,22 @@ static void accept_all(void)
     }
 }
 
+/* Milliseconds from since to now; 0 if since is later (stamps taken after
+ * now was read must not wrap around into a huge age). */
+static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
+
 /* Closes connections that idle or trickle past their time. */
 static void conn_timeouts(uint64_t now)
 {
     int i;
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
-        if (c->state == C_READ && c->in_len > 0 && now - c->req_start_ms > CM_HEADER_TIMEOUT_MS) {
+        if (c->state == C_READ && c->in_len > 0 && ms_since(now, c->req_start_ms) > CM_HEADER_TIMEOUT_MS) {
             c->keep_alive = 0;
             c->req_total = c->in_len;
             conn_reject(c, 408, E_SERVER, "Request Timeout: the request did not arrive in time", NULL);
-        } else if ((c->state == C_READ && c->in_len == 0 && now - c->last_ms > CM_IDLE_TIMEOUT_MS) ||
-                   (c->state == C_WRITE && now - c->last_ms > CM_IDLE_TIMEOUT_MS)) {
+        } else if ((c->state == C_READ || c->state == C_WRITE) && (c->in_len == 0 || c->state == C_WRITE) &&
+                   ms_since(now, c->last_ms) > CM_IDLE_TIMEOUT_MS) {
             conn_close(c);
         }
     }
