@@ -38,12 +38,9 @@ unit: $(BUILD)/unit_tests
 test: $(BUILD)/calid_mcp $(BUILD)/unit_tests
 	BUILD=$(BUILD) bash tests/run.sh
 
-# One fully static, stripped binary (musl).
-static: $(SRC) port/posix.c
-	@mkdir -p $(BUILD)/static
-	musl-gcc $(WARN) $(DEFS) -Os -static -DCALID_MCP_MAIN -o calid_mcp-static calid_mcp.c port/posix.c \
-		-I/usr/include -L$(BUILD)/static -lbearssl -lpthread
-	strip calid_mcp-static
+# One fully static, stripped binary (musl); cross builds in mk/ports.mk.
+static: static-x86_64
+	cp build/static/calid_mcp-x86_64 calid_mcp-static
 
 clean:
 	rm -rf build calid_mcp calid_mcp-static

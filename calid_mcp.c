@@ -2186,6 +2186,14 @@ static struct conn conns[CM_MAX_CONNS];
 static jsmntok_t toks[CM_JSON_TOKENS];
 static unsigned long stat_requests, stat_refused_busy;
 
+static int conns_in_use(void)
+{
+    int i, n = 0;
+    for (i = 0; i < CM_MAX_CONNS; i++)
+        n += conns[i].state != C_FREE;
+    return n;
+}
+
 static unsigned conn_owner(const struct conn *c) { return (c->gen << 8) | (unsigned)(c - conns); }
 
 static void conn_close(struct conn *c)
@@ -2657,8 +2665,11 @@ static void conn_process(struct conn *c)
             return;
         }
         rs_init(&c->resp, c->out, sizeof c->out, 0);
-        rs_printf(&c->resp, "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d}",
-                  (unsigned)N_TOOLS, sessions_in_use());
+        rs_printf(&c->resp,
+                  "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d,\"connections\":%d,"
+                  "\"requests\":%lu,\"refusedBusy\":%lu,\"apiFullHandshakes\":%u}",
+                  (unsigned)N_TOOLS, sessions_in_use(), conns_in_use(), stat_requests, stat_refused_busy,
+                  up_full_handshakes);
         conn_answer(c, 200, "application/json", NULL);
         return;
     }
@@ -3001,6 +3012,19 @@ static void accept_all(void)
         for (i = 0; i < CM_MAX_CONNS; i++)
             if (conns[i].state == C_FREE)
                 break;
+        if (i == CM_MAX_CONNS) {
+            /* full: a kept-alive connection idle between requests makes room
+             * (HTTP lets a server close those at any time) */
+            int idle = -1, k;
+            for (k = 0; k < CM_MAX_CONNS; k++)
+                if (conns[k].state == C_READ && conns[k].in_len == 0 && !conns[k].parse_pending &&
+                    (idle < 0 || conns[k].last_ms < conns[idle].last_ms))
+                    idle = k;
+            if (idle >= 0) {
+                conn_close(&conns[idle]);
+                i = idle;
+            }
+        }
         if (i == CM_MAX_CONNS) {
             static const char body[] =
                 "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"Service Unavailable: all connections are busy, retry\"}}";
@@ -3415,6 +3439,7 @@ void cm_stop(void)
     for (i = 0; i < CM_MAX_CONNS; i++)
         if (conns[i].state != C_FREE)
             conn_close(&conns[i]);
+    up_close_all();
     cm_port_close(listener);
     listener = CM_SOCK_INVALID;
     server_started = 0;

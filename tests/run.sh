@@ -35,6 +35,7 @@ run_suite() {
 }
 
 run_suite unit "$BUILD/unit_tests"
+run_suite upstream sh tests/upstream_test.sh
 for t in tests/test_*.py; do
     [ -e "$t" ] || continue
     run_suite "$(basename "$t" .py)" python3 "$t"
@@ -43,6 +44,15 @@ if [ -d tests/node ] && [ "${CALID_SKIP_NODE:-0}" != 1 ]; then
     for t in tests/node/test_*.mjs; do
         [ -e "$t" ] || continue
         run_suite "$(basename "$t" .mjs)" node "$t"
+    done
+fi
+
+# Ports (lwIP, Windows under wine, static musl builds under qemu-user, the
+# vendoring example): each suite builds what it needs; cross builds are cached
+# in build/ports.
+if [ "${CALID_SKIP_PORTS:-0}" != 1 ]; then
+    for s in lwip vendor windows static-x86_64 static-mipsel static-aarch64; do
+        run_suite "port-$s" ${MAKE:-make} -s "ports-test-$s"
     done
 fi
 

@@ -1184,11 +1184,16 @@ def open_answered(port, n, deadline_s=10.0):
 
 
 def test_connection_limit_503_then_recovers():
+    """All 16 slots busy mid-request: the 17th gets 503; freed slots serve again."""
     problems = []
+    partial = b"GET /healthz HTTP/1.1\r\n"
     with Server(*UPSTREAM_FLAGS) as s:
         held = open_answered(s.port, 16)
         try:
             assert len(held) == 16, f"only {len(held)} of 16 connections served"
+            for c in held:  # each now holds half a request: busy, not idle
+                c.send(partial)
+            time.sleep(0.2)
             with Conn(s.port) as extra:
                 raw = extra.read_until_close()
             head, _, body = raw.partition(b"\r\n\r\n")
@@ -1204,11 +1209,15 @@ def test_connection_limit_503_then_recovers():
                 c.close()
             held = held[4:]
             more = open_answered(s.port, 4)
-            held += more
             assert len(more) == 4, f"after closing 4, only {len(more)} new connections served"
-            for c in held:  # the old ones still work
-                c.send(healthz_request(s.port))
+            for c in more:
+                c.send(partial)
+            for c in held:  # the old ones finish their request and still work
+                c.send(f"Host: 127.0.0.1:{s.port}\r\n\r\n".encode())
                 assert c.read_response().status == 200
+                c.send(partial)
+            held += more
+            time.sleep(0.2)
             with Conn(s.port) as extra:
                 assert extra.read_until_close().startswith(b"HTTP/1.1 503 "), "limit not enforced after reuse"
         finally:
@@ -1216,6 +1225,21 @@ def test_connection_limit_503_then_recovers():
                 c.close()
         assert s.alive()
     assert not problems, "; ".join(problems)
+
+
+def test_idle_keepalive_connections_make_room():
+    """16 idle kept-alive connections do not lock out a 17th client."""
+    with Server(*UPSTREAM_FLAGS) as s:
+        held = open_answered(s.port, 16)
+        try:
+            assert len(held) == 16, f"only {len(held)} of 16 connections served"
+            with Conn(s.port) as extra:
+                extra.send(healthz_request(s.port))
+                assert extra.read_response().status == 200, "17th client refused while 16 were idle"
+        finally:
+            for c in held:
+                c.close()
+        assert s.alive()
 
 
 def test_half_request_does_not_block_others():
