@@ -14,7 +14,7 @@ CFLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanit
 BUILD   = build/asan
 endif
 
-SRC = calid_mcp.c calid_mcp.h upstream.inc catalog.inc
+SRC = calid_mcp.c calid_mcp.h
 
 .PHONY: all test unit clean static
 

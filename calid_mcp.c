@@ -12,11 +12,13 @@
  *                                      13. main (only with CALID_MCP_MAIN)
  *
  * Vendoring: compile this file with calid_mcp.h and one port/ file, link
- * BearSSL, leave CALID_MCP_MAIN undefined and call cm_start()/cm_poll().
+ * BearSSL (jsmn is header-only), leave CALID_MCP_MAIN undefined and call
+ * cm_start()/cm_poll() from the firmware's loop.
  */
 #include "calid_mcp.h"
 
 #include <bearssl.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,10 +64,27 @@ static char upstream_host_for_log[128];
 /* 2. Small utilities                                                    */
 /* ===================================================================== */
 
+#ifdef CM_TEST_SEAMS
+/* Tests that drive one section alone see its log lines and API answers. */
+static void (*test_log_hook)(int level, const char *line);
+struct up_result;
+static void (*test_upstream_hook)(unsigned owner, int handle, const struct up_result *r);
+#endif
+
 static void cm_logf(int level, const char *fmt, ...)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
     va_list ap;
+#ifdef CM_TEST_SEAMS
+    if (test_log_hook) {
+        char line[512];
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        test_log_hook(level, line);
+        return;
+    }
+#endif
     if (level > cfg.log_level)
         return;
     fprintf(stderr, "calid-mcp %s: ", names[level]);
@@ -1221,7 +1240,967 @@ struct cm_tool {
 };
 
 static const struct cm_tool tools[] = {
-#include "catalog.inc"
+/* ---- Availability & Schedules ---- */
+{"create_availability", "POST", "/availability", 0,
+ "Add availability window",
+ "Add an availability window to one of the current user's schedules: the weekdays and "
+ "the start and end time of day (HH:MM, in the schedule's time zone). Returns the new "
+ "availability with its numeric id.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Numeric id of the schedule to "
+   "add the window to, as returned by get_schedule.\"},"
+   "\"days\":{\"type\":\"array\",\"description\":\"Weekdays as integers, 0=Sunday, 1=Monday "
+   "... 6=Saturday.\",\"items\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":6}},"
+   "\"startTime\":{\"type\":\"string\",\"description\":\"Start time of day, 24-hour 'HH:MM' "
+   "(e.g. '09:00'), in the schedule's time zone.\"},"
+   "\"endTime\":{\"type\":\"string\",\"description\":\"End time of day, 24-hour 'HH:MM' "
+   "(e.g. '17:00'), in the schedule's time zone.\"},"
+   "\"date\":{\"type\":\"string\",\"description\":\"Optional single date, YYYY-MM-DD, to "
+   "make this a one-day override instead of a weekly window.\"}"
+ "},\"required\":[\"scheduleId\",\"startTime\",\"endTime\"],\"additionalProperties\":true}"},
+{"create_schedule", "POST", "/schedule", 0,
+ "Create schedule",
+ "Create a named availability schedule for the current user, in one time zone, with "
+ "weekly windows and optional date overrides. Returns the schedule with its numeric "
+ "id, which event types can point to via scheduleId.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"name\":{\"type\":\"string\",\"description\":\"Schedule name, e.g. 'Working hours'.\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone the schedule's times are "
+   "in; IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
+   "\"availability\":{\"type\":\"array\",\"description\":\"Weekly availability windows; on "
+   "update this list replaces the existing windows.\",\"items\":{\"type\":\"object\","
+   "\"description\":\"One weekly window of bookable time.\","
+   "\"properties\":{\"days\":{\"type\":\"array\",\"description\":\"Weekdays the window "
+   "covers: weekday names such as 'Monday' or numbers 0=Sunday..6=Saturday.\","
+   "\"items\":{\"type\":[\"string\",\"integer\"]}},\"startTime\":{\"type\":\"string\","
+   "\"description\":\"Start of the window, 24-hour 'HH:MM', e.g. '09:00'.\"},"
+   "\"endTime\":{\"type\":\"string\",\"description\":\"End of the window, 24-hour 'HH:MM', "
+   "e.g. '17:00'.\"}},\"required\":[\"days\",\"startTime\",\"endTime\"]}},"
+   "\"isDefault\":{\"type\":\"boolean\",\"description\":\"Make this the user's default "
+   "schedule (used by event types that do not name a schedule).\"},"
+   "\"overrides\":{\"type\":\"array\",\"description\":\"Date-specific exceptions to the "
+   "weekly windows.\",\"items\":{\"type\":\"object\",\"description\":\"Different hours on "
+   "one calendar date.\",\"properties\":{\"date\":{\"type\":\"string\","
+   "\"description\":\"Date in YYYY-MM-DD format.\"},\"startTime\":{\"type\":\"string\","
+   "\"description\":\"Start, 24-hour 'HH:MM'.\"},\"endTime\":{\"type\":\"string\","
+   "\"description\":\"End, 24-hour 'HH:MM'.\"}},\"required\":[\"date\",\"startTime\","
+   "\"endTime\"]}}"
+ "},\"required\":[\"name\",\"timeZone\"],\"additionalProperties\":true}"},
+{"delete_availability", "DELETE",
+ "/availability/{availabilityId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Delete availability window",
+ "Delete one availability window from a schedule of the current user. The schedule "
+ "itself stays; only this window's bookable time is removed.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"availabilityId\":{\"type\":\"integer\",\"description\":\"Numeric availability id: the "
+   "id of one availability window, as listed in a schedule's availability (get_schedule) or "
+   "returned by create_availability.\"}"
+ "},\"required\":[\"availabilityId\"],\"additionalProperties\":true}"},
+{"delete_schedule", "DELETE", "/schedule/{scheduleId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Delete schedule",
+ "Delete one of the current user's schedules with all of its availability windows. "
+ "Event types using it fall back to the default schedule; the default schedule itself "
+ "usually cannot be deleted.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Numeric schedule id, as returned "
+   "by get_schedule or create_schedule.\"}"
+ "},\"required\":[\"scheduleId\"],\"additionalProperties\":true}"},
+{"get_availability", "GET", "/availability", T_READ | T_IDEMPOTENT,
+ "Get availability",
+ "Get the current user's availability between two dates: working hours, available date "
+ "ranges and busy times, optionally for one event type. Use get_slots instead to get "
+ "bookable start times.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"dateFrom\":{\"type\":\"string\",\"description\":\"Start of the range: YYYY-MM-DD or "
+   "an ISO 8601 date-time.\"},"
+   "\"dateTo\":{\"type\":\"string\",\"description\":\"End of the range: YYYY-MM-DD or an "
+   "ISO 8601 date-time.\"},"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Restrict to the availability of "
+   "this event type (get_event_types).\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone for the returned times; "
+   "IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"}"
+ "},\"required\":[\"dateFrom\",\"dateTo\"],\"additionalProperties\":true}"},
+{"get_schedule", "GET", "/schedule", T_READ | T_IDEMPOTENT,
+ "List schedules",
+ "List the current user's availability schedules, each with its numeric id, name, time "
+ "zone, weekly availability windows and whether it is the default.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"additionalProperties\":true}"},
+{"update_availability", "PATCH", "/availability/{availabilityId}", T_IDEMPOTENT,
+ "Update availability window",
+ "Change one availability window of a schedule: its weekdays or its start and end time "
+ "(HH:MM, schedule time zone). Only the fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"availabilityId\":{\"type\":\"integer\",\"description\":\"Numeric availability id: the "
+   "id of one availability window, as listed in a schedule's availability (get_schedule) or "
+   "returned by create_availability.\"},"
+   "\"days\":{\"type\":\"array\",\"description\":\"Weekdays as integers, 0=Sunday, 1=Monday "
+   "... 6=Saturday.\",\"items\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":6}},"
+   "\"startTime\":{\"type\":\"string\",\"description\":\"Start time of day, 24-hour 'HH:MM' "
+   "(e.g. '09:00'), in the schedule's time zone.\"},"
+   "\"endTime\":{\"type\":\"string\",\"description\":\"End time of day, 24-hour 'HH:MM' "
+   "(e.g. '17:00'), in the schedule's time zone.\"},"
+   "\"date\":{\"type\":\"string\",\"description\":\"Optional single date, YYYY-MM-DD, to "
+   "make this a one-day override instead of a weekly window.\"}"
+ "},\"required\":[\"availabilityId\"],\"additionalProperties\":true}"},
+{"update_schedule", "PATCH", "/schedule/{scheduleId}", T_IDEMPOTENT,
+ "Update schedule",
+ "Change one of the current user's schedules: name, time zone, weekly windows (the "
+ "given list replaces the old one), date overrides, or make it the default. Only the "
+ "fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Numeric schedule id, as returned "
+   "by get_schedule or create_schedule.\"},"
+   "\"name\":{\"type\":\"string\",\"description\":\"Schedule name, e.g. 'Working hours'.\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone the schedule's times are "
+   "in; IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
+   "\"availability\":{\"type\":\"array\",\"description\":\"Weekly availability windows; on "
+   "update this list replaces the existing windows.\",\"items\":{\"type\":\"object\","
+   "\"description\":\"One weekly window of bookable time.\","
+   "\"properties\":{\"days\":{\"type\":\"array\",\"description\":\"Weekdays the window "
+   "covers: weekday names such as 'Monday' or numbers 0=Sunday..6=Saturday.\","
+   "\"items\":{\"type\":[\"string\",\"integer\"]}},\"startTime\":{\"type\":\"string\","
+   "\"description\":\"Start of the window, 24-hour 'HH:MM', e.g. '09:00'.\"},"
+   "\"endTime\":{\"type\":\"string\",\"description\":\"End of the window, 24-hour 'HH:MM', "
+   "e.g. '17:00'.\"}},\"required\":[\"days\",\"startTime\",\"endTime\"]}},"
+   "\"isDefault\":{\"type\":\"boolean\",\"description\":\"Make this the user's default "
+   "schedule (used by event types that do not name a schedule).\"},"
+   "\"overrides\":{\"type\":\"array\",\"description\":\"Date-specific exceptions to the "
+   "weekly windows.\",\"items\":{\"type\":\"object\",\"description\":\"Different hours on "
+   "one calendar date.\",\"properties\":{\"date\":{\"type\":\"string\","
+   "\"description\":\"Date in YYYY-MM-DD format.\"},\"startTime\":{\"type\":\"string\","
+   "\"description\":\"Start, 24-hour 'HH:MM'.\"},\"endTime\":{\"type\":\"string\","
+   "\"description\":\"End, 24-hour 'HH:MM'.\"}},\"required\":[\"date\",\"startTime\","
+   "\"endTime\"]}}"
+ "},\"required\":[\"scheduleId\"],\"additionalProperties\":true}"},
+
+/* ---- Booking ---- */
+{"create_booking", "POST", "/booking", 0,
+ "Create booking",
+ "Book a meeting on an event type at a free start time (find one with get_slots "
+ "first). Attendee details go in responses; language ('en' if unsure) and metadata ({} "
+ "if nothing to store) are expected by the API. Returns the booking with its numeric "
+ "id, uid, status, startTime and endTime.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type to "
+   "book, as returned by get_event_types.\"},"
+   "\"start\":{\"type\":\"string\",\"description\":\"Start of the meeting, ISO 8601 "
+   "date-time in UTC, e.g. '2025-06-03T15:00:00Z'; should be one of the times from "
+   "get_slots.\",\"format\":\"date-time\"},"
+   "\"end\":{\"type\":\"string\",\"description\":\"End of the meeting, ISO 8601 date-time "
+   "in UTC; computed from the event type's length when omitted.\",\"format\":\"date-time\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"Attendee's time zone, used in "
+   "confirmation emails; IANA time zone name, e.g. 'Europe/Berlin' or "
+   "'America/New_York'.\"},"
+   "\"responses\":{\"type\":\"object\",\"description\":\"Answers to the event type's "
+   "booking form. Custom booking fields go here too, under their field name.\","
+   "\"properties\":{\"name\":{\"type\":\"string\",\"description\":\"Attendee's full "
+   "name.\"},\"email\":{\"type\":\"string\",\"description\":\"Attendee's email address.\","
+   "\"format\":\"email\"},\"location\":{\"type\":\"object\",\"description\":\"Chosen "
+   "meeting location, when the event type offers several.\","
+   "\"properties\":{\"value\":{\"type\":\"string\",\"description\":\"Location type, e.g. "
+   "'integrations:daily', 'inPerson', 'phone'.\"},\"optionValue\":{\"type\":\"string\","
+   "\"description\":\"Detail for that type, e.g. the attendee's phone number; empty string "
+   "if none.\"}},\"additionalProperties\":true},\"guests\":{\"type\":\"array\","
+   "\"description\":\"Extra attendees' email addresses.\",\"items\":{\"type\":\"string\","
+   "\"format\":\"email\"}},\"notes\":{\"type\":\"string\",\"description\":\"Message from "
+   "the attendee to the host.\"}},\"required\":[\"name\",\"email\"],"
+   "\"additionalProperties\":true},"
+   "\"language\":{\"type\":\"string\",\"description\":\"Attendee language code for emails, "
+   "e.g. 'en'.\"},"
+   "\"metadata\":{\"type\":\"object\",\"description\":\"Your own key/value data stored with "
+   "the booking; {} when none.\",\"additionalProperties\":true}"
+ "},\"required\":[\"eventTypeId\",\"start\",\"timeZone\",\"responses\"],"
+ "\"additionalProperties\":true}"},
+{"get_booking", "GET", "/booking", T_READ | T_IDEMPOTENT,
+ "List bookings",
+ "List the current user's bookings, filtered by status (default upcoming) and "
+ "optionally by time. Paginated with limit and page; each booking has its numeric id, "
+ "uid, title, status, startTime, endTime and attendees.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"status\":{\"type\":\"string\",\"enum\":[\"upcoming\",\"past\",\"cancelled\","
+   "\"unconfirmed\"],\"default\":\"upcoming\",\"description\":\"Which bookings: upcoming "
+   "(default), past, cancelled, or unconfirmed (waiting for the host to accept).\"},"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1},"
+   "\"afterStart\":{\"type\":\"string\",\"description\":\"Only bookings starting at or "
+   "after this instant, ISO 8601 date-time, e.g. '2025-06-01T00:00:00Z'.\","
+   "\"format\":\"date-time\"},"
+   "\"beforeEnd\":{\"type\":\"string\",\"description\":\"Only bookings ending at or before "
+   "this instant, ISO 8601 date-time.\",\"format\":\"date-time\"},"
+   "\"afterCreatedDate\":{\"type\":\"string\",\"description\":\"Only bookings created at or "
+   "after this instant, ISO 8601 date-time.\",\"format\":\"date-time\"}"
+ "},\"additionalProperties\":true}"},
+{"get_booking_by_id", "GET", "/booking/{bookingId}", T_READ | T_IDEMPOTENT,
+ "Get booking",
+ "Get one booking with its full details: title, status, start and end time (ISO 8601 "
+ "UTC), event type, location, attendees, responses and metadata.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
+   "numeric id or its string uid, as returned by get_booking or create_booking.\"}"
+ "},\"required\":[\"bookingId\"],\"additionalProperties\":true}"},
+{"update_booking_reassignbookingautomatically", "PATCH",
+ "/booking/{bookingId}/reassignBookingAutomatically", 0,
+ "Reassign booking automatically",
+ "Give a round robin booking to another host, picked automatically among the event "
+ "type's available round robin hosts. Attendees keep the same time; the answer shows "
+ "the new host.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
+   "numeric id or its string uid, as returned by get_booking or create_booking.\"}"
+ "},\"required\":[\"bookingId\"],\"additionalProperties\":true}"},
+{"update_booking_reassignbookingtouser", "PATCH",
+ "/booking/{bookingId}/reassignBookingToUser", T_IDEMPOTENT,
+ "Reassign booking to user",
+ "Give a round robin booking to a specific host, who must be one of the event type's "
+ "hosts and free at that time. Attendees keep the same time.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
+   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
+   "\"userId\":{\"type\":\"integer\",\"description\":\"Numeric user id of the new host "
+   "(team members' user ids are in get_team_memberships).\"},"
+   "\"reason\":{\"type\":\"string\",\"description\":\"Why the booking is reassigned; may be "
+   "shown to the people involved.\"}"
+ "},\"required\":[\"bookingId\",\"userId\"],\"additionalProperties\":true}"},
+
+/* ---- Contact ---- */
+{"create_contact", "POST", "/contacts", 0,
+ "Create contact",
+ "Add a contact to the current user's address book. Returns the contact with its "
+ "numeric id.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"name\":{\"type\":\"string\",\"description\":\"Full name of the contact.\"},"
+   "\"email\":{\"type\":\"string\",\"description\":\"Email address.\",\"format\":\"email\"},"
+   "\"phone\":{\"type\":\"string\",\"description\":\"Phone number, preferably in "
+   "international format, e.g. '+14155550123'.\"},"
+   "\"notes\":{\"type\":\"string\",\"description\":\"Free-text notes about the contact.\"}"
+ "},\"required\":[\"name\",\"email\"],\"additionalProperties\":true}"},
+{"delete_contact", "DELETE", "/contacts/{contactId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Delete contact",
+ "Delete a contact from the current user's address book. Past bookings with that "
+ "person are not affected.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
+   "by list_contacts or create_contact.\"}"
+ "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
+{"get_contact", "GET", "/contacts/{contactId}", T_READ | T_IDEMPOTENT,
+ "Get contact",
+ "Get one contact of the current user: name, email, phone and notes.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
+   "by list_contacts or create_contact.\"}"
+ "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
+{"get_contact_meetings", "GET", "/contacts/{contactId}/meetings", T_READ | T_IDEMPOTENT,
+ "Get contact meetings",
+ "Get the meeting history with one contact: past and upcoming bookings with their "
+ "times and status. Paginated with limit and page.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
+   "by list_contacts or create_contact.\"},"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
+{"update_contact", "PATCH", "/contacts/{contactId}", T_IDEMPOTENT,
+ "Update contact",
+ "Change a contact's name, email, phone or notes. Only the fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
+   "by list_contacts or create_contact.\"},"
+   "\"name\":{\"type\":\"string\",\"description\":\"Full name of the contact.\"},"
+   "\"email\":{\"type\":\"string\",\"description\":\"Email address.\",\"format\":\"email\"},"
+   "\"phone\":{\"type\":\"string\",\"description\":\"Phone number, preferably in "
+   "international format, e.g. '+14155550123'.\"},"
+   "\"notes\":{\"type\":\"string\",\"description\":\"Free-text notes about the contact.\"}"
+ "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
+
+/* ---- Event ---- */
+{"get_event_types", "GET", "/event-types", T_READ | T_IDEMPOTENT,
+ "List event types",
+ "List the current user's event types (the kinds of meeting people can book), each "
+ "with its numeric id, title, slug and length in minutes. Paginated with limit and "
+ "page.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1},"
+   "\"orderBy\":{\"type\":\"string\",\"description\":\"Field to sort by, e.g. 'position', "
+   "'id' or 'title'.\"},"
+   "\"orderDir\":{\"type\":\"string\",\"enum\":[\"asc\",\"desc\"],\"description\":\"Sort "
+   "direction.\"},"
+   "\"hidden\":{\"type\":\"boolean\",\"description\":\"true: only hidden event types; "
+   "false: only visible ones; omit for both.\"}"
+ "},\"additionalProperties\":true}"},
+{"get_event_types_by_id", "GET", "/event-types/{eventTypeId}", T_READ | T_IDEMPOTENT,
+ "Get event type",
+ "Get one of the current user's event types with its full settings: title, slug, "
+ "length (minutes), locations, booking fields, schedule and limits.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric event type id, as "
+   "returned by get_event_types or create_eventtype.\"}"
+ "},\"required\":[\"eventTypeId\"],\"additionalProperties\":true}"},
+
+/* ---- Eventtype ---- */
+{"create_eventtype", "POST", "/event-types", 0,
+ "Create event type",
+ "Create a new event type (a bookable kind of meeting) for the current user, e.g. a "
+ "30-minute sales demo. Returns the event type with its numeric id; the booking link "
+ "is the user's page plus the slug.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
+   "'Sales demo'.\"},"
+   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
+   "'sales-demo'; unique per owner.\"},"
+   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
+   "e.g. 30.\",\"minimum\":1},"
+   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
+   "page.\"},"
+   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
+   "profile page (it can still be booked through its link).\"},"
+   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
+   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
+   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
+   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
+   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
+   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
+   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
+   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
+   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
+   "\"description\":\"Host phone number, for 'userPhone'.\"},"
+   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
+   "link on the public booking page.\"}},\"required\":[\"type\"],"
+   "\"additionalProperties\":true}},"
+   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
+   "applies (get_schedule); the default schedule when omitted.\"},"
+   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
+   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
+   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
+   "a booking can start, in minutes.\",\"minimum\":0},"
+   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
+   "each meeting.\",\"minimum\":0},"
+   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
+   "each meeting.\",\"minimum\":0},"
+   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
+   "times in minutes; the length when omitted.\",\"minimum\":1},"
+   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
+   "events several people book into; omit for one booking per slot.\",\"minimum\":1}"
+ "},\"required\":[\"title\",\"slug\",\"length\"],\"additionalProperties\":true}"},
+{"delete_eventtype", "DELETE", "/event-types/{eventTypeId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Delete event type",
+ "Delete one of the current user's event types; its booking link stops working. "
+ "Existing bookings are kept.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric event type id, as "
+   "returned by get_event_types or create_eventtype.\"}"
+ "},\"required\":[\"eventTypeId\"],\"additionalProperties\":true}"},
+{"update_eventtype", "PATCH", "/event-types/{eventTypeId}", T_IDEMPOTENT,
+ "Update event type",
+ "Change the settings of one of the current user's event types (title, slug, length, "
+ "locations, schedule, buffers, visibility...). Only the fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric event type id, as "
+   "returned by get_event_types or create_eventtype.\"},"
+   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
+   "'Sales demo'.\"},"
+   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
+   "'sales-demo'; unique per owner.\"},"
+   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
+   "e.g. 30.\",\"minimum\":1},"
+   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
+   "page.\"},"
+   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
+   "profile page (it can still be booked through its link).\"},"
+   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
+   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
+   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
+   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
+   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
+   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
+   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
+   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
+   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
+   "\"description\":\"Host phone number, for 'userPhone'.\"},"
+   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
+   "link on the public booking page.\"}},\"required\":[\"type\"],"
+   "\"additionalProperties\":true}},"
+   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
+   "applies (get_schedule); the default schedule when omitted.\"},"
+   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
+   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
+   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
+   "a booking can start, in minutes.\",\"minimum\":0},"
+   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
+   "each meeting.\",\"minimum\":0},"
+   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
+   "each meeting.\",\"minimum\":0},"
+   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
+   "times in minutes; the length when omitted.\",\"minimum\":1},"
+   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
+   "events several people book into; omit for one booking per slot.\",\"minimum\":1}"
+ "},\"required\":[\"eventTypeId\"],\"additionalProperties\":true}"},
+
+/* ---- Other ---- */
+{"add_team_member", "POST", "/teams/{teamId}/memberships", 0,
+ "Add team member",
+ "Add an existing user to a team as MEMBER, ADMIN or OWNER. Returns the membership "
+ "with its numeric id; requires admin rights on the team.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"userId\":{\"type\":\"integer\",\"description\":\"Numeric user id of the person to "
+   "add.\"},"
+   "\"role\":{\"type\":\"string\",\"enum\":[\"MEMBER\",\"ADMIN\",\"OWNER\"],"
+   "\"default\":\"MEMBER\",\"description\":\"Role in the team; MEMBER when omitted.\"},"
+   "\"accepted\":{\"type\":\"boolean\",\"description\":\"true adds the member directly; "
+   "false leaves the invitation pending until the user accepts.\"}"
+ "},\"required\":[\"teamId\",\"userId\"],\"additionalProperties\":true}"},
+{"cancel_booking", "POST", "/booking/{bookingId}/cancel", T_DESTRUCTIVE | T_ALWAYS_BODY,
+ "Cancel booking",
+ "Cancel a booking; attendees are notified. Optional fields cancel all remaining "
+ "occurrences of a recurring series, cancel only one seat of a seated event, or refund "
+ "a paid booking.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
+   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
+   "\"cancellationReason\":{\"type\":\"string\",\"description\":\"Why the booking is "
+   "cancelled; included in the notification. The host may be required to give one.\"},"
+   "\"allRemainingBookings\":{\"type\":\"boolean\",\"description\":\"Recurring bookings: "
+   "also cancel every later occurrence of the series, not only this one.\"},"
+   "\"seatUid\":{\"type\":\"string\",\"description\":\"Seated events: uid of the one seat "
+   "(attendee) to cancel, leaving the other seats booked. Omit to cancel the whole "
+   "booking.\"},"
+   "\"autoRefund\":{\"type\":\"boolean\",\"description\":\"Paid bookings: refund the "
+   "attendee's payment automatically as part of the cancellation.\"}"
+ "},\"required\":[\"bookingId\"],\"additionalProperties\":true}"},
+{"change_booking_confirmation_status", "PATCH",
+ "/booking/{bookingId}/confirmation", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Accept or decline booking",
+ "Accept or decline a booking that is waiting for the host's confirmation (status "
+ "unconfirmed in get_booking). Declining rejects the request and notifies the "
+ "attendee; it cannot be undone.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
+   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
+   "\"status\":{\"type\":\"string\",\"enum\":[\"accept\",\"decline\"],"
+   "\"description\":\"accept confirms the booking; decline rejects it.\"},"
+   "\"reason\":{\"type\":\"string\",\"description\":\"Reason for declining, sent to the "
+   "attendee.\"}"
+ "},\"required\":[\"bookingId\",\"status\"],\"additionalProperties\":true}"},
+{"list_contacts", "GET", "/contacts", T_READ | T_IDEMPOTENT,
+ "List contacts",
+ "List the current user's contacts, each with its numeric id, name, email and phone. "
+ "Paginated with limit and page.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"additionalProperties\":true}"},
+{"remove_team_member", "DELETE",
+ "/teams/{teamId}/memberships/{membershipId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Remove team member",
+ "Remove a member from a team by deleting their membership; they lose access to the "
+ "team and stop hosting its event types.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"membershipId\":{\"type\":\"integer\",\"description\":\"Numeric membership id (not the "
+   "user id), as returned by get_team_memberships or add_team_member.\"}"
+ "},\"required\":[\"teamId\",\"membershipId\"],\"additionalProperties\":true}"},
+{"reschedule_booking", "POST", "/booking/{bookingId}/reschedule", 0,
+ "Reschedule booking",
+ "Move a booking to a new start time (find free times with get_slots); attendees are "
+ "notified. The answer is the rescheduled booking, which may carry a new id and uid: "
+ "use those from then on.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
+   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
+   "\"start\":{\"type\":\"string\",\"description\":\"New start, ISO 8601 date-time in UTC, "
+   "e.g. '2025-06-04T10:00:00Z'.\",\"format\":\"date-time\"},"
+   "\"rescheduledReason\":{\"type\":\"string\",\"description\":\"Why the booking is moved; "
+   "included in the notification.\"}"
+ "},\"required\":[\"bookingId\",\"start\"],\"additionalProperties\":true}"},
+
+/* ---- Slots ---- */
+{"create_slots_reserve", "POST", "/slots/reserve", 0,
+ "Reserve slot",
+ "Hold a time slot of an event type for a few minutes so nobody else can book it while "
+ "the booking is being completed. Returns a reservation uid for get_slot, update_slots "
+ "and delete_slots.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type "
+   "the slot belongs to (get_event_types).\"},"
+   "\"slotUtcStartDate\":{\"type\":\"string\",\"description\":\"Slot start, ISO 8601 "
+   "date-time in UTC, as returned by get_slots.\",\"format\":\"date-time\"},"
+   "\"slotUtcEndDate\":{\"type\":\"string\",\"description\":\"Slot end, ISO 8601 date-time "
+   "in UTC (start plus the event length).\",\"format\":\"date-time\"},"
+   "\"bookingUid\":{\"type\":\"string\",\"description\":\"Uid of the booking being "
+   "rescheduled, when the slot is reserved for a reschedule.\"}"
+ "},\"required\":[\"eventTypeId\",\"slotUtcStartDate\",\"slotUtcEndDate\"],"
+ "\"additionalProperties\":true}"},
+{"delete_slots", "DELETE", "/slots/{uid}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Release reserved slot",
+ "Release a slot reservation so the time becomes bookable by others again.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"uid\":{\"type\":\"string\",\"description\":\"Reservation uid of a reserved slot, as "
+   "returned by create_slots_reserve.\"}"
+ "},\"required\":[\"uid\"],\"additionalProperties\":true}"},
+{"get_slot", "GET", "/slots/{uid}", T_READ | T_IDEMPOTENT,
+ "Get reserved slot",
+ "Get a slot reservation: its event type, start and end (ISO 8601 UTC) and when the "
+ "hold expires.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"uid\":{\"type\":\"string\",\"description\":\"Reservation uid of a reserved slot, as "
+   "returned by create_slots_reserve.\"}"
+ "},\"required\":[\"uid\"],\"additionalProperties\":true}"},
+{"get_slots", "GET", "/slots", T_READ | T_IDEMPOTENT,
+ "Find available slots",
+ "Find free start times of an event type between start and end. The answer's "
+ "data.slots is an object keyed by date (YYYY-MM-DD), each an array of {time} in ISO "
+ "8601; pass a time as start to create_booking or reschedule_booking.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type to "
+   "book, as returned by get_event_types.\"},"
+   "\"start\":{\"type\":\"string\",\"description\":\"Beginning of the search range: a date "
+   "YYYY-MM-DD or an ISO 8601 date-time, e.g. '2025-06-02' or '2025-06-02T00:00:00Z'.\"},"
+   "\"end\":{\"type\":\"string\",\"description\":\"End of the search range, same format as "
+   "start, e.g. '2025-06-08'.\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone for grouping slots by day "
+   "and for the returned times; IANA time zone name, e.g. 'Europe/Berlin' or "
+   "'America/New_York'.\"},"
+   "\"usernameList\":{\"type\":\"array\",\"description\":\"Usernames whose common free time "
+   "is wanted (for dynamic group bookings).\",\"items\":{\"type\":\"string\"}},"
+   "\"duration\":{\"type\":\"integer\",\"description\":\"Meeting length in minutes, for "
+   "event types that offer several durations.\",\"minimum\":1}"
+ "},\"required\":[\"eventTypeId\",\"start\",\"end\"],\"additionalProperties\":true}"},
+{"update_slots", "PATCH", "/slots/{uid}", T_IDEMPOTENT,
+ "Update reserved slot",
+ "Move an existing slot reservation to another time or event type, keeping its uid.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"uid\":{\"type\":\"string\",\"description\":\"Reservation uid of a reserved slot, as "
+   "returned by create_slots_reserve.\"},"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type "
+   "the slot belongs to (get_event_types).\"},"
+   "\"slotUtcStartDate\":{\"type\":\"string\",\"description\":\"Slot start, ISO 8601 "
+   "date-time in UTC, as returned by get_slots.\",\"format\":\"date-time\"},"
+   "\"slotUtcEndDate\":{\"type\":\"string\",\"description\":\"Slot end, ISO 8601 date-time "
+   "in UTC (start plus the event length).\",\"format\":\"date-time\"}"
+ "},\"required\":[\"uid\"],\"additionalProperties\":true}"},
+
+/* ---- Teams ---- */
+{"create_team", "POST", "/teams", 0,
+ "Create team",
+ "Create a new team owned by the current user. Returns the team with its numeric id; "
+ "add people with add_team_member and team event types with create_team_eventtype.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"name\":{\"type\":\"string\",\"description\":\"Team name.\"},"
+   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug of the team page, lowercase "
+   "with hyphens.\"},"
+   "\"bio\":{\"type\":\"string\",\"description\":\"Short description shown on the team "
+   "page.\"},"
+   "\"logoUrl\":{\"type\":\"string\",\"description\":\"URL of the team logo image.\","
+   "\"format\":\"uri\"},"
+   "\"brandColor\":{\"type\":\"string\",\"description\":\"Brand color as hex, e.g. "
+   "'#292929'.\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"Default time zone of the team; IANA "
+   "time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
+   "\"isPrivate\":{\"type\":\"boolean\",\"description\":\"Hide the member list from the "
+   "public team page.\"},"
+   "\"hideBookATeamMember\":{\"type\":\"boolean\",\"description\":\"Hide the 'book a team "
+   "member' option on the team page.\"}"
+ "},\"required\":[\"name\"],\"additionalProperties\":true}"},
+{"create_team_eventtype", "POST", "/teams/{teamId}/event-types", 0,
+ "Create team event type",
+ "Create an event type owned by a team, hosted round robin, collectively or as a "
+ "managed event by its members. Returns the event type with its numeric id.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
+   "'Sales demo'.\"},"
+   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
+   "'sales-demo'; unique per owner.\"},"
+   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
+   "e.g. 30.\",\"minimum\":1},"
+   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
+   "page.\"},"
+   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
+   "profile page (it can still be booked through its link).\"},"
+   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
+   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
+   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
+   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
+   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
+   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
+   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
+   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
+   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
+   "\"description\":\"Host phone number, for 'userPhone'.\"},"
+   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
+   "link on the public booking page.\"}},\"required\":[\"type\"],"
+   "\"additionalProperties\":true}},"
+   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
+   "applies; each host's default schedule when omitted.\"},"
+   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
+   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
+   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
+   "a booking can start, in minutes.\",\"minimum\":0},"
+   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
+   "each meeting.\",\"minimum\":0},"
+   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
+   "each meeting.\",\"minimum\":0},"
+   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
+   "times in minutes; the length when omitted.\",\"minimum\":1},"
+   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
+   "events several people book into; omit for one booking per slot.\",\"minimum\":1},"
+   "\"schedulingType\":{\"type\":\"string\",\"enum\":[\"ROUND_ROBIN\",\"COLLECTIVE\","
+   "\"MANAGED\"],\"description\":\"How hosts are assigned: ROUND_ROBIN (one available host "
+   "per booking), COLLECTIVE (all hosts attend), MANAGED (a copy for each assigned "
+   "member).\"},"
+   "\"hosts\":{\"type\":\"array\",\"description\":\"Team members who host this event "
+   "type.\",\"items\":{\"type\":\"object\",\"properties\":{\"userId\":{\"type\":\"integer\","
+   "\"description\":\"User id of a team member (from get_team_memberships).\"},"
+   "\"isFixed\":{\"type\":\"boolean\",\"description\":\"Round robin only: this host attends "
+   "every booking.\"}},\"required\":[\"userId\"],\"additionalProperties\":true}},"
+   "\"assignAllTeamMembers\":{\"type\":\"boolean\",\"description\":\"Make every current and "
+   "future team member a host.\"}"
+ "},\"required\":[\"teamId\",\"title\",\"slug\",\"length\",\"schedulingType\"],"
+ "\"additionalProperties\":true}"},
+{"delete_team", "DELETE", "/teams/{teamId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Delete team",
+ "Delete a team with its memberships and team event types. Only a team owner can do "
+ "this; it cannot be undone.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"}"
+ "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
+{"delete_team_eventtype", "DELETE",
+ "/teams/{teamId}/event-types/{eventTypeId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Delete team event type",
+ "Delete one event type of a team; its booking link stops working.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the team's event "
+   "type, as returned by get_team_event_types or create_team_eventtype.\"}"
+ "},\"required\":[\"teamId\",\"eventTypeId\"],\"additionalProperties\":true}"},
+{"get_team", "GET", "/teams/{teamId}", T_READ | T_IDEMPOTENT,
+ "Get team",
+ "Get one team the current user belongs to: name, slug, bio, logo and settings.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"}"
+ "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
+{"get_team_event_type", "GET",
+ "/teams/{teamId}/event-types/{eventTypeId}", T_READ | T_IDEMPOTENT,
+ "Get team event type",
+ "Get one event type of a team with its settings, scheduling type and hosts.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the team's event "
+   "type, as returned by get_team_event_types or create_team_eventtype.\"}"
+ "},\"required\":[\"teamId\",\"eventTypeId\"],\"additionalProperties\":true}"},
+{"get_team_event_types", "GET", "/teams/{teamId}/event-types", T_READ | T_IDEMPOTENT,
+ "List team event types",
+ "List the event types of a team, each with its numeric id, title, slug, length and "
+ "scheduling type.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
+{"get_team_membership", "GET",
+ "/teams/{teamId}/memberships/{membershipId}", T_READ | T_IDEMPOTENT,
+ "Get team membership",
+ "Get one membership of a team: the member's user id, role and whether the invitation "
+ "was accepted.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"membershipId\":{\"type\":\"integer\",\"description\":\"Numeric membership id (not the "
+   "user id), as returned by get_team_memberships or add_team_member.\"}"
+ "},\"required\":[\"teamId\",\"membershipId\"],\"additionalProperties\":true}"},
+{"get_team_memberships", "GET", "/teams/{teamId}/memberships", T_READ | T_IDEMPOTENT,
+ "List team memberships",
+ "List the memberships of a team: for each, the membership id, the user (id, name, "
+ "email), role and accepted status. Paginated with limit and page.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
+{"get_team_schedules", "GET", "/teams/{teamId}/schedules", T_READ | T_IDEMPOTENT,
+ "List team schedules",
+ "List the availability schedules of all members of a team, to compare working hours "
+ "across the team. Paginated with limit and page.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
+{"get_teams", "GET", "/teams", T_READ | T_IDEMPOTENT,
+ "List teams",
+ "List the teams the current user belongs to, each with its numeric id, name and slug. "
+ "Paginated with limit and page.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"additionalProperties\":true}"},
+{"update_team_details", "PATCH", "/teams/{teamId}", T_IDEMPOTENT,
+ "Update team",
+ "Change a team's name, slug, bio, logo or settings; requires admin rights on the "
+ "team. Only the fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"name\":{\"type\":\"string\",\"description\":\"Team name.\"},"
+   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug of the team page, lowercase "
+   "with hyphens.\"},"
+   "\"bio\":{\"type\":\"string\",\"description\":\"Short description shown on the team "
+   "page.\"},"
+   "\"logoUrl\":{\"type\":\"string\",\"description\":\"URL of the team logo image.\","
+   "\"format\":\"uri\"},"
+   "\"brandColor\":{\"type\":\"string\",\"description\":\"Brand color as hex, e.g. "
+   "'#292929'.\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"Default time zone of the team; IANA "
+   "time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
+   "\"isPrivate\":{\"type\":\"boolean\",\"description\":\"Hide the member list from the "
+   "public team page.\"},"
+   "\"hideBookATeamMember\":{\"type\":\"boolean\",\"description\":\"Hide the 'book a team "
+   "member' option on the team page.\"}"
+ "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
+{"update_team_eventtype", "PATCH", "/teams/{teamId}/event-types/{eventTypeId}", T_IDEMPOTENT,
+ "Update team event type",
+ "Change the settings or hosts of one team event type. Only the fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the team's event "
+   "type, as returned by get_team_event_types or create_team_eventtype.\"},"
+   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
+   "'Sales demo'.\"},"
+   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
+   "'sales-demo'; unique per owner.\"},"
+   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
+   "e.g. 30.\",\"minimum\":1},"
+   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
+   "page.\"},"
+   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
+   "profile page (it can still be booked through its link).\"},"
+   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
+   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
+   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
+   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
+   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
+   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
+   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
+   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
+   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
+   "\"description\":\"Host phone number, for 'userPhone'.\"},"
+   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
+   "link on the public booking page.\"}},\"required\":[\"type\"],"
+   "\"additionalProperties\":true}},"
+   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
+   "applies; each host's default schedule when omitted.\"},"
+   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
+   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
+   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
+   "a booking can start, in minutes.\",\"minimum\":0},"
+   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
+   "each meeting.\",\"minimum\":0},"
+   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
+   "each meeting.\",\"minimum\":0},"
+   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
+   "times in minutes; the length when omitted.\",\"minimum\":1},"
+   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
+   "events several people book into; omit for one booking per slot.\",\"minimum\":1},"
+   "\"schedulingType\":{\"type\":\"string\",\"enum\":[\"ROUND_ROBIN\",\"COLLECTIVE\","
+   "\"MANAGED\"],\"description\":\"How hosts are assigned: ROUND_ROBIN (one available host "
+   "per booking), COLLECTIVE (all hosts attend), MANAGED (a copy for each assigned "
+   "member).\"},"
+   "\"hosts\":{\"type\":\"array\",\"description\":\"Team members who host this event "
+   "type.\",\"items\":{\"type\":\"object\",\"properties\":{\"userId\":{\"type\":\"integer\","
+   "\"description\":\"User id of a team member (from get_team_memberships).\"},"
+   "\"isFixed\":{\"type\":\"boolean\",\"description\":\"Round robin only: this host attends "
+   "every booking.\"}},\"required\":[\"userId\"],\"additionalProperties\":true}},"
+   "\"assignAllTeamMembers\":{\"type\":\"boolean\",\"description\":\"Make every current and "
+   "future team member a host.\"}"
+ "},\"required\":[\"teamId\",\"eventTypeId\"],\"additionalProperties\":true}"},
+{"update_team_membership", "PATCH", "/teams/{teamId}/memberships/{membershipId}", T_IDEMPOTENT,
+ "Update team membership",
+ "Change a member's role in a team (MEMBER, ADMIN or OWNER) or the accepted state of "
+ "the membership.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
+   "get_teams or create_team.\"},"
+   "\"membershipId\":{\"type\":\"integer\",\"description\":\"Numeric membership id (not the "
+   "user id), as returned by get_team_memberships or add_team_member.\"},"
+   "\"role\":{\"type\":\"string\",\"enum\":[\"MEMBER\",\"ADMIN\",\"OWNER\"],"
+   "\"description\":\"New role in the team.\"},"
+   "\"accepted\":{\"type\":\"boolean\",\"description\":\"Whether the membership is active "
+   "(true) or still a pending invitation (false).\"}"
+ "},\"required\":[\"teamId\",\"membershipId\"],\"additionalProperties\":true}"},
+
+/* ---- User ---- */
+{"update_user_profile", "PATCH", "/user/profile", T_IDEMPOTENT,
+ "Update profile",
+ "Change the current user's profile and preferences: name, email, bio, time zone, week "
+ "start, time format, language or default schedule. Only the fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"name\":{\"type\":\"string\",\"description\":\"Display name.\"},"
+   "\"email\":{\"type\":\"string\",\"description\":\"Email address; a change may need to be "
+   "verified.\",\"format\":\"email\"},"
+   "\"bio\":{\"type\":\"string\",\"description\":\"Short text shown on the public profile "
+   "page.\"},"
+   "\"timeZone\":{\"type\":\"string\",\"description\":\"The user's time zone; IANA time "
+   "zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
+   "\"weekStart\":{\"type\":\"string\",\"enum\":[\"Sunday\",\"Monday\",\"Tuesday\","
+   "\"Wednesday\",\"Thursday\",\"Friday\",\"Saturday\"],\"description\":\"First day of the "
+   "week in calendars.\"},"
+   "\"timeFormat\":{\"type\":\"integer\",\"enum\":[12,24],\"description\":\"Clock format: "
+   "12 or 24 hours.\"},"
+   "\"locale\":{\"type\":\"string\",\"description\":\"Interface and email language, e.g. "
+   "'en' or 'de'.\"},"
+   "\"defaultScheduleId\":{\"type\":\"integer\",\"description\":\"Schedule to use as the "
+   "default (get_schedule).\"}"
+ "},\"additionalProperties\":true}"},
+
+/* ---- Users ---- */
+{"create_users_edit_profile_avatar", "POST",
+ "/users/edit-profile/avatar", T_MULTIPART | T_IDEMPOTENT,
+ "Upload avatar",
+ "Upload a new profile picture for the current user, replacing the old one. Give the "
+ "image bytes base64-encoded; the server sends them as a multipart/form-data file "
+ "upload.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"image\":{\"type\":\"string\",\"description\":\"The image file's bytes, base64-encoded "
+   "(no data: URL prefix).\"},"
+   "\"filename\":{\"type\":\"string\",\"description\":\"File name sent with the upload.\","
+   "\"default\":\"avatar.png\"},"
+   "\"contentType\":{\"type\":\"string\",\"description\":\"MIME type of the image, e.g. "
+   "'image/png' or 'image/jpeg'.\",\"default\":\"image/png\"}"
+ "},\"required\":[\"image\"],\"additionalProperties\":true}"},
+{"get_users", "GET", "/users/{username}", T_READ | T_IDEMPOTENT,
+ "Get user's public event types",
+ "Get the public profile of a user by username and the event types they offer "
+ "publicly, each with its numeric id, title, slug and length.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"username\":{\"type\":\"string\",\"description\":\"The user's username: the handle in "
+   "their public booking page URL.\"}"
+ "},\"required\":[\"username\"],\"additionalProperties\":true}"},
+{"get_users_me", "GET", "/users/me", T_READ | T_IDEMPOTENT,
+ "Get my profile",
+ "Get the current user's profile: numeric id, username, name, email, time zone, week "
+ "start, time format and default schedule id.",
+ "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":true}"},
+
+/* ---- Webhook ---- */
+{"create_webhook", "POST", "/webhook", 0,
+ "Create webhook",
+ "Create a webhook: Cal ID will POST a JSON payload to subscriberUrl whenever one of "
+ "the chosen events happens (booking created, cancelled...). Returns the webhook with "
+ "its id.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"subscriberUrl\":{\"type\":\"string\",\"description\":\"HTTPS URL that receives a POST "
+   "for each event.\",\"format\":\"uri\"},"
+   "\"eventTriggers\":{\"type\":\"array\",\"description\":\"Events that fire the webhook.\","
+   "\"items\":{\"type\":\"string\",\"enum\":[\"BOOKING_CREATED\",\"BOOKING_RESCHEDULED\","
+   "\"BOOKING_CANCELLED\",\"BOOKING_REQUESTED\",\"BOOKING_REJECTED\","
+   "\"BOOKING_PAYMENT_INITIATED\",\"BOOKING_PAID\",\"BOOKING_NO_SHOW_UPDATED\","
+   "\"MEETING_STARTED\",\"MEETING_ENDED\",\"RECORDING_READY\","
+   "\"RECORDING_TRANSCRIPTION_GENERATED\",\"INSTANT_MEETING\",\"FORM_SUBMITTED\","
+   "\"OOO_CREATED\"]},\"minItems\":1},"
+   "\"active\":{\"type\":\"boolean\",\"description\":\"Whether the webhook is delivering; "
+   "false pauses it.\"},"
+   "\"payloadTemplate\":{\"type\":\"string\",\"description\":\"Custom JSON payload template "
+   "with {{variables}} such as {{title}}, {{startTime}} or {{attendees.0.email}}; the "
+   "default payload when omitted.\"},"
+   "\"secret\":{\"type\":\"string\",\"description\":\"Shared secret used to sign each "
+   "delivery (HMAC-SHA256 in the X-Cal-Signature-256 header).\"},"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Limit the webhook to one event "
+   "type (get_event_types); all of the user's event types when omitted.\"}"
+ "},\"required\":[\"subscriberUrl\",\"eventTriggers\",\"active\"],"
+ "\"additionalProperties\":true}"},
+{"delete_webhook", "DELETE", "/webhook/{webhookId}", T_DESTRUCTIVE | T_IDEMPOTENT,
+ "Delete webhook",
+ "Delete a webhook; its URL receives no more events.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"webhookId\":{\"type\":[\"string\",\"integer\"],\"description\":\"Webhook id, as "
+   "returned by get_webhook or create_webhook (pass it exactly as returned).\"}"
+ "},\"required\":[\"webhookId\"],\"additionalProperties\":true}"},
+{"get_webhook", "GET", "/webhook", T_READ | T_IDEMPOTENT,
+ "List webhooks",
+ "List the current user's webhooks, each with its id, subscriber URL, event triggers "
+ "and active state. Paginated with limit and page.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
+   "one page.\",\"minimum\":1},"
+   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
+   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
+   "pages exist).\",\"minimum\":1}"
+ "},\"additionalProperties\":true}"},
+{"get_webhook_by_id", "GET", "/webhook/{webhookId}", T_READ | T_IDEMPOTENT,
+ "Get webhook",
+ "Get one webhook: subscriber URL, event triggers, active state and payload template.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"webhookId\":{\"type\":[\"string\",\"integer\"],\"description\":\"Webhook id, as "
+   "returned by get_webhook or create_webhook (pass it exactly as returned).\"}"
+ "},\"required\":[\"webhookId\"],\"additionalProperties\":true}"},
+{"update_webhook", "PATCH", "/webhook/{webhookId}", T_IDEMPOTENT,
+ "Update webhook",
+ "Change a webhook's URL, triggers, payload template or secret, or pause it with "
+ "active=false. Only the fields given change.",
+ "{\"type\":\"object\",\"properties\":{"
+   "\"webhookId\":{\"type\":[\"string\",\"integer\"],\"description\":\"Webhook id, as "
+   "returned by get_webhook or create_webhook (pass it exactly as returned).\"},"
+   "\"subscriberUrl\":{\"type\":\"string\",\"description\":\"HTTPS URL that receives a POST "
+   "for each event.\",\"format\":\"uri\"},"
+   "\"eventTriggers\":{\"type\":\"array\",\"description\":\"Events that fire the webhook.\","
+   "\"items\":{\"type\":\"string\",\"enum\":[\"BOOKING_CREATED\",\"BOOKING_RESCHEDULED\","
+   "\"BOOKING_CANCELLED\",\"BOOKING_REQUESTED\",\"BOOKING_REJECTED\","
+   "\"BOOKING_PAYMENT_INITIATED\",\"BOOKING_PAID\",\"BOOKING_NO_SHOW_UPDATED\","
+   "\"MEETING_STARTED\",\"MEETING_ENDED\",\"RECORDING_READY\","
+   "\"RECORDING_TRANSCRIPTION_GENERATED\",\"INSTANT_MEETING\",\"FORM_SUBMITTED\","
+   "\"OOO_CREATED\"]},\"minItems\":1},"
+   "\"active\":{\"type\":\"boolean\",\"description\":\"Whether the webhook is delivering; "
+   "false pauses it.\"},"
+   "\"payloadTemplate\":{\"type\":\"string\",\"description\":\"Custom JSON payload template "
+   "with {{variables}} such as {{title}}, {{startTime}} or {{attendees.0.email}}; the "
+   "default payload when omitted.\"},"
+   "\"secret\":{\"type\":\"string\",\"description\":\"Shared secret used to sign each "
+   "delivery (HMAC-SHA256 in the X-Cal-Signature-256 header).\"},"
+   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Limit the webhook to one event "
+   "type (get_event_types); all of the user's event types when omitted.\"}"
+ "},\"required\":[\"webhookId\"],\"additionalProperties\":true}"},
 };
 #define N_TOOLS (sizeof tools / sizeof tools[0])
 
@@ -1564,9 +2543,1679 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
 /* 8. Upstream HTTPS client (BearSSL, non-blocking)                      */
 /* ===================================================================== */
 
-struct up_result;
+/*
+ * Shape
+ *   - CM_MAX_UPSTREAMS slots, all static. A slot holds one request at a time
+ *     and, between requests, may keep its TLS connection open (keep-alive).
+ *     The slot index is the request handle.
+ *   - A request walks RESOLVING -> CONNECTING -> HANDSHAKE -> SENDING ->
+ *     RECEIVING -> DONE; a request on a kept-alive connection starts at
+ *     SENDING. DONE means on_upstream_done() has been called and the answer
+ *     body stays valid until up_release(); then the slot becomes IDLE (live
+ *     connection kept) or FREE. Arguments that cannot make a request go
+ *     straight to FAILED, delivered as a failure by the next up_tick().
+ *   - up_submit() does no I/O and never calls back: it marks the slot "kick"
+ *     and up_tick() (or up_on_ready()) does the work, so the caller always
+ *     has its handle before on_upstream_done() can fire for it.
+ *   - Every failure is delivered once, with status 0 and an error text that
+ *     names it (DNS, refused, which timeout, which TLS check, reset,
+ *     truncated, malformed, too large). A request that fails on a reused
+ *     kept-alive connection before any answer byte arrived is retried once
+ *     on a new connection first (the server closed it meanwhile).
+ *   - on_upstream_done() is only called from up_on_ready() and up_tick(). It
+ *     may call up_release(), up_cancel() and up_submit() (even for the same
+ *     handle); this code never touches a slot after calling back for it.
+ *   - The answer parser (up_parse_*) is pure: bytes in, state out. It is
+ *     unit-tested and fuzzed on its own.
+ *   - TLS: one BearSSL client context per slot, TLS 1.2 only, chain and host
+ *     name checked against the anchors loaded by up_init(). One saved session
+ *     is shared by all slots so every new connection tries to resume it.
+ *   - The bearer token is written into the slot's request buffer only; it is
+ *     never logged and the buffer is wiped once the request has ended.
+ */
+
+/* ---- the result handed to on_upstream_done() ---- */
+struct up_result {
+    int status;               /* HTTP status from the API, or 0 for a transport failure */
+    const char *body;         /* answer body (de-chunked), valid until up_release(); NUL-terminated */
+    size_t body_len;
+    char retry_after[32];     /* Retry-After header value if any, else "" */
+    char content_type[64];    /* Content-Type of the answer, else "" */
+    char error[200];          /* transport failure, human readable; "" when status != 0 */
+};
+
+/* Defined in section 11: where finished requests are handed back. */
 static void on_upstream_done(unsigned owner, int handle, const struct up_result *r);
-#include "upstream.inc"
+
+/* ---- limits of this section (not worth a public knob) ---- */
+#define UP_LINE_MAX 1024      /* longest status/header/chunk-size line kept whole */
+#define UP_HEAD_MAX 65536     /* status line + headers (+ trailers) of one answer */
+#define UP_CHUNK_HEX_MAX 8    /* hex digits of a chunk size: at most 4 GiB - 1 */
+#define UP_DNS_POLL_MS 5      /* how often a pending DNS lookup is asked again */
+#define UP_HOST_MAX 254       /* DNS name length limit (+ NUL) */
+#define UP_PREFIX_MAX 256     /* path prefix of the base URL */
+
+/* ======================================================================
+ * Answer parser: pure, incremental. Feed decrypted bytes as they come.
+ * ====================================================================== */
+enum up_pstate {
+    UP_P_STATUS = 0,  /* reading the status line */
+    UP_P_HEADER,      /* reading header lines */
+    UP_P_BODY_LEN,    /* Content-Length framed body */
+    UP_P_BODY_CLOSE,  /* body runs until the connection closes */
+    UP_P_CHUNK_SIZE,  /* chunk-size line */
+    UP_P_CHUNK_DATA,  /* chunk bytes */
+    UP_P_CHUNK_END,   /* the CRLF after chunk bytes */
+    UP_P_TRAILER,     /* trailer lines after the last chunk (skipped) */
+    UP_P_DONE,        /* a complete answer was read */
+    UP_P_ERROR        /* malformed or too large: see error */
+};
+
+struct up_parser {
+    unsigned char state;        /* enum up_pstate */
+    unsigned char head_request; /* the request was HEAD: the answer has no body */
+    unsigned char http_minor;   /* HTTP/1.x of the answer */
+    unsigned char chunked;      /* Transfer-Encoding: chunked */
+    unsigned char have_length;  /* a Content-Length was seen */
+    unsigned char conn_close;   /* Connection: close */
+    unsigned char conn_keep;    /* Connection: keep-alive (matters for HTTP/1.0) */
+    unsigned char keep_alive;   /* (valid after the headers) connection reusable */
+    unsigned char line_long;    /* current line exceeded UP_LINE_MAX: kept truncated */
+    int status;                 /* HTTP status of the final answer */
+    uint64_t length;            /* Content-Length, then bytes still to read (body or chunk) */
+    size_t line_len;            /* bytes in line[] */
+    size_t head_bytes;          /* status + header + trailer bytes so far */
+    size_t seen;                /* all bytes fed so far (0: nothing arrived yet) */
+    unsigned char *body;        /* caller's body buffer */
+    size_t body_cap;            /* its capacity (the answer is refused beyond) */
+    size_t body_len;            /* bytes of body stored */
+    char retry_after[32];
+    char content_type[64];
+    char error[200];
+    char line[UP_LINE_MAX];
+};
+
+static void up_parse_init(struct up_parser *p, unsigned char *body, size_t body_cap, int head_request)
+{
+    memset(p, 0, offsetof(struct up_parser, line));
+    p->line[0] = '\0';
+    p->state = UP_P_STATUS;
+    p->head_request = (unsigned char)(head_request != 0);
+    p->body = body;
+    p->body_cap = body_cap;
+}
+
+static int up_lower(int c) { return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c; }
+
+/* Case-insensitive equality of a view [s, s+n) with a NUL-terminated lower-case word. */
+static int up_view_ieq(const char *s, size_t n, const char *word)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (word[i] == '\0' || up_lower((unsigned char)s[i]) != word[i])
+            return 0;
+    return word[n] == '\0';
+}
+
+static int up_is_tchar(int c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static void up_copy_value(char *dst, size_t cap, const char *v, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static size_t up_parse_fail(struct up_parser *p, size_t used, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(p->error, sizeof p->error, "malformed answer from the Cal ID API: ");
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof p->error)
+        vsnprintf(p->error + n, sizeof p->error - (size_t)n, fmt, ap);
+    va_end(ap);
+    p->state = UP_P_ERROR;
+    return used;
+}
+
+static size_t up_parse_too_large(struct up_parser *p, size_t used)
+{
+    snprintf(p->error, sizeof p->error,
+             "the Cal ID API answer is larger than %lu bytes (CM_UPSTREAM_BODY_BYTES)",
+             (unsigned long)p->body_cap);
+    p->state = UP_P_ERROR;
+    return used;
+}
+
+/* "HTTP/1.x SSS[ reason]" */
+static int up_parse_status_line(struct up_parser *p, const char *l, size_t n)
+{
+    int st;
+    if (n < 12 || memcmp(l, "HTTP/1.", 7) != 0 || (l[7] != '0' && l[7] != '1') || l[8] != ' ')
+        return -1;
+    if (l[9] < '1' || l[9] > '5' || l[10] < '0' || l[10] > '9' || l[11] < '0' || l[11] > '9')
+        return -1;
+    if (n > 12 && l[12] != ' ')
+        return -1;
+    st = (l[9] - '0') * 100 + (l[10] - '0') * 10 + (l[11] - '0');
+    p->status = st;
+    p->http_minor = (unsigned char)(l[7] - '0');
+    return 0;
+}
+
+/* One header line (without its line end). Returns 0, or -1 with p->error set. */
+static int up_parse_header_line(struct up_parser *p, const char *l, size_t n)
+{
+    size_t colon = 0, vs, ve;
+    const char *name = l;
+    if (l[0] == ' ' || l[0] == '\t') {
+        up_parse_fail(p, 0, "folded header line");
+        return -1;
+    }
+    while (colon < n && l[colon] != ':') {
+        if (!up_is_tchar((unsigned char)l[colon])) {
+            up_parse_fail(p, 0, "bad header name");
+            return -1;
+        }
+        colon++;
+    }
+    if (colon == 0 || colon == n) {
+        up_parse_fail(p, 0, "header line without a name and colon");
+        return -1;
+    }
+    vs = colon + 1;
+    ve = n;
+    while (vs < ve && (l[vs] == ' ' || l[vs] == '\t'))
+        vs++;
+    while (ve > vs && (l[ve - 1] == ' ' || l[ve - 1] == '\t'))
+        ve--;
+
+    if (up_view_ieq(name, colon, "content-length")) {
+        uint64_t v = 0;
+        size_t i;
+        if (p->line_long || ve == vs) {
+            up_parse_fail(p, 0, "bad Content-Length");
+            return -1;
+        }
+        for (i = vs; i < ve; i++) {
+            if (l[i] < '0' || l[i] > '9' || v > (UINT64_MAX - 9) / 10) {
+                up_parse_fail(p, 0, "bad Content-Length");
+                return -1;
+            }
+            v = v * 10 + (uint64_t)(l[i] - '0');
+        }
+        if (p->have_length && p->length != v) {
+            up_parse_fail(p, 0, "conflicting Content-Length headers");
+            return -1;
+        }
+        p->have_length = 1;
+        p->length = v;
+    } else if (up_view_ieq(name, colon, "transfer-encoding")) {
+        if (!up_view_ieq(l + vs, ve - vs, "chunked")) {
+            up_parse_fail(p, 0, "unsupported Transfer-Encoding");
+            return -1;
+        }
+        p->chunked = 1;
+    } else if (up_view_ieq(name, colon, "connection")) {
+        size_t i = vs;
+        while (i < ve) {
+            size_t s, e;
+            while (i < ve && (l[i] == ' ' || l[i] == '\t' || l[i] == ','))
+                i++;
+            s = i;
+            while (i < ve && l[i] != ',')
+                i++;
+            e = i;
+            while (e > s && (l[e - 1] == ' ' || l[e - 1] == '\t'))
+                e--;
+            if (up_view_ieq(l + s, e - s, "close"))
+                p->conn_close = 1;
+            else if (up_view_ieq(l + s, e - s, "keep-alive"))
+                p->conn_keep = 1;
+        }
+    } else if (up_view_ieq(name, colon, "retry-after")) {
+        up_copy_value(p->retry_after, sizeof p->retry_after, l + vs, ve - vs);
+    } else if (up_view_ieq(name, colon, "content-type")) {
+        up_copy_value(p->content_type, sizeof p->content_type, l + vs, ve - vs);
+    }
+    return 0;
+}
+
+/* The empty line after the headers: decide how the body is framed. */
+static void up_parse_headers_end(struct up_parser *p)
+{
+    if (p->status < 200) {
+        if (p->status == 101) {
+            up_parse_fail(p, 0, "unexpected 101 Switching Protocols");
+            return;
+        }
+        /* 1xx interim answer (100 Continue...): forget it, read the next one */
+        p->chunked = p->have_length = p->conn_close = p->conn_keep = 0;
+        p->length = 0;
+        p->retry_after[0] = p->content_type[0] = '\0';
+        p->state = UP_P_STATUS;
+        return;
+    }
+    p->keep_alive = (unsigned char)(p->http_minor >= 1 ? !p->conn_close
+                                                       : (p->conn_keep && !p->conn_close));
+    if (p->head_request || p->status == 204 || p->status == 304) {
+        p->state = UP_P_DONE;
+    } else if (p->chunked) {
+        p->state = UP_P_CHUNK_SIZE;
+    } else if (p->have_length) {
+        if (p->length > p->body_cap) {
+            up_parse_too_large(p, 0);
+            return;
+        }
+        p->state = p->length == 0 ? UP_P_DONE : UP_P_BODY_LEN;
+    } else {
+        p->state = UP_P_BODY_CLOSE;
+        p->keep_alive = 0;
+    }
+}
+
+/* "HEX[ ][;ext]" */
+static void up_parse_chunk_size(struct up_parser *p, const char *l, size_t n)
+{
+    size_t i = 0;
+    uint64_t v = 0;
+    if (p->line_long) {
+        up_parse_fail(p, 0, "chunk size line too long");
+        return;
+    }
+    while (i < n) {
+        int c = up_lower((unsigned char)l[i]), d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else
+            break;
+        if (i >= UP_CHUNK_HEX_MAX) {
+            up_parse_fail(p, 0, "chunk size has more than %d hex digits", UP_CHUNK_HEX_MAX);
+            return;
+        }
+        v = v * 16 + (uint64_t)d;
+        i++;
+    }
+    if (i == 0) {
+        up_parse_fail(p, 0, "bad chunk size");
+        return;
+    }
+    while (i < n && (l[i] == ' ' || l[i] == '\t'))
+        i++;
+    if (i < n && l[i] != ';') {
+        up_parse_fail(p, 0, "bad chunk size");
+        return;
+    }
+    if (v == 0) {
+        p->state = UP_P_TRAILER;
+        return;
+    }
+    if (v > p->body_cap - p->body_len) {
+        up_parse_too_large(p, 0);
+        return;
+    }
+    p->length = v;
+    p->state = UP_P_CHUNK_DATA;
+}
+
+/* A complete line is in p->line (line end removed). */
+static void up_parse_line(struct up_parser *p)
+{
+    const char *l = p->line;
+    size_t n = p->line_len;
+    if (memchr(l, '\r', n) || memchr(l, '\0', n)) {
+        up_parse_fail(p, 0, "stray CR or NUL in a line");
+        return;
+    }
+    switch (p->state) {
+    case UP_P_STATUS:
+        if (p->line_long || up_parse_status_line(p, l, n) != 0)
+            up_parse_fail(p, 0, "bad status line");
+        else
+            p->state = UP_P_HEADER;
+        break;
+    case UP_P_HEADER:
+        if (n == 0)
+            up_parse_headers_end(p);
+        else
+            up_parse_header_line(p, l, n);
+        break;
+    case UP_P_CHUNK_SIZE:
+        up_parse_chunk_size(p, l, n);
+        break;
+    case UP_P_CHUNK_END:
+        if (n != 0)
+            up_parse_fail(p, 0, "chunk data longer than its size");
+        else
+            p->state = UP_P_CHUNK_SIZE;
+        break;
+    case UP_P_TRAILER:
+        if (n == 0)
+            p->state = UP_P_DONE;
+        break;
+    default:
+        break;
+    }
+}
+
+/*
+ * Feeds len bytes. Returns how many were consumed: all of them, or fewer when
+ * the answer ended (UP_P_DONE: the rest belongs to no answer) or is malformed
+ * (UP_P_ERROR, message in p->error). Feeding a DONE or ERROR parser consumes
+ * nothing.
+ */
+static size_t up_parse_feed(struct up_parser *p, const unsigned char *data, size_t len)
+{
+    size_t i = 0;
+    while (i < len && p->state != UP_P_DONE && p->state != UP_P_ERROR) {
+        switch (p->state) {
+        case UP_P_BODY_LEN:
+        case UP_P_CHUNK_DATA: {
+            size_t n = len - i;
+            if ((uint64_t)n > p->length)
+                n = (size_t)p->length;
+            if (n > p->body_cap - p->body_len)
+                return up_parse_too_large(p, i);
+            memcpy(p->body + p->body_len, data + i, n);
+            p->body_len += n;
+            p->length -= n;
+            i += n;
+            p->seen += n;
+            if (p->length == 0)
+                p->state = p->state == UP_P_BODY_LEN ? UP_P_DONE : UP_P_CHUNK_END;
+            break;
+        }
+        case UP_P_BODY_CLOSE: {
+            size_t n = len - i;
+            if (n > p->body_cap - p->body_len)
+                return up_parse_too_large(p, i);
+            memcpy(p->body + p->body_len, data + i, n);
+            p->body_len += n;
+            i += n;
+            p->seen += n;
+            break;
+        }
+        default: { /* line-oriented states */
+            const unsigned char *nl = memchr(data + i, '\n', len - i);
+            size_t n = nl ? (size_t)(nl - (data + i)) : len - i;
+            size_t room = (UP_LINE_MAX - 1) - p->line_len;
+            int in_head = p->state == UP_P_STATUS || p->state == UP_P_HEADER ||
+                          p->state == UP_P_TRAILER;
+            if (in_head && p->head_bytes + n + 1 > UP_HEAD_MAX)
+                return up_parse_fail(p, i, "headers longer than %d bytes", UP_HEAD_MAX);
+            if (n > room) {
+                p->line_long = 1;
+                memcpy(p->line + p->line_len, data + i, room);
+                p->line_len += room;
+            } else {
+                memcpy(p->line + p->line_len, data + i, n);
+                p->line_len += n;
+            }
+            p->head_bytes += in_head ? n + (nl != NULL) : 0;
+            i += n + (nl != NULL);
+            p->seen += n + (nl != NULL);
+            if (nl) {
+                /* a line ends at LF; a CR just before it is part of the line end */
+                if (!p->line_long && p->line_len > 0 && p->line[p->line_len - 1] == '\r')
+                    p->line_len--;
+                p->line[p->line_len] = '\0';
+                up_parse_line(p);
+                p->line_len = 0;
+                p->line_long = 0;
+            }
+            break;
+        }
+        }
+    }
+    return i;
+}
+
+/*
+ * The connection ended (close_notify or TCP EOF). Returns 0 when that
+ * completes the answer (close-delimited body), else -1 with p->error set.
+ */
+static int up_parse_eof(struct up_parser *p)
+{
+    if (p->state == UP_P_DONE)
+        return 0;
+    if (p->state == UP_P_BODY_CLOSE) {
+        p->state = UP_P_DONE;
+        return 0;
+    }
+    if (p->state != UP_P_ERROR) {
+        snprintf(p->error, sizeof p->error,
+                 "the Cal ID API closed the connection before the answer was complete (truncated)");
+        p->state = UP_P_ERROR;
+    }
+    return -1;
+}
+
+/* ======================================================================
+ * Static state
+ * ====================================================================== */
+enum up_sstate {
+    UP_S_FREE = 0,   /* no request, no connection */
+    UP_S_IDLE,       /* no request; a kept-alive TLS connection is open */
+    UP_S_RESOLVING,  /* waiting for cm_port_resolve() */
+    UP_S_CONNECTING, /* TCP connect in progress (wait for writable) */
+    UP_S_HANDSHAKE,  /* TLS handshake running */
+    UP_S_SENDING,    /* writing the request into the engine */
+    UP_S_RECEIVING,  /* reading the answer */
+    UP_S_FAILED,     /* refused at up_submit(): the failure is delivered by the next up_tick() */
+    UP_S_DONE        /* result delivered; waiting for up_release() */
+};
+
+struct up_slot {
+    br_ssl_client_context cc;      /* ~3.7 KB */
+    br_x509_minimal_context xc;    /* ~3.2 KB */
+    /*
+     * MONO (half-duplex) I/O buffer, 16,709 B instead of 33,178 B for BIDI:
+     * HTTP/1.1 without pipelining is strictly request-then-answer, so the
+     * engine never needs to send and receive application data at the same
+     * time. Half-duplex only means the engine cannot send while unread input
+     * sits in the buffer, which never happens in that pattern. It still holds
+     * a maximum-size (16 KiB) record, so any server interoperates.
+     */
+    unsigned char iobuf[BR_SSL_BUFSIZE_MONO];
+    unsigned char req[CM_UPSTREAM_REQ_BYTES];        /* request line + headers + body */
+    unsigned char body[CM_UPSTREAM_BODY_BYTES + 1];  /* answer body + NUL */
+    struct up_parser parser;
+    struct up_result result;
+    cm_sock_t sock;                /* CM_SOCK_INVALID when no connection */
+    unsigned char state;           /* enum up_sstate */
+    unsigned char kick;            /* has work that does not wait on the socket: run in up_tick */
+    unsigned char reused;          /* this request runs on a kept-alive connection */
+    unsigned char retried;         /* already retried once on a fresh connection */
+    unsigned char keep_conn;       /* (DONE) connection stays open for the next request */
+    unsigned char early;           /* the answer began before the request was fully sent */
+    unsigned char tls_started;     /* the engine was reset for the current connection */
+    unsigned char offered_len;     /* session id offered for resumption (0: none) */
+    unsigned char offered_id[32];
+    unsigned owner;
+    size_t req_len, req_off;       /* request bytes, and bytes already given to the engine */
+    uint64_t started_ms;           /* up_submit time (for debug timing) */
+    uint64_t deadline_ms;          /* the current phase times out here; 0 = none */
+    unsigned conn_requests;        /* requests served on the current connection */
+    char what[96];                 /* "METHOD /path" for logs: no query string, no token */
+};
+
+static struct {
+    int ready;                                  /* up_init() succeeded */
+    char host[UP_HOST_MAX];                     /* for DNS and SNI, without brackets */
+    char host_header[UP_HOST_MAX + 8];          /* Host: value ([v6] and :port unless 443) */
+    char host_port[UP_HOST_MAX + 8];            /* host:port, for error texts */
+    char prefix[UP_PREFIX_MAX];                 /* prepended to every path ("" or "/x/y") */
+    unsigned short port;
+    br_ssl_session_parameters session;          /* last negotiated session, shared by all slots */
+    int have_session;
+    size_t n_anchors;
+    size_t arena_used;
+    br_x509_trust_anchor anchors[CM_MAX_TRUST_ANCHORS];
+    unsigned char arena[CM_TRUST_ARENA_BYTES];  /* DNs and public keys of the anchors */
+    struct up_slot slots[CM_MAX_UPSTREAMS];
+} up;
+
+static unsigned up_full_handshakes; /* full (non-resumed) TLS handshakes done */
+
+static size_t up_static_bytes(void) { return sizeof up + sizeof up_full_handshakes; }
+
+/* ======================================================================
+ * Error texts
+ * ====================================================================== */
+struct up_err_name {
+    int code;
+    const char *name;
+    const char *words;
+};
+
+static const struct up_err_name up_br_errors[] = {
+    { BR_ERR_BAD_PARAM, "BR_ERR_BAD_PARAM", "invalid TLS engine parameter" },
+    { BR_ERR_BAD_STATE, "BR_ERR_BAD_STATE", "TLS engine used in a wrong state" },
+    { BR_ERR_UNSUPPORTED_VERSION, "BR_ERR_UNSUPPORTED_VERSION", "the server does not support TLS 1.2" },
+    { BR_ERR_BAD_VERSION, "BR_ERR_BAD_VERSION", "the server used an unexpected protocol version" },
+    { BR_ERR_BAD_LENGTH, "BR_ERR_BAD_LENGTH", "the server sent a record of invalid length (is it TLS?)" },
+    { BR_ERR_TOO_LARGE, "BR_ERR_TOO_LARGE", "the server sent a record too large for the I/O buffer" },
+    { BR_ERR_BAD_MAC, "BR_ERR_BAD_MAC", "a record failed its integrity check (corrupted or tampered)" },
+    { BR_ERR_NO_RANDOM, "BR_ERR_NO_RANDOM", "no source of random bytes (cm_port_random failed and the OS has none)" },
+    { BR_ERR_UNKNOWN_TYPE, "BR_ERR_UNKNOWN_TYPE", "the server sent an unknown record type" },
+    { BR_ERR_UNEXPECTED, "BR_ERR_UNEXPECTED", "the server sent an unexpected message" },
+    { BR_ERR_BAD_CCS, "BR_ERR_BAD_CCS", "the server sent an invalid ChangeCipherSpec" },
+    { BR_ERR_BAD_ALERT, "BR_ERR_BAD_ALERT", "the server sent an invalid alert" },
+    { BR_ERR_BAD_HANDSHAKE, "BR_ERR_BAD_HANDSHAKE", "the server sent an invalid handshake message" },
+    { BR_ERR_OVERSIZED_ID, "BR_ERR_OVERSIZED_ID", "the server sent an oversized session id" },
+    { BR_ERR_BAD_CIPHER_SUITE, "BR_ERR_BAD_CIPHER_SUITE", "no cipher suite in common with the server" },
+    { BR_ERR_BAD_COMPRESSION, "BR_ERR_BAD_COMPRESSION", "the server chose an unsupported compression" },
+    { BR_ERR_BAD_FRAGLEN, "BR_ERR_BAD_FRAGLEN", "the server sent a bad max fragment length" },
+    { BR_ERR_BAD_SECRENEG, "BR_ERR_BAD_SECRENEG", "secure renegotiation failed" },
+    { BR_ERR_EXTRA_EXTENSION, "BR_ERR_EXTRA_EXTENSION", "the server sent an unexpected extension" },
+    { BR_ERR_BAD_SNI, "BR_ERR_BAD_SNI", "the server sent an invalid SNI extension" },
+    { BR_ERR_BAD_HELLO_DONE, "BR_ERR_BAD_HELLO_DONE", "the server sent an invalid ServerHelloDone" },
+    { BR_ERR_LIMIT_EXCEEDED, "BR_ERR_LIMIT_EXCEEDED", "a BearSSL limit was exceeded (server key too large?)" },
+    { BR_ERR_BAD_FINISHED, "BR_ERR_BAD_FINISHED", "the handshake Finished check failed" },
+    { BR_ERR_RESUME_MISMATCH, "BR_ERR_RESUME_MISMATCH", "the server resumed a session with other parameters" },
+    { BR_ERR_INVALID_ALGORITHM, "BR_ERR_INVALID_ALGORITHM", "the server chose an unsupported algorithm" },
+    { BR_ERR_BAD_SIGNATURE, "BR_ERR_BAD_SIGNATURE", "the server's key exchange signature is invalid" },
+    { BR_ERR_WRONG_KEY_USAGE, "BR_ERR_WRONG_KEY_USAGE", "the server key does not fit the chosen cipher suite" },
+    { BR_ERR_NO_CLIENT_AUTH, "BR_ERR_NO_CLIENT_AUTH", "the server demands a client certificate" },
+    { BR_ERR_X509_INVALID_VALUE, "BR_ERR_X509_INVALID_VALUE", "the server certificate is malformed" },
+    { BR_ERR_X509_TRUNCATED, "BR_ERR_X509_TRUNCATED", "the server certificate is truncated" },
+    { BR_ERR_X509_EMPTY_CHAIN, "BR_ERR_X509_EMPTY_CHAIN", "the server sent no certificate" },
+    { BR_ERR_X509_BAD_TIME, "BR_ERR_X509_BAD_TIME", "the server certificate has an invalid date" },
+    { BR_ERR_X509_UNSUPPORTED, "BR_ERR_X509_UNSUPPORTED", "the server certificate uses an unsupported algorithm or format" },
+    { BR_ERR_X509_LIMIT_EXCEEDED, "BR_ERR_X509_LIMIT_EXCEEDED", "the server certificate chain exceeds BearSSL limits" },
+    { BR_ERR_X509_WRONG_KEY_TYPE, "BR_ERR_X509_WRONG_KEY_TYPE", "the server certificate key type is not the expected one" },
+    { BR_ERR_X509_BAD_SIGNATURE, "BR_ERR_X509_BAD_SIGNATURE", "a signature in the server certificate chain is invalid" },
+    { BR_ERR_X509_TIME_UNKNOWN, "BR_ERR_X509_TIME_UNKNOWN", "the current time is unknown, so the certificate cannot be checked" },
+    { BR_ERR_X509_EXPIRED, "BR_ERR_X509_EXPIRED", "the server certificate has expired or is not yet valid (check the system clock)" },
+    { BR_ERR_X509_DN_MISMATCH, "BR_ERR_X509_DN_MISMATCH", "the server certificate chain is not linked (issuer/subject mismatch)" },
+    { BR_ERR_X509_BAD_SERVER_NAME, "BR_ERR_X509_BAD_SERVER_NAME", NULL /* special: names the host */ },
+    { BR_ERR_X509_CRITICAL_EXTENSION, "BR_ERR_X509_CRITICAL_EXTENSION", "the server certificate has an unsupported critical extension" },
+    { BR_ERR_X509_NOT_CA, "BR_ERR_X509_NOT_CA", "a certificate in the server chain that signs others is not a CA" },
+    { BR_ERR_X509_FORBIDDEN_KEY_USAGE, "BR_ERR_X509_FORBIDDEN_KEY_USAGE", "the server certificate may not be used for a TLS server" },
+    { BR_ERR_X509_WEAK_PUBLIC_KEY, "BR_ERR_X509_WEAK_PUBLIC_KEY", "the server certificate key is too weak" },
+    { BR_ERR_X509_NOT_TRUSTED, "BR_ERR_X509_NOT_TRUSTED", "the server certificate is not trusted" },
+};
+
+static const char *up_alert_name(int a)
+{
+    switch (a) {
+    case 0: return "close_notify";
+    case 10: return "unexpected_message";
+    case 20: return "bad_record_mac";
+    case 22: return "record_overflow";
+    case 40: return "handshake_failure";
+    case 42: return "bad_certificate";
+    case 43: return "unsupported_certificate";
+    case 44: return "certificate_revoked";
+    case 45: return "certificate_expired";
+    case 46: return "certificate_unknown";
+    case 47: return "illegal_parameter";
+    case 48: return "unknown_ca";
+    case 49: return "access_denied";
+    case 50: return "decode_error";
+    case 51: return "decrypt_error";
+    case 70: return "protocol_version";
+    case 71: return "insufficient_security";
+    case 80: return "internal_error";
+    case 86: return "inappropriate_fallback";
+    case 90: return "user_canceled";
+    case 109: return "missing_extension";
+    case 110: return "unsupported_extension";
+    case 112: return "unrecognized_name";
+    case 116: return "certificate_required";
+    case 120: return "no_application_protocol";
+    default: return "unknown alert";
+    }
+}
+
+/* Words for a BearSSL error code (engine or X.509). */
+static void up_tls_error_text(int err, char *buf, size_t len)
+{
+    size_t i;
+    if (err >= BR_ERR_SEND_FATAL_ALERT) {
+        snprintf(buf, len, "TLS failure: sent alert %d (%s) to the server", err - BR_ERR_SEND_FATAL_ALERT,
+                 up_alert_name(err - BR_ERR_SEND_FATAL_ALERT));
+        return;
+    }
+    if (err >= BR_ERR_RECV_FATAL_ALERT) {
+        snprintf(buf, len, "TLS failure: alert %d (%s) from the server", err - BR_ERR_RECV_FATAL_ALERT,
+                 up_alert_name(err - BR_ERR_RECV_FATAL_ALERT));
+        return;
+    }
+    for (i = 0; i < sizeof up_br_errors / sizeof up_br_errors[0]; i++) {
+        if (up_br_errors[i].code != err)
+            continue;
+        if (err == BR_ERR_X509_BAD_SERVER_NAME)
+            snprintf(buf, len, "TLS failure: the certificate does not match host name %.80s (BearSSL error %d: %s)",
+                     up.host, err, up_br_errors[i].name);
+        else
+            snprintf(buf, len, "TLS failure: %s (BearSSL error %d: %s)", up_br_errors[i].words, err,
+                     up_br_errors[i].name);
+        return;
+    }
+    snprintf(buf, len, "TLS failure (BearSSL error %d)", err);
+}
+
+/* ======================================================================
+ * up_init: base URL and trust anchors
+ * ====================================================================== */
+static int up_prefix_ieq(const char *s, const char *lower_prefix)
+{
+    size_t i;
+    for (i = 0; lower_prefix[i]; i++)
+        if (up_lower((unsigned char)s[i]) != lower_prefix[i])
+            return 0;
+    return 1;
+}
+
+static int up_parse_base_url(const char *url, char *err, size_t errlen)
+{
+    const char *p, *h, *hend;
+    size_t hlen, plen;
+    unsigned long port = 443;
+    int bracket = 0;
+    if (url == NULL || *url == '\0') {
+        snprintf(err, errlen, "the Cal ID API URL is empty");
+        return -1;
+    }
+    if (up_prefix_ieq(url, "http://")) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' uses http://: only https:// is allowed, "
+                 "the bearer token must not travel in clear text", url);
+        return -1;
+    }
+    if (!up_prefix_ieq(url, "https://")) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' must start with https://", url);
+        return -1;
+    }
+    p = url + 8;
+    if (*p == '[') {
+        bracket = 1;
+        h = p + 1;
+        hend = strchr(h, ']');
+        if (hend == NULL) {
+            snprintf(err, errlen, "the Cal ID API URL '%s' has an unclosed '['", url);
+            return -1;
+        }
+        p = hend + 1;
+    } else {
+        h = p;
+        while (*p && *p != ':' && *p != '/')
+            p++;
+        hend = p;
+    }
+    hlen = (size_t)(hend - h);
+    if (hlen == 0) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' has no host name", url);
+        return -1;
+    }
+    if (hlen >= sizeof up.host) {
+        snprintf(err, errlen, "the host name in the Cal ID API URL is longer than %d characters",
+                 (int)sizeof up.host - 1);
+        return -1;
+    }
+    {
+        size_t i;
+        for (i = 0; i < hlen; i++) {
+            int c = (unsigned char)h[i];
+            int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '.' || (!bracket && (c == '-' || c == '_')) || (bracket && c == ':');
+            if (!ok) {
+                snprintf(err, errlen, "the Cal ID API URL '%s' has a bad character in its host name%s", url,
+                         c == '@' ? " (user:password@ is not supported)" : "");
+                return -1;
+            }
+        }
+    }
+    if (*p == ':') {
+        int digits = 0;
+        port = 0;
+        for (p++; *p >= '0' && *p <= '9' && digits < 6; p++, digits++)
+            port = port * 10 + (unsigned long)(*p - '0');
+        if (digits == 0 || port == 0 || port > 65535 || (*p != '\0' && *p != '/')) {
+            snprintf(err, errlen, "the Cal ID API URL '%s' has a bad port", url);
+            return -1;
+        }
+    }
+    if (*p != '\0' && *p != '/') {
+        snprintf(err, errlen, "the Cal ID API URL '%s' has something unexpected after the host", url);
+        return -1;
+    }
+    plen = strlen(p);
+    while (plen > 0 && p[plen - 1] == '/')
+        plen--;
+    if (plen >= sizeof up.prefix) {
+        snprintf(err, errlen, "the path in the Cal ID API URL is longer than %d characters",
+                 (int)sizeof up.prefix - 1);
+        return -1;
+    }
+    {
+        size_t i;
+        for (i = 0; i < plen; i++) {
+            int c = (unsigned char)p[i];
+            if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#') {
+                snprintf(err, errlen, "the Cal ID API URL '%s' may only have a plain path after the host "
+                         "(no query, fragment, spaces)", url);
+                return -1;
+            }
+        }
+    }
+    memcpy(up.host, h, hlen);
+    up.host[hlen] = '\0';
+    memcpy(up.prefix, p, plen);
+    up.prefix[plen] = '\0';
+    up.port = (unsigned short)port;
+    if (bracket) {
+        snprintf(up.host_port, sizeof up.host_port, "[%s]:%lu", up.host, port);
+        if (port == 443)
+            snprintf(up.host_header, sizeof up.host_header, "[%s]", up.host);
+        else
+            snprintf(up.host_header, sizeof up.host_header, "[%s]:%lu", up.host, port);
+    } else {
+        snprintf(up.host_port, sizeof up.host_port, "%s:%lu", up.host, port);
+        if (port == 443)
+            snprintf(up.host_header, sizeof up.host_header, "%s", up.host);
+        else
+            snprintf(up.host_header, sizeof up.host_header, "%s:%lu", up.host, port);
+    }
+    return 0;
+}
+
+/* Trust anchor loading: PEM decoder -> X.509 decoder -> arena. */
+struct up_ta_loader {
+    br_pem_decoder_context pem;
+    br_x509_decoder_context x509;
+    int overflow; /* the DN did not fit the arena */
+};
+
+static void up_ta_append_dn(void *ctx, const void *buf, size_t len)
+{
+    struct up_ta_loader *l = ctx;
+    if (l->overflow || len > sizeof up.arena - up.arena_used) {
+        l->overflow = 1;
+        return;
+    }
+    memcpy(up.arena + up.arena_used, buf, len);
+    up.arena_used += len;
+}
+
+static void up_ta_push_der(void *ctx, const void *buf, size_t len)
+{
+    struct up_ta_loader *l = ctx;
+    br_x509_decoder_push(&l->x509, buf, len);
+}
+
+static unsigned char *up_arena_copy(const unsigned char *src, size_t len)
+{
+    unsigned char *d;
+    if (len > sizeof up.arena - up.arena_used)
+        return NULL;
+    d = up.arena + up.arena_used;
+    memcpy(d, src, len);
+    up.arena_used += len;
+    return d;
+}
+
+/* The certificate object ended: turn it into an anchor. 1 added, 0 skipped, -1 full. */
+static int up_ta_finish(struct up_ta_loader *l, size_t dn_start, const char *ca_file, char *err, size_t errlen)
+{
+    br_x509_trust_anchor *ta;
+    const br_x509_pkey *pk;
+    if (l->overflow)
+        goto arena_full;
+    pk = br_x509_decoder_get_pkey(&l->x509);
+    if (br_x509_decoder_last_error(&l->x509) != 0 || pk == NULL) {
+        up.arena_used = dn_start; /* undecodable (unsupported key type...): skip it */
+        return 0;
+    }
+    if (up.n_anchors >= CM_MAX_TRUST_ANCHORS) {
+        snprintf(err, errlen, "%s holds more than %d certificates (CM_MAX_TRUST_ANCHORS); "
+                 "rebuild with a larger -DCM_MAX_TRUST_ANCHORS or use a smaller CA file",
+                 ca_file, CM_MAX_TRUST_ANCHORS);
+        return -1;
+    }
+    ta = &up.anchors[up.n_anchors];
+    memset(ta, 0, sizeof *ta);
+    ta->dn.data = up.arena + dn_start;
+    ta->dn.len = up.arena_used - dn_start;
+    ta->flags = br_x509_decoder_isCA(&l->x509) ? BR_X509_TA_CA : 0;
+    ta->pkey.key_type = pk->key_type;
+    if (pk->key_type == BR_KEYTYPE_RSA) {
+        ta->pkey.key.rsa.n = up_arena_copy(pk->key.rsa.n, pk->key.rsa.nlen);
+        ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
+        ta->pkey.key.rsa.e = up_arena_copy(pk->key.rsa.e, pk->key.rsa.elen);
+        ta->pkey.key.rsa.elen = pk->key.rsa.elen;
+        if (ta->pkey.key.rsa.n == NULL || ta->pkey.key.rsa.e == NULL)
+            goto arena_full;
+    } else if (pk->key_type == BR_KEYTYPE_EC) {
+        ta->pkey.key.ec.curve = pk->key.ec.curve;
+        ta->pkey.key.ec.q = up_arena_copy(pk->key.ec.q, pk->key.ec.qlen);
+        ta->pkey.key.ec.qlen = pk->key.ec.qlen;
+        if (ta->pkey.key.ec.q == NULL)
+            goto arena_full;
+    } else {
+        up.arena_used = dn_start;
+        return 0;
+    }
+    up.n_anchors++;
+    return 1;
+arena_full:
+    snprintf(err, errlen, "the certificates in %s need more than %d bytes (CM_TRUST_ARENA_BYTES); "
+             "rebuild with a larger -DCM_TRUST_ARENA_BYTES or use a smaller CA file",
+             ca_file, CM_TRUST_ARENA_BYTES);
+    return -1;
+}
+
+static int up_load_anchors(const char *ca_file, char *err, size_t errlen)
+{
+    struct up_ta_loader l; /* ~2 KB of stack, at start-up only */
+    unsigned char buf[1024];
+    FILE *f;
+    size_t n, dn_start = 0;
+    int in_cert = 0, skipped = 0, eof = 0;
+    up.n_anchors = 0;
+    up.arena_used = 0;
+    f = fopen(ca_file, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open the CA file %s: %s", ca_file, strerror(errno));
+        return -1;
+    }
+    memset(&l, 0, sizeof l);
+    br_pem_decoder_init(&l.pem);
+    while (!eof) {
+        size_t off = 0;
+        n = fread(buf, 1, sizeof buf, f);
+        if (n == 0) {
+            if (ferror(f)) {
+                snprintf(err, errlen, "cannot read the CA file %s", ca_file);
+                fclose(f);
+                return -1;
+            }
+            buf[0] = '\n'; /* lets the decoder see an END line that has no newline */
+            n = 1;
+            eof = 1;
+        }
+        while (off < n) {
+            off += br_pem_decoder_push(&l.pem, buf + off, n - off);
+            switch (br_pem_decoder_event(&l.pem)) {
+            case BR_PEM_BEGIN_OBJ: {
+                const char *name = br_pem_decoder_name(&l.pem);
+                in_cert = strcmp(name, "CERTIFICATE") == 0 || strcmp(name, "X509 CERTIFICATE") == 0;
+                if (in_cert) {
+                    dn_start = up.arena_used;
+                    l.overflow = 0;
+                    br_x509_decoder_init(&l.x509, up_ta_append_dn, &l);
+                    br_pem_decoder_setdest(&l.pem, up_ta_push_der, &l);
+                } else {
+                    br_pem_decoder_setdest(&l.pem, NULL, NULL);
+                }
+                break;
+            }
+            case BR_PEM_END_OBJ:
+                if (in_cert) {
+                    int r = up_ta_finish(&l, dn_start, ca_file, err, errlen);
+                    if (r < 0) {
+                        fclose(f);
+                        up.n_anchors = 0;
+                        return -1;
+                    }
+                    skipped += r == 0;
+                }
+                in_cert = 0;
+                break;
+            case BR_PEM_ERROR:
+                if (in_cert) {
+                    up.arena_used = dn_start;
+                    skipped++;
+                }
+                in_cert = 0;
+                break;
+            default:
+                break;
+            }
+        }
+    }
+    fclose(f);
+    if (up.n_anchors == 0) {
+        if (skipped)
+            snprintf(err, errlen, "no usable certificate in the CA file %s (%d could not be decoded)", ca_file,
+                     skipped);
+        else
+            snprintf(err, errlen, "no certificate (-----BEGIN CERTIFICATE-----) in the CA file %s", ca_file);
+        return -1;
+    }
+    cm_logf(CM_LOG_DEBUG, "upstream: %lu trust anchors from %s (%lu of %d arena bytes, %d skipped)",
+            (unsigned long)up.n_anchors, ca_file, (unsigned long)up.arena_used, CM_TRUST_ARENA_BYTES, skipped);
+    return 0;
+}
+
+static void up_close_sock(struct up_slot *s)
+{
+    if (s->sock != CM_SOCK_INVALID)
+        cm_port_close(s->sock);
+    s->sock = CM_SOCK_INVALID;
+}
+
+/* Abandons every request and connection without calling back (for cm_stop). */
+static void up_close_all(void)
+{
+    int i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++) {
+        struct up_slot *s = &up.slots[i];
+        if (up.ready)
+            up_close_sock(s);
+        s->sock = CM_SOCK_INVALID;
+        s->tls_started = 0;
+        s->state = UP_S_FREE;
+        s->kick = 0;
+        memset(s->req, 0, s->req_len);
+        s->req_len = 0;
+    }
+}
+
+static int up_init(const char *base_url, const char *ca_file, char *err, size_t errlen)
+{
+    int i;
+    up_close_all();
+    up.ready = 0;
+    up.have_session = 0;
+    memset(&up.session, 0, sizeof up.session);
+    if (up_parse_base_url(base_url, err, errlen) != 0)
+        return -1;
+    if (ca_file == NULL)
+        ca_file = cm_port_default_ca_file();
+    if (ca_file == NULL) {
+        snprintf(err, errlen, "no CA file given and this platform has no system CA bundle");
+        return -1;
+    }
+    if (up_load_anchors(ca_file, err, errlen) != 0)
+        return -1;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++) {
+        struct up_slot *s = &up.slots[i];
+        unsigned char seed[32];
+        br_ssl_client_init_full(&s->cc, &s->xc, up.anchors, up.n_anchors);
+        br_ssl_engine_set_buffer(&s->cc.eng, s->iobuf, sizeof s->iobuf, 0);
+        br_ssl_engine_set_versions(&s->cc.eng, BR_TLS12, BR_TLS12);
+        br_ssl_engine_add_flags(&s->cc.eng, BR_OPT_NO_RENEGOTIATION);
+        /* BearSSL seeds from the OS where it can; this also covers firmware
+           without an OS random source (the DRBG state survives resets). */
+        if (cm_port_random(seed, sizeof seed) == 0)
+            br_ssl_engine_inject_entropy(&s->cc.eng, seed, sizeof seed);
+        else if (i == 0)
+            cm_logf(CM_LOG_WARN, "upstream: cm_port_random failed; TLS relies on BearSSL's own OS seeding");
+        memset(seed, 0, sizeof seed);
+        s->sock = CM_SOCK_INVALID;
+        s->state = UP_S_FREE;
+    }
+    up.ready = 1;
+    return 0;
+}
+
+/* ======================================================================
+ * Request slots
+ * ====================================================================== */
+static int up_has_tls(const struct up_slot *s)
+{
+    return s->state == UP_S_IDLE || s->state == UP_S_HANDSHAKE || s->state == UP_S_SENDING ||
+           s->state == UP_S_RECEIVING;
+}
+
+/* Closes the connection; graceful sends close_notify if the socket takes it now. */
+static void up_drop_conn(struct up_slot *s, int graceful)
+{
+    if (s->sock == CM_SOCK_INVALID)
+        return;
+    if (graceful && s->tls_started) { /* never touch an engine that was not reset for this socket */
+        br_ssl_engine_context *eng = &s->cc.eng;
+        int guard = 4;
+        br_ssl_engine_close(eng);
+        while (guard-- > 0 && (br_ssl_engine_current_state(eng) & BR_SSL_SENDREC)) {
+            size_t len;
+            unsigned char *buf = br_ssl_engine_sendrec_buf(eng, &len);
+            long n = cm_port_send(s->sock, buf, len);
+            if (n <= 0)
+                break;
+            br_ssl_engine_sendrec_ack(eng, (size_t)n);
+        }
+    }
+    up_close_sock(s);
+    s->tls_started = 0;
+    s->conn_requests = 0;
+}
+
+static void up_deliver(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    uint64_t ms = cm_port_now_ms() - s->started_ms;
+    s->state = UP_S_DONE;
+    s->kick = 0;
+    s->deadline_ms = 0;
+    memset(s->req, 0, s->req_len); /* the bearer token is not kept once the request has ended */
+    s->req_len = s->req_off = 0;
+    if (s->result.status)
+        cm_logf(CM_LOG_DEBUG, "upstream: %s -> %d (%lu bytes) in %lu ms%s", s->what, s->result.status,
+                (unsigned long)s->result.body_len, (unsigned long)ms, s->reused ? " (kept-alive connection)" : "");
+    else
+        cm_logf(CM_LOG_DEBUG, "upstream: %s failed after %lu ms: %s", s->what, (unsigned long)ms,
+                s->result.error);
+    on_upstream_done(s->owner, h, &s->result);
+    /* the slot may have been released or reused by now: do not touch it */
+}
+
+static void up_fail(int h, const char *fmt, ...)
+{
+    struct up_slot *s = &up.slots[h];
+    va_list ap;
+    memset(&s->result, 0, sizeof s->result);
+    va_start(ap, fmt);
+    vsnprintf(s->result.error, sizeof s->result.error, fmt, ap);
+    va_end(ap);
+    s->result.status = 0;
+    s->result.body = "";
+    s->result.body_len = 0;
+    s->keep_conn = 0;
+    up_drop_conn(s, 1); /* close_notify if the engine still can: servers keep the session */
+    up_deliver(h);
+}
+
+static void up_fail_tls(int h, int err)
+{
+    char text[200];
+    up_tls_error_text(err, text, sizeof text);
+    up_fail(h, "%s", text);
+}
+
+static void up_complete(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    struct up_parser *p = &s->parser;
+    memset(&s->result, 0, sizeof s->result);
+    s->result.status = p->status;
+    s->body[p->body_len] = '\0';
+    s->result.body = (const char *)s->body;
+    s->result.body_len = p->body_len;
+    memcpy(s->result.retry_after, p->retry_after, sizeof s->result.retry_after);
+    memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
+    if (s->keep_conn)
+        s->conn_requests++;
+    else
+        up_drop_conn(s, 1);
+    up_deliver(h);
+}
+
+static void up_begin_connect(struct up_slot *s)
+{
+    s->state = UP_S_RESOLVING;
+    s->deadline_ms = cm_port_now_ms() + CM_UPSTREAM_CONNECT_MS;
+    s->kick = 1;
+}
+
+static void up_pump(int h);
+
+/* Unix time -> BearSSL's validation time: days since 0000-01-01 in the
+   proleptic Gregorian calendar (year 0 is a leap year, so 1970-01-01 is day
+   366 + 719162 = 719528) and seconds since midnight UTC. */
+static void up_x509_time(int64_t unix_time, uint32_t *days, uint32_t *seconds)
+{
+    if (unix_time < 0)
+        unix_time = 0; /* no clock: certificates will look "not yet valid" */
+    *days = (uint32_t)(unix_time / 86400 + 719528);
+    *seconds = (uint32_t)(unix_time % 86400);
+}
+
+static void up_start_tls(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    br_ssl_engine_context *eng = &s->cc.eng;
+    uint32_t days, seconds;
+    int resume = 0;
+    up_x509_time(cm_port_unix_time(), &days, &seconds);
+    br_x509_minimal_set_time(&s->xc, days, seconds);
+    s->offered_len = 0;
+    if (up.have_session) {
+        br_ssl_engine_set_session_parameters(eng, &up.session);
+        s->offered_len = up.session.session_id_len;
+        memcpy(s->offered_id, up.session.session_id, sizeof s->offered_id);
+        resume = 1;
+    }
+    if (!br_ssl_client_reset(&s->cc, up.host, resume)) {
+        up_fail_tls(h, br_ssl_engine_last_error(eng));
+        return;
+    }
+    s->tls_started = 1;
+    s->state = UP_S_HANDSHAKE;
+    s->deadline_ms = cm_port_now_ms() + CM_UPSTREAM_HANDSHAKE_MS;
+    up_pump(h);
+}
+
+static void up_handshake_done(struct up_slot *s)
+{
+    br_ssl_session_parameters sp;
+    int resumed;
+    br_ssl_engine_get_session_parameters(&s->cc.eng, &sp);
+    /* TLS 1.2: the server echoes the offered session id iff it resumes */
+    resumed = s->offered_len != 0 && sp.session_id_len == s->offered_len &&
+              memcmp(sp.session_id, s->offered_id, s->offered_len) == 0;
+    if (!resumed)
+        up_full_handshakes++;
+    if (sp.session_id_len != 0) {
+        up.session = sp;
+        up.have_session = 1;
+    }
+    memset(&sp, 0, sizeof sp); /* the master secret */
+    cm_logf(CM_LOG_DEBUG, "upstream: TLS with %s ready (%s handshake)", up.host_port,
+            resumed ? "resumed" : "full");
+}
+
+/* How a connection ended under a request. */
+enum up_lost_kind { UP_LOST_EOF, UP_LOST_RESET, UP_LOST_TLS, UP_LOST_JUNK };
+
+static void up_lost(int h, int kind, int tls_err)
+{
+    struct up_slot *s = &up.slots[h];
+    switch (s->state) {
+    case UP_S_IDLE: /* the server closed a kept-alive connection: normal */
+        up_drop_conn(s, 0);
+        s->state = UP_S_FREE;
+        s->deadline_ms = 0;
+        return;
+    case UP_S_HANDSHAKE:
+        if (kind == UP_LOST_TLS) {
+            if (s->offered_len)
+                up.have_session = 0; /* do not offer that session again */
+            up_fail_tls(h, tls_err);
+        } else if (kind == UP_LOST_RESET) {
+            up_fail(h, "connection reset by the Cal ID API during the TLS handshake with %s", up.host_port);
+        } else {
+            up_fail(h, "the Cal ID API closed the connection during the TLS handshake with %s", up.host_port);
+        }
+        return;
+    case UP_S_SENDING:
+    case UP_S_RECEIVING:
+        if (kind != UP_LOST_TLS && s->reused && !s->retried && s->parser.seen == 0) {
+            /* the server closed the kept-alive connection while we reused it:
+               nothing of the answer came, so try once more on a new one */
+            cm_logf(CM_LOG_DEBUG, "upstream: kept-alive connection closed by the server; retrying %s", s->what);
+            up_drop_conn(s, 0);
+            s->retried = 1;
+            s->reused = 0;
+            s->req_off = 0;
+            s->early = 0;
+            up_parse_init(&s->parser, s->body, CM_UPSTREAM_BODY_BYTES, s->parser.head_request);
+            up_begin_connect(s);
+            return;
+        }
+        if (kind == UP_LOST_TLS) {
+            up_fail_tls(h, tls_err);
+        } else if (kind == UP_LOST_RESET) {
+            if (s->parser.state == UP_P_BODY_CLOSE)
+                up_fail(h, "connection reset by the Cal ID API before the answer was complete");
+            else
+                up_fail(h, "connection reset by the Cal ID API");
+        } else if (s->state == UP_S_SENDING) {
+            up_fail(h, "the Cal ID API closed the connection while the request was being sent");
+        } else if (s->parser.seen == 0) {
+            up_fail(h, "the Cal ID API closed the connection without answering");
+        } else if (up_parse_eof(&s->parser) == 0) {
+            s->keep_conn = 0;
+            up_complete(h);
+        } else {
+            up_fail(h, "%s", s->parser.error);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+/*
+ * Moves bytes between the socket, the engine, the request and the parser
+ * until the socket would block or the slot changes state for good. SENDREC is
+ * served first (the engine cannot go on before its records are out).
+ */
+static void up_pump(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    br_ssl_engine_context *eng = &s->cc.eng;
+    for (;;) {
+        unsigned st;
+        unsigned char *buf;
+        size_t len;
+        long n;
+        if (!up_has_tls(s))
+            return;
+        st = br_ssl_engine_current_state(eng);
+        if (st == 0 || (st & BR_SSL_CLOSED)) {
+            int e = br_ssl_engine_last_error(eng);
+            up_lost(h, e ? UP_LOST_TLS : UP_LOST_EOF, e);
+            return;
+        }
+        if (st & BR_SSL_SENDREC) {
+            buf = br_ssl_engine_sendrec_buf(eng, &len);
+            n = cm_port_send(s->sock, buf, len);
+            if (n == CM_PORT_AGAIN)
+                return; /* up_pollfds asks for writable */
+            if (n <= 0) {
+                /* while receiving, a failed send (our close_notify reply to
+                   the server's) just means the server is gone: an EOF */
+                up_lost(h, s->state == UP_S_RECEIVING ? UP_LOST_EOF : UP_LOST_RESET, 0);
+                return;
+            }
+            br_ssl_engine_sendrec_ack(eng, (size_t)n);
+            continue;
+        }
+        if (st & BR_SSL_RECVAPP) {
+            size_t used;
+            buf = br_ssl_engine_recvapp_buf(eng, &len);
+            if (s->state == UP_S_SENDING) { /* the server answered before reading it all */
+                s->state = UP_S_RECEIVING;
+                s->early = 1;
+            }
+            if (s->state != UP_S_RECEIVING) {
+                up_lost(h, UP_LOST_JUNK, 0); /* bytes on an idle connection: drop it */
+                return;
+            }
+            used = up_parse_feed(&s->parser, buf, len);
+            if (used > 0)
+                br_ssl_engine_recvapp_ack(eng, used);
+            if (s->parser.state == UP_P_ERROR) {
+                up_fail(h, "%s", s->parser.error);
+                return;
+            }
+            if (s->parser.state == UP_P_DONE) {
+                /* reusable only if nothing follows the answer */
+                s->keep_conn = (unsigned char)(s->parser.keep_alive && used == len && !s->early &&
+                                               !(br_ssl_engine_current_state(eng) & (BR_SSL_CLOSED | BR_SSL_RECVAPP)));
+                up_complete(h);
+                return;
+            }
+            continue;
+        }
+        if (s->state == UP_S_HANDSHAKE && (st & BR_SSL_SENDAPP)) {
+            up_handshake_done(s);
+            s->state = UP_S_SENDING;
+            s->deadline_ms = cm_port_now_ms() + CM_UPSTREAM_ANSWER_MS;
+            continue;
+        }
+        if (s->state == UP_S_SENDING && (st & BR_SSL_SENDAPP)) {
+            size_t todo = s->req_len - s->req_off;
+            buf = br_ssl_engine_sendapp_buf(eng, &len);
+            if (len > todo)
+                len = todo;
+            memcpy(buf, s->req + s->req_off, len);
+            br_ssl_engine_sendapp_ack(eng, len);
+            s->req_off += len;
+            if (s->req_off == s->req_len) {
+                br_ssl_engine_flush(eng, 0);
+                s->state = UP_S_RECEIVING;
+            }
+            continue;
+        }
+        if (st & BR_SSL_RECVREC) {
+            buf = br_ssl_engine_recvrec_buf(eng, &len);
+            n = cm_port_recv(s->sock, buf, len);
+            if (n == CM_PORT_AGAIN)
+                return; /* up_pollfds asks for readable */
+            if (n == 0) {
+                up_lost(h, UP_LOST_EOF, 0);
+                return;
+            }
+            if (n < 0) {
+                up_lost(h, UP_LOST_RESET, 0);
+                return;
+            }
+            br_ssl_engine_recvrec_ack(eng, (size_t)n);
+            continue;
+        }
+        return;
+    }
+}
+
+/* Returns 1 when the request ended (delivered), else 0. */
+static int up_try_resolve(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    struct cm_addr addr;
+    int r = cm_port_resolve(up.host, up.port, &addr);
+    if (r == CM_PORT_AGAIN)
+        return 0;
+    if (r != 0) {
+        up_fail(h, "could not resolve host %s", up.host);
+        return 1;
+    }
+    if (cm_port_connect(&addr, &s->sock) != 0) {
+        s->sock = CM_SOCK_INVALID;
+        up_fail(h, "connection to %s failed (could not start it)", up.host_port);
+        return 1;
+    }
+    s->state = UP_S_CONNECTING;
+    s->conn_requests = 0;
+    return 0;
+}
+
+/* ---- request building ---- */
+static int up_put(struct up_slot *s, const void *src, size_t n)
+{
+    if (n > sizeof s->req - s->req_len)
+        return -1;
+    memcpy(s->req + s->req_len, src, n);
+    s->req_len += n;
+    return 0;
+}
+
+static int up_puts(struct up_slot *s, const char *str) { return up_put(s, str, strlen(str)); }
+
+/* Bytes allowed in a header value we send: visible ASCII and space, no CR/LF. */
+static int up_header_safe(const char *v, int allow_space)
+{
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c < 0x20 || c > 0x7e || (!allow_space && c == ' '))
+            return 0;
+    }
+    return 1;
+}
+
+static int up_build_request(struct up_slot *s, const char *method, const char *path_query, const char *bearer,
+                            const char *content_type, const char *body, size_t body_len)
+{
+    char num[32];
+    int want_length = body_len > 0 || content_type != NULL || strcmp(method, "POST") == 0 ||
+                      strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
+    s->req_len = 0;
+    if (up_puts(s, method) || up_puts(s, " ") || up_puts(s, up.prefix) || up_puts(s, path_query) ||
+        up_puts(s, " HTTP/1.1\r\nHost: ") || up_puts(s, up.host_header) || up_puts(s, "\r\n"))
+        return -1;
+    if (bearer && *bearer &&
+        (up_puts(s, "Authorization: Bearer ") || up_puts(s, bearer) || up_puts(s, "\r\n")))
+        return -1;
+    if (up_puts(s, "Accept: application/json\r\nUser-Agent: calid-mcp/" CM_VERSION "\r\n"))
+        return -1;
+    if (content_type && (up_puts(s, "Content-Type: ") || up_puts(s, content_type) || up_puts(s, "\r\n")))
+        return -1;
+    if (want_length) {
+        snprintf(num, sizeof num, "%lu", (unsigned long)body_len);
+        if (up_puts(s, "Content-Length: ") || up_puts(s, num) || up_puts(s, "\r\n"))
+            return -1;
+    }
+    if (up_puts(s, "Connection: keep-alive\r\n\r\n"))
+        return -1;
+    if (body_len > 0 && up_put(s, body, body_len))
+        return -1;
+    return 0;
+}
+
+/* Why these arguments cannot make a request, or NULL when they can. */
+static const char *up_bad_arguments(const char *method, const char *path_query, const char *bearer,
+                                    const char *content_type, const char *body, size_t body_len)
+{
+    size_t k, mlen;
+    if (!up.ready)
+        return "the upstream client is not initialised (up_init failed or was not called)";
+    if (method == NULL || (mlen = strlen(method)) == 0 || mlen > 16)
+        return "bad HTTP method";
+    for (k = 0; k < mlen; k++)
+        if (!up_is_tchar((unsigned char)method[k]))
+            return "bad HTTP method";
+    if (path_query == NULL || path_query[0] != '/' || !up_header_safe(path_query, 0))
+        return "the path must start with '/' and hold only visible ASCII (percent-encode the rest)";
+    if (bearer && !up_header_safe(bearer, 0))
+        return "the bearer token holds characters not allowed in an HTTP header (only visible ASCII)";
+    if (content_type && !up_header_safe(content_type, 1))
+        return "the content type holds characters not allowed in an HTTP header";
+    if (body_len > 0 && body == NULL)
+        return "no body bytes given";
+    return NULL;
+}
+
+/*
+ * Starts one request. Returns the handle (>= 0), -1 when every slot is busy
+ * (retry later), or -2 when the request does not fit CM_UPSTREAM_REQ_BYTES.
+ * Arguments that cannot make a request (CR/LF or non-ASCII in the token or
+ * path, a bad method...) still get a handle: the failure arrives through
+ * on_upstream_done() from the next up_tick(), like any transport failure.
+ */
+static int up_submit(unsigned owner, const char *method, const char *path_query, const char *bearer,
+                     const char *content_type, const char *body, size_t body_len)
+{
+    int i, h = -1;
+    struct up_slot *s;
+    size_t mlen;
+    const char *bad = up_bad_arguments(method, path_query, bearer, content_type, body, body_len);
+    /* a slot with a live idle connection first, then a free one (the other
+       way round for a request that fails anyway) */
+    for (i = 0; i < CM_MAX_UPSTREAMS && h < 0; i++)
+        if (up.slots[i].state == (bad ? UP_S_FREE : UP_S_IDLE))
+            h = i;
+    for (i = 0; i < CM_MAX_UPSTREAMS && h < 0; i++)
+        if (up.slots[i].state == (bad ? UP_S_IDLE : UP_S_FREE))
+            h = i;
+    if (h < 0) {
+        /* busy, but say "too large" first if it would never fit anyway */
+        if (body_len > CM_UPSTREAM_REQ_BYTES)
+            return -2;
+        return -1;
+    }
+    s = &up.slots[h];
+    if (bad) {
+        if (!up.ready)
+            s->sock = CM_SOCK_INVALID; /* never initialised: not fd 0 of the zeroed statics */
+        if (s->state == UP_S_IDLE)
+            up_drop_conn(s, 1);
+        s->owner = owner;
+        s->reused = 0;
+        s->req_len = s->req_off = 0;
+        s->started_ms = cm_port_now_ms();
+        snprintf(s->what, sizeof s->what, "(refused request)");
+        memset(&s->result, 0, sizeof s->result);
+        snprintf(s->result.error, sizeof s->result.error, "the request cannot be sent: %s", bad);
+        s->result.body = "";
+        s->state = UP_S_FAILED;
+        s->deadline_ms = 0;
+        s->kick = 1;
+        return h;
+    }
+    mlen = strlen(method);
+    if (up_build_request(s, method, path_query, bearer, content_type, body, body_len) != 0) {
+        memset(s->req, 0, s->req_len);
+        s->req_len = 0;
+        return -2;
+    }
+    s->owner = owner;
+    s->req_off = 0;
+    s->retried = 0;
+    s->early = 0;
+    s->keep_conn = 0;
+    s->started_ms = cm_port_now_ms();
+    memset(&s->result, 0, sizeof s->result);
+    up_parse_init(&s->parser, s->body, CM_UPSTREAM_BODY_BYTES, strcmp(method, "HEAD") == 0);
+    { /* "METHOD /prefix/path" without the query string, cut to fit */
+        size_t n = 0, i, plen = strcspn(path_query, "?");
+        const char *parts[3];
+        size_t lens[3];
+        parts[0] = method, lens[0] = mlen;
+        parts[1] = up.prefix, lens[1] = strlen(up.prefix);
+        parts[2] = path_query, lens[2] = plen;
+        for (i = 0; i < 3; i++) {
+            size_t k = lens[i] < sizeof s->what - 1 - n ? lens[i] : sizeof s->what - 1 - n;
+            memcpy(s->what + n, parts[i], k);
+            n += k;
+            if (i == 0 && n < sizeof s->what - 1)
+                s->what[n++] = ' ';
+        }
+        s->what[n] = '\0';
+    }
+    if (s->state == UP_S_IDLE) {
+        s->reused = 1;
+        s->state = UP_S_SENDING;
+        s->deadline_ms = s->started_ms + CM_UPSTREAM_ANSWER_MS;
+        s->kick = 1;
+    } else {
+        s->reused = 0;
+        up_begin_connect(s);
+    }
+    return h;
+}
+
+static void up_release(int handle)
+{
+    struct up_slot *s;
+    if (handle < 0 || handle >= CM_MAX_UPSTREAMS)
+        return;
+    s = &up.slots[handle];
+    if (s->state != UP_S_DONE)
+        return;
+    s->result.body = "";
+    s->result.body_len = 0;
+    if (s->keep_conn && s->sock != CM_SOCK_INVALID) {
+        s->state = UP_S_IDLE;
+        s->deadline_ms = cm_port_now_ms() + CM_UPSTREAM_IDLE_MS;
+        s->kick = 1; /* notice a close_notify that already sits in the engine */
+    } else {
+        up_drop_conn(s, 1);
+        s->state = UP_S_FREE;
+        s->deadline_ms = 0;
+        s->kick = 0;
+    }
+}
+
+static void up_cancel(int handle)
+{
+    struct up_slot *s;
+    if (handle < 0 || handle >= CM_MAX_UPSTREAMS)
+        return;
+    s = &up.slots[handle];
+    switch (s->state) {
+    case UP_S_DONE:
+        up_release(handle);
+        return;
+    case UP_S_FAILED:
+    case UP_S_RESOLVING:
+    case UP_S_CONNECTING:
+    case UP_S_HANDSHAKE:
+    case UP_S_SENDING:
+    case UP_S_RECEIVING:
+        cm_logf(CM_LOG_DEBUG, "upstream: %s cancelled", s->what);
+        up_drop_conn(s, 1); /* mid-answer: the rest of the answer must not be read as the next one */
+        memset(s->req, 0, s->req_len);
+        s->req_len = s->req_off = 0;
+        s->state = UP_S_FREE;
+        s->deadline_ms = 0;
+        s->kick = 0;
+        return;
+    default:
+        return;
+    }
+}
+
+/* ======================================================================
+ * Poll integration
+ * ====================================================================== */
+static unsigned up_pollfds(struct cm_pollfd *fds, unsigned max, int *handle_of)
+{
+    unsigned n = 0;
+    int i;
+    for (i = 0; i < CM_MAX_UPSTREAMS && n < max; i++) {
+        struct up_slot *s = &up.slots[i];
+        short ev = 0;
+        if (s->state == UP_S_CONNECTING) {
+            ev = CM_POLL_OUT;
+        } else if (up_has_tls(s)) {
+            unsigned st = br_ssl_engine_current_state(&s->cc.eng);
+            if (st & BR_SSL_SENDREC)
+                ev = CM_POLL_OUT;
+            else if (st & BR_SSL_RECVREC)
+                ev = CM_POLL_IN;
+        }
+        if (ev == 0 || s->sock == CM_SOCK_INVALID)
+            continue;
+        fds[n].sock = s->sock;
+        fds[n].events = ev;
+        fds[n].revents = 0;
+        handle_of[n] = i;
+        n++;
+    }
+    return n;
+}
+
+static void up_on_ready(int handle, short revents)
+{
+    struct up_slot *s;
+    if (handle < 0 || handle >= CM_MAX_UPSTREAMS || revents == 0)
+        return;
+    s = &up.slots[handle];
+    if (s->state == UP_S_CONNECTING) {
+        if (cm_port_connect_result(s->sock) != 0) {
+            up_fail(handle, "connection to %s refused or failed", up.host_port);
+            return;
+        }
+        up_start_tls(handle);
+    } else if (up_has_tls(s)) {
+        up_pump(handle);
+    }
+}
+
+static void up_answer_timeout(int h)
+{
+    unsigned long ms = CM_UPSTREAM_ANSWER_MS;
+    if (ms % 1000 == 0)
+        up_fail(h, "the Cal ID API did not answer within %lu s", ms / 1000);
+    else
+        up_fail(h, "the Cal ID API did not answer within %lu.%03lu s", ms / 1000, ms % 1000);
+}
+
+static void up_tick(uint64_t now_ms)
+{
+    int i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++) {
+        struct up_slot *s = &up.slots[i];
+        int kicked = s->kick;
+        s->kick = 0;
+        if (s->state == UP_S_FAILED) {
+            up_deliver(i);
+            continue;
+        }
+        if (s->state == UP_S_RESOLVING && up_try_resolve(i))
+            continue; /* failed and delivered: the slot is not ours any more */
+        if (s->deadline_ms != 0 && now_ms >= s->deadline_ms) {
+            switch (s->state) {
+            case UP_S_RESOLVING:
+                up_fail(i, "timed out connecting to %s (the DNS lookup did not finish)", up.host_port);
+                continue;
+            case UP_S_CONNECTING:
+                up_fail(i, "timed out connecting to %s", up.host_port);
+                continue;
+            case UP_S_HANDSHAKE:
+                up_fail(i, "timed out during the TLS handshake with %s", up.host_port);
+                continue;
+            case UP_S_SENDING:
+            case UP_S_RECEIVING:
+                up_answer_timeout(i);
+                continue;
+            case UP_S_IDLE:
+                cm_logf(CM_LOG_DEBUG, "upstream: closing a connection idle for %d ms", CM_UPSTREAM_IDLE_MS);
+                up_drop_conn(s, 1);
+                s->state = UP_S_FREE;
+                s->deadline_ms = 0;
+                continue;
+            default:
+                break;
+            }
+        }
+        if (kicked && up_has_tls(s))
+            up_pump(i);
+    }
+}
+
+static int up_next_timeout_ms(uint64_t now_ms)
+{
+    int i;
+    int64_t best = -1;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++) {
+        const struct up_slot *s = &up.slots[i];
+        int64_t t = -1;
+        if (s->state == UP_S_FREE || s->state == UP_S_DONE)
+            continue;
+        if (s->kick)
+            return 0;
+        if (s->deadline_ms != 0)
+            t = s->deadline_ms > now_ms ? (int64_t)(s->deadline_ms - now_ms) : 0;
+        if (s->state == UP_S_RESOLVING && (t < 0 || t > UP_DNS_POLL_MS))
+            t = UP_DNS_POLL_MS;
+        if (t >= 0 && (best < 0 || t < best))
+            best = t;
+    }
+    if (best > 0x7fffffff)
+        best = 0x7fffffff;
+    return (int)best;
+}
 
 /* ===================================================================== */
 /* 9. Sessions (the 2025-11-25 era and before)                           */
@@ -2596,6 +5245,12 @@ static struct {
 static void on_upstream_done(unsigned owner, int handle, const struct up_result *u)
 {
     struct conn *c;
+#ifdef CM_TEST_SEAMS
+    if (test_upstream_hook) {
+        test_upstream_hook(owner, handle, u);
+        return;
+    }
+#endif
     if (owner == STDIO_OWNER) {
         stdio_wait.done = 1;
         stdio_wait.handle = handle;

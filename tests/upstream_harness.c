@@ -1,6 +1,6 @@
 /*
  * tests/upstream_harness.c - exercises the UPSTREAM CLIENT section
- * (upstream.inc) on its own: the answer parser, URL and CA loading, and
+ * (section 8 of calid_mcp.c) on its own: the answer parser, URL and CA loading, and
  * real HTTPS requests through a tiny poll loop.
  *
  *   upstream_harness                         unit tests only (parser, URL, CA, fuzz)
@@ -19,8 +19,8 @@
  * Prints "N passed, N failed" last; exits 1 if anything failed.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "calid_mcp.h"
-#include <bearssl.h>
+#define CM_TEST_SEAMS
+#include "../calid_mcp.c"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,16 +35,8 @@ static int log_level = CM_LOG_WARN;
 static unsigned log_retries; /* "retrying" messages seen, whatever the level */
 static const char *token = "test-token-123"; /* --token T changes it (the fake wants calid_...) */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void cm_logf(int level, const char *fmt, ...)
+static void harness_log(int level, const char *line)
 {
-    va_list ap;
-    char line[512];
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
     if (strstr(line, "retrying"))
         log_retries++;
     if (strstr(line, token)) {
@@ -55,7 +47,6 @@ static void cm_logf(int level, const char *fmt, ...)
         fprintf(stderr, "  [log %d] %s\n", level, line);
 }
 
-#include "../upstream.inc"
 
 /* ---- results recorded by on_upstream_done ---- */
 struct rec {
@@ -69,7 +60,7 @@ static int chain_in_callback;   /* the callback submits the next request itself 
 static int chained_handle = -9;
 static unsigned callbacks_total;
 
-static void on_upstream_done(unsigned owner, int handle, const struct up_result *r)
+static void harness_done(unsigned owner, int handle, const struct up_result *r)
 {
     callbacks_total++;
     if (handle < 0 || handle >= CM_MAX_UPSTREAMS) {
@@ -922,6 +913,8 @@ int main(int argc, char **argv)
 {
     const char *args[8];
     int n = 0, i;
+    test_log_hook = harness_log;
+    test_upstream_hook = harness_done;
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-v") == 0)
             log_level = CM_LOG_DEBUG;
