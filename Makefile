@@ -36,7 +36,7 @@ unit: $(BUILD)/unit_tests
 
 # Every test suite; the last line is "N passed, N failed".
 test: $(BUILD)/calid_mcp $(BUILD)/unit_tests
-	BUILD=$(BUILD) bash tests/run.sh
+	BUILD=$(BUILD) SANITIZE=$(SANITIZE) bash tests/run.sh
 
 # One fully static, stripped binary (musl); cross builds in mk/ports.mk.
 static: static-x86_64

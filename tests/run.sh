@@ -56,5 +56,12 @@ if [ "${CALID_SKIP_PORTS:-0}" != 1 ]; then
     done
 fi
 
+# The suites again under ASan+UBSan and under valgrind (skipped when this run
+# is itself the sanitizer build).
+if [ "${SANITIZE:-0}" != 1 ] && [ "${CALID_SKIP_SANITIZERS:-0}" != 1 ]; then
+    run_suite asan bash tests/asan_check.sh
+    run_suite valgrind bash tests/valgrind_check.sh
+fi
+
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
