@@ -4832,6 +4832,10 @@ struct conn {
 };
 
 static struct conn conns[CM_MAX_CONNS];
+
+/* Milliseconds from since to now; 0 if since is later (stamps taken after
+ * now was read must not wrap around into a huge age). */
+static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
 static jsmntok_t toks[CM_JSON_TOKENS];
 static unsigned long stat_requests, stat_refused_busy;
 
@@ -5671,8 +5675,10 @@ static void accept_all(void)
             /* full: a kept-alive connection idle between requests makes room
              * (HTTP lets a server close those at any time) */
             int idle = -1, k;
+            uint64_t now = cm_port_now_ms();
             for (k = 0; k < CM_MAX_CONNS; k++)
                 if (conns[k].state == C_READ && conns[k].in_len == 0 && !conns[k].parse_pending &&
+                    ms_since(now, conns[k].last_ms) >= CM_EVICT_IDLE_MS &&
                     (idle < 0 || conns[k].last_ms < conns[idle].last_ms))
                     idle = k;
             if (idle >= 0) {
@@ -5702,10 +5708,6 @@ static void accept_all(void)
         conns[i].last_ms = conns[i].req_start_ms = cm_port_now_ms();
     }
 }
-
-/* Milliseconds from since to now; 0 if since is later (stamps taken after
- * now was read must not wrap around into a huge age). */
-static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
 
 /* Closes connections that idle or trickle past their time. */
 static void conn_timeouts(uint64_t now)

@@ -65,6 +65,9 @@
 #ifndef CM_IDLE_TIMEOUT_MS
 #define CM_IDLE_TIMEOUT_MS 30000   /* a connection idle or trickling this long is closed */
 #endif
+#ifndef CM_EVICT_IDLE_MS
+#define CM_EVICT_IDLE_MS 1000      /* when full, a keep-alive connection idle this long makes room */
+#endif
 #ifndef CM_HEADER_TIMEOUT_MS
 #define CM_HEADER_TIMEOUT_MS 10000 /* a request must arrive whole within this */
 #endif

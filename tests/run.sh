@@ -62,6 +62,7 @@ if [ "${SANITIZE:-0}" != 1 ] && [ "${CALID_SKIP_SANITIZERS:-0}" != 1 ]; then
     run_suite asan bash tests/asan_check.sh
     run_suite valgrind bash tests/valgrind_check.sh
 fi
+run_suite load bash tests/load_check.sh
 
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

@@ -1233,6 +1233,7 @@ def test_idle_keepalive_connections_make_room():
         held = open_answered(s.port, 16)
         try:
             assert len(held) == 16, f"only {len(held)} of 16 connections served"
+            time.sleep(1.2)  # idle for longer than CM_EVICT_IDLE_MS (1 s)
             with Conn(s.port) as extra:
                 extra.send(healthz_request(s.port))
                 assert extra.read_response().status == 200, "17th client refused while 16 were idle"
