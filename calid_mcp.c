@@ -4449,7 +4449,7 @@ static int start_tool_call(struct rpc_ctx *c, const struct jdoc *d, int msg, str
     }
     if (!c->token) {
         tool_text_result(r, id, c->era == ERA_MODERN, 1,
-                         "No Cal ID token: send Authorization: Bearer calid_... or start the server with --api-key");
+                         "No Cal ID token: send Authorization: Bearer calid_..., or give the server a key (--api-key or CALID_API_KEY)");
         return D_REPLIED;
     }
     if (c->token_len >= sizeof bearer_buf) {
@@ -6219,6 +6219,8 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (stdio_mode) {
+        if (!c.api_key)
+            cm_logf(CM_LOG_WARN, "no Cal ID key: set CALID_API_KEY (or --api-key) or every tool call fails");
         cm_stdio_run();
         cm_stop();
         return 0;
