@@ -4640,7 +4640,8 @@ static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct 
     if (!view_eq(v, MODERN_VERSION)) {
         char m[120];
         supported_versions_json(supported, sizeof supported);
-        snprintf(data, sizeof data, "{\"supported\":[\"" MODERN_VERSION "\"],\"requested\":%.*s}",
+        /* every version served: 2026-07-28 per request, the others through initialize */
+        snprintf(data, sizeof data, "{\"supported\":%s,\"requested\":%.*s}", supported,
                  (int)tok_raw(d, ver).n, tok_raw(d, ver).p);
         snprintf(m, sizeof m, "Unsupported protocol version: %.*s", (int)(v.n > 60 ? 60 : v.n), v.p);
         c->http_status = 400;
