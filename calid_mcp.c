@@ -156,13 +156,15 @@ static void hex_encode(const unsigned char *in, size_t n, char *out)
 }
 
 /* Keyed fingerprint of a bearer token: sessions remember this, never the token. */
+static br_hmac_key_context fp_key; /* HMAC key schedule of server_secret, set once by cm_start */
+
 static void token_fingerprint(const char *tok, size_t n, unsigned char out[16])
 {
-    br_hmac_key_context kc;
     br_hmac_context hc;
     unsigned char full[32];
-    br_hmac_key_init(&kc, &br_sha256_vtable, server_secret, sizeof server_secret);
-    br_hmac_init(&hc, &kc, 0);
+    if (!fp_key.dig_vtable) /* not started by cm_start (unit tests): key it now */
+        br_hmac_key_init(&fp_key, &br_sha256_vtable, server_secret, sizeof server_secret);
+    br_hmac_init(&hc, &fp_key, 0);
     br_hmac_update(&hc, tok, n);
     br_hmac_out(&hc, full);
     memcpy(out, full, 16);
@@ -273,18 +275,21 @@ static void tb_printf(struct textbuf *b, const char *fmt, ...)
 }
 
 /* Length of s once escaped as the inside of a JSON string. */
+/* Extra bytes each byte takes once escaped: 0 plain, 1 for \" \\ \n \r \t \b \f, 5 for \u00XX. */
+static const unsigned char json_esc_extra[256] = {
+    5, 5, 5, 5, 5, 5, 5, 5, 1, 1, 1, 5, 1, 1, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5,
+    /* 0x80..0xff: copied as they are */
+};
+
 static size_t json_escaped_len(const char *s, size_t n)
 {
-    size_t i, total = 0;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f')
-            total += 2;
-        else if (c < 0x20 || c == 0x7f)
-            total += 6;
-        else
-            total += 1;
-    }
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i, total = n;
+    for (i = 0; i < n; i++)
+        total += json_esc_extra[u[i]];
     return total;
 }
 
@@ -293,10 +298,17 @@ static size_t json_escaped_len(const char *s, size_t n)
 static size_t json_escape_some(const char *src, size_t n, char *out, size_t cap, size_t *out_len)
 {
     static const char digits[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)src;
     size_t i, o = 0;
     for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)src[i];
+        unsigned char c = u[i];
         char two = 0;
+        if (json_esc_extra[c] == 0) { /* the common case first */
+            if (o == cap)
+                break;
+            out[o++] = (char)c;
+            continue;
+        }
         switch (c) {
         case '"': two = '"'; break;
         case '\\': two = '\\'; break;
@@ -319,10 +331,6 @@ static size_t json_escape_some(const char *src, size_t n, char *out, size_t cap,
             out[o + 4] = digits[c >> 4];
             out[o + 5] = digits[c & 15];
             o += 6;
-        } else {
-            if (o + 1 > cap)
-                break;
-            out[o++] = (char)c;
         }
     }
     *out_len = o;
@@ -402,7 +410,17 @@ static int jc_string(struct jcheck *c)
 {
     c->i++; /* opening quote */
     while (c->i < c->n) {
-        unsigned char ch = (unsigned char)c->s[c->i];
+        unsigned char ch;
+        {   /* plain ASCII, the common case, in a tight loop on locals */
+            const unsigned char *u = (const unsigned char *)c->s;
+            size_t i = c->i, n = c->n;
+            while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+                i++;
+            c->i = i;
+            if (i == n)
+                break;
+        }
+        ch = (unsigned char)c->s[c->i];
         if (ch == '"') {
             c->i++;
             return 0;
@@ -4965,39 +4983,58 @@ static void conn_finish_answer(struct conn *c)
     c->last_ms = c->req_start_ms = cm_port_now_ms();
 }
 
-/* Sends as much of the answer as the socket takes. 1 done, 0 more to send, -1 closed. */
+/* Sends as much of the answer as the socket takes: the head, staged escaped
+ * bytes and the plain segments that follow go out in one gathered write, so
+ * a whole tools/list answer is one system call. 1 done, 0 more to send,
+ * -1 closed. */
+#define WRITE_IOVS 16
 static int conn_write(struct conn *c)
 {
     for (;;) {
-        const char *p;
-        size_t n;
+        struct cm_iovec iov[WRITE_IOVS];
+        int k = 0, j = c->seg_i, q;
+        size_t off = c->seg_off, total = 0, left;
         long w;
         if (c->hdr_sent < c->hdr_len) {
-            p = c->hdr + c->hdr_sent;
-            n = c->hdr_len - c->hdr_sent;
-        } else if (c->stage_sent < c->stage_len) {
-            p = c->stage + c->stage_sent;
-            n = c->stage_len - c->stage_sent;
-        } else if (c->seg_i < c->resp.nseg) {
-            struct seg *s = &c->resp.seg[c->seg_i];
-            if (c->seg_off >= s->n) {
-                c->seg_i++;
-                c->seg_off = 0;
+            iov[k].p = c->hdr + c->hdr_sent;
+            iov[k++].n = c->hdr_len - c->hdr_sent;
+        }
+        if (c->stage_sent < c->stage_len) {
+            iov[k].p = c->stage + c->stage_sent;
+            iov[k++].n = c->stage_len - c->stage_sent;
+        }
+        while (j < c->resp.nseg && k < WRITE_IOVS) {
+            struct seg *s = &c->resp.seg[j];
+            if (off >= s->n) {
+                j++;
+                off = 0;
                 continue;
             }
-            if (s->escape) {
+            if (s->escape)
+                break;
+            iov[k].p = s->p + off;
+            iov[k++].n = s->n - off;
+            j++;
+            off = 0;
+        }
+        if (k == 0) {
+            while (c->seg_i < c->resp.nseg && c->seg_off >= c->resp.seg[c->seg_i].n) {
+                c->seg_i++;
+                c->seg_off = 0;
+            }
+            if (c->seg_i < c->resp.nseg) { /* an escaped segment: stage the next piece */
+                struct seg *s = &c->resp.seg[c->seg_i];
                 size_t used = json_escape_some(s->p + c->seg_off, s->n - c->seg_off, c->stage, sizeof c->stage, &c->stage_len);
                 c->seg_off += used;
                 c->stage_sent = 0;
                 continue;
             }
-            p = s->p + c->seg_off;
-            n = s->n - c->seg_off;
-        } else {
             conn_finish_answer(c);
             return 1;
         }
-        w = cm_port_send(c->sock, p, n);
+        for (q = 0; q < k; q++)
+            total += iov[q].n;
+        w = cm_port_sendv(c->sock, iov, (unsigned)k);
         if (w == CM_PORT_AGAIN)
             return 0;
         if (w <= 0) {
@@ -5005,12 +5042,29 @@ static int conn_write(struct conn *c)
             return -1;
         }
         c->last_ms = cm_port_now_ms();
-        if (c->hdr_sent < c->hdr_len)
-            c->hdr_sent += (size_t)w;
-        else if (c->stage_sent < c->stage_len)
-            c->stage_sent += (size_t)w;
-        else
-            c->seg_off += (size_t)w;
+        left = (size_t)w;
+        {
+            size_t t = c->hdr_len - c->hdr_sent < left ? c->hdr_len - c->hdr_sent : left;
+            c->hdr_sent += t;
+            left -= t;
+            t = c->stage_len - c->stage_sent < left ? c->stage_len - c->stage_sent : left;
+            c->stage_sent += t;
+            left -= t;
+        }
+        while (left) {
+            struct seg *s = &c->resp.seg[c->seg_i];
+            size_t t;
+            if (c->seg_off >= s->n) {
+                c->seg_i++;
+                c->seg_off = 0;
+                continue;
+            }
+            t = s->n - c->seg_off < left ? s->n - c->seg_off : left;
+            c->seg_off += t;
+            left -= t;
+        }
+        if ((size_t)w < total)
+            return 0; /* the socket is full: wait for POLLOUT */
     }
 }
 
@@ -5591,6 +5645,11 @@ static void conn_read(struct conn *c)
             c->req_start_ms = cm_port_now_ms();
         c->in_len += (size_t)n;
         c->last_ms = cm_port_now_ms();
+        if ((size_t)n < sizeof c->in - (c->in_len - (size_t)n)) {
+            if (c->state != C_READ)
+                return;
+            break; /* a short read emptied the socket: poll tells when more comes */
+        }
         if (c->state != C_READ)
             return; /* pipelined bytes wait until the current answer is out */
     }
@@ -6042,6 +6101,7 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         snprintf(err, errlen, "no secure random source (needed for session ids)");
         return -1;
     }
+    br_hmac_key_init(&fp_key, &br_sha256_vtable, server_secret, sizeof server_secret);
     if (build_tools_json(err, errlen) < 0)
         return -1;
     if (up_init(cfg.upstream, cfg.ca_file ? cfg.ca_file : cm_port_default_ca_file(), err, errlen) < 0)

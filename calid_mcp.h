@@ -156,6 +156,12 @@ int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out);
 int cm_port_connect_result(cm_sock_t s);
 /* Bytes moved (>0), CM_PORT_AGAIN, 0 (recv only: peer closed) or -1 (error). */
 long cm_port_send(cm_sock_t s, const void *buf, size_t len);
+/* Gathered send of n pieces in order (writev): same results as cm_port_send. */
+struct cm_iovec {
+    const void *p;
+    size_t n;
+};
+long cm_port_sendv(cm_sock_t s, const struct cm_iovec *iov, unsigned n);
 long cm_port_recv(cm_sock_t s, void *buf, size_t len);
 void cm_port_close(cm_sock_t s);
 /* Like poll(2). Returns the number of ready sockets, 0 on timeout, -1 error. */

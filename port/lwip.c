@@ -273,6 +273,23 @@ long cm_port_send(cm_sock_t s, const void *buf, size_t len)
     return (long)n;
 }
 
+long cm_port_sendv(cm_sock_t s, const struct cm_iovec *iov, unsigned n)
+{
+    struct iovec v[16];
+    ssize_t w;
+    unsigned i;
+    if (n > 16)
+        n = 16;
+    for (i = 0; i < n; i++) {
+        v[i].iov_base = (void *)(uintptr_t)iov[i].p; /* writev does not write through it */
+        v[i].iov_len = iov[i].n;
+    }
+    w = lwip_writev((int)s, v, (int)n);
+    if (w < 0)
+        return would_block() ? CM_PORT_AGAIN : -1;
+    return (long)w;
+}
+
 long cm_port_recv(cm_sock_t s, void *buf, size_t len)
 {
     ssize_t n = lwip_recv((int)s, buf, len, 0);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -165,6 +166,29 @@ long cm_port_send(cm_sock_t s, const void *buf, size_t len)
     if (n < 0)
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? CM_PORT_AGAIN : -1;
     return (long)n;
+}
+
+long cm_port_sendv(cm_sock_t s, const struct cm_iovec *iov, unsigned n)
+{
+    struct iovec v[64];
+    struct msghdr mh;
+    ssize_t w;
+    unsigned i;
+    if (n > 64)
+        n = 64;
+    for (i = 0; i < n; i++) {
+        v[i].iov_base = (void *)(uintptr_t)iov[i].p; /* sendmsg does not write through it */
+        v[i].iov_len = iov[i].n;
+    }
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = v;
+    mh.msg_iovlen = n;
+    do
+        w = sendmsg((int)s, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? CM_PORT_AGAIN : -1;
+    return (long)w;
 }
 
 long cm_port_recv(cm_sock_t s, void *buf, size_t len)

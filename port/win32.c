@@ -219,6 +219,22 @@ long cm_port_send(cm_sock_t s, const void *buf, size_t len)
     return (long)n;
 }
 
+long cm_port_sendv(cm_sock_t s, const struct cm_iovec *iov, unsigned n)
+{
+    WSABUF b[16];
+    DWORD sent = 0;
+    unsigned i;
+    if (n > 16)
+        n = 16;
+    for (i = 0; i < n; i++) {
+        b[i].buf = (char *)(uintptr_t)iov[i].p; /* WSASend does not write through it */
+        b[i].len = (ULONG)chunk(iov[i].n);
+    }
+    if (WSASend((SOCKET)s, b, n, &sent, 0, NULL, NULL) == SOCKET_ERROR)
+        return WSAGetLastError() == WSAEWOULDBLOCK ? CM_PORT_AGAIN : -1;
+    return (long)sent;
+}
+
 long cm_port_recv(cm_sock_t s, void *buf, size_t len)
 {
     int n = recv((SOCKET)s, (char *)buf, chunk(len), 0);
