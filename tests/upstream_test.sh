@@ -45,6 +45,10 @@ gen > "$D/gen.log" 2>&1 || { cat "$D/gen.log"; echo "certificate generation fail
 
 # ---- build (short timeouts so the timeout tests are quick) ----
 FLAGS="-std=c11 -Wall -Wextra -Wpedantic -Werror -O2 -g -I$HERE"
+if [ "${SANITIZE:-0}" = 1 ]; then # make test SANITIZE=1: the harness too
+    CC=clang
+    FLAGS="$FLAGS -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+fi
 SHORT="-DCM_UPSTREAM_ANSWER_MS=2000 -DCM_UPSTREAM_HANDSHAKE_MS=1500 -DCM_UPSTREAM_CONNECT_MS=1500"
 $CC $FLAGS $SHORT "$HERE/tests/upstream_harness.c" "$HERE/port/posix.c" -lbearssl -lpthread -o "$D/h" || exit 1
 
