@@ -16,7 +16,7 @@ endif
 
 SRC = calid_mcp.c calid_mcp.h
 
-.PHONY: all test unit clean static
+.PHONY: all test unit clean static install
 
 all: calid_mcp
 
@@ -41,6 +41,11 @@ test: $(BUILD)/calid_mcp $(BUILD)/unit_tests
 # One fully static, stripped binary (musl); cross builds in mk/ports.mk.
 static: static-x86_64
 	cp build/static/calid_mcp-x86_64 calid_mcp-static
+
+PREFIX ?= /usr/local
+install: calid_mcp
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 -s calid_mcp $(DESTDIR)$(PREFIX)/bin/calid_mcp
 
 clean:
 	rm -rf build calid_mcp calid_mcp-static

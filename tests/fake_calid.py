@@ -8,7 +8,8 @@ stalls, endless answers) through control endpoints under /__fake/.
 
     python3 tests/fake_calid.py --cert CERT --key KEY [--host 127.0.0.1]
                                 [--port 0] [--port-file FILE] [--token TOKEN]
-                                [--idle-timeout S] [--tls-max 1.2] [--verbose]
+                                [--idle-timeout S] [--tls-max 1.2] [--tls-min 1.3]
+                                [--verbose]
 
 Prints exactly one line on stdout, "listening PORT", once the socket is bound
 (and --port-file, if given, already holds the port). SIGTERM or SIGINT exits 0.
@@ -36,6 +37,10 @@ requests through first), "mode": MODE, ...}. Modes:
                      body under the full Content-Length, then close (with a
                      TLS close_notify unless "close_notify": false)
     reset            close without answering, with RST (SO_LINGER 0)
+    reset_mid_answer the real answer's status line and headers (with its full
+                     Content-Length) and only `bytes` (default half) of the
+                     body, then a pause of delay_ms (default 100), then RST
+                     (SO_LINGER 0, no close_notify): a reset in mid-answer
     stall            read the request, never answer; hold the connection for
                      delay_ms (default 120000) or until the peer goes away
     chunked          the real answer, Transfer-Encoding: chunked, in `chunks`
@@ -52,6 +57,9 @@ requests through first), "mode": MODE, ...}. Modes:
                      1 MiB); "chunked": true sends it chunked
 Modes that give "the real answer" run the request (a truncated POST still
 creates its booking); the others leave the state alone.
+
+--tls-min 1.3 serves TLS 1.3 only: a TLS 1.2-only client gets a
+protocol_version alert during the handshake (counted in handshake_failures).
 """
 
 import argparse
@@ -1789,7 +1797,7 @@ class Recorder:
 
 
 FAULT_MODES = ("delay", "status", "nonjson", "truncate", "reset", "stall", "chunked", "close",
-               "close_after", "endless_chunked", "big")
+               "close_after", "endless_chunked", "big", "reset_mid_answer")
 
 
 class Faults:
@@ -2143,6 +2151,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             head = self.head_bytes(status, [("Content-Type", ctype), ("Content-Length", str(len(payload)))] + extra)
             self.write(head + payload[:n])
             return
+        if mode == "reset_mid_answer":
+            n = fault.get("bytes", len(payload) // 2)
+            n = min(n, max(0, len(payload) - 1))
+            self.close_connection = True
+            head = self.head_bytes(status, [("Content-Type", ctype), ("Content-Length", str(len(payload)))] + extra)
+            self.write(head + payload[:n])
+            # let the peer read what was sent before the reset discards it
+            self.hold(fault.get("delay_ms", 100) / 1000.0)
+            self.abort = True
+            return
         self.send_body(status, ctype, payload, extra)
         if mode == "close_after":
             self.close_connection = True
@@ -2321,6 +2339,8 @@ def main(argv=None):
     ap.add_argument("--idle-timeout", type=float, default=60.0,
                     help="seconds before an idle keep-alive connection is closed (default 60)")
     ap.add_argument("--tls-max", choices=("1.2", "1.3"), default=None, help="highest TLS version offered")
+    ap.add_argument("--tls-min", choices=("1.2", "1.3"), default=None,
+                    help="lowest TLS version accepted (default 1.2; 1.3 refuses TLS 1.2 clients)")
     ap.add_argument("--verbose", action="store_true", help="log connections and requests to stderr")
     args = ap.parse_args(argv)
     VERBOSE = args.verbose
@@ -2331,6 +2351,10 @@ def main(argv=None):
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if args.tls_max == "1.2":
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if args.tls_min == "1.3":
+        if args.tls_max == "1.2":
+            ap.error("--tls-min 1.3 contradicts --tls-max 1.2")
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(args.cert, args.key)
 
     API = Api()
