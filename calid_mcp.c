@@ -3753,7 +3753,7 @@ static void up_lost(int h, int kind, int tls_err)
         if (kind == UP_LOST_TLS) {
             up_fail_tls(h, tls_err);
         } else if (kind == UP_LOST_RESET) {
-            if (s->parser.state == UP_P_BODY_CLOSE)
+            if (s->parser.seen > 0) /* part of the answer had arrived */
                 up_fail(h, "connection reset by the Cal ID API before the answer was complete");
             else
                 up_fail(h, "connection reset by the Cal ID API");
@@ -4701,11 +4701,12 @@ static void render_tools_list(struct resp *r, struct view id, int modern)
  * Dispatches one JSON-RPC message (the object token msg). Session checks and
  * header checks are done by the transport before this is called.
  */
-static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+/* The JSON-RPC 2.0 shape every message must have. D_REPLIED with the error
+ * rendered, D_NO_REPLY for a response we never asked for, or -1: well formed. */
+static int check_message_shape(const struct jdoc *d, int msg, struct resp *r)
 {
     int method = obj_get(d, msg, "method"), id_tok = obj_get(d, msg, "id");
-    int modern = c->era == ERA_MODERN;
-    struct view id = rpc_id(d, msg), m;
+    struct view id = rpc_id(d, msg);
     int jv = obj_get(d, msg, "jsonrpc");
     if (d->t[msg].type != JSMN_OBJECT || !tok_is_str(d, jv, "2.0")) {
         rpc_error(r, id, E_INVALID_REQUEST, "Invalid Request: a JSON-RPC 2.0 message object with \"jsonrpc\":\"2.0\" is expected", NULL);
@@ -4733,6 +4734,17 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
             return D_REPLIED;
         }
     }
+    return -1;
+}
+
+static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    int method = obj_get(d, msg, "method"), id_tok = obj_get(d, msg, "id");
+    int modern = c->era == ERA_MODERN;
+    struct view id = rpc_id(d, msg), m;
+    int shape = check_message_shape(d, msg, r);
+    if (shape >= 0)
+        return shape;
     m = tok_view(d, method);
     if (id_tok < 0) /* a notification: never answered */
         return D_NO_REPLY;
@@ -4778,6 +4790,9 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
     int info = obj_get(d, params, "clientInfo");
     const char *version = LATEST_SESSION_VERSION;
     size_t i;
+    int shape = check_message_shape(d, msg, r);
+    if (shape >= 0)
+        return shape; /* no session is opened for a malformed initialize */
     if (obj_get(d, msg, "id") < 0) {
         rpc_error(r, id, E_INVALID_REQUEST, "Invalid Request: initialize is a request and needs an id", NULL);
         return D_REPLIED;
