@@ -274,22 +274,61 @@ static void tb_printf(struct textbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Length of s once escaped as the inside of a JSON string. */
-/* Extra bytes each byte takes once escaped: 0 plain, 1 for \" \\ \n \r \t \b \f, 5 for \u00XX. */
+/* Length of the well-formed UTF-8 sequence at u (first byte >= 0x80), or 0
+ * when it is not one (bad lead, short, overlong, surrogate, over U+10FFFF). */
+static size_t utf8_seq_len(const unsigned char *u, size_t left)
+{
+    size_t len, k;
+    unsigned cp;
+    if (u[0] >= 0xc2 && u[0] <= 0xdf) { len = 2; cp = u[0] & 0x1f; }
+    else if (u[0] >= 0xe0 && u[0] <= 0xef) { len = 3; cp = u[0] & 0x0f; }
+    else if (u[0] >= 0xf0 && u[0] <= 0xf4) { len = 4; cp = u[0] & 0x07; }
+    else return 0;
+    if (left < len)
+        return 0;
+    for (k = 1; k < len; k++) {
+        if ((u[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (u[k] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* Extra bytes each byte takes once escaped: 0 plain, 1 for \" \\ \n \r \t \b \f,
+ * 5 for \u00XX; NON_ASCII: a UTF-8 sequence, copied if well formed, else
+ * replaced by \ufffd, so that every answer is valid JSON whatever the API sent. */
+#define NON_ASCII 0xff
 static const unsigned char json_esc_extra[256] = {
     5, 5, 5, 5, 5, 5, 5, 5, 1, 1, 1, 5, 1, 1, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
     0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5,
-    /* 0x80..0xff: copied as they are */
+#define X16 NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, \
+            NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII, NON_ASCII
+    X16, X16, X16, X16, X16, X16, X16, X16
+#undef X16
 };
 
+/* Length of s once escaped as the inside of a JSON string. */
 static size_t json_escaped_len(const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i, total = n;
-    for (i = 0; i < n; i++)
-        total += json_esc_extra[u[i]];
+    for (i = 0; i < n; i++) {
+        unsigned extra = json_esc_extra[u[i]];
+        if (extra == NON_ASCII) {
+            size_t len = utf8_seq_len(u + i, n - i);
+            if (len)
+                i += len - 1; /* copied as it is */
+            else
+                total += 5;   /* one bad byte becomes \ufffd */
+        } else {
+            total += extra;
+        }
+    }
     return total;
 }
 
@@ -307,6 +346,22 @@ static size_t json_escape_some(const char *src, size_t n, char *out, size_t cap,
             if (o == cap)
                 break;
             out[o++] = (char)c;
+            continue;
+        }
+        if (json_esc_extra[c] == NON_ASCII) {
+            size_t len = utf8_seq_len(u + i, n - i);
+            if (len) {
+                if (o + len > cap)
+                    break;
+                memcpy(out + o, u + i, len);
+                o += len;
+                i += len - 1;
+            } else {
+                if (o + 6 > cap)
+                    break;
+                memcpy(out + o, "\\ufffd", 6);
+                o += 6;
+            }
             continue;
         }
         switch (c) {
@@ -377,22 +432,8 @@ static void jc_ws(struct jcheck *c)
 /* One UTF-8 sequence at c->i (first byte >= 0x80); rejects overlongs and surrogates. */
 static int jc_utf8(struct jcheck *c)
 {
-    const unsigned char *u = (const unsigned char *)c->s + c->i;
-    size_t left = c->n - c->i, len, k;
-    unsigned cp;
-    if (u[0] >= 0xc2 && u[0] <= 0xdf) { len = 2; cp = u[0] & 0x1f; }
-    else if (u[0] >= 0xe0 && u[0] <= 0xef) { len = 3; cp = u[0] & 0x0f; }
-    else if (u[0] >= 0xf0 && u[0] <= 0xf4) { len = 4; cp = u[0] & 0x07; }
-    else return -1;
-    if (left < len)
-        return -1;
-    for (k = 1; k < len; k++) {
-        if ((u[k] & 0xc0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (u[k] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
+    size_t len = utf8_seq_len((const unsigned char *)c->s + c->i, c->n - c->i);
+    if (!len)
         return -1;
     c->i += len;
     return 0;
@@ -961,19 +1002,21 @@ static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t m
     for (i = 0; i < (size_t)r->nh; i++) {
         struct view v = r->value[i];
         if (view_ieq(r->name[i], "content-length")) {
-            long n = 0;
+            unsigned long long n = 0; /* 10 digits fit; long may be 32 bits */
             size_t k;
             if (v.n == 0 || v.n > 10)
                 return http_fail(r, 400, "invalid Content-Length");
             for (k = 0; k < v.n; k++) {
                 if (v.p[k] < '0' || v.p[k] > '9')
                     return http_fail(r, 400, "invalid Content-Length");
-                n = n * 10 + (v.p[k] - '0');
+                n = n * 10 + (unsigned)(v.p[k] - '0');
             }
-            if (seen_cl && n != r->content_length)
+            if (n > 0x7fffffffULL)
+                n = 0x7fffffffULL; /* far over any body limit: answered 413 */
+            if (seen_cl && (long)n != r->content_length)
                 return http_fail(r, 400, "conflicting Content-Length headers");
             seen_cl = 1;
-            r->content_length = n;
+            r->content_length = (long)n;
         } else if (view_ieq(r->name[i], "transfer-encoding")) {
             if (!view_ieq(v, "chunked"))
                 return http_fail(r, 501, "only Transfer-Encoding: chunked is supported");
@@ -1035,7 +1078,7 @@ static int chunked_scan(const char *p, size_t n, size_t max, size_t *enc_len, si
                 if (i >= n)
                     return 0;
                 i++;
-                if (i - ls <= 2) {
+                if (p[ls] == '\n' || (p[ls] == '\r' && p[ls + 1] == '\n')) { /* the blank line */
                     *enc_len = i;
                     *dec_len = total;
                     return 1;
@@ -2437,6 +2480,14 @@ static int build_path(const struct cm_tool *t, const struct jdoc *d, int args, c
                 tok_view(d, v).n == 0) {
                 snprintf(msg, cap, "Argument '%s' must be a non-empty id", key);
                 return -1;
+            }
+            if (d->t[v].type == JSMN_STRING) {
+                long n = tok_unescape(d, v, arg_buf, sizeof arg_buf);
+                if ((n == 1 && arg_buf[0] == '.') || (n == 2 && arg_buf[0] == '.' && arg_buf[1] == '.')) {
+                    /* would climb the API's path instead of naming an id */
+                    snprintf(msg, cap, "Argument '%s' cannot be '.' or '..'", key);
+                    return -1;
+                }
             }
             if (put_url_value(d, v, req_path, sizeof req_path, &len) < 0)
                 goto too_long;
@@ -4536,8 +4587,8 @@ static void api_message(const char *body, size_t n, char *out, size_t cap)
     m = obj_get(&d, 0, "message");
     if (m < 0)
         m = obj_get(&d, obj_get(&d, 0, "error"), "message");
-    if (m >= 0 && d.t[m].type == JSMN_STRING)
-        tok_unescape(&d, m, out, cap);
+    if (m >= 0 && d.t[m].type == JSMN_STRING && tok_unescape(&d, m, out, cap) < 0)
+        out[0] = 0; /* too long to quote: the whole answer follows anyway */
 }
 
 static const char *status_reason(int status)
@@ -4932,9 +4983,10 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     if (!c->keep_alive || c->close_after)
         c->close_after = 1;
     tb_printf(&h, "HTTP/1.1 %d %s\r\nServer: calid-mcp/" CM_VERSION "\r\n", status, status_reason(status));
-    if (body_len || status != 202)
+    if (body_len || (status != 202 && status != 204))
         tb_printf(&h, "Content-Type: %s\r\n", content_type ? content_type : "application/json");
-    tb_printf(&h, "Content-Length: %lu\r\n", (unsigned long)body_len);
+    if (status != 204) /* a 204 carries no Content-Length (RFC 9110) */
+        tb_printf(&h, "Content-Length: %lu\r\n", (unsigned long)body_len);
     if (content_type && strcmp(content_type, "text/event-stream") == 0)
         tb_str(&h, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
     if (c->origin_ok[0])

@@ -65,6 +65,10 @@ if [ "${SANITIZE:-0}" != 1 ] && [ "${CALID_SKIP_SANITIZERS:-0}" != 1 ]; then
     run_suite asan bash tests/asan_check.sh
     run_suite valgrind bash tests/valgrind_check.sh
 fi
+# fuzz smoke: replay the corpus and the regressions, then 30 s per target
+if [ "${SANITIZE:-0}" != 1 ] && [ "${CALID_SKIP_FUZZ:-0}" != 1 ]; then
+    run_suite fuzz ${MAKE:-make} -s fuzz-smoke
+fi
 [ "${SANITIZE:-0}" = 1 ] || run_suite load bash tests/load_check.sh
 
 echo "$total_pass passed, $total_fail failed"
