@@ -4911,8 +4911,9 @@ struct conn {
     char out[CM_OUT_BYTES];
     int seg_i;
     size_t seg_off;
-    char stage[STAGE_BYTES];
-    size_t stage_len, stage_sent;
+    char stage[STAGE_BYTES];      /* fallback when out[] has little room left */
+    char *stage_p;                /* where escaped bytes are staged: the free tail of out[] */
+    size_t stage_cap, stage_len, stage_sent;
     int held_handle;              /* upstream answer referenced by the answer, or -1 */
 };
 
@@ -5004,6 +5005,14 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     c->seg_i = 0;
     c->seg_off = 0;
     c->stage_len = c->stage_sent = 0;
+    /* escaped API answers are staged in the part of out[] the answer's text
+     * left free (usually most of it), so a large answer takes few writes */
+    c->stage_p = c->resp.tb.p == c->out ? c->out + c->resp.tb.len + 1 : c->stage;
+    c->stage_cap = c->resp.tb.p == c->out ? sizeof c->out - c->resp.tb.len - 1 : 0;
+    if (c->stage_cap < sizeof c->stage) {
+        c->stage_p = c->stage;
+        c->stage_cap = sizeof c->stage;
+    }
     c->state = C_WRITE;
     c->last_ms = cm_port_now_ms();
     cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes", status, (unsigned long)body_len);
@@ -5067,7 +5076,7 @@ static int conn_write(struct conn *c)
             iov[k++].n = c->hdr_len - c->hdr_sent;
         }
         if (c->stage_sent < c->stage_len) {
-            iov[k].p = c->stage + c->stage_sent;
+            iov[k].p = c->stage_p + c->stage_sent;
             iov[k++].n = c->stage_len - c->stage_sent;
         }
         while (j < c->resp.nseg && k < WRITE_IOVS) {
@@ -5091,7 +5100,7 @@ static int conn_write(struct conn *c)
             }
             if (c->seg_i < c->resp.nseg) { /* an escaped segment: stage the next piece */
                 struct seg *s = &c->resp.seg[c->seg_i];
-                size_t used = json_escape_some(s->p + c->seg_off, s->n - c->seg_off, c->stage, sizeof c->stage, &c->stage_len);
+                size_t used = json_escape_some(s->p + c->seg_off, s->n - c->seg_off, c->stage_p, c->stage_cap, &c->stage_len);
                 c->seg_off += used;
                 c->stage_sent = 0;
                 continue;
