@@ -221,9 +221,9 @@ int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms)
                                 ((fds[i].events & CM_POLL_OUT) ? POLLOUT : 0));
         pfd[i].revents = 0;
     }
-    do
-        r = poll(pfd, n, timeout_ms);
-    while (r < 0 && errno == EINTR);
+    r = poll(pfd, n, timeout_ms);
+    if (r < 0 && errno == EINTR)
+        r = 0; /* a signal: return at once so the caller sees a stop request */
     for (i = 0; i < n; i++) {
         short re = 0;
         if (pfd[i].revents & POLLIN)
