@@ -1259,6 +1259,18 @@ static size_t rs_length(const struct resp *r)
     return total;
 }
 
+/* Takes back what was appended since (mark, nseg): the separator written
+ * before a batch element that turned out to need no reply. */
+static void rs_rewind(struct resp *r, size_t mark, int nseg)
+{
+    struct seg *last = nseg ? &r->seg[nseg - 1] : NULL;
+    r->tb.len = mark;
+    r->nseg = nseg;
+    if (last && !last->escape && last->p >= r->tb.p && last->p < r->tb.p + r->tb.cap &&
+        last->p + last->n > r->tb.p + mark)
+        last->n = (size_t)(r->tb.p + mark - last->p); /* the separator had extended it */
+}
+
 /* One JSON-RPC message in the answer: SSE framing when asked for. */
 static void msg_begin(struct resp *r)
 {
@@ -5335,13 +5347,7 @@ static void conn_continue_batch(struct conn *c, const struct jdoc *d)
         if (r == D_REPLIED) {
             c->batch_replies++;
         } else {
-            /* undo the separator */
-            c->resp.tb.len = mark;
-            c->resp.nseg = nseg;
-            if (nseg && c->resp.seg[nseg - 1].p + c->resp.seg[nseg - 1].n > c->resp.tb.p + mark &&
-                !c->resp.seg[nseg - 1].escape && c->resp.seg[nseg - 1].p >= c->resp.tb.p &&
-                c->resp.seg[nseg - 1].p < c->resp.tb.p + c->resp.tb.cap)
-                c->resp.seg[nseg - 1].n = (size_t)(c->resp.tb.p + mark - c->resp.seg[nseg - 1].p);
+            rs_rewind(&c->resp, mark, nseg); /* no reply yet: drop the separator */
         }
         if (r == D_PENDING) {
             c->state = C_WAIT_API;
@@ -6100,14 +6106,10 @@ int cm_stdio_run(void)
                     int nseg = r.nseg;
                     if (replies)
                         rs_str(&r, ",");
-                    if (stdio_message(&r, &d, el, 1) == -2) { /* no reply: drop the separator */
-                        r.tb.len = mark;
-                        r.nseg = nseg;
-                        if (nseg && !r.seg[nseg - 1].escape && r.seg[nseg - 1].p + r.seg[nseg - 1].n > r.tb.p + mark)
-                            r.seg[nseg - 1].n = (size_t)(r.tb.p + mark - r.seg[nseg - 1].p);
-                    } else {
+                    if (stdio_message(&r, &d, el, 1) == -2) /* no reply: drop the separator */
+                        rs_rewind(&r, mark, nseg);
+                    else
                         replies++;
-                    }
                 }
                 rs_str(&r, "]");
                 if (!replies)
