@@ -54,11 +54,18 @@ $(FW)/liblwip.a: $(FW_LWIP)/src/include/lwip/init.h $(FW_HDR)
 		$(FW_CC) $(FW_ARCH) $(FW_OPT) $(FW_INC) -c $$f -o $(FW)/lwip-obj/$$(basename $$f .c).o || exit 1; done
 	arm-none-eabi-ar rcs $@ $(FW)/lwip-obj/*.o
 
+# One object per source, so that the map (and tests/firmware/sizes.py) can
+# tell the parts apart.
 $(FW)/calid_mcp-mps2.elf: $(SRC) $(FW_SRC) $(FW_HDR) $(FW)/libbearssl.a $(FW)/liblwip.a $(FW)/inc/jsmn.h
-	$(FW_CC) $(FW_ARCH) $(FW_OPT) $(WARN) $(FW_LIMITS) -DCALID_MCP_MAIN -DCM_OWN_MAIN -I. $(FW_INC) \
-		-o $@ calid_mcp.c $(FW_SRC) -L$(FW) -lbearssl -llwip --oslib=semihost --crt0=semihost $(FW_MEMORY) -Wl,--gc-sections \
+	@mkdir -p $(FW)/obj
+	for f in calid_mcp.c $(FW_SRC); do \
+		$(FW_CC) $(FW_ARCH) $(FW_OPT) $(WARN) $(FW_LIMITS) -DCALID_MCP_MAIN -DCM_OWN_MAIN -I. $(FW_INC) \
+			-c $$f -o $(FW)/obj/$$(basename $$f .c).o || exit 1; done
+	$(FW_CC) $(FW_ARCH) -o $@ $(addprefix $(FW)/obj/,$(notdir $(patsubst %.c,%.o,calid_mcp.c $(FW_SRC)))) \
+		-L$(FW) -lbearssl -llwip --oslib=semihost --crt0=semihost $(FW_MEMORY) -Wl,--gc-sections \
 		-Wl,-Map,$(FW)/calid_mcp-mps2.map
 	@arm-none-eabi-size $@
+	@python3 tests/firmware/sizes.py $(FW)/calid_mcp-mps2.map
 
 firmware-test: firmware
 	python3 tests/firmware/test_firmware.py $(FW)/calid_mcp-mps2.elf

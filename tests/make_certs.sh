@@ -4,7 +4,7 @@
 # Creates in OUTDIR:
 #   ca.pem, ca.key                   test CA that the server under test trusts
 #   server.pem, server.key           leaf for localhost and 127.0.0.1, signed by ca
-#   guest.pem, guest.key             leaf for 10.0.2.2 (the host seen from a QEMU guest), signed by ca
+#   guest.pem, guest.key             leaf for 10.0.2.2 (the host seen from a QEMU guest) and 127.0.0.1, signed by ca
 #   wronghost.pem, wronghost.key     leaf for DNS:wrong.example only, signed by ca
 #   untrusted.pem, untrusted.key     leaf for localhost and 127.0.0.1, signed by
 #   untrusted-ca.pem                 a second CA that nobody is told to trust
@@ -142,7 +142,8 @@ new_leaf() {
 new_ca "$work/ca" "calid-mcp test CA"
 new_ca "$work/other" "calid-mcp untrusted CA"
 new_leaf "$work/ca" "$work/server" localhost "DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1"
-new_leaf "$work/ca" "$work/guest" 10.0.2.2 "DNS:10.0.2.2,IP:10.0.2.2" # the host as a QEMU guest sees it
+# the host as a QEMU guest sees it, and as the test itself reaches the same server
+new_leaf "$work/ca" "$work/guest" 10.0.2.2 "DNS:10.0.2.2,IP:10.0.2.2,IP:127.0.0.1,DNS:127.0.0.1"
 new_leaf "$work/ca" "$work/wronghost" wrong.example "DNS:wrong.example"
 new_leaf "$work/other" "$work/untrusted" localhost "DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1"
 

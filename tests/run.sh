@@ -59,6 +59,11 @@ if [ "${CALID_SKIP_PORTS:-0}" != 1 ]; then
     done
 fi
 
+# calid-mcp as Cortex-M4 firmware under qemu-system-arm (tests/firmware/)
+if [ "${CALID_SKIP_PORTS:-0}" != 1 ] && [ "${SANITIZE:-0}" != 1 ]; then
+    run_suite firmware ${MAKE:-make} -s firmware-test
+fi
+
 # The Debian and OpenWrt packages (built from the binaries above)
 if [ "${CALID_SKIP_PORTS:-0}" != 1 ] && [ "${SANITIZE:-0}" != 1 ]; then
     run_suite packages ${MAKE:-make} -s pkg-test
