@@ -3825,6 +3825,15 @@ static void up_handshake_done(struct up_slot *s)
             resumed ? "resumed" : "full");
 }
 
+/* Whether the server ended the connection with TLS close_notify: BearSSL
+   sets shutdown_recv (a documented field of the engine context) once the
+   peer's close_notify arrived, and this side never closes first while it
+   reads an answer. */
+static int up_closed_by_notify(const struct up_slot *s)
+{
+    return s->cc.eng.shutdown_recv && br_ssl_engine_last_error(&s->cc.eng) == BR_ERR_OK;
+}
+
 /* How a connection ended under a request. */
 enum up_lost_kind { UP_LOST_EOF, UP_LOST_RESET, UP_LOST_TLS, UP_LOST_JUNK };
 
@@ -3876,8 +3885,7 @@ static void up_lost(int h, int kind, int tls_err)
             up_fail(h, "the Cal ID API closed the connection while the request was being sent");
         } else if (s->parser.seen == 0) {
             up_fail(h, "the Cal ID API closed the connection without answering");
-        } else if ((s->cc.eng.close_received ? up_parse_eof(&s->parser) : up_parse_cut(&s->parser)) == 0) {
-            /* close_received: BearSSL's record of the peer's close_notify */
+        } else if ((up_closed_by_notify(s) ? up_parse_eof(&s->parser) : up_parse_cut(&s->parser)) == 0) {
             s->keep_conn = 0;
             up_complete(h);
         } else {

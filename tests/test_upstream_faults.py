@@ -174,6 +174,24 @@ def test_slots_are_shared_first_come_first_served():
     assert hi - lo <= 2 or hi <= 1.5 * lo, f"unfair: {counts}"
 
 
+def test_an_answer_ended_by_a_bare_close_is_a_truncation():
+    """An API answer delimited by the connection's close counts only when the
+    close is TLS close_notify; a bare TCP close could have cut it short."""
+    results = {}
+    for how in ("notify", "eof"):
+        with TlsApi("--api", "--api-close", how) as api:
+            srv = H.Server(*api.server_flags()).start()
+            try:
+                results[how] = call(srv.port, read_tool(srv.port), {})
+            finally:
+                srv.stop()
+    print(f"  close-delimited answer, close_notify -> isError {results['notify'][0]}; "
+          f"bare TCP close -> {results['eof'][1]}")
+    assert results["notify"][0] is False and '"status": "success"' in results["notify"][1], results["notify"]
+    err, text = results["eof"]
+    assert err and "without TLS close_notify" in text and "truncated" in text, text
+
+
 def build_short_wait_binary(out):
     cc = os.environ.get("CC", "cc")
     cmd = [cc, "-std=c11", "-O1", "-D_POSIX_C_SOURCE=200809L", "-DCALID_MCP_MAIN",

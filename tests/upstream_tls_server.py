@@ -3,7 +3,8 @@
 
 Usage: upstream_tls_server.py --cert CERT --key KEY [--port 0] [--port-file F]
                               [--tls13-only | --plain | --no-tls-stall | --backlog-full]
-                              [--api] [--api-delay-ms N] [--drop-nth N]
+                              [--api] [--api-delay-ms N] [--api-close notify|eof]
+                              [--drop-nth N]
 
 Writes the port it listens on to --port-file (or stdout) once ready.
 Each connection runs on its own thread and serves requests until it closes.
@@ -32,7 +33,10 @@ Routes (answers are written as raw bytes so framing is exact):
                    ("methods" counts every request but /stats, dropped ones too)
   any other path   404 {"message":"no such route"}; with --api, a Cal ID-like
                    success instead: 201 for POST, else 200, {"status":"success",
-                   "data":{"id":N,"method":M,"path":P}}, after --api-delay-ms
+                   "data":{"id":N,"method":M,"path":P}}, after --api-delay-ms;
+                   with --api-close, without Content-Length: the body ends
+                   with the connection, by close_notify (notify) or by a bare
+                   TCP close (eof)
 
 --drop-nth N: the Nth request on every connection is read whole and then the
 connection is closed (close_notify + close) without an answer, as an API that
@@ -51,7 +55,7 @@ import urllib.parse
 
 stats = {"connections": 0, "resumed": 0, "requests": 0, "methods": {}}
 lock = threading.Lock()
-opts = argparse.Namespace(api=False, api_delay_ms=0, drop_nth=0)
+opts = argparse.Namespace(api=False, api_delay_ms=0, api_close=None, drop_nth=0)
 
 
 def read_request(conn, buf):
@@ -168,8 +172,13 @@ def route(conn, method, target, headers, raw_head, body):
     elif opts.api:
         time.sleep(opts.api_delay_ms / 1000.0)
         data = {"id": n_req, "method": method, "path": path}
-        conn.sendall(answer(201 if method == "POST" else 200,
-                            json.dumps({"status": "success", "data": data}).encode()))
+        body = json.dumps({"status": "success", "data": data}).encode()
+        status = 201 if method == "POST" else 200
+        if opts.api_close:
+            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" % status
+                         + body)
+            return opts.api_close
+        conn.sendall(answer(status, body))
     else:
         conn.sendall(answer(404, b'{"message":"no such route"}'))
     return "keep"
@@ -251,9 +260,10 @@ def main():
     ap.add_argument("--backlog-full", action="store_true", help="never accept; connects hang")
     ap.add_argument("--api", action="store_true", help="unknown paths answer like a Cal ID API success")
     ap.add_argument("--api-delay-ms", type=int, default=0, help="--api answers wait this long")
+    ap.add_argument("--api-close", choices=["notify", "eof"], help="--api answers end with the connection")
     ap.add_argument("--drop-nth", type=int, default=0, help="drop every connection at its Nth request")
     a = ap.parse_args()
-    opts.api, opts.api_delay_ms, opts.drop_nth = a.api, a.api_delay_ms, a.drop_nth
+    opts.api, opts.api_delay_ms, opts.api_close, opts.drop_nth = a.api, a.api_delay_ms, a.api_close, a.drop_nth
 
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
