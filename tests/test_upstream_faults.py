@@ -127,6 +127,50 @@ def test_reads_are_retried_transparently():
     assert gets == 7, f"{gets} GETs: calls 2-4 should each have been retried once"
 
 
+def batch_call(name, arguments, id):
+    return {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+
+
+def test_batch_and_stdio_follow_the_same_rule():
+    """The 2025-03-26 batch path and the stdio transport: a dropped write is
+    not re-sent, a dropped read is."""
+    with TlsApi("--api", "--drop-nth", "2") as api:
+        srv = H.Server(*api.server_flags()).start()
+        try:
+            tool = read_tool(srv.port)
+            sid = H.initialize(srv.port, version="2025-03-26")
+            batch = [batch_call("create_booking", BOOKING, 1), batch_call("create_booking", BOOKING, 2),
+                     batch_call(tool, {}, 3), batch_call(tool, {}, 4)]
+            r = H.session_post(srv.port, sid, batch, version="2025-03-26")
+            assert r.status == 200, r.text[:300]
+            answers = {m["id"]: m["result"] for m in r.json()}
+            posts, gets = api.count("POST"), api.count("GET")
+        finally:
+            srv.stop()
+        flags = [not answers[i].get("isError", False) for i in (1, 2, 3, 4)]
+        print(f"  batch [create_booking x2, {tool} x2]: ok {flags}, {posts} POSTs, {gets} GETs")
+        assert flags == [True, False, True, True], answers
+        assert "not sent again" in answers[2]["content"][0]["text"], answers[2]
+        assert posts == 2 and gets == 3, (posts, gets)
+
+        before = api.count("POST")
+        lines = [{"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "t", "version": "1"}}},
+                 {"jsonrpc": "2.0", "method": "notifications/initialized"}]
+        lines += [batch_call("create_booking", BOOKING, i) for i in range(1, 5)]
+        p = subprocess.run([H.BIN, "--stdio", "--upstream", api.url, "--ca-file", api.ca_file],
+                           input="".join(json.dumps(x) + "\n" for x in lines), capture_output=True, text=True,
+                           timeout=60, env=H.clean_env({"CALID_API_KEY": H.DEFAULT_TOKEN}))
+        out = [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
+        results = [m["result"] for m in out if m.get("id") in (1, 2, 3, 4)]
+        stdio_posts = api.count("POST") - before
+    errs = sum(bool(res.get("isError")) for res in results)
+    print(f"  stdio: 4 create_booking -> {stdio_posts} POSTs, {errs} with an unknown outcome")
+    assert len(results) == 4, p.stdout[-500:] + p.stderr[-500:]
+    assert stdio_posts == 4 and errs == 2, (stdio_posts, results)
+
+
 def test_slots_are_shared_first_come_first_served():
     """8 kept-alive clients, 4 API slots, answers after 0.3 s: every client
     gets about the same number of calls."""
@@ -203,7 +247,8 @@ def build_short_wait_binary(out):
 
 def test_a_waiting_call_has_a_deadline():
     """4 slots busy for 4 s; a 5th call waits past CM_UPSTREAM_WAIT_MS (1 s in
-    this build) and is answered with a tool error; the 4 finish normally."""
+    this build) and is answered with a tool error, and so is each call of a
+    2025-03-26 batch (one after the other); the 4 finish normally."""
     tmp = tempfile.mkdtemp(prefix="calid_wait_")
     binary = os.path.join(tmp, "calid_mcp")
     try:
@@ -212,6 +257,7 @@ def test_a_waiting_call_has_a_deadline():
             srv = H.Server(*api.server_flags(), binary=binary).start()
             try:
                 tool = read_tool(srv.port)
+                sid = H.initialize(srv.port, version="2025-03-26")
                 base = api.count("GET")
                 busy = [None] * 4
 
@@ -228,6 +274,9 @@ def test_a_waiting_call_has_a_deadline():
                 t0 = time.monotonic()
                 err, text = call(srv.port, tool, {}, id=9)
                 waited = time.monotonic() - t0
+                r = H.session_post(srv.port, sid, [batch_call(tool, {}, 10), batch_call(tool, {}, 11)],
+                                   version="2025-03-26")
+                batch = r.json()
                 for t in threads:
                     t.join(30)
                 sent = api.count("GET") - base
@@ -239,6 +288,9 @@ def test_a_waiting_call_has_a_deadline():
     assert err, text
     assert "CM_UPSTREAM_WAIT_MS" in text and "not sent" in text, text
     assert sent == 4, f"{sent} requests reached the API: the 5th must not"
+    assert [m["id"] for m in batch] == [10, 11], batch
+    assert all(m["result"]["isError"] and "CM_UPSTREAM_WAIT_MS" in m["result"]["content"][0]["text"]
+               for m in batch), batch
     assert all(b is not None and not b[0] for b in busy), busy
 
 
