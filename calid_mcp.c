@@ -5399,7 +5399,6 @@ static int conn_parse_body(struct conn *c, struct jdoc *d, const char **why, siz
     return jdoc_parse(d, c->body, c->body_len, toks, CM_JSON_TOKENS, why, at);
 }
 
-/* Submits (or resubmits) the pending tool call of a connection. */
 /* The pending tool call ends, unsent, in a tool error. */
 static void conn_call_failed(struct conn *c, const struct jdoc *d, const char *msg)
 {
