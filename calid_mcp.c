@@ -6389,7 +6389,7 @@ size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + up_static_bytes();
+           sizeof stdio_out + sizeof stdio_wait + up_static_bytes();
 }
 
 /*
