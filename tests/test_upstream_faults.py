@@ -246,14 +246,14 @@ def build_short_wait_binary(out):
 
 
 def test_a_waiting_call_has_a_deadline():
-    """4 slots busy for 4 s; a 5th call waits past CM_UPSTREAM_WAIT_MS (1 s in
+    """4 slots busy for 6 s; a 5th call waits past CM_UPSTREAM_WAIT_MS (1 s in
     this build) and is answered with a tool error, and so is each call of a
     2025-03-26 batch (one after the other); the 4 finish normally."""
     tmp = tempfile.mkdtemp(prefix="calid_wait_")
     binary = os.path.join(tmp, "calid_mcp")
     try:
         build_short_wait_binary(binary)
-        with TlsApi("--api", "--api-delay-ms", "4000") as api:
+        with TlsApi("--api", "--api-delay-ms", "6000") as api:
             srv = H.Server(*api.server_flags(), binary=binary).start()
             try:
                 tool = read_tool(srv.port)
