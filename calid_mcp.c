@@ -4669,8 +4669,7 @@ static int submit_tool_call(unsigned owner, struct pending_call *pc, const struc
     int h;
     if (build_path(t, d, pc->jdoc_args, msg, cap) < 0)
         return -2;
-    if (strcmp(t->method, "POST") == 0 || strcmp(t->method, "PATCH") == 0 || strcmp(t->method, "PUT") == 0 ||
-        (t->flags & T_ALWAYS_BODY)) {
+    if (strcmp(t->method, "POST") == 0 || strcmp(t->method, "PATCH") == 0 || (t->flags & T_ALWAYS_BODY)) {
         if (t->flags & T_MULTIPART) {
             body_len = build_multipart(d, pc->jdoc_args, ctype, sizeof ctype, msg, cap);
             content_type = ctype;
