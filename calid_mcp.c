@@ -5023,8 +5023,7 @@ struct conn {
     /* the request being served */
     struct rpc_ctx ctx;
     struct pending_call pc;
-    int queued;                   /* pc waits for a free API slot, in line since queued_ms */
-    uint64_t queued_ms;
+    uint64_t queued_ms;           /* (pc.handle == PC_IN_LINE) since when the call waits for an API slot */
     int batch_pos, batch_len, batch_replies; /* 2025-03-26 batches */
     int session;
     int want_sse;
@@ -5085,7 +5084,6 @@ static void conn_reset_request(struct conn *c)
     c->body_len = 0;
     c->pc.active = 0;
     c->pc.handle = -1;
-    c->queued = 0;
     c->batch_len = 0;
     c->batch_pos = 0;
     c->batch_replies = 0;
@@ -5398,61 +5396,74 @@ static int conn_parse_body(struct conn *c, struct jdoc *d, const char **why, siz
     return jdoc_parse(d, c->body, c->body_len, toks, CM_JSON_TOKENS, why, at);
 }
 
-/* The pending tool call ends, unsent, in a tool error. */
-static void conn_call_failed(struct conn *c, const struct jdoc *d, const char *msg)
-{
-    struct view id;
-    id.p = c->pc.id;
-    id.n = strlen(c->pc.id);
-    c->pc.active = 0;
-    c->queued = 0;
-    if (c->batch_len) {
-        if (c->batch_replies++)
-            rs_str(&c->resp, ",");
-        tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
-        c->batch_pos++;
-        conn_continue_batch(c, d);
-        return;
-    }
-    tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
-    conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
-}
+/* pc.handle of a tool call that waits in line for a free API slot */
+#define PC_IN_LINE (-2)
 
-/* Whether another tool call has waited longer for an API slot than c's. */
-static int conn_waits_behind(const struct conn *c)
+/* Puts c's tool call in line the first time it asks for an API slot, and
+ * tells whether another call has waited longer: first come, first served. */
+static int conn_in_line_behind(struct conn *c)
 {
     int i;
+    if (c->pc.handle != PC_IN_LINE) {
+        c->pc.handle = PC_IN_LINE;
+        c->queued_ms = cm_port_now_ms();
+    }
     for (i = 0; i < CM_MAX_CONNS; i++) {
         const struct conn *o = &conns[i];
-        if (o != c && o->state == C_WAIT_API && o->queued &&
+        if (o != c && o->state == C_WAIT_API && o->pc.active && o->pc.handle == PC_IN_LINE &&
             (o->queued_ms < c->queued_ms || (o->queued_ms == c->queued_ms && o < c)))
             return 1;
     }
     return 0;
 }
 
-/* Sends the pending tool call, or puts it in line for an API slot: calls
- * are served first come, first served (retry_waiting_calls). */
+/* Whether c's call has waited CM_UPSTREAM_WAIT_MS for a slot; msg says so. */
+static int conn_wait_expired(const struct conn *c, char *msg, size_t cap)
+{
+    if (ms_since(cm_port_now_ms(), c->queued_ms) < CM_UPSTREAM_WAIT_MS)
+        return 0;
+    snprintf(msg, cap,
+             "The Cal ID API is busy: all %d connections to it stayed in use while this call waited %lu ms "
+             "(CM_UPSTREAM_WAIT_MS), so it was not sent. Try again in a moment.",
+             CM_MAX_UPSTREAMS, (unsigned long)CM_UPSTREAM_WAIT_MS);
+    return 1;
+}
+
+/* Submits (or resubmits) the pending tool call of a connection; it waits
+ * its turn behind older calls (retry_waiting_calls) up to a deadline. */
 static void conn_submit(struct conn *c, const struct jdoc *d)
 {
     char msg[300];
     int h;
-    msg[0] = 0;
-    if (!c->queued) {
-        c->queued = 1;
-        c->queued_ms = cm_port_now_ms();
-    }
-    if (conn_waits_behind(c))
+    if (conn_in_line_behind(c))
         return;
+    msg[0] = 0;
     h = submit_tool_call(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
-    if (h == -1)
-        return; /* every upstream slot is busy: it stays first in line */
-    c->queued = 0;
     if (h >= 0) {
         c->pc.handle = h;
         return;
     }
-    conn_call_failed(c, d, msg); /* could not even build the request */
+    if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
+        h = -2;
+    if (h == -1)
+        return; /* every upstream slot is busy: retried from the loop */
+    /* could not even build the request: answer with a tool error */
+    {
+        struct view id;
+        id.p = c->pc.id;
+        id.n = strlen(c->pc.id);
+        c->pc.active = 0;
+        if (c->batch_len) {
+            if (c->batch_replies++)
+                rs_str(&c->resp, ",");
+            tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
+            c->batch_pos++;
+            conn_continue_batch(c, d);
+            return;
+        }
+        tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
+        conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
+    }
 }
 
 /* The batch element number k (an index into the token array). */
@@ -6077,7 +6088,8 @@ static struct conn *oldest_waiting_call(void)
     int i;
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
-        if (c->state == C_WAIT_API && c->queued && (!best || c->queued_ms < best->queued_ms))
+        if (c->state == C_WAIT_API && c->pc.active && c->pc.handle == PC_IN_LINE &&
+            (!best || c->queued_ms < best->queued_ms))
             best = c;
     }
     return best;
@@ -6094,12 +6106,11 @@ static int waiting_call_timeout_ms(uint64_t now)
     return waited >= CM_UPSTREAM_WAIT_MS ? 0 : (int)(CM_UPSTREAM_WAIT_MS - waited);
 }
 
-/* Waiting tool calls get free API slots in the order they came; one that
- * waited CM_UPSTREAM_WAIT_MS ends in a tool error, unsent. Each turn serves
- * or ends one call, or stops when the oldest still finds no slot. */
+/* Waiting tool calls get free API slots in the order they came (one that
+ * waited CM_UPSTREAM_WAIT_MS ends in a tool error instead). Each turn serves
+ * or ends the oldest call; the turns stop when it still finds no slot. */
 static void retry_waiting_calls(void)
 {
-    uint64_t now = cm_port_now_ms();
     struct conn *c;
     int turns;
     for (turns = 0; turns < 2 * CM_MAX_CONNS && (c = oldest_waiting_call()) != NULL; turns++) {
@@ -6116,17 +6127,8 @@ static void retry_waiting_calls(void)
             c->pc.jdoc_args = obj_get(&d, obj_get(&d, 0, "params"), "arguments");
         if (c->pc.jdoc_args >= 0 && tok_is_null(&d, c->pc.jdoc_args))
             c->pc.jdoc_args = -1;
-        if (ms_since(now, c->queued_ms) >= CM_UPSTREAM_WAIT_MS) {
-            char msg[300];
-            snprintf(msg, sizeof msg,
-                     "The Cal ID API is busy: all %d connections to it stayed in use while this call waited "
-                     "%lu ms (CM_UPSTREAM_WAIT_MS), so it was not sent. Try again in a moment.",
-                     CM_MAX_UPSTREAMS, (unsigned long)CM_UPSTREAM_WAIT_MS);
-            conn_call_failed(c, &d, msg);
-            continue;
-        }
         conn_submit(c, &d);
-        if (c->state == C_WAIT_API && c->queued)
+        if (c->state == C_WAIT_API && c->pc.active && c->pc.handle == PC_IN_LINE)
             return; /* still no slot: the others wait behind it */
     }
 }
