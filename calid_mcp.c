@@ -2640,9 +2640,18 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
  *     has its handle before on_upstream_done() can fire for it.
  *   - Every failure is delivered once, with status 0 and an error text that
  *     names it (DNS, refused, which timeout, which TLS check, reset,
- *     truncated, malformed, too large). A request that fails on a reused
- *     kept-alive connection before any answer byte arrived is retried once
- *     on a new connection first (the server closed it meanwhile).
+ *     truncated, malformed, too large).
+ *   - No write is sent twice. A request that fails on a reused kept-alive
+ *     connection before any answer byte arrived (the server closed it
+ *     meanwhile) is retried once on a new connection only if repeating it is
+ *     harmless (GET, HEAD, PUT, DELETE, OPTIONS: RFC 9110 9.2.2) or none of
+ *     it was sent. POST and PATCH go out only on a connection known to be
+ *     alive: a new one, or one idle for less than CM_UPSTREAM_WRITE_IDLE_MS
+ *     whose close has not already arrived. When a request that changes
+ *     something was sent and no whole answer came, the error text says that
+ *     the change may have been made, and whether sending it again is safe.
+ *   - An answer delimited by the connection's close is whole only if the
+ *     close is TLS close_notify; a bare TCP close is a truncation.
  *   - on_upstream_done() is only called from up_on_ready() and up_tick(). It
  *     may call up_release(), up_cancel() and up_submit() (even for the same
  *     handle); this code never touches a slot after calling back for it.
@@ -2662,7 +2671,7 @@ struct up_result {
     size_t body_len;
     char retry_after[32];     /* Retry-After header value if any, else "" */
     char content_type[64];    /* Content-Type of the answer, else "" */
-    char error[200];          /* transport failure, human readable; "" when status != 0 */
+    char error[448];          /* transport failure, human readable (with the outcome note); "" when status != 0 */
 };
 
 /* Defined in section 11: where finished requests are handed back. */
@@ -3079,6 +3088,23 @@ static int up_parse_eof(struct up_parser *p)
     return -1;
 }
 
+/*
+ * The connection ended without TLS close_notify (a bare TCP close): nothing
+ * shows that the server meant to end there, so an answer delimited by the
+ * close is a truncation too. Returns 0 only for an answer already complete.
+ */
+static int up_parse_cut(struct up_parser *p)
+{
+    if (p->state == UP_P_BODY_CLOSE) {
+        snprintf(p->error, sizeof p->error,
+                 "the Cal ID API closed the connection without TLS close_notify, so the answer "
+                 "(delimited by the close) may be cut short (truncated)");
+        p->state = UP_P_ERROR;
+        return -1;
+    }
+    return up_parse_eof(p);
+}
+
 /* ======================================================================
  * Static state
  * ====================================================================== */
@@ -3115,6 +3141,8 @@ struct up_slot {
     unsigned char kick;            /* has work that does not wait on the socket: run in up_tick */
     unsigned char reused;          /* this request runs on a kept-alive connection */
     unsigned char retried;         /* already retried once on a fresh connection */
+    unsigned char replay_safe;     /* the method may be repeated (GET, HEAD, PUT, DELETE, OPTIONS) */
+    unsigned char changes;         /* the method may change something (not GET, HEAD, OPTIONS) */
     unsigned char keep_conn;       /* (DONE) connection stays open for the next request */
     unsigned char early;           /* the answer began before the request was fully sent */
     unsigned char tls_started;     /* the engine was reset for the current connection */
@@ -3124,6 +3152,7 @@ struct up_slot {
     size_t req_len, req_off;       /* request bytes, and bytes already given to the engine */
     uint64_t started_ms;           /* up_submit time (for debug timing) */
     uint64_t deadline_ms;          /* the current phase times out here; 0 = none */
+    uint64_t idle_since_ms;        /* (IDLE) when the connection's last answer ended */
     unsigned conn_requests;        /* requests served on the current connection */
     char what[96];                 /* "METHOD /path" for logs: no query string, no token */
 };
@@ -3670,6 +3699,26 @@ static void up_deliver(int h)
     /* the slot may have been released or reused by now: do not touch it */
 }
 
+/* What a failed request that was sent (in part or whole) may have done. */
+#define UP_NOTE_NOT_RESENT                                                                     \
+    ". The request was sent, so the API may have made the change although no answer came; "   \
+    "it was not sent again. Check whether it took effect (with the matching get_ or list_ "    \
+    "tool) before retrying, or it may be made twice."
+#define UP_NOTE_RESENDABLE                                                                     \
+    ". The request was sent, so the API may have made the change although no answer came; "   \
+    "sending it again is safe (it sets the same state)."
+
+/* Appends the outcome note when the request may have taken effect. */
+static void up_note_outcome(struct up_slot *s)
+{
+    size_t n = strlen(s->result.error);
+    int sent = s->state == UP_S_RECEIVING || (s->state == UP_S_SENDING && s->req_off > 0);
+    if (!s->changes || !sent)
+        return;
+    snprintf(s->result.error + n, sizeof s->result.error - n, "%s",
+             s->replay_safe ? UP_NOTE_RESENDABLE : UP_NOTE_NOT_RESENT);
+}
+
 static void up_fail(int h, const char *fmt, ...)
 {
     struct up_slot *s = &up.slots[h];
@@ -3678,6 +3727,7 @@ static void up_fail(int h, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->result.error, sizeof s->result.error, fmt, ap);
     va_end(ap);
+    up_note_outcome(s);
     s->result.status = 0;
     s->result.body = "";
     s->result.body_len = 0;
@@ -3775,6 +3825,15 @@ static void up_handshake_done(struct up_slot *s)
             resumed ? "resumed" : "full");
 }
 
+/* Whether the server ended the connection with TLS close_notify: BearSSL
+   sets shutdown_recv (a documented field of the engine context) once the
+   peer's close_notify arrived, and this side never closes first while it
+   reads an answer. */
+static int up_closed_by_notify(const struct up_slot *s)
+{
+    return s->cc.eng.shutdown_recv && br_ssl_engine_last_error(&s->cc.eng) == BR_ERR_OK;
+}
+
 /* How a connection ended under a request. */
 enum up_lost_kind { UP_LOST_EOF, UP_LOST_RESET, UP_LOST_TLS, UP_LOST_JUNK };
 
@@ -3800,9 +3859,11 @@ static void up_lost(int h, int kind, int tls_err)
         return;
     case UP_S_SENDING:
     case UP_S_RECEIVING:
-        if (kind != UP_LOST_TLS && s->reused && !s->retried && s->parser.seen == 0) {
+        if (kind != UP_LOST_TLS && s->reused && !s->retried && s->parser.seen == 0 &&
+            (s->replay_safe || s->req_off == 0)) {
             /* the server closed the kept-alive connection while we reused it:
-               nothing of the answer came, so try once more on a new one */
+               nothing of the answer came and repeating the request is
+               harmless, so try once more on a new one */
             cm_logf(CM_LOG_DEBUG, "upstream: kept-alive connection closed by the server; retrying %s", s->what);
             up_drop_conn(s, 0);
             s->retried = 1;
@@ -3824,7 +3885,7 @@ static void up_lost(int h, int kind, int tls_err)
             up_fail(h, "the Cal ID API closed the connection while the request was being sent");
         } else if (s->parser.seen == 0) {
             up_fail(h, "the Cal ID API closed the connection without answering");
-        } else if (up_parse_eof(&s->parser) == 0) {
+        } else if ((up_closed_by_notify(s) ? up_parse_eof(&s->parser) : up_parse_cut(&s->parser)) == 0) {
             s->keep_conn = 0;
             up_complete(h);
         } else {
@@ -4036,28 +4097,76 @@ static const char *up_bad_arguments(const char *method, const char *path_query, 
     return NULL;
 }
 
+/* Repeating these has the effect of sending them once (RFC 9110 9.2.2). */
+static int up_method_replay_safe(const char *method)
+{
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "DELETE") == 0 || strcmp(method, "OPTIONS") == 0;
+}
+
+static int up_method_changes(const char *method)
+{
+    return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && strcmp(method, "OPTIONS") != 0;
+}
+
+/*
+ * Whether slot i holds a kept-alive connection fit for a request now. A close
+ * the server already sent is read here (the slot becomes FREE, without a
+ * callback); a request that must not be sent twice also needs a connection
+ * idle for less than CM_UPSTREAM_WRITE_IDLE_MS, well inside the server's
+ * keep-alive, so that it cannot be closed under the request.
+ */
+static int up_idle_fit(int i, int replay_safe, uint64_t now)
+{
+    struct up_slot *s = &up.slots[i];
+    if (s->state != UP_S_IDLE)
+        return 0;
+    up_pump(i);
+    if (s->state != UP_S_IDLE)
+        return 0;
+    return replay_safe || (now >= s->idle_since_ms && now - s->idle_since_ms < CM_UPSTREAM_WRITE_IDLE_MS);
+}
+
+/* The slot for a new request, or -1 when all are busy. A fit kept-alive
+   connection first, then a free slot, then an idle slot whose connection is
+   replaced by a new one; a request that fails anyway takes a free slot first. */
+static int up_pick_slot(const char *bad, int replay_safe)
+{
+    uint64_t now = cm_port_now_ms();
+    int i;
+    for (i = 0; i < CM_MAX_UPSTREAMS && !bad; i++)
+        if (up_idle_fit(i, replay_safe, now))
+            return i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++)
+        if (up.slots[i].state == UP_S_FREE)
+            return i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++)
+        if (up.slots[i].state == UP_S_IDLE) {
+            up_drop_conn(&up.slots[i], 1);
+            up.slots[i].state = UP_S_FREE;
+            up.slots[i].deadline_ms = 0;
+            return i;
+        }
+    return -1;
+}
+
 /*
  * Starts one request. Returns the handle (>= 0), -1 when every slot is busy
  * (retry later), or -2 when the request does not fit CM_UPSTREAM_REQ_BYTES.
  * Arguments that cannot make a request (CR/LF or non-ASCII in the token or
  * path, a bad method...) still get a handle: the failure arrives through
  * on_upstream_done() from the next up_tick(), like any transport failure.
+ * The only I/O here is reading a close that already sits on an idle
+ * connection; it never calls back.
  */
 static int up_submit(unsigned owner, const char *method, const char *path_query, const char *bearer,
                      const char *content_type, const char *body, size_t body_len)
 {
-    int i, h = -1;
+    int h;
     struct up_slot *s;
     size_t mlen;
     const char *bad = up_bad_arguments(method, path_query, bearer, content_type, body, body_len);
-    /* a slot with a live idle connection first, then a free one (the other
-       way round for a request that fails anyway) */
-    for (i = 0; i < CM_MAX_UPSTREAMS && h < 0; i++)
-        if (up.slots[i].state == (bad ? UP_S_FREE : UP_S_IDLE))
-            h = i;
-    for (i = 0; i < CM_MAX_UPSTREAMS && h < 0; i++)
-        if (up.slots[i].state == (bad ? UP_S_IDLE : UP_S_FREE))
-            h = i;
+    h = up_pick_slot(bad, bad ? 0 : up_method_replay_safe(method));
     if (h < 0) {
         /* busy, but say "too large" first if it would never fit anyway */
         if (body_len > CM_UPSTREAM_REQ_BYTES)
@@ -4068,9 +4177,8 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     if (bad) {
         if (!up.ready)
             s->sock = CM_SOCK_INVALID; /* never initialised: not fd 0 of the zeroed statics */
-        if (s->state == UP_S_IDLE)
-            up_drop_conn(s, 1);
         s->owner = owner;
+        s->changes = 0;
         s->reused = 0;
         s->req_len = s->req_off = 0;
         s->started_ms = cm_port_now_ms();
@@ -4092,6 +4200,8 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     s->owner = owner;
     s->req_off = 0;
     s->retried = 0;
+    s->replay_safe = (unsigned char)up_method_replay_safe(method);
+    s->changes = (unsigned char)up_method_changes(method);
     s->early = 0;
     s->keep_conn = 0;
     s->started_ms = cm_port_now_ms();
@@ -4137,7 +4247,8 @@ static void up_release(int handle)
     s->result.body_len = 0;
     if (s->keep_conn && s->sock != CM_SOCK_INVALID) {
         s->state = UP_S_IDLE;
-        s->deadline_ms = cm_port_now_ms() + CM_UPSTREAM_IDLE_MS;
+        s->idle_since_ms = cm_port_now_ms();
+        s->deadline_ms = s->idle_since_ms + CM_UPSTREAM_IDLE_MS;
         s->kick = 1; /* notice a close_notify that already sits in the engine */
     } else {
         up_drop_conn(s, 1);
@@ -4912,6 +5023,7 @@ struct conn {
     /* the request being served */
     struct rpc_ctx ctx;
     struct pending_call pc;
+    uint64_t queued_ms;           /* (pc.handle == PC_IN_LINE) since when the call waits for an API slot */
     int batch_pos, batch_len, batch_replies; /* 2025-03-26 batches */
     int session;
     int want_sse;
@@ -5284,17 +5396,55 @@ static int conn_parse_body(struct conn *c, struct jdoc *d, const char **why, siz
     return jdoc_parse(d, c->body, c->body_len, toks, CM_JSON_TOKENS, why, at);
 }
 
-/* Submits (or resubmits) the pending tool call of a connection. */
+/* pc.handle of a tool call that waits in line for a free API slot */
+#define PC_IN_LINE (-2)
+
+/* Puts c's tool call in line the first time it asks for an API slot, and
+ * tells whether another call has waited longer: first come, first served. */
+static int conn_in_line_behind(struct conn *c)
+{
+    int i;
+    if (c->pc.handle != PC_IN_LINE) {
+        c->pc.handle = PC_IN_LINE;
+        c->queued_ms = cm_port_now_ms();
+    }
+    for (i = 0; i < CM_MAX_CONNS; i++) {
+        const struct conn *o = &conns[i];
+        if (o != c && o->state == C_WAIT_API && o->pc.active && o->pc.handle == PC_IN_LINE &&
+            (o->queued_ms < c->queued_ms || (o->queued_ms == c->queued_ms && o < c)))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether c's call has waited CM_UPSTREAM_WAIT_MS for a slot; msg says so. */
+static int conn_wait_expired(const struct conn *c, char *msg, size_t cap)
+{
+    if (ms_since(cm_port_now_ms(), c->queued_ms) < CM_UPSTREAM_WAIT_MS)
+        return 0;
+    snprintf(msg, cap,
+             "The Cal ID API is busy: all %d connections to it stayed in use while this call waited %lu ms "
+             "(CM_UPSTREAM_WAIT_MS), so it was not sent. Try again in a moment.",
+             CM_MAX_UPSTREAMS, (unsigned long)CM_UPSTREAM_WAIT_MS);
+    return 1;
+}
+
+/* Submits (or resubmits) the pending tool call of a connection; it waits
+ * its turn behind older calls (retry_waiting_calls) up to a deadline. */
 static void conn_submit(struct conn *c, const struct jdoc *d)
 {
     char msg[300];
     int h;
+    if (conn_in_line_behind(c))
+        return;
     msg[0] = 0;
     h = submit_tool_call(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
     if (h >= 0) {
         c->pc.handle = h;
         return;
     }
+    if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
+        h = -2;
     if (h == -1)
         return; /* every upstream slot is busy: retried from the loop */
     /* could not even build the request: answer with a tool error */
@@ -5931,28 +6081,55 @@ static void conn_timeouts(uint64_t now)
     }
 }
 
-/* Connections whose tool call waits for a free upstream slot try again. */
-static void retry_waiting_calls(void)
+/* The tool call that has waited longest for an API slot, or NULL. */
+static struct conn *oldest_waiting_call(void)
 {
+    struct conn *best = NULL;
     int i;
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
+        if (c->state == C_WAIT_API && c->pc.active && c->pc.handle == PC_IN_LINE &&
+            (!best || c->queued_ms < best->queued_ms))
+            best = c;
+    }
+    return best;
+}
+
+/* Milliseconds until the oldest waiting call's deadline, or -1 when none waits. */
+static int waiting_call_timeout_ms(uint64_t now)
+{
+    const struct conn *c = oldest_waiting_call();
+    uint64_t waited;
+    if (!c)
+        return -1;
+    waited = ms_since(now, c->queued_ms);
+    return waited >= CM_UPSTREAM_WAIT_MS ? 0 : (int)(CM_UPSTREAM_WAIT_MS - waited);
+}
+
+/* Waiting tool calls get free API slots in the order they came (one that
+ * waited CM_UPSTREAM_WAIT_MS ends in a tool error instead). Each turn serves
+ * or ends the oldest call; the turns stop when it still finds no slot. */
+static void retry_waiting_calls(void)
+{
+    struct conn *c;
+    int turns;
+    for (turns = 0; turns < 2 * CM_MAX_CONNS && (c = oldest_waiting_call()) != NULL; turns++) {
         struct jdoc d;
         const char *why;
         size_t at;
-        if (c->state != C_WAIT_API || !c->pc.active || c->pc.handle >= 0)
+        if (conn_parse_body(c, &d, &why, &at) != 0) { /* it parsed before: cannot happen */
+            conn_close(c);
             continue;
-        if (conn_parse_body(c, &d, &why, &at) == 0) {
-            if (c->batch_len)
-                c->pc.jdoc_args = obj_get(&d, obj_get(&d, batch_element(&d, c->batch_pos), "params"), "arguments");
-            else
-                c->pc.jdoc_args = obj_get(&d, obj_get(&d, 0, "params"), "arguments");
-            if (c->pc.jdoc_args >= 0 && tok_is_null(&d, c->pc.jdoc_args))
-                c->pc.jdoc_args = -1;
-            conn_submit(c, &d);
         }
-        if (c->state == C_WAIT_API && c->pc.handle < 0)
-            return; /* still no slot: the others wait their turn too */
+        if (c->batch_len)
+            c->pc.jdoc_args = obj_get(&d, obj_get(&d, batch_element(&d, c->batch_pos), "params"), "arguments");
+        else
+            c->pc.jdoc_args = obj_get(&d, obj_get(&d, 0, "params"), "arguments");
+        if (c->pc.jdoc_args >= 0 && tok_is_null(&d, c->pc.jdoc_args))
+            c->pc.jdoc_args = -1;
+        conn_submit(c, &d);
+        if (c->state == C_WAIT_API && c->pc.active && c->pc.handle == PC_IN_LINE)
+            return; /* still no slot: the others wait behind it */
     }
 }
 
@@ -5990,6 +6167,9 @@ static int loop_step(int timeout_ms)
         owner[n + i] = -2 - up_handle[i];
     n += nu;
     t = up_next_timeout_ms(now);
+    if (t >= 0 && (timeout_ms < 0 || t < timeout_ms))
+        timeout_ms = t;
+    t = waiting_call_timeout_ms(now);
     if (t >= 0 && (timeout_ms < 0 || t < timeout_ms))
         timeout_ms = t;
     if (timeout_ms < 0 || timeout_ms > 1000)
@@ -6210,7 +6390,7 @@ size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + up_static_bytes();
+           sizeof stdio_out + sizeof stdio_wait + up_static_bytes();
 }
 
 /*
