@@ -27,9 +27,18 @@ $(BUILD)/calid_mcp: $(SRC) port/posix.c
 	@mkdir -p $(BUILD)
 	$(CC) $(WARN) $(DEFS) $(CFLAGS) -DCALID_MCP_MAIN -o $@ calid_mcp.c port/posix.c $(LIBS)
 
-$(BUILD)/unit_tests: tests/unit_tests.c $(SRC) port/posix.c
+# The unit tests compile the system bundle in (mk/pem2c.py) and check the
+# table against the loader reading the same file.
+UNIT_ANCHORS_PEM ?= /etc/ssl/certs/ca-certificates.crt
+
+$(BUILD)/anchors-unit.h: mk/pem2c.py $(UNIT_ANCHORS_PEM)
 	@mkdir -p $(BUILD)
-	$(CC) $(WARN) $(DEFS) $(CFLAGS) -I. -o $@ tests/unit_tests.c port/posix.c $(LIBS)
+	python3 mk/pem2c.py $(UNIT_ANCHORS_PEM) $@
+
+$(BUILD)/unit_tests: tests/unit_tests.c $(SRC) port/posix.c $(BUILD)/anchors-unit.h
+	@mkdir -p $(BUILD)
+	$(CC) $(WARN) $(DEFS) $(CFLAGS) -I. -DCM_TRUST_ANCHORS_H='"$(abspath $(BUILD))/anchors-unit.h"' \
+		-o $@ tests/unit_tests.c port/posix.c $(LIBS)
 
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests

@@ -29,6 +29,10 @@
 #define JSMN_PARENT_LINKS
 #include <jsmn.h>
 
+#ifdef CM_TRUST_ANCHORS_H
+#include CM_TRUST_ANCHORS_H /* const trust anchors from mk/pem2c.py: cm_builtin_anchors[] */
+#endif
+
 /* ===================================================================== */
 /* 1. Limits, config and state                                           */
 /* ===================================================================== */
@@ -3166,6 +3170,8 @@ static struct {
     unsigned short port;
     br_ssl_session_parameters session;          /* last negotiated session, shared by all slots */
     int have_session;
+    const br_x509_trust_anchor *trusted;        /* what the slots check against: anchors or built in */
+    size_t n_trusted;
     size_t n_anchors;
     size_t arena_used;
     br_x509_trust_anchor anchors[CM_MAX_TRUST_ANCHORS];
@@ -3610,6 +3616,34 @@ static void up_close_all(void)
     }
 }
 
+/*
+ * The anchors: --ca-file's when given; else the ones compiled in with
+ * -DCM_TRUST_ANCHORS_H (mk/pem2c.py: const data, flash on a microcontroller,
+ * no file system needed); else the platform's bundle.
+ */
+static int up_choose_anchors(const char *ca_file, char *err, size_t errlen)
+{
+#ifdef CM_BUILTIN_ANCHORS
+    if (ca_file == NULL) {
+        up.trusted = cm_builtin_anchors;
+        up.n_trusted = CM_BUILTIN_ANCHORS;
+        cm_logf(CM_LOG_DEBUG, "upstream: %lu trust anchors compiled in", (unsigned long)up.n_trusted);
+        return 0;
+    }
+#endif
+    if (ca_file == NULL)
+        ca_file = cm_port_default_ca_file();
+    if (ca_file == NULL) {
+        snprintf(err, errlen, "no CA file given and this platform has no system CA bundle");
+        return -1;
+    }
+    if (up_load_anchors(ca_file, err, errlen) != 0)
+        return -1;
+    up.trusted = up.anchors;
+    up.n_trusted = up.n_anchors;
+    return 0;
+}
+
 static int up_init(const char *base_url, const char *ca_file, char *err, size_t errlen)
 {
     int i;
@@ -3619,18 +3653,12 @@ static int up_init(const char *base_url, const char *ca_file, char *err, size_t 
     memset(&up.session, 0, sizeof up.session);
     if (up_parse_base_url(base_url, err, errlen) != 0)
         return -1;
-    if (ca_file == NULL)
-        ca_file = cm_port_default_ca_file();
-    if (ca_file == NULL) {
-        snprintf(err, errlen, "no CA file given and this platform has no system CA bundle");
-        return -1;
-    }
-    if (up_load_anchors(ca_file, err, errlen) != 0)
+    if (up_choose_anchors(ca_file, err, errlen) != 0)
         return -1;
     for (i = 0; i < CM_MAX_UPSTREAMS; i++) {
         struct up_slot *s = &up.slots[i];
         unsigned char seed[32];
-        br_ssl_client_init_full(&s->cc, &s->xc, up.anchors, up.n_anchors);
+        br_ssl_client_init_full(&s->cc, &s->xc, up.trusted, up.n_trusted);
         br_ssl_engine_set_buffer(&s->cc.eng, s->iobuf, sizeof s->iobuf, 0);
         br_ssl_engine_set_versions(&s->cc.eng, BR_TLS12, BR_TLS12);
         br_ssl_engine_add_flags(&s->cc.eng, BR_OPT_NO_RENEGOTIATION);
@@ -6479,7 +6507,7 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
     }
     if (build_tools_json(err, errlen) < 0)
         return -1;
-    if (up_init(cfg.upstream, cfg.ca_file ? cfg.ca_file : cm_port_default_ca_file(), err, errlen) < 0)
+    if (up_init(cfg.upstream, cfg.ca_file, err, errlen) < 0)
         return -1;
     snprintf(upstream_host_for_log, sizeof upstream_host_for_log, "%s", cfg.upstream);
     for (i = 0; i < CM_MAX_CONNS; i++) {
@@ -6620,7 +6648,11 @@ static void usage(FILE *f)
             fprintf(f, " [%s]", o->env);
         fputc('\n', f);
     }
+#ifdef CM_BUILTIN_ANCHORS
+    fprintf(f, "\nWithout --ca-file: the %lu CA certificates compiled in\n", (unsigned long)CM_BUILTIN_ANCHORS);
+#else
     fprintf(f, "\nThe system CA bundle here: %s\n", cm_port_default_ca_file() ? cm_port_default_ca_file() : "none");
+#endif
 }
 
 static const char *env_or(const char *name, const char *fallback)

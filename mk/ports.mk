@@ -41,10 +41,19 @@ WINE      ?= wine
 # ---------------------------------------------------------------- lwIP
 lwip: $(BUILD)/lwip_test lwip-check
 
-$(BUILD)/lwip_test: tests/lwip_test.c port/lwip.c $(SRC)
+# The test's CA is compiled in (mk/pem2c.py), as a board without a file
+# system would have it: the test gives no ca_file.
+LWIP_TEST_CERTS = $(or $(CALID_TEST_CERTS),$(XB)/certs)
+
+$(BUILD)/anchors-lwip.h: mk/pem2c.py tests/make_certs.sh $(wildcard $(LWIP_TEST_CERTS)/ca.pem)
 	@mkdir -p $(BUILD)
-	$(CC) $(WARN) $(DEFS) $(CFLAGS) -I. $(LWIP_CFLAGS) -o $@ calid_mcp.c port/lwip.c tests/lwip_test.c \
-		$(LWIP_LIBS) -lbearssl -lpthread
+	bash tests/make_certs.sh $(LWIP_TEST_CERTS)
+	python3 mk/pem2c.py $(LWIP_TEST_CERTS)/ca.pem $@
+
+$(BUILD)/lwip_test: tests/lwip_test.c port/lwip.c $(SRC) $(BUILD)/anchors-lwip.h
+	@mkdir -p $(BUILD)
+	$(CC) $(WARN) $(DEFS) $(CFLAGS) -I. $(LWIP_CFLAGS) -DCM_TRUST_ANCHORS_H='"$(abspath $(BUILD))/anchors-lwip.h"' \
+		-o $@ calid_mcp.c port/lwip.c tests/lwip_test.c $(LWIP_LIBS) -lbearssl -lpthread
 
 # The branches Debian's liblwip does not take (lwip_select, the LWIP_DNS
 # resolver thread, lwIP's own sockaddr types, the integrator's hooks for

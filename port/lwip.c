@@ -26,7 +26,8 @@
  *                                                    certificate validity checks)
  *   The CA bundle is read with fopen() by the core; define CM_LWIP_CA_FILE
  *   to the path on your file system (default: Debian's bundle on unix hosts,
- *   none elsewhere, so cm_config.ca_file must then be set).
+ *   none elsewhere, so cm_config.ca_file must then be set). Without a file
+ *   system, compile the anchors in: mk/pem2c.py and -DCM_TRUST_ANCHORS_H.
  *
  * Name resolution
  *   Numeric IPv4/IPv6 addresses and "localhost" are answered at once. With

@@ -304,6 +304,41 @@ static void test_sessions(void)
     CHECK(session_find(v, 1000 + (uint64_t)CM_SESSION_TTL_MS + 10) < 0, "session expires");
 }
 
+/* mk/pem2c.py's table against the server's own loader reading the same bundle */
+static void test_builtin_anchors(void)
+{
+#ifdef CM_BUILTIN_ANCHORS
+    char err[400];
+    size_t i, same = 0;
+    CHECK(up_load_anchors(CM_BUILTIN_ANCHORS_SOURCE, err, sizeof err) == 0, "load %s: %s", CM_BUILTIN_ANCHORS_SOURCE,
+          err);
+    CHECK(up.n_anchors == CM_BUILTIN_ANCHORS, "%lu anchors loaded, %lu compiled in", (unsigned long)up.n_anchors,
+          (unsigned long)CM_BUILTIN_ANCHORS);
+    for (i = 0; i < up.n_anchors && i < CM_BUILTIN_ANCHORS; i++) {
+        const br_x509_trust_anchor *a = &up.anchors[i], *b = &cm_builtin_anchors[i];
+        int ok = a->dn.len == b->dn.len && memcmp(a->dn.data, b->dn.data, a->dn.len) == 0 && a->flags == b->flags &&
+                 a->pkey.key_type == b->pkey.key_type;
+        if (ok && a->pkey.key_type == BR_KEYTYPE_RSA)
+            ok = a->pkey.key.rsa.nlen == b->pkey.key.rsa.nlen && a->pkey.key.rsa.elen == b->pkey.key.rsa.elen &&
+                 memcmp(a->pkey.key.rsa.n, b->pkey.key.rsa.n, a->pkey.key.rsa.nlen) == 0 &&
+                 memcmp(a->pkey.key.rsa.e, b->pkey.key.rsa.e, a->pkey.key.rsa.elen) == 0;
+        else if (ok)
+            ok = a->pkey.key.ec.curve == b->pkey.key.ec.curve && a->pkey.key.ec.qlen == b->pkey.key.ec.qlen &&
+                 memcmp(a->pkey.key.ec.q, b->pkey.key.ec.q, a->pkey.key.ec.qlen) == 0;
+        CHECK(ok, "anchor %lu differs between mk/pem2c.py and the loader", (unsigned long)i);
+        same += ok;
+    }
+    printf("builtin anchors: %lu of %lu the same as loaded from %s\n", (unsigned long)same,
+           (unsigned long)CM_BUILTIN_ANCHORS, CM_BUILTIN_ANCHORS_SOURCE);
+    CHECK(up_choose_anchors(NULL, err, sizeof err) == 0 && up.trusted == cm_builtin_anchors,
+          "no --ca-file: the compiled-in anchors");
+    CHECK(up_choose_anchors(CM_BUILTIN_ANCHORS_SOURCE, err, sizeof err) == 0 && up.trusted == up.anchors,
+          "--ca-file still wins");
+#else
+    printf("skip: builtin anchors (built without -DCM_TRUST_ANCHORS_H)\n");
+#endif
+}
+
 int main(void)
 {
     cm_config_defaults(&cfg);
@@ -316,6 +351,7 @@ int main(void)
     test_dispatch();
     test_routes();
     test_sessions();
+    test_builtin_anchors();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
