@@ -1487,12 +1487,13 @@ enum {
     PROP("slotDuration", "Length in minutes, for event types offering several lengths.",                     \
          ",\"type\":[\"integer\",\"string\"]"),                                                              \
     INT_MIN("reservationDuration", 1, "How long to hold it, in minutes (default 5).")
-/* Webhooks (4.48, 4.50) */
+/* Webhooks (4.48, 4.50); the trigger list is Cal.com's, the fork's enum is unpublished */
 #define WEBHOOK_TRIGGERS                                                                                     \
     VALUES("BOOKING_CREATED", "BOOKING_RESCHEDULED", "BOOKING_CANCELLED", "BOOKING_REQUESTED",               \
            "BOOKING_REJECTED", "BOOKING_PAYMENT_INITIATED", "BOOKING_PAID", "BOOKING_NO_SHOW_UPDATED",        \
            "MEETING_STARTED", "MEETING_ENDED", "RECORDING_READY", "RECORDING_TRANSCRIPTION_GENERATED",        \
-           "INSTANT_MEETING", "FORM_SUBMITTED", "FORM_SUBMITTED_NO_EVENT", "OOO_CREATED")
+           "INSTANT_MEETING", "FORM_SUBMITTED", "FORM_SUBMITTED_NO_EVENT", "OOO_CREATED",                 \
+           "AFTER_HOSTS_CAL_VIDEO_NO_SHOW", "AFTER_GUESTS_CAL_VIDEO_NO_SHOW")
 #define WEBHOOK_FIELDS(url_desc)                                                                             \
     STR("subscriberUrl", url_desc),                                                                          \
     ARRAY("eventTriggers", OF_ENUM(WEBHOOK_TRIGGERS), "Events that fire it; it fires for none if empty."),   \
