@@ -55,6 +55,14 @@ requests through first), "mode": MODE, ...}. Modes:
                      peer goes away (or `max_seconds`, default 600)
     big              a valid JSON answer of exactly `size` bytes (default
                      1 MiB); "chunked": true sends it chunked
+    drop_request     on every connection, the `nth` (default 2) request is
+                     read and recorded, then the connection is closed without
+                     an answer (TLS close_notify, FIN): the API closing a
+                     kept-alive connection as a request arrives. The request
+                     is not acted on unless "act": true (then the outcome is
+                     unknown to the client). Default count -1 (until cleared);
+                     `count` limits how many requests it drops in all.
+"kind" is accepted as another name for "mode".
 Modes that give "the real answer" run the request (a truncated POST still
 creates its booking); the others leave the state alone.
 
@@ -1797,7 +1805,7 @@ class Recorder:
 
 
 FAULT_MODES = ("delay", "status", "nonjson", "truncate", "reset", "stall", "chunked", "close",
-               "close_after", "endless_chunked", "big", "reset_mid_answer")
+               "close_after", "endless_chunked", "big", "reset_mid_answer", "drop_request")
 
 
 class Faults:
@@ -1810,18 +1818,21 @@ class Faults:
     def add(self, spec):
         if not isinstance(spec, dict):
             raise ApiError(400, "A fault must be a JSON object")
-        mode = spec.get("mode")
+        mode = spec.get("mode", spec.get("kind"))
         if mode not in FAULT_MODES:
             raise ApiError(400, "mode must be one of %s" % ", ".join(FAULT_MODES))
         f = dict(spec)
+        f["mode"] = mode
         f["path"] = spec.get("path") or ""
         if not isinstance(f["path"], str):
             raise ApiError(400, "path must be a string prefix")
         f["method"] = (spec.get("method") or "").upper() or None
-        f["count"] = want_int(spec.get("count", 1), "count")
+        f["count"] = want_int(spec.get("count", -1 if mode == "drop_request" else 1), "count")
         if f["count"] == 0 or f["count"] < -1:
             raise ApiError(400, "count must be a positive number, or -1 for until cleared")
         f["skip"] = want_int(spec.get("skip", 0), "skip", minimum=0)
+        if mode == "drop_request":
+            f["nth"] = want_int(spec.get("nth", 2), "nth", minimum=1)
         for k in ("delay_ms", "status", "retry_after", "size", "bytes", "chunks", "chunk_size",
                   "interval_ms", "max_seconds"):
             if k in spec:
@@ -1835,10 +1846,14 @@ class Faults:
             self.items.append(f)
             return dict(f)
 
-    def take(self, method, path):
+    def take(self, method, path, seq_on_conn):
+        """The first fault that applies to this request (the seq_on_conn-th
+        API request on its connection), counted as applied."""
         with self.lock:
             for f in self.items:
                 if not path.startswith(f["path"]) or (f["method"] and f["method"] != method):
+                    continue
+                if f["mode"] == "drop_request" and f["nth"] != seq_on_conn:
                     continue
                 if f["skip"] > 0:
                     f["skip"] -= 1
@@ -1917,6 +1932,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         self.conn_id = STATS.inc("connections")
         self.seq = 0
+        self.api_seq = 0            # API requests (not /__fake/ ones) on this connection
         self.abort = False          # close with RST
         self.close_notify = True    # send a TLS close_notify when closing
         sock = self.request
@@ -2071,6 +2087,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def api(self, path, query, body):
         STATS.inc("api_requests")
+        self.api_seq += 1
         headers = self.header_dict()
         rec = {"method": self.command, "path": path, "query": query, "headers": headers,
                "header_list": [[k, v] for k, v in self.headers.items()],
@@ -2085,13 +2102,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         RECORDER.add(rec)
         log("conn %d #%d: %s %s%s" % (self.conn_id, self.seq, self.command, path, "?" + query if query else ""))
 
-        fault = FAULTS.take(self.command, path)
+        fault = FAULTS.take(self.command, path, self.api_seq)
         mode = fault["mode"] if fault else None
         if fault:
             STATS.inc("faults_applied")
             log("conn %d #%d: fault %s" % (self.conn_id, self.seq, mode))
         if mode == "reset":
             self.abort = True
+            self.close_connection = True
+            return
+        if mode == "drop_request":
+            rec["dropped_connection"] = True
+            if fault.get("act"):
+                self.answer(path, query, headers, body, self.headers.get("Authorization", ""))
             self.close_connection = True
             return
         if mode == "stall":
