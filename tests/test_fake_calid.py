@@ -346,6 +346,24 @@ def main():
             check("fault stall answers nothing", True)
         ts.close()
 
+        ctl.request("DELETE", "/__fake/requests", auth=False)
+        ctl.request("POST", "/__fake/fault", auth=False, body={"kind": "drop_request", "nth": 2})
+        c.close()
+        outcomes = []
+        for _ in range(4):
+            try:
+                outcomes.append(c.request("GET", "/users/me")[0])
+            except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLError, OSError):
+                outcomes.append("dropped")
+                c.close()
+        check("drop_request drops the 2nd request of each connection", outcomes == [200, "dropped", 200, "dropped"],
+              outcomes)
+        st, recs, _ = ctl.request("GET", "/__fake/requests", auth=False)
+        check("dropped requests are recorded as received", len(recs) == 4
+              and [bool(r.get("dropped_connection")) for r in recs] == [False, True, False, True], recs)
+        st, body, _ = ctl.request("DELETE", "/__fake/fault", auth=False)
+        check("drop_request stays until cleared", body.get("cleared") == 1, body)
+
         st, body, _ = ctl.request("POST", "/__fake/fault", auth=False, body={"mode": "nope"})
         check("unknown fault mode -> 400", st == 400, body)
 
