@@ -1375,32 +1375,43 @@ enum {
 #define REQUIRED(...) ",\"required\":[" MAP(JS, __VA_ARGS__) "]"
 #define NONE ""
 #define VALUES(...) MAP(JS, __VA_ARGS__)
-/* one property: "name":{"description":...,<more>} */
-#define PROP(name, desc, more) JS(name) ":{\"description\":" JS(desc) more "}"
+/* keywords of a property, each with its leading comma */
 #define TYPE(t) ",\"type\":" JS(t)
+#define TYPE_EITHER(a, b) ",\"type\":[" JS(a) "," JS(b) "]"
+#define FORMAT(f) ",\"format\":" JS(f)
+#define MIN_LENGTH(n) ",\"minLength\":" #n
+#define MAX_LENGTH(n) ",\"maxLength\":" #n
+#define MINIMUM(n) ",\"minimum\":" #n
+#define MAXIMUM(n) ",\"maximum\":" #n
+#define ONE_OF(values) ",\"enum\":[" values "]"
+#define ITEMS(type, more) ",\"items\":{\"type\":" JS(type) more "}"
+/* one property: "name":{"description":...,<keywords>} */
+#define PROP(name, desc, keywords) JS(name) ":{\"description\":" JS(desc) keywords "}"
 #define STR(name, desc) PROP(name, desc, TYPE("string"))
-#define STR_FORMAT(name, format, desc) PROP(name, desc, TYPE("string") ",\"format\":" JS(format))
-#define STR_LEN(name, lo, hi, desc) PROP(name, desc, TYPE("string") ",\"minLength\":" #lo ",\"maxLength\":" #hi)
+#define STR_FORMAT(name, format, desc) PROP(name, desc, TYPE("string") FORMAT(format))
+#define STR_NONEMPTY(name, desc) PROP(name, desc, TYPE("string") MIN_LENGTH(1))
+#define STR_LEN(name, lo, hi, desc) PROP(name, desc, TYPE("string") MIN_LENGTH(lo) MAX_LENGTH(hi))
 #define INT(name, desc) PROP(name, desc, TYPE("integer"))
-#define INT_MIN(name, lo, desc) PROP(name, desc, TYPE("integer") ",\"minimum\":" #lo)
-#define INT_RANGE(name, lo, hi, desc) PROP(name, desc, TYPE("integer") ",\"minimum\":" #lo ",\"maximum\":" #hi)
+#define INT_MIN(name, lo, desc) PROP(name, desc, TYPE("integer") MINIMUM(lo))
+#define INT_RANGE(name, lo, hi, desc) PROP(name, desc, TYPE("integer") MINIMUM(lo) MAXIMUM(hi))
 #define BOOL(name, desc) PROP(name, desc, TYPE("boolean"))
-#define ENUM(name, values, desc) PROP(name, desc, TYPE("string") ",\"enum\":[" values "]")
-#define ARRAY(name, items, desc) PROP(name, desc, TYPE("array") ",\"items\":{" items "}")
+#define ENUM(name, values, desc) PROP(name, desc, TYPE("string") ONE_OF(values))
+#define ARRAY(name, items, desc) PROP(name, desc, TYPE("array") items)
 #define OBJECT(name, props, desc) PROP(name, desc, TYPE("object") ",\"properties\":{" props "}")
 #define OBJECT_REQ(name, props, required, desc) PROP(name, desc, TYPE("object") ",\"properties\":{" props "}" required)
 #define OPEN_OBJECT(name, desc) PROP(name, desc, TYPE("object"))
 #define ANY(name, desc) PROP(name, desc, "")
 /* array items */
-#define OF_STR "\"type\":\"string\""
-#define OF_EMAIL "\"type\":\"string\",\"format\":\"email\""
-#define OF_ID "\"type\":\"integer\",\"minimum\":1"
-#define OF_WEEKDAY "\"type\":\"integer\",\"minimum\":0,\"maximum\":6"
-#define OF_ENUM(values) "\"type\":\"string\",\"enum\":[" values "]"
+#define OF_STR ITEMS("string", "")
+#define OF_EMAIL ITEMS("string", FORMAT("email"))
+#define OF_ID ITEMS("integer", MINIMUM(1))
+#define OF_WEEKDAY ITEMS("integer", MINIMUM(0) MAXIMUM(6))
+#define OF_OBJECT ITEMS("object", "")
+#define OF_ENUM(values) ITEMS("string", ONE_OF(values))
 
 /* --- Shared properties, each written once ----------------------------- */
 /* Ids: integers wherever the API parses them with parseInt / z.coerce */
-#define ID(name, desc) PROP(name, desc, TYPE("integer") ",\"minimum\":1")
+#define ID(name, desc) PROP(name, desc, TYPE("integer") MINIMUM(1))
 #define ID_BOOKING ID("bookingId", "Numeric booking id (id, not uid), from get_booking or create_booking.")
 #define ID_EVENT_TYPE ID("eventTypeId", "Numeric event type id, from get_event_types or create_eventtype.")
 #define ID_TEAM ID("teamId", "Numeric team id, from get_teams or create_team.")
@@ -1439,7 +1450,7 @@ enum {
     STR_LEN("slug", 4, 100, "Booking link part, unique per owner, e.g. 'sales-demo'."),                      \
     INT_MIN("length", 10, "Duration in minutes (default 15)."),                                              \
     STR("description", "Text on the booking page."),                                                         \
-    ARRAY("locations", "\"type\":\"object\"",                                                                \
+    ARRAY("locations", OF_OBJECT,                                                                \
           "Where meetings happen, objects with a type: [{type: 'integrations:daily'}], "                       \
           "[{type: 'inPerson', address: 'Main St 1'}], [{type: 'link', link: 'https://...'}]."),               \
     BOOL("hidden", "Hide from the public profile (default false)."),                                         \
@@ -1485,7 +1496,7 @@ enum {
 #define SLOT_RESERVATION(event_type_desc)                                                                    \
     ID("eventTypeId", event_type_desc), DATE_TIME("slotStart", "Start of the slot to hold:"),                \
     PROP("slotDuration", "Length in minutes, for event types offering several lengths.",                     \
-         ",\"type\":[\"integer\",\"string\"]"),                                                              \
+         TYPE_EITHER("integer", "string")),                                                              \
     INT_MIN("reservationDuration", 1, "How long to hold it, in minutes (default 5).")
 /* Webhooks (4.48, 4.50); the trigger list is Cal.com's, the fork's enum is unpublished */
 #define WEBHOOK_TRIGGERS                                                                                     \
@@ -1502,7 +1513,8 @@ enum {
     STR("secret", "Shared secret the deliveries are signed with.")
 /* Contacts (inferred: Cal ID's own contacts schema) */
 #define CONTACT_FIELDS                                                                                       \
-    STR_LEN("name", 1, 255, "Full name."), STR_FORMAT("email", "email", "Email address."),                   \
+    STR_LEN("name", 1, 255, "Full name."),                                                                   \
+    PROP("email", "Email address.", TYPE("string") FORMAT("email") MAX_LENGTH(320)),                   \
     STR_LEN("phone", 0, 50, "Phone number."), STR_LEN("notes", 0, 5000, "Free-form notes.")
 
 /* Hint sets per kind of tool: the flags and the annotations they show */
@@ -1746,8 +1758,8 @@ X(get_slots, "GET", "/slots", READS, 0, "Find available slots",                 
   "to a list of {time}; pass a time as start to create_booking or reschedule_booking.",                      \
   SCHEMA(PROPS(ID("eventTypeId", "Numeric event type id, from get_event_types; or give eventTypeSlug."),     \
                STR("eventTypeSlug", "The event type's slug, instead of eventTypeId."),                        \
-               STR("start", "First day: 'YYYY-MM-DD' or an ISO 8601 date-time."),                            \
-               STR("end", "Last day, written like start."),                                                    \
+               STR_NONEMPTY("start", "First day: 'YYYY-MM-DD' or an ISO 8601 date-time."),                   \
+               STR_NONEMPTY("end", "Last day, written like start."),                                                    \
                TIME_ZONE("Time zone of the answer's times:")),                                                \
          REQUIRED("start", "end")))                                                                           \
 /* source [4.41] PATCH /slots/:uid */                                                                        \
@@ -1835,7 +1847,7 @@ X(update_team_membership, "PATCH", "/teams/{teamId}/memberships/{membershipId}",
 X(update_user_profile, "PUT", "/users/edit-profile", UPDATES, 0, "Update profile",                               \
   "Change the current user's profile and preferences. Only the fields given change; a new email may "       \
   "need verification first.",                                                                                  \
-  SCHEMA(PROPS(STR("username", "Username: the handle in the booking page link."), STR("name", "Display name."), \
+  SCHEMA(PROPS(STR("username", "Username: the handle in the booking page link."), STR_LEN("name", 0, 50, "Display name."), \
                STR_FORMAT("email", "email", "Email address."), STR("bio", "Text on the public profile."),    \
                TIME_ZONE("The user's time zone:"), WEEK_START("First day of the week in calendars."),       \
                INT_RANGE("timeFormat", 12, 24, "Clock format: 12 or 24."),                                    \
