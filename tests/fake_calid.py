@@ -425,7 +425,7 @@ def seed_state(now):
         b = new_booking(bid, e, users[host], start, start + dt.timedelta(minutes=e["length"]),
                         {"name": name, "email": email, "guests": []}, tz, "en",
                         loc.get("address") or loc["type"], stamp(created_days))
-        b.update(extra)
+        b.update(extra, status=status)
         return b
 
     # Odd minutes keep the seeded bookings off the grid that tests usually pick.
