@@ -342,15 +342,21 @@ def event_type_record(etid, fields, user_id, team_id, stamp, hosts=()):
     return rec
 
 
-def seed_state(now):
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+class SeedClock:
+    """Seeded times, relative to the moment of the (re)seed."""
 
-    def at(days, h, m=0):
-        return today + dt.timedelta(days=days, hours=h, minutes=m)
+    def __init__(self, now):
+        self.now = now
+        self.today = now.replace(hour=0, minute=0, second=0, microsecond=0)
 
-    def stamp(days):
-        return iso_z(at(days, 8, 0))
+    def at(self, days, h, m=0):
+        return self.today + dt.timedelta(days=days, hours=h, minutes=m)
 
+    def stamp(self, days):
+        return iso_z(self.at(days, 8, 0))
+
+
+def seed_users(clk):
     users = {}
     for uid, username, name, email, tz in USERS:
         users[uid] = {
@@ -361,36 +367,38 @@ def seed_state(now):
             "allowSEOIndexing": True, "hideBranding": False, "allowDynamicBooking": True,
             "receiveMonthlyDigestEmail": False, "completedOnboarding": True, "disableImpersonation": False,
             "metadata": {}, "travelSchedules": [], "secondaryEmails": [],
-            "createdAt": stamp(-400 + uid), "emailVerified": stamp(-400 + uid),
+            "createdAt": clk.stamp(-400 + uid), "emailVerified": clk.stamp(-400 + uid),
         }
     users[1]["bio"] = "Product consultant. Book a slot that suits you."
+    return users
 
+
+def seed_schedules():
     def block(aid, sched, days, start_h, end_h):
         return {"id": aid, "userId": None, "eventTypeId": None, "days": days,
                 "startTime": db_time(start_h * 60), "endTime": db_time(end_h * 60), "date": None,
                 "scheduleId": sched}
 
-    schedules = [
-        {"id": 1, "userId": 1, "name": "Working hours", "timeZone": "Europe/Berlin",
-         "availability": [block(11, 1, [1, 2, 3, 4, 5], 9, 17)]},
-        {"id": 2, "userId": 1, "name": "Evenings", "timeZone": "Europe/Berlin",
-         "availability": [block(12, 2, [2, 4], 18, 20)]},
-        {"id": 3, "userId": 2, "name": "Jordan's hours", "timeZone": "America/New_York",
-         "availability": [block(13, 3, [1, 2, 3, 4, 5], 9, 17)]},
-        {"id": 4, "userId": 3, "name": "Sam's hours", "timeZone": "Europe/London",
-         "availability": [block(14, 4, [1, 2, 3, 4], 8, 16)]},
-        {"id": 5, "userId": 4, "name": "Taylor's hours", "timeZone": "Asia/Seoul",
-         "availability": [block(15, 5, [1, 2, 3, 4, 5], 10, 18)]},
-    ]
+    def schedule(sid, user, name, tz, days, start_h, end_h):
+        return {"id": sid, "userId": user, "name": name, "timeZone": tz,
+                "availability": [block(10 + sid, sid, days, start_h, end_h)]}
 
+    return [schedule(1, 1, "Working hours", "Europe/Berlin", [1, 2, 3, 4, 5], 9, 17),
+            schedule(2, 1, "Evenings", "Europe/Berlin", [2, 4], 18, 20),
+            schedule(3, 2, "Jordan's hours", "America/New_York", [1, 2, 3, 4, 5], 9, 17),
+            schedule(4, 3, "Sam's hours", "Europe/London", [1, 2, 3, 4], 8, 16),
+            schedule(5, 4, "Taylor's hours", "Asia/Seoul", [1, 2, 3, 4, 5], 10, 18)]
+
+
+def seed_event_types(clk):
     def et(etid, title, length, description, location, position, team_id=None, hosts=(), **extra):
         fields = dict(title=title, slug=slugify(title), length=length, description=description,
                       locations=[location], position=position, minimumBookingNotice=0)
         fields["metadata"] = {}
         fields.update(extra)
-        return event_type_record(etid, fields, None if team_id else ME, team_id, stamp(-300), hosts)
+        return event_type_record(etid, fields, None if team_id else ME, team_id, clk.stamp(-300), hosts)
 
-    event_types = [
+    return [
         et(101, "Intro call", 15, "A quick 15-minute introduction to see if we are a good fit.",
            {"type": "integrations:daily"}, 3),
         et(102, "Consultation", 30, "A 30-minute consultation about your project.",
@@ -408,27 +416,31 @@ def seed_state(now):
         et(204, "Partner onboarding", 45, "Onboarding for new partners.",
            {"type": "integrations:daily"}, 1, team_id=23, hosts=(2,), schedulingType="ROUND_ROBIN"),
     ]
-    et_by_id = {e["id"]: e for e in event_types}
 
-    people = {
-        "john": ("John Doe", "john.doe@example.com", "America/New_York"),
-        "maria": ("Maria Garcia", "maria.garcia@example.org", "Europe/Madrid"),
-        "priya": ("Priya Patel", "priya@patel.example", "Europe/London"),
-        "chen": ("Chen Wei", "chen.wei@example.net", "Asia/Shanghai"),
-        "lena": ("Lena Fischer", "lena.fischer@northwind.example", "Europe/Berlin"),
-    }
+
+PEOPLE = {
+    "john": ("John Doe", "john.doe@example.com", "America/New_York"),
+    "maria": ("Maria Garcia", "maria.garcia@example.org", "Europe/Madrid"),
+    "priya": ("Priya Patel", "priya@patel.example", "Europe/London"),
+    "chen": ("Chen Wei", "chen.wei@example.net", "Asia/Shanghai"),
+    "lena": ("Lena Fischer", "lena.fischer@northwind.example", "Europe/Berlin"),
+}
+
+
+def seed_bookings(clk, users, event_types):
+    et_by_id = {e["id"]: e for e in event_types}
 
     def booking(bid, etid, who, start, status, created_days, host=ME, **extra):
         e = et_by_id[etid]
-        name, email, tz = people[who]
+        name, email, tz = PEOPLE[who]
         loc = e["locations"][0]
         b = new_booking(bid, e, users[host], start, start + dt.timedelta(minutes=e["length"]),
                         {"name": name, "email": email, "guests": []}, tz, "en",
-                        loc.get("address") or loc["type"], stamp(created_days))
+                        loc.get("address") or loc["type"], clk.stamp(created_days))
         b.update(extra, status=status)
         return b
 
-    # Odd minutes keep the seeded bookings off the grid that tests usually pick.
+    at = clk.at     # odd minutes keep the seeded bookings off the grid that tests usually pick
     bookings = [
         booking(501, 101, "john", at(-7, 9, 15), "ACCEPTED", -12),
         booking(502, 102, "maria", at(-2, 13, 45), "ACCEPTED", -9),
@@ -441,12 +453,15 @@ def seed_state(now):
         booking(509, 204, "lena", at(4, 15, 30), "ACCEPTED", -2, host=2),   # Jordan's: not ours
     ]
     bookings[1]["responses"]["notes"] = "Please bring last quarter's numbers."
+    return bookings
 
+
+def seed_contacts(clk):
     def contact(cid, name, email, phone, notes, created, updated):
         return {"id": cid, "name": name, "email": email, "phone": phone, "notes": notes,
-                "createdAt": stamp(created), "updatedAt": stamp(updated), "_userId": ME}
+                "createdAt": clk.stamp(created), "updatedAt": clk.stamp(updated), "_userId": ME}
 
-    contacts = [
+    return [
         contact(301, "John Doe", "john.doe@example.com", "+1 415 555 0100",
                 "Met at SaaS Summit; interested in the annual plan.", -30, -3),
         contact(302, "Maria Garcia", "maria.garcia@example.org", "+34 600 123 456", "Prefers morning meetings.",
@@ -456,52 +471,68 @@ def seed_state(now):
         contact(305, "Sam Rivera", "sam.rivera@example.com", "+1 212 555 0199", "No meetings yet.", -2, -2),
     ]
 
+
+def seed_teams(clk):
+    """-> (teams, memberships). Alex owns 21 and 22 and is a MEMBER of 23."""
     def team(tid, name, tz, private, created):
         rec = {"id": tid}
         for k, s in spec.TEAM_FIELDS.items():
             rec[k] = copy.deepcopy(s.get("default"))
         rec.update(name=name, slug=slugify(name), bio="The %s team." % name, timeZone=tz,
-                   isTeamPrivate=private, metadata={}, createdAt=stamp(created), updatedAt=stamp(created))
+                   isTeamPrivate=private, metadata={}, createdAt=clk.stamp(created), updatedAt=clk.stamp(created))
         return rec
+
+    def membership(mid, team_id, user, role, accepted):
+        return {"id": mid, "teamId": team_id, "userId": user, "acceptedInvitation": accepted, "role": role,
+                "impersonation": True, "createdAt": clk.stamp(-100), "updatedAt": clk.stamp(-100)}
 
     teams = [team(21, "Acme Sales", "Europe/Berlin", False, -200),
              team(22, "Support Crew", "Europe/London", True, -150),
              team(23, "Partner Guild", "America/New_York", False, -120)]
-
-    def membership(mid, team_id, user, role, accepted):
-        return {"id": mid, "teamId": team_id, "userId": user, "acceptedInvitation": accepted, "role": role,
-                "impersonation": True, "createdAt": stamp(-100), "updatedAt": stamp(-100)}
-
     memberships = [
         membership(41, 21, 1, "OWNER", True), membership(42, 21, 2, "ADMIN", True),
         membership(43, 21, 3, "MEMBER", True), membership(44, 21, 4, "MEMBER", False),
         membership(45, 22, 1, "OWNER", True), membership(46, 22, 3, "MEMBER", True),
         membership(47, 23, 2, "OWNER", True), membership(48, 23, 1, "MEMBER", True),
     ]
+    return teams, memberships
 
-    webhooks = [
-        {"id": "6a1f0c2e-5b7d-4c11-9e0a-000000000601", "eventTriggers":
-            ["BOOKING_CREATED", "BOOKING_CANCELLED", "BOOKING_RESCHEDULED"],
-         "subscriberUrl": "https://hooks.example.com/calid/bookings", "active": True,
-         "payloadTemplate": None, "platformOAuthClientId": None, "secret": None, "_userId": ME},
-        {"id": "6a1f0c2e-5b7d-4c11-9e0a-000000000602", "eventTriggers": ["MEETING_ENDED"],
-         "subscriberUrl": "https://hooks.slack.example/services/T0000/B0000/XXXXXXXX", "active": False,
-         "payloadTemplate": None, "platformOAuthClientId": None, "secret": "s3cr3t", "_userId": ME},
-    ]
+
+def seed_webhooks():
+    def webhook(n, url, triggers, active, secret=None):
+        return {"id": "6a1f0c2e-5b7d-4c11-9e0a-%012d" % n, "eventTriggers": triggers, "subscriberUrl": url,
+                "active": active, "payloadTemplate": None, "platformOAuthClientId": None, "secret": secret,
+                "_userId": ME}
+
+    return [webhook(601, "https://hooks.example.com/calid/bookings",
+                    ["BOOKING_CREATED", "BOOKING_CANCELLED", "BOOKING_RESCHEDULED"], True),
+            webhook(602, "https://hooks.slack.example/services/T0000/B0000/XXXXXXXX", ["MEETING_ENDED"], False,
+                    "s3cr3t")]
+
+
+def seed_reserved_slots(clk, event_types):
+    lengths = {e["id"]: e["length"] for e in event_types}
 
     def reserved(n, etid, start, user=ME):
-        end = start + dt.timedelta(minutes=et_by_id[etid]["length"])
+        end = start + dt.timedelta(minutes=lengths[etid])
         return {"id": n, "eventTypeId": etid, "userId": user, "slotUtcStartDate": iso_z(start),
                 "slotUtcEndDate": iso_z(end), "uid": "5f1c2d3e-0000-4000-8000-%012d" % n,
-                "releaseAt": iso_z(now + dt.timedelta(minutes=5)), "isSeat": False, "_minutes": 5}
+                "releaseAt": iso_z(clk.now + dt.timedelta(minutes=5)), "isSeat": False, "_minutes": 5,
+                "_duration": lengths[etid]}
 
-    reserved_slots = [reserved(1, 102, at(6, 9, 0)), reserved(2, 101, at(6, 10, 0)),
-                      reserved(3, 101, at(6, 11, 0), user=2)]
+    return [reserved(1, 102, clk.at(6, 9, 0)), reserved(2, 101, clk.at(6, 10, 0)),
+            reserved(3, 101, clk.at(6, 11, 0), user=2)]
 
+
+def seed_state(now):
+    clk = SeedClock(now)
+    users, event_types = seed_users(clk), seed_event_types(clk)
+    teams, memberships = seed_teams(clk)
     return {
-        "now": iso_z(now), "users": users, "schedules": schedules, "eventTypes": event_types,
-        "bookings": bookings, "contacts": contacts, "teams": teams, "memberships": memberships,
-        "webhooks": webhooks, "reservedSlots": reserved_slots, "nextId": 1000,
+        "now": iso_z(now), "users": users, "schedules": seed_schedules(), "eventTypes": event_types,
+        "bookings": seed_bookings(clk, users, event_types), "contacts": seed_contacts(clk), "teams": teams,
+        "memberships": memberships, "webhooks": seed_webhooks(),
+        "reservedSlots": seed_reserved_slots(clk, event_types), "nextId": 1000,
     }
 
 
