@@ -18,9 +18,11 @@ six /contacts routes inferred), served from an in-memory, seeded state:
   - path ids parsed as each handler does: parseInt ("12abc" is 12), or a
     params schema (integer > 0);
   - the source's hazards: PATCH /booking/:id/reschedule answers 500 after it
-    rescheduled; POST /booking without timeZone books in Asia/Kolkata, without
-    a location uses Google Meet; PATCH on event types and teams gets the
-    create defaults filled in (a partial update resets length, timeZone ...).
+    rescheduled; POST /users/edit-profile/avatar refuses every upload with
+    "body must be object" (both can be switched off, /__fake/hazards); POST
+    /booking without timeZone books in Asia/Kolkata, without a location uses
+    Google Meet; PATCH on event types and teams gets the create defaults
+    filled in (a partial update resets length, timeZone ...).
 
 Every API request is recorded (GET /__fake/requests) with "dropped": the keys
 the API never read ("body.seatUid", "querystring.page": removed by Ajv, or a
@@ -51,7 +53,11 @@ Control API (no auth):
                                "epoch_retry_after": false}: the API's limiter
                                (429 with Retry-After, X-RateLimit-*); true
                                reproduces its Retry-After in epoch seconds (1.6)
-    GET    /__fake/state       the whole state as JSON
+    GET    /__fake/hazards     the source's hazards reproduced: {"reschedule_500":
+                               true, "avatar_body_schema": true}
+    POST   /__fake/hazards     switch some off (or on); reset restores them all
+    GET    /__fake/state       the whole state as JSON (keys starting with _
+                               are the fake's bookkeeping, never on the wire)
     GET    /__fake/stats       connection, handshake, resumption, request counters
     GET    /__fake/routes      the route table: method, path, tool, evidence
 
@@ -653,16 +659,26 @@ def rate_limited_body(retry_after):
             "retryAfter": retry_after}
 
 
+# The API's answers that its own source shows to be broken, reproduced unless
+# switched off (POST /__fake/hazards) so that a test can also see the intended answer.
+HAZARDS = {
+    "reschedule_500": True,         # PATCH /booking/:id/reschedule: 500 after rescheduling (2.16)
+    "avatar_body_schema": True,     # POST /users/edit-profile/avatar: 400 "body must be object" (4.45)
+}
+
+
 class Api:
     def __init__(self, token=None, rate_limit=0):
         self.lock = threading.RLock()
         self.token = token                  # --token: only this API key; else any calid_... key
         self.limiter = RateLimiter(rate_limit)
+        self.hazards = dict(HAZARDS)
         self.reset()
 
     def reset(self):
         with self.lock:
             self.s = seed_state(dt.datetime.now(UTC))
+            self.hazards = dict(HAZARDS)
         self.limiter.configure(self.limiter.limit, self.limiter.window_s, self.limiter.epoch)
 
     def snapshot(self):
@@ -685,7 +701,9 @@ class Api:
             try:
                 if route.params:
                     params = spec.validate(route.params, params, "params", outcome)
-                if route.body:
+                if route.body and (not route.multipart or self.hazards["avatar_body_schema"]):
+                    # the avatar route's JSON schema meets a multipart body that the parser
+                    # left undefined: "body must be object" before the handler runs (4.45)
                     body = spec.validate(route.body, body, "body", outcome)
                 elif not route.multipart:
                     outcome.dropped += ignored_keys("body", body)
@@ -1046,7 +1064,7 @@ class Api:
         if b is None:
             raise not_found("Booking not found or invalid credentials")
         confirmed = req.body["confirmed"]
-        if b["status"] == "ACCEPTED" and confirmed:
+        if b["status"] == "ACCEPTED":       # confirmHandler refuses an accepted booking, even to decline it
             raise envelope_error(500, "Booking already confirmed")
         b.update(status="ACCEPTED" if confirmed else "REJECTED", updatedAt=self.stamp(),
                  _rejectionReason=None if confirmed else req.body.get("reason"))
@@ -1090,7 +1108,7 @@ class Api:
         return success({"newUserId": req.body["userId"], "bookingId": b["id"]}, "Booking reassigned")
 
     def r_reschedule_booking(self, req):
-        b = self.booking_by_parsed_id(req.params["id"])
+        b = self.booking_by_parsed_id(req.params["id"], visible=False)   # getBookingById: no ownership check
         if b is None:
             raise envelope_error(404, "Booking not found or invalid credentials")
         et = self.event_type(b["_eventTypeId"])
@@ -1105,7 +1123,7 @@ class Api:
         except ApiError as e:
             if e.body.get("message") == "no_available_users_found_error":
                 raise bad_request("Conflicting reschedule")
-            raise
+            raise thrown(e.body["message"])       # rethrown to Fastify
         responses = dict(b["responses"], rescheduledReason=req.body.get("reschedulingReason"))
         new = new_booking(self.new_id(), et, self.user(b["_userId"]), start, end, responses,
                           b["attendees"][0]["timeZone"], b["attendees"][0]["locale"], b["location"], self.stamp(),
@@ -1113,9 +1131,11 @@ class Api:
         new["fromReschedule"] = b["uid"]
         self.s["bookings"].append(new)
         b.update(status="CANCELLED", rescheduled=True, updatedAt=self.stamp())
-        # The 200 schema requires newUserId, which the handler does not send: the
-        # serializer throws after the reschedule happened (hazard 4).
-        raise thrown('"newUserId" is required!')
+        if self.hazards["reschedule_500"]:
+            # The 200 schema requires newUserId, which the handler does not send: the
+            # serializer throws after the reschedule happened (hazard 4).
+            raise thrown('"newUserId" is required!')
+        return success({"bookingId": b["id"]}, "Booking rescheduled")
 
     # ---- contacts (5: no published REST route; the tRPC procedures' fields) ----
 
@@ -1598,11 +1618,9 @@ class Api:
     def r_get_users(self, req):
         names = [n for n in re.split(r"[+,\s]", req.params["user"].lower()) if n]
         found = [u for n in names for u in self.s["users"].values() if u["username"] == n]
-        if not found:
-            raise not_found("User not found")
-        # the 200 schema keeps these (email and bio are not built by the handler; events are dropped)
-        return success([dict(pick(u, ("username", "name", "avatarUrl", "allowSEOIndexing", "brandColor",
-                                      "darkBrandColor", "theme")), organizationId="") for u in found],
+        # what the 200 schema keeps of what the handler builds (events, image dropped); none found: []
+        return success([dict(pick(u, ("username", "avatarUrl", "allowSEOIndexing", "brandColor", "darkBrandColor",
+                                      "theme")), name=u["name"] or u["username"], organizationId="") for u in found],
                        "User public events retrieved")
 
     # ---- webhooks (4.47-4.51) ----
@@ -2225,6 +2243,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return {"success": True, "data": {"limit": API.limiter.limit, "window_ms": int(API.limiter.window_s * 1000)}}
 
     @staticmethod
+    def ctl_hazards(q, arg):
+        if not isinstance(arg, dict) or not set(arg) <= set(HAZARDS) or \
+                not all(isinstance(v, bool) for v in arg.values()):
+            raise ControlError("expected an object of booleans with keys among %s" % ", ".join(HAZARDS))
+        API.hazards.update(arg)
+        return {"success": True, "data": dict(API.hazards)}
+
+    @staticmethod
     def ctl_stats(q, arg):
         st = STATS.get()
         st["recorded"] = len(RECORDER.items)
@@ -2239,6 +2265,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ("GET", "/__fake/fault"): lambda q, arg: {"success": True, "data": FAULTS.list()},
         ("DELETE", "/__fake/fault"): lambda q, arg: {"success": True, "cleared": FAULTS.clear()},
         ("POST", "/__fake/rate_limit"): ctl_rate_limit.__func__,
+        ("GET", "/__fake/hazards"): lambda q, arg: {"success": True, "data": dict(API.hazards)},
+        ("POST", "/__fake/hazards"): ctl_hazards.__func__,
         ("GET", "/__fake/state"): lambda q, arg: API.snapshot(),
         ("GET", "/__fake/stats"): ctl_stats.__func__,
         ("GET", "/__fake/routes"): lambda q, arg: [{"method": r.method, "path": r.path, "tool": r.tool,

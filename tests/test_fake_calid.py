@@ -323,16 +323,22 @@ def test_bookings(c, ctl):
     check("a non-numeric id where the handler does not check -> 500", st == 500 and "NaN" in body["message"], body)
     st, body, _ = c.request("GET", "/booking/509")
     check("another user's booking -> 404", st == 404 and body["error"]["code"] == "NOT_FOUND", body)
+    ctl.request("POST", "/__fake/hazards", auth=False, body={"reschedule_500": False})
+    st, body, _ = c.request("PATCH", "/booking/509/reschedule", body={"start": "2030-01-08T15:00:00Z"})
+    check("reschedule, hazard off: the intended answer; no ownership check (Jordan's booking)",
+          st == 200 and body == {"success": True, "data": {"bookingId": 509}, "message": "Booking rescheduled"}, body)
     test_confirmation(c)
     ctl.request("POST", "/__fake/reset", auth=False)
+    st, body, _ = ctl.request("GET", "/__fake/hazards", auth=False)
+    check("reset restores the hazards", body["data"] == {"reschedule_500": True, "avatar_body_schema": True}, body)
 
 
 def test_confirmation(c):
     st, body, _ = c.request("PATCH", "/booking/506/change_confirmation", body={"confirmed": "true"})
     check("confirm a pending booking", st == 200 and body["data"] == {
         "status": "ACCEPTED", "message": "Booking confirmed", "bookingId": 506}, body)
-    st, body, _ = c.request("PATCH", "/booking/506/change_confirmation", body={"confirmed": True})
-    check("confirm it again -> 500", st == 500 and body["message"] == "Booking already confirmed", body)
+    st, body, _ = c.request("PATCH", "/booking/506/change_confirmation", body={"confirmed": False})
+    check("decline it once accepted -> 500", st == 500 and body["message"] == "Booking already confirmed", body)
     st, body, _ = c.request("PATCH", "/booking/508/reassignBookingAutomatically", body={})
     check("round-robin reassignment answers only bookingId", st == 200 and body["data"] == {"bookingId": 508}, body)
     st, body, _ = c.request("PATCH", "/booking/503/reassignBookingAutomatically", body={})
@@ -429,15 +435,22 @@ def test_users_webhooks_contacts(c, ctl):
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     mp = (b"--B42\r\nContent-Disposition: form-data; name=\"file\"; filename=\"me.png\"\r\n"
           b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--B42--\r\n")
-    st, body, _ = c.request("POST", "/users/edit-profile/avatar", body=mp,
-                            headers={"Content-Type": "multipart/form-data; boundary=B42"})
-    check("avatar: the first file part", st == 200 and body["data"]["avatarUrl"].startswith("https://"), body)
+    multipart = {"Content-Type": "multipart/form-data; boundary=B42"}
+    st, body, _ = c.request("POST", "/users/edit-profile/avatar", body=mp, headers=multipart, auth=False)
+    check("avatar: the route's JSON body schema refuses the upload (hazard), before auth",
+          st == 400 and body["message"] == "body must be object", body)
+    ctl.request("POST", "/__fake/hazards", auth=False, body={"avatar_body_schema": False})
+    st, body, _ = c.request("POST", "/users/edit-profile/avatar", body=mp, headers=multipart)
+    check("avatar, hazard off: the first file part", st == 200 and body["data"]["avatarUrl"].startswith("https://"),
+          body)
     st, body, _ = c.request("POST", "/users/edit-profile/avatar", body=mp.replace(b"image/png", b"image/gif"),
                             headers={"Content-Type": "multipart/form-data; boundary=B42"})
     check("avatar: a GIF -> 400", st == 400 and body["message"] == "Unsupported file type", body)
     st, body, _ = c.request("GET", "/users/alex")
     check("public user: the schema's fields only", st == 200 and body["data"][0]["username"] == "alex"
           and "email" not in body["data"][0], body)
+    st, body, _ = c.request("GET", "/users/nobody")
+    check("an unknown username: an empty list", st == 200 and body["data"] == [], body)
     st, body, _ = c.request("POST", "/webhook", body={"subscriberUrl": "https://hooks.example.com/calid/bookings"})
     check("a duplicate subscriber -> 500", st == 500 and body["message"].startswith("Duplicate entry"), body)
     st, body, _ = c.request("GET", "/webhook/%s" % HOOK_1)
