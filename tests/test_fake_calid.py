@@ -289,6 +289,11 @@ def test_bookings(c, ctl):
     check("without timeZone the booking is in Asia/Kolkata", b.get("attendees", [{}])[0].get("timeZone") == "Asia/Kolkata",
           b.get("attendees"))
     check("without a location it is Google Meet", b.get("location") == "integrations:google:meet", b.get("location"))
+    st, body, _ = c.request("POST", "/booking", body=booking_body(start + dt.timedelta(hours=3),
+                                                                 responses={"email": "x@example.com"}))
+    check("without a name the booking is for John Doe, phone +91XXXXXXXXXX", st == 200
+          and body["data"]["responses"]["name"] == "John Doe"
+          and body["data"]["responses"]["phone"] == "+91XXXXXXXXXX", body)
     st, got, _ = c.request("GET", "/booking/%s" % b.get("id"))
     check("the new booking can be fetched", st == 200 and got["data"]["uid"] == b.get("uid"), got)
     st, again, _ = c.request("POST", "/booking", body=booking_body(start))
