@@ -667,7 +667,10 @@ HAZARDS = {
 }
 
 
-class Api:
+class ApiCore:
+    """One request's journey and the lookups over the state; the routes are the
+    mixins below, one per section of calid-api-source.md."""
+
     def __init__(self, token=None, rate_limit=0):
         self.lock = threading.RLock()
         self.token = token                  # --token: only this API key; else any calid_... key
@@ -806,7 +809,9 @@ class Api:
         sched = self.schedule_for(et, user_id)
         return sched is not None and any(s <= start and end <= e for s, e in self.working_ranges(sched, start, end))
 
-    # ---- availability (3.1-3.4) ----
+
+class AvailabilityRoutes:
+    """Availability (3.1-3.4): rows of a schedule, times as Prisma @db.Time."""
 
     def r_get_availability(self, req):
         start, end = js_date(req.q["dateFrom"]), js_date(req.q["dateTo"])
@@ -878,7 +883,9 @@ class Api:
         sched["availability"].remove(row)
         return success(message="Availability deleted")
 
-    # ---- schedules (3.5-3.8) ----
+
+class ScheduleRoutes:
+    """Schedules (3.5-3.8)."""
 
     @staticmethod
     def schedule_view(s):
@@ -924,7 +931,9 @@ class Api:
         self.s["schedules"].remove(s)
         return success(message="Schedule deleted")
 
-    # ---- bookings (2.9-2.16) ----
+
+class BookingRoutes:
+    """Bookings (2.9-2.16)."""
 
     def booking_event_type_view(self, et):
         if et is None:
@@ -1137,7 +1146,9 @@ class Api:
             raise thrown('"newUserId" is required!')
         return success({"bookingId": b["id"]}, "Booking rescheduled")
 
-    # ---- contacts (5: no published REST route; the tRPC procedures' fields) ----
+
+class ContactRoutes:
+    """Contacts (5): no published REST route; the tRPC procedures' fields."""
 
     def own_contact(self, cid):
         c = next((c for c in self.s["contacts"] if c["id"] == cid and c["_userId"] == ME), None)
@@ -1212,7 +1223,9 @@ class Api:
         return success({"rows": rows, "meta": {"totalRowCount": len(rows), "limit": req.q["limit"]}},
                        "Contact meetings retrieved")
 
-    # ---- event types (4.17-4.21), shared with the team event types ----
+
+class EventTypeRoutes:
+    """Event types (4.17-4.21), shared with the team event types."""
 
     @staticmethod
     def ordered(items, field, direction):
@@ -1272,7 +1285,9 @@ class Api:
         self.s["eventTypes"].remove(self.own_event_type(req.params["id"]))
         return success(None, "Event type deleted successfully")
 
-    # ---- teams (4.22-4.37) ----
+
+class TeamRoutes:
+    """Teams, their event types and memberships (4.22-4.37)."""
 
     def team(self, tid):
         return next((t for t in self.s["teams"] if t["id"] == tid), None)
@@ -1452,7 +1467,9 @@ class Api:
                     for s in self.s["schedules"] if s["userId"] == u["id"]]})
         return success(out, "Team schedules retrieved")
 
-    # ---- slots (4.38-4.42) ----
+
+class SlotRoutes:
+    """Slots and reservations (4.38-4.42)."""
 
     def host_of(self, et):
         return et["userId"] or (et["_hosts"][0] if et["_hosts"] else None)
@@ -1566,7 +1583,9 @@ class Api:
         self.s["reservedSlots"].remove(self.own_slot(req.params["uid"]))
         return success(message="Deleted slot")
 
-    # ---- users (4.43-4.46) ----
+
+class UserRoutes:
+    """Users (4.43-4.46)."""
 
     def r_get_users_me(self, req):
         u = self.me()
@@ -1623,7 +1642,9 @@ class Api:
                                       "theme")), name=u["name"] or u["username"], organizationId="") for u in found],
                        "User public events retrieved")
 
-    # ---- webhooks (4.47-4.51) ----
+
+class WebhookRoutes:
+    """Webhooks (4.47-4.51)."""
 
     def own_webhook(self, wid):
         w = next((w for w in self.s["webhooks"] if w["id"] == wid and w["_userId"] == ME), None)
@@ -1663,6 +1684,11 @@ class Api:
         w = self.own_webhook(req.params["id"])
         self.s["webhooks"].remove(w)
         return success(public(w), "Webhook deleted")
+
+
+class Api(ApiCore, AvailabilityRoutes, ScheduleRoutes, BookingRoutes, ContactRoutes, EventTypeRoutes,
+          TeamRoutes, SlotRoutes, UserRoutes, WebhookRoutes):
+    """The Cal ID API: handle() runs a request through route, checks, hooks, handler."""
 
 
 def parse_multipart(body, boundary):
