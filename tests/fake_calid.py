@@ -21,8 +21,9 @@ six /contacts routes inferred), served from an in-memory, seeded state:
     rescheduled; POST /users/edit-profile/avatar refuses every upload with
     "body must be object" (both can be switched off, /__fake/hazards); POST
     /booking without timeZone books in Asia/Kolkata, without a location uses
-    Google Meet, without a name books "John Doe" (phone "+91XXXXXXXXXX"); PATCH on event types and teams gets the create defaults
-    filled in (a partial update resets length, timeZone ...).
+    Google Meet, without a name books for "John Doe" (phone "+91XXXXXXXXXX");
+    PATCH on event types and teams gets the create defaults filled in (a
+    partial update resets length, timeZone ...).
 
 Every API request is recorded (GET /__fake/requests) with "dropped": the keys
 the API never read ("body.seatUid", "querystring.page": removed by Ajv, or a
