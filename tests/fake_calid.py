@@ -18,9 +18,12 @@ six /contacts routes inferred), served from an in-memory, seeded state:
   - path ids parsed as each handler does: parseInt ("12abc" is 12), or a
     params schema (integer > 0);
   - the source's hazards: PATCH /booking/:id/reschedule answers 500 after it
-    rescheduled; POST /booking without timeZone books in Asia/Kolkata, without
-    a location uses Google Meet; PATCH on event types and teams gets the
-    create defaults filled in (a partial update resets length, timeZone ...).
+    rescheduled; POST /users/edit-profile/avatar refuses every upload with
+    "body must be object" (both can be switched off, /__fake/hazards); POST
+    /booking without timeZone books in Asia/Kolkata, without a location uses
+    Google Meet, without a name books for "John Doe" (phone "+91XXXXXXXXXX");
+    PATCH on event types and teams gets the create defaults filled in (a
+    partial update resets length, timeZone ...).
 
 Every API request is recorded (GET /__fake/requests) with "dropped": the keys
 the API never read ("body.seatUid", "querystring.page": removed by Ajv, or a
@@ -51,7 +54,11 @@ Control API (no auth):
                                "epoch_retry_after": false}: the API's limiter
                                (429 with Retry-After, X-RateLimit-*); true
                                reproduces its Retry-After in epoch seconds (1.6)
-    GET    /__fake/state       the whole state as JSON
+    GET    /__fake/hazards     the source's hazards reproduced: {"reschedule_500":
+                               true, "avatar_body_schema": true}
+    POST   /__fake/hazards     switch some off (or on); reset restores them all
+    GET    /__fake/state       the whole state as JSON (keys starting with _
+                               are the fake's bookkeeping, never on the wire)
     GET    /__fake/stats       connection, handshake, resumption, request counters
     GET    /__fake/routes      the route table: method, path, tool, evidence
 
@@ -342,15 +349,21 @@ def event_type_record(etid, fields, user_id, team_id, stamp, hosts=()):
     return rec
 
 
-def seed_state(now):
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+class SeedClock:
+    """Seeded times, relative to the moment of the (re)seed."""
 
-    def at(days, h, m=0):
-        return today + dt.timedelta(days=days, hours=h, minutes=m)
+    def __init__(self, now):
+        self.now = now
+        self.today = now.replace(hour=0, minute=0, second=0, microsecond=0)
 
-    def stamp(days):
-        return iso_z(at(days, 8, 0))
+    def at(self, days, h, m=0):
+        return self.today + dt.timedelta(days=days, hours=h, minutes=m)
 
+    def stamp(self, days):
+        return iso_z(self.at(days, 8, 0))
+
+
+def seed_users(clk):
     users = {}
     for uid, username, name, email, tz in USERS:
         users[uid] = {
@@ -361,36 +374,38 @@ def seed_state(now):
             "allowSEOIndexing": True, "hideBranding": False, "allowDynamicBooking": True,
             "receiveMonthlyDigestEmail": False, "completedOnboarding": True, "disableImpersonation": False,
             "metadata": {}, "travelSchedules": [], "secondaryEmails": [],
-            "createdAt": stamp(-400 + uid), "emailVerified": stamp(-400 + uid),
+            "createdAt": clk.stamp(-400 + uid), "emailVerified": clk.stamp(-400 + uid),
         }
     users[1]["bio"] = "Product consultant. Book a slot that suits you."
+    return users
 
+
+def seed_schedules():
     def block(aid, sched, days, start_h, end_h):
         return {"id": aid, "userId": None, "eventTypeId": None, "days": days,
                 "startTime": db_time(start_h * 60), "endTime": db_time(end_h * 60), "date": None,
                 "scheduleId": sched}
 
-    schedules = [
-        {"id": 1, "userId": 1, "name": "Working hours", "timeZone": "Europe/Berlin",
-         "availability": [block(11, 1, [1, 2, 3, 4, 5], 9, 17)]},
-        {"id": 2, "userId": 1, "name": "Evenings", "timeZone": "Europe/Berlin",
-         "availability": [block(12, 2, [2, 4], 18, 20)]},
-        {"id": 3, "userId": 2, "name": "Jordan's hours", "timeZone": "America/New_York",
-         "availability": [block(13, 3, [1, 2, 3, 4, 5], 9, 17)]},
-        {"id": 4, "userId": 3, "name": "Sam's hours", "timeZone": "Europe/London",
-         "availability": [block(14, 4, [1, 2, 3, 4], 8, 16)]},
-        {"id": 5, "userId": 4, "name": "Taylor's hours", "timeZone": "Asia/Seoul",
-         "availability": [block(15, 5, [1, 2, 3, 4, 5], 10, 18)]},
-    ]
+    def schedule(sid, user, name, tz, days, start_h, end_h):
+        return {"id": sid, "userId": user, "name": name, "timeZone": tz,
+                "availability": [block(10 + sid, sid, days, start_h, end_h)]}
 
+    return [schedule(1, 1, "Working hours", "Europe/Berlin", [1, 2, 3, 4, 5], 9, 17),
+            schedule(2, 1, "Evenings", "Europe/Berlin", [2, 4], 18, 20),
+            schedule(3, 2, "Jordan's hours", "America/New_York", [1, 2, 3, 4, 5], 9, 17),
+            schedule(4, 3, "Sam's hours", "Europe/London", [1, 2, 3, 4], 8, 16),
+            schedule(5, 4, "Taylor's hours", "Asia/Seoul", [1, 2, 3, 4, 5], 10, 18)]
+
+
+def seed_event_types(clk):
     def et(etid, title, length, description, location, position, team_id=None, hosts=(), **extra):
         fields = dict(title=title, slug=slugify(title), length=length, description=description,
                       locations=[location], position=position, minimumBookingNotice=0)
         fields["metadata"] = {}
         fields.update(extra)
-        return event_type_record(etid, fields, None if team_id else ME, team_id, stamp(-300), hosts)
+        return event_type_record(etid, fields, None if team_id else ME, team_id, clk.stamp(-300), hosts)
 
-    event_types = [
+    return [
         et(101, "Intro call", 15, "A quick 15-minute introduction to see if we are a good fit.",
            {"type": "integrations:daily"}, 3),
         et(102, "Consultation", 30, "A 30-minute consultation about your project.",
@@ -408,27 +423,31 @@ def seed_state(now):
         et(204, "Partner onboarding", 45, "Onboarding for new partners.",
            {"type": "integrations:daily"}, 1, team_id=23, hosts=(2,), schedulingType="ROUND_ROBIN"),
     ]
-    et_by_id = {e["id"]: e for e in event_types}
 
-    people = {
-        "john": ("John Doe", "john.doe@example.com", "America/New_York"),
-        "maria": ("Maria Garcia", "maria.garcia@example.org", "Europe/Madrid"),
-        "priya": ("Priya Patel", "priya@patel.example", "Europe/London"),
-        "chen": ("Chen Wei", "chen.wei@example.net", "Asia/Shanghai"),
-        "lena": ("Lena Fischer", "lena.fischer@northwind.example", "Europe/Berlin"),
-    }
+
+PEOPLE = {
+    "john": ("John Doe", "john.doe@example.com", "America/New_York"),
+    "maria": ("Maria Garcia", "maria.garcia@example.org", "Europe/Madrid"),
+    "priya": ("Priya Patel", "priya@patel.example", "Europe/London"),
+    "chen": ("Chen Wei", "chen.wei@example.net", "Asia/Shanghai"),
+    "lena": ("Lena Fischer", "lena.fischer@northwind.example", "Europe/Berlin"),
+}
+
+
+def seed_bookings(clk, users, event_types):
+    et_by_id = {e["id"]: e for e in event_types}
 
     def booking(bid, etid, who, start, status, created_days, host=ME, **extra):
         e = et_by_id[etid]
-        name, email, tz = people[who]
+        name, email, tz = PEOPLE[who]
         loc = e["locations"][0]
         b = new_booking(bid, e, users[host], start, start + dt.timedelta(minutes=e["length"]),
                         {"name": name, "email": email, "guests": []}, tz, "en",
-                        loc.get("address") or loc["type"], stamp(created_days))
-        b.update(extra)
+                        loc.get("address") or loc["type"], clk.stamp(created_days))
+        b.update(extra, status=status)
         return b
 
-    # Odd minutes keep the seeded bookings off the grid that tests usually pick.
+    at = clk.at     # odd minutes keep the seeded bookings off the grid that tests usually pick
     bookings = [
         booking(501, 101, "john", at(-7, 9, 15), "ACCEPTED", -12),
         booking(502, 102, "maria", at(-2, 13, 45), "ACCEPTED", -9),
@@ -441,12 +460,15 @@ def seed_state(now):
         booking(509, 204, "lena", at(4, 15, 30), "ACCEPTED", -2, host=2),   # Jordan's: not ours
     ]
     bookings[1]["responses"]["notes"] = "Please bring last quarter's numbers."
+    return bookings
 
+
+def seed_contacts(clk):
     def contact(cid, name, email, phone, notes, created, updated):
         return {"id": cid, "name": name, "email": email, "phone": phone, "notes": notes,
-                "createdAt": stamp(created), "updatedAt": stamp(updated), "_userId": ME}
+                "createdAt": clk.stamp(created), "updatedAt": clk.stamp(updated), "_userId": ME}
 
-    contacts = [
+    return [
         contact(301, "John Doe", "john.doe@example.com", "+1 415 555 0100",
                 "Met at SaaS Summit; interested in the annual plan.", -30, -3),
         contact(302, "Maria Garcia", "maria.garcia@example.org", "+34 600 123 456", "Prefers morning meetings.",
@@ -456,52 +478,68 @@ def seed_state(now):
         contact(305, "Sam Rivera", "sam.rivera@example.com", "+1 212 555 0199", "No meetings yet.", -2, -2),
     ]
 
+
+def seed_teams(clk):
+    """-> (teams, memberships). Alex owns 21 and 22 and is a MEMBER of 23."""
     def team(tid, name, tz, private, created):
         rec = {"id": tid}
         for k, s in spec.TEAM_FIELDS.items():
             rec[k] = copy.deepcopy(s.get("default"))
         rec.update(name=name, slug=slugify(name), bio="The %s team." % name, timeZone=tz,
-                   isTeamPrivate=private, metadata={}, createdAt=stamp(created), updatedAt=stamp(created))
+                   isTeamPrivate=private, metadata={}, createdAt=clk.stamp(created), updatedAt=clk.stamp(created))
         return rec
+
+    def membership(mid, team_id, user, role, accepted):
+        return {"id": mid, "teamId": team_id, "userId": user, "acceptedInvitation": accepted, "role": role,
+                "impersonation": True, "createdAt": clk.stamp(-100), "updatedAt": clk.stamp(-100)}
 
     teams = [team(21, "Acme Sales", "Europe/Berlin", False, -200),
              team(22, "Support Crew", "Europe/London", True, -150),
              team(23, "Partner Guild", "America/New_York", False, -120)]
-
-    def membership(mid, team_id, user, role, accepted):
-        return {"id": mid, "teamId": team_id, "userId": user, "acceptedInvitation": accepted, "role": role,
-                "impersonation": True, "createdAt": stamp(-100), "updatedAt": stamp(-100)}
-
     memberships = [
         membership(41, 21, 1, "OWNER", True), membership(42, 21, 2, "ADMIN", True),
         membership(43, 21, 3, "MEMBER", True), membership(44, 21, 4, "MEMBER", False),
         membership(45, 22, 1, "OWNER", True), membership(46, 22, 3, "MEMBER", True),
         membership(47, 23, 2, "OWNER", True), membership(48, 23, 1, "MEMBER", True),
     ]
+    return teams, memberships
 
-    webhooks = [
-        {"id": "6a1f0c2e-5b7d-4c11-9e0a-000000000601", "eventTriggers":
-            ["BOOKING_CREATED", "BOOKING_CANCELLED", "BOOKING_RESCHEDULED"],
-         "subscriberUrl": "https://hooks.example.com/calid/bookings", "active": True,
-         "payloadTemplate": None, "platformOAuthClientId": None, "secret": None, "_userId": ME},
-        {"id": "6a1f0c2e-5b7d-4c11-9e0a-000000000602", "eventTriggers": ["MEETING_ENDED"],
-         "subscriberUrl": "https://hooks.slack.example/services/T0000/B0000/XXXXXXXX", "active": False,
-         "payloadTemplate": None, "platformOAuthClientId": None, "secret": "s3cr3t", "_userId": ME},
-    ]
+
+def seed_webhooks():
+    def webhook(n, url, triggers, active, secret=None):
+        return {"id": "6a1f0c2e-5b7d-4c11-9e0a-%012d" % n, "eventTriggers": triggers, "subscriberUrl": url,
+                "active": active, "payloadTemplate": None, "platformOAuthClientId": None, "secret": secret,
+                "_userId": ME}
+
+    return [webhook(601, "https://hooks.example.com/calid/bookings",
+                    ["BOOKING_CREATED", "BOOKING_CANCELLED", "BOOKING_RESCHEDULED"], True),
+            webhook(602, "https://hooks.slack.example/services/T0000/B0000/XXXXXXXX", ["MEETING_ENDED"], False,
+                    "s3cr3t")]
+
+
+def seed_reserved_slots(clk, event_types):
+    lengths = {e["id"]: e["length"] for e in event_types}
 
     def reserved(n, etid, start, user=ME):
-        end = start + dt.timedelta(minutes=et_by_id[etid]["length"])
+        end = start + dt.timedelta(minutes=lengths[etid])
         return {"id": n, "eventTypeId": etid, "userId": user, "slotUtcStartDate": iso_z(start),
                 "slotUtcEndDate": iso_z(end), "uid": "5f1c2d3e-0000-4000-8000-%012d" % n,
-                "releaseAt": iso_z(now + dt.timedelta(minutes=5)), "isSeat": False, "_minutes": 5}
+                "releaseAt": iso_z(clk.now + dt.timedelta(minutes=5)), "isSeat": False, "_minutes": 5,
+                "_duration": lengths[etid]}
 
-    reserved_slots = [reserved(1, 102, at(6, 9, 0)), reserved(2, 101, at(6, 10, 0)),
-                      reserved(3, 101, at(6, 11, 0), user=2)]
+    return [reserved(1, 102, clk.at(6, 9, 0)), reserved(2, 101, clk.at(6, 10, 0)),
+            reserved(3, 101, clk.at(6, 11, 0), user=2)]
 
+
+def seed_state(now):
+    clk = SeedClock(now)
+    users, event_types = seed_users(clk), seed_event_types(clk)
+    teams, memberships = seed_teams(clk)
     return {
-        "now": iso_z(now), "users": users, "schedules": schedules, "eventTypes": event_types,
-        "bookings": bookings, "contacts": contacts, "teams": teams, "memberships": memberships,
-        "webhooks": webhooks, "reservedSlots": reserved_slots, "nextId": 1000,
+        "now": iso_z(now), "users": users, "schedules": seed_schedules(), "eventTypes": event_types,
+        "bookings": seed_bookings(clk, users, event_types), "contacts": seed_contacts(clk), "teams": teams,
+        "memberships": memberships, "webhooks": seed_webhooks(),
+        "reservedSlots": seed_reserved_slots(clk, event_types), "nextId": 1000,
     }
 
 
@@ -622,16 +660,29 @@ def rate_limited_body(retry_after):
             "retryAfter": retry_after}
 
 
-class Api:
+# The API's answers that its own source shows to be broken, reproduced unless
+# switched off (POST /__fake/hazards) so that a test can also see the intended answer.
+HAZARDS = {
+    "reschedule_500": True,         # PATCH /booking/:id/reschedule: 500 after rescheduling (2.16)
+    "avatar_body_schema": True,     # POST /users/edit-profile/avatar: 400 "body must be object" (4.45)
+}
+
+
+class ApiCore:
+    """One request's journey and the lookups over the state; the routes are the
+    mixins below, one per section of calid-api-source.md."""
+
     def __init__(self, token=None, rate_limit=0):
         self.lock = threading.RLock()
         self.token = token                  # --token: only this API key; else any calid_... key
         self.limiter = RateLimiter(rate_limit)
+        self.hazards = dict(HAZARDS)
         self.reset()
 
     def reset(self):
         with self.lock:
             self.s = seed_state(dt.datetime.now(UTC))
+            self.hazards = dict(HAZARDS)
         self.limiter.configure(self.limiter.limit, self.limiter.window_s, self.limiter.epoch)
 
     def snapshot(self):
@@ -654,7 +705,9 @@ class Api:
             try:
                 if route.params:
                     params = spec.validate(route.params, params, "params", outcome)
-                if route.body:
+                if route.body and (not route.multipart or self.hazards["avatar_body_schema"]):
+                    # the avatar route's JSON schema meets a multipart body that the parser
+                    # left undefined: "body must be object" before the handler runs (4.45)
                     body = spec.validate(route.body, body, "body", outcome)
                 elif not route.multipart:
                     outcome.dropped += ignored_keys("body", body)
@@ -757,7 +810,9 @@ class Api:
         sched = self.schedule_for(et, user_id)
         return sched is not None and any(s <= start and end <= e for s, e in self.working_ranges(sched, start, end))
 
-    # ---- availability (3.1-3.4) ----
+
+class AvailabilityRoutes:
+    """Availability (3.1-3.4): rows of a schedule, times as Prisma @db.Time."""
 
     def r_get_availability(self, req):
         start, end = js_date(req.q["dateFrom"]), js_date(req.q["dateTo"])
@@ -829,7 +884,9 @@ class Api:
         sched["availability"].remove(row)
         return success(message="Availability deleted")
 
-    # ---- schedules (3.5-3.8) ----
+
+class ScheduleRoutes:
+    """Schedules (3.5-3.8)."""
 
     @staticmethod
     def schedule_view(s):
@@ -875,7 +932,9 @@ class Api:
         self.s["schedules"].remove(s)
         return success(message="Schedule deleted")
 
-    # ---- bookings (2.9-2.16) ----
+
+class BookingRoutes:
+    """Bookings (2.9-2.16)."""
 
     def booking_event_type_view(self, et):
         if et is None:
@@ -976,8 +1035,8 @@ class Api:
         body = req.body
         if "eventTypeId" not in body and "eventTypeSlug" not in body:
             raise bad_request("Validation failed: Either eventTypeId or eventTypeSlug is required")
-        if "name" not in body["responses"]:
-            raise bad_request("Validation failed: Responses object must contain both email and name")
+        # (the refine "Responses object must contain both email and name" cannot fail:
+        # Ajv has filled in the name "John Doe" and the phone "+91XXXXXXXXXX")
         if "eventTypeId" in body:
             et = self.event_type(body["eventTypeId"])
         else:
@@ -1015,7 +1074,7 @@ class Api:
         if b is None:
             raise not_found("Booking not found or invalid credentials")
         confirmed = req.body["confirmed"]
-        if b["status"] == "ACCEPTED" and confirmed:
+        if b["status"] == "ACCEPTED":       # confirmHandler refuses an accepted booking, even to decline it
             raise envelope_error(500, "Booking already confirmed")
         b.update(status="ACCEPTED" if confirmed else "REJECTED", updatedAt=self.stamp(),
                  _rejectionReason=None if confirmed else req.body.get("reason"))
@@ -1059,7 +1118,7 @@ class Api:
         return success({"newUserId": req.body["userId"], "bookingId": b["id"]}, "Booking reassigned")
 
     def r_reschedule_booking(self, req):
-        b = self.booking_by_parsed_id(req.params["id"])
+        b = self.booking_by_parsed_id(req.params["id"], visible=False)   # getBookingById: no ownership check
         if b is None:
             raise envelope_error(404, "Booking not found or invalid credentials")
         et = self.event_type(b["_eventTypeId"])
@@ -1074,7 +1133,7 @@ class Api:
         except ApiError as e:
             if e.body.get("message") == "no_available_users_found_error":
                 raise bad_request("Conflicting reschedule")
-            raise
+            raise thrown(e.body["message"])       # rethrown to Fastify
         responses = dict(b["responses"], rescheduledReason=req.body.get("reschedulingReason"))
         new = new_booking(self.new_id(), et, self.user(b["_userId"]), start, end, responses,
                           b["attendees"][0]["timeZone"], b["attendees"][0]["locale"], b["location"], self.stamp(),
@@ -1082,11 +1141,15 @@ class Api:
         new["fromReschedule"] = b["uid"]
         self.s["bookings"].append(new)
         b.update(status="CANCELLED", rescheduled=True, updatedAt=self.stamp())
-        # The 200 schema requires newUserId, which the handler does not send: the
-        # serializer throws after the reschedule happened (hazard 4).
-        raise thrown('"newUserId" is required!')
+        if self.hazards["reschedule_500"]:
+            # The 200 schema requires newUserId, which the handler does not send: the
+            # serializer throws after the reschedule happened (hazard 4).
+            raise thrown('"newUserId" is required!')
+        return success({"bookingId": b["id"]}, "Booking rescheduled")
 
-    # ---- contacts (5: no published REST route; the tRPC procedures' fields) ----
+
+class ContactRoutes:
+    """Contacts (5): no published REST route; the tRPC procedures' fields."""
 
     def own_contact(self, cid):
         c = next((c for c in self.s["contacts"] if c["id"] == cid and c["_userId"] == ME), None)
@@ -1161,7 +1224,9 @@ class Api:
         return success({"rows": rows, "meta": {"totalRowCount": len(rows), "limit": req.q["limit"]}},
                        "Contact meetings retrieved")
 
-    # ---- event types (4.17-4.21), shared with the team event types ----
+
+class EventTypeRoutes:
+    """Event types (4.17-4.21), shared with the team event types."""
 
     @staticmethod
     def ordered(items, field, direction):
@@ -1221,7 +1286,9 @@ class Api:
         self.s["eventTypes"].remove(self.own_event_type(req.params["id"]))
         return success(None, "Event type deleted successfully")
 
-    # ---- teams (4.22-4.37) ----
+
+class TeamRoutes:
+    """Teams, their event types and memberships (4.22-4.37)."""
 
     def team(self, tid):
         return next((t for t in self.s["teams"] if t["id"] == tid), None)
@@ -1401,7 +1468,9 @@ class Api:
                     for s in self.s["schedules"] if s["userId"] == u["id"]]})
         return success(out, "Team schedules retrieved")
 
-    # ---- slots (4.38-4.42) ----
+
+class SlotRoutes:
+    """Slots and reservations (4.38-4.42)."""
 
     def host_of(self, et):
         return et["userId"] or (et["_hosts"][0] if et["_hosts"] else None)
@@ -1515,7 +1584,9 @@ class Api:
         self.s["reservedSlots"].remove(self.own_slot(req.params["uid"]))
         return success(message="Deleted slot")
 
-    # ---- users (4.43-4.46) ----
+
+class UserRoutes:
+    """Users (4.43-4.46)."""
 
     def r_get_users_me(self, req):
         u = self.me()
@@ -1567,14 +1638,14 @@ class Api:
     def r_get_users(self, req):
         names = [n for n in re.split(r"[+,\s]", req.params["user"].lower()) if n]
         found = [u for n in names for u in self.s["users"].values() if u["username"] == n]
-        if not found:
-            raise not_found("User not found")
-        # the 200 schema keeps these (email and bio are not built by the handler; events are dropped)
-        return success([dict(pick(u, ("username", "name", "avatarUrl", "allowSEOIndexing", "brandColor",
-                                      "darkBrandColor", "theme")), organizationId="") for u in found],
+        # what the 200 schema keeps of what the handler builds (events, image dropped); none found: []
+        return success([dict(pick(u, ("username", "avatarUrl", "allowSEOIndexing", "brandColor", "darkBrandColor",
+                                      "theme")), name=u["name"] or u["username"], organizationId="") for u in found],
                        "User public events retrieved")
 
-    # ---- webhooks (4.47-4.51) ----
+
+class WebhookRoutes:
+    """Webhooks (4.47-4.51)."""
 
     def own_webhook(self, wid):
         w = next((w for w in self.s["webhooks"] if w["id"] == wid and w["_userId"] == ME), None)
@@ -1614,6 +1685,11 @@ class Api:
         w = self.own_webhook(req.params["id"])
         self.s["webhooks"].remove(w)
         return success(public(w), "Webhook deleted")
+
+
+class Api(ApiCore, AvailabilityRoutes, ScheduleRoutes, BookingRoutes, ContactRoutes, EventTypeRoutes,
+          TeamRoutes, SlotRoutes, UserRoutes, WebhookRoutes):
+    """The Cal ID API: handle() runs a request through route, checks, hooks, handler."""
 
 
 def parse_multipart(body, boundary):
@@ -2194,6 +2270,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return {"success": True, "data": {"limit": API.limiter.limit, "window_ms": int(API.limiter.window_s * 1000)}}
 
     @staticmethod
+    def ctl_hazards(q, arg):
+        if not isinstance(arg, dict) or not set(arg) <= set(HAZARDS) or \
+                not all(isinstance(v, bool) for v in arg.values()):
+            raise ControlError("expected an object of booleans with keys among %s" % ", ".join(HAZARDS))
+        API.hazards.update(arg)
+        return {"success": True, "data": dict(API.hazards)}
+
+    @staticmethod
     def ctl_stats(q, arg):
         st = STATS.get()
         st["recorded"] = len(RECORDER.items)
@@ -2208,6 +2292,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ("GET", "/__fake/fault"): lambda q, arg: {"success": True, "data": FAULTS.list()},
         ("DELETE", "/__fake/fault"): lambda q, arg: {"success": True, "cleared": FAULTS.clear()},
         ("POST", "/__fake/rate_limit"): ctl_rate_limit.__func__,
+        ("GET", "/__fake/hazards"): lambda q, arg: {"success": True, "data": dict(API.hazards)},
+        ("POST", "/__fake/hazards"): ctl_hazards.__func__,
         ("GET", "/__fake/state"): lambda q, arg: API.snapshot(),
         ("GET", "/__fake/stats"): ctl_stats.__func__,
         ("GET", "/__fake/routes"): lambda q, arg: [{"method": r.method, "path": r.path, "tool": r.tool,
