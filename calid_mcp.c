@@ -1937,6 +1937,43 @@ struct cm_tool {
 static const struct cm_tool tools[] = {CM_TOOLS(AS_ROW)};
 #define N_TOOLS (sizeof tools / sizeof tools[0])
 
+/* The schema vocabulary ends with the catalog: these short names stay free */
+#undef JS
+#undef SCHEMA
+#undef NO_PROPS
+#undef PROPS
+#undef REQUIRED
+#undef NONE
+#undef VALUES
+#undef TYPE
+#undef TYPE_EITHER
+#undef FORMAT
+#undef MIN_LENGTH
+#undef MAX_LENGTH
+#undef MINIMUM
+#undef MAXIMUM
+#undef ONE_OF
+#undef ITEMS
+#undef PROP
+#undef STR
+#undef STR_FORMAT
+#undef STR_NONEMPTY
+#undef STR_LEN
+#undef INT
+#undef INT_MIN
+#undef INT_RANGE
+#undef BOOL
+#undef ENUM
+#undef ARRAY
+#undef OBJECT
+#undef OBJECT_REQ
+#undef OPEN_OBJECT
+#undef ANY
+#undef ID
+#undef PAGE
+#undef LIMIT
+#undef HINTS
+
 static const char *tool_entry(const struct cm_tool *t) { return (const char *)&tool_list + t->entry_at; }
 
 static int find_tool(const char *name)
