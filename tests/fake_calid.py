@@ -592,18 +592,24 @@ def query_object(query):
     return out
 
 
-def parse_body(route, method, headers, raw):
-    """Fastify's content-type parsing: the body, or None for "undefined"."""
+def parse_body(method, headers, raw):
+    """Fastify 4's body parsing (handleRequest, contentTypeParser): the body,
+    or None for "undefined". DELETE is parsed only with a Content-Type and a
+    length; POST, PUT and PATCH whenever they carry one."""
     if method in ("GET", "HEAD"):
         return None
-    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-    if not ctype:
-        if raw:
-            raise envelope_error(415, "Unsupported Media Type: undefined", "FST_ERR_CTP_INVALID_MEDIA_TYPE")
+    ctype = headers.get("content-type")
+    framed = "content-length" in headers or "transfer-encoding" in headers
+    if method in ("DELETE", "OPTIONS") and (ctype is None or not framed):
         return None
-    if ctype == "multipart/form-data":
+    if ctype is None:
+        if "transfer-encoding" not in headers and headers.get("content-length", "0") == "0":
+            return None
+        raise envelope_error(415, "Unsupported Media Type: ", "FST_ERR_CTP_INVALID_MEDIA_TYPE")
+    media = ctype.split(";")[0].strip().lower()
+    if media == "multipart/form-data":
         return None     # @fastify/multipart, attachFieldsToBody false: the handler reads the parts
-    if ctype != "application/json" and not ctype.endswith("+json"):
+    if not media.startswith("application/json"):
         raise envelope_error(415, "Unsupported Media Type: %s" % ctype, "FST_ERR_CTP_INVALID_MEDIA_TYPE")
     if not raw:
         raise envelope_error(400, "Body cannot be empty when content-type is set to 'application/json'",
@@ -700,7 +706,7 @@ class ApiCore:
                                 "error": "Not Found", "statusCode": 404})
         outcome = Outcome()
         try:
-            body = parse_body(route, method, headers, raw_body)
+            body = parse_body(method, headers, raw_body)
             q = query_object(query)
             try:
                 if route.params:

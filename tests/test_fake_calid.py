@@ -237,6 +237,11 @@ def test_validation(c, ctl):
     check("an empty JSON body -> 400", st == 400 and body["error"]["code"] == "FST_ERR_CTP_EMPTY_JSON_BODY", body)
     st, body, _ = c.request("POST", "/booking", body="{not json", headers={"Content-Type": "application/json"})
     check("malformed JSON -> 400", st == 400 and body["error"]["code"] == "FST_ERR_CTP_INVALID_JSON_BODY", body)
+    st, body, _ = c.request("DELETE", "/webhook/x", body=b"", headers={"Content-Type": "application/json"})
+    check("a DELETE with Content-Type: application/json and Content-Length: 0 -> 400",
+          st == 400 and body["error"]["code"] == "FST_ERR_CTP_EMPTY_JSON_BODY", body)
+    st, body, _ = c.request("DELETE", "/webhook/x")
+    check("a DELETE without a body is not parsed", st == 404 and body["message"] == "Webhook not found", body)
 
 
 def last_record(ctl, method, path):
