@@ -704,7 +704,7 @@ class ApiCore:
         if route is None:
             return Answer(404, {"message": "Route %s:%s not found" % (method, target),
                                 "error": "Not Found", "statusCode": 404})
-        outcome = Outcome()
+        outcome, rate_headers = Outcome(), []
         try:
             body = parse_body(method, headers, raw_body)
             q = query_object(query)
@@ -727,8 +727,8 @@ class ApiCore:
             with self.lock:
                 status, out = getattr(self, "r_" + route.tool)(Request(route, params, q, body, headers, raw_body))
             return Answer(status, out, rate_headers, outcome.dropped, outcome.defaulted)
-        except ApiError as e:
-            return Answer(e.status, e.body, e.headers, outcome.dropped, outcome.defaulted)
+        except ApiError as e:   # the limiter's headers were set by its hook, before the handler failed
+            return Answer(e.status, e.body, e.headers + rate_headers, outcome.dropped, outcome.defaulted)
 
     def authenticate(self, headers):
         """AuthGuards.authenticateFlexible (1.2): an API key or a JWT."""

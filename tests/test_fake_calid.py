@@ -479,7 +479,9 @@ def test_users_webhooks_contacts(c, ctl):
 def test_rate_limit(c, ctl):
     ctl.request("POST", "/__fake/rate_limit", auth=False, body={"limit": 2})
     st1, _, r1 = c.request("GET", "/users/me")
-    c.request("GET", "/users/me")
+    st2, _, r2 = c.request("GET", "/contacts/999")
+    check("an error answer past the hook carries them too", st2 == 404 and r2.getheader("X-RateLimit-Remaining") == "0",
+          r2.getheaders())
     st, body, resp = c.request("GET", "/users/me")
     check("allowed answers carry X-RateLimit-*", st1 == 200 and r1.getheader("X-RateLimit-Limit") == "2"
           and r1.getheader("X-RateLimit-Remaining") == "1", r1.getheaders())
