@@ -55,7 +55,7 @@ Control API (no auth):
                                (429 with Retry-After, X-RateLimit-*); true
                                reproduces its Retry-After in epoch seconds (1.6)
     GET    /__fake/hazards     the source's hazards reproduced: {"reschedule_500":
-                               true, "avatar_body_schema": true}
+                               true, "avatar_body_schema": true, "slots_500": false}
     POST   /__fake/hazards     switch some off (or on); reset restores them all
     GET    /__fake/state       the whole state as JSON (keys starting with _
                                are the fake's bookkeeping, never on the wire)
@@ -671,6 +671,8 @@ def rate_limited_body(retry_after):
 HAZARDS = {
     "reschedule_500": True,         # PATCH /booking/:id/reschedule: 500 after rescheduling (2.16)
     "avatar_body_schema": True,     # POST /users/edit-profile/avatar: 400 "body must be object" (4.45)
+    "slots_500": False,             # GET /slots: a first reply.send that fails its schema (4.38); off,
+                                    # as the version live is newer than those read (UNVERIFIED)
 }
 
 
@@ -1521,6 +1523,8 @@ class SlotRoutes:
         if re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", q["end"]):
             end += dt.timedelta(days=1)
         end = min(end, start + dt.timedelta(days=MAX_SLOT_DAYS))
+        if self.hazards["slots_500"]:
+            raise thrown('"success" is required!')
         return success({"slots": self.compute_slots(et, start, end, zone(q.get("timeZone")))}, "User slots")
 
     def reservation_checks(self, body, current=None):

@@ -340,7 +340,8 @@ def test_bookings(c, ctl):
     test_confirmation(c)
     ctl.request("POST", "/__fake/reset", auth=False)
     st, body, _ = ctl.request("GET", "/__fake/hazards", auth=False)
-    check("reset restores the hazards", body["data"] == {"reschedule_500": True, "avatar_body_schema": True}, body)
+    check("reset restores the hazards", body["data"] == {"reschedule_500": True, "avatar_body_schema": True,
+                                                         "slots_500": False}, body)
 
 
 def test_confirmation(c):
@@ -398,6 +399,10 @@ def test_slots_and_schedules(c, ctl):
     times = [s["time"] for v in body.get("data", {}).get("slots", {}).values() for s in v]
     check("slots: 60-minute slots over 09:00-17:00 Berlin", st == 200 and len(times) == 8
           and list(body["data"]["slots"]) == [day], body)
+    ctl.request("POST", "/__fake/hazards", auth=False, body={"slots_500": True})
+    st, body, _ = c.request("GET", "/slots?eventTypeId=103&start=%s&end=%s" % (day, day))
+    check("slots with the double-send hazard on: 500", st == 500 and body["message"] == '"success" is required!', body)
+    ctl.request("POST", "/__fake/hazards", auth=False, body={"slots_500": False})
     slot_start = (monday + dt.timedelta(hours=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     st, body, _ = c.request("POST", "/slots/reserve", body={"eventTypeId": 102, "slotStart": slot_start})
     r = body.get("data", {})
