@@ -133,7 +133,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_calid_api as spec    # noqa: E402  the route table and the Ajv-like checker
-from fake_calid_api import Invalid, Outcome, js_parse_int, to_utc   # noqa: E402
+from fake_calid_api import Invalid, Outcome, js_parse_int, to_utc, type_of   # noqa: E402
 
 try:
     from zoneinfo import ZoneInfo, available_timezones
@@ -829,8 +829,7 @@ class AvailabilityRoutes:
         if re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", req.q["dateTo"]):
             end += dt.timedelta(days=1)         # a bare dateTo takes in its whole day
         end = min(end, start + dt.timedelta(days=MAX_SLOT_DAYS))
-        sched = self.schedule_for(self.event_type(int(req.q["eventTypeId"]) if req.q["eventTypeId"] % 1 == 0
-                                                  else None))
+        sched = self.schedule_for(self.event_type(req.q["eventTypeId"]))
         ranges = [{"start": iso_z(s), "end": iso_z(e)} for s, e in self.working_ranges(sched, start, end)]
         busy = [{"start": iso_z(s), "end": iso_z(e), "title": b["title"]}
                 for s, e, b in sorted(self.busy(), key=lambda x: x[0]) if s < end and start < e]
@@ -847,7 +846,7 @@ class AvailabilityRoutes:
     def availability_write(self, body, row):
         """What Prisma makes of the body: Int[] days, @db.Time times, an
         existing schedule (no ownership check, hazard 10)."""
-        if not all(isinstance(d, int) and not isinstance(d, bool) for d in body["days"]):
+        if not all(type_of(d) == "number" and d % 1 == 0 for d in body["days"]):
             raise thrown("Invalid value for argument `days`: Expected Int.")
         for k in ("startTime", "endTime"):
             if not spec.is_date_time(body[k]):
@@ -867,13 +866,14 @@ class AvailabilityRoutes:
         return row
 
     def r_create_availability(self, req):
-        if not all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in req.body["days"]):
-            raise thrown(zod_issues([{"code": "invalid_type", "expected": "number", "path": ["days", 0],
-                                      "message": "Expected number"}]))
+        for i, d in enumerate(req.body["days"]):         # availabilityCreationSchema.parse, uncaught (3.2)
+            if type_of(d) != "number":
+                raise thrown(zod_issues([{"code": "invalid_type", "expected": "number", "received": type_of(d),
+                                          "path": ["days", i], "message": "Expected number, received %s" % type_of(d)}]))
         row = {"id": self.new_id(), "userId": None, "eventTypeId": None, "date": None}
         return success(self.availability_row(self.availability_write(req.body, row)), "Availability created")
 
-    def own_availability(self, raw_id, op):
+    def own_availability(self, raw_id):
         aid = js_parse_int(raw_id)
         if aid != aid:
             raise prisma_nan("availability", "findFirst")
@@ -884,11 +884,11 @@ class AvailabilityRoutes:
         raise forbidden("Forbidden")
 
     def r_update_availability(self, req):
-        _, row = self.own_availability(req.params["availability"], "update")
+        _, row = self.own_availability(req.params["availability"])
         return success(self.availability_row(self.availability_write(req.body, row)), "Availability updated")
 
     def r_delete_availability(self, req):
-        sched, row = self.own_availability(req.params["availability"], "delete")
+        sched, row = self.own_availability(req.params["availability"])
         sched["availability"].remove(row)
         return success(message="Availability deleted")
 

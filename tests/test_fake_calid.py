@@ -182,9 +182,10 @@ def test_route_map(c, ctl):
     for method, path in ROUTE_MAP:
         body = None if method in ("GET", "DELETE") else {}
         st, resp, _ = c.request(method, path, body=body)
-        if is_fastify_404(st, resp) or not isinstance(resp, dict):
-            missing.append("%s %s" % (method, path))
-    check("every route of the map answers", not missing, missing)
+        if is_fastify_404(st, resp) or not isinstance(resp, dict) or \
+                str(resp.get("message", "")).startswith("Internal server error (fake)"):
+            missing.append("%s %s: %s %s" % (method, path, st, resp))
+    check("every route of the map answers, without a bug of the fake", not missing, missing)
     ctl.request("POST", "/__fake/reset", auth=False)
 
 
