@@ -55,7 +55,7 @@ Control API (no auth):
                                (429 with Retry-After, X-RateLimit-*); true
                                reproduces its Retry-After in epoch seconds (1.6)
     GET    /__fake/hazards     the source's hazards reproduced: {"reschedule_500":
-                               true, "avatar_body_schema": true}
+                               true, "avatar_body_schema": true, "slots_500": false}
     POST   /__fake/hazards     switch some off (or on); reset restores them all
     GET    /__fake/state       the whole state as JSON (keys starting with _
                                are the fake's bookkeeping, never on the wire)
@@ -133,7 +133,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_calid_api as spec    # noqa: E402  the route table and the Ajv-like checker
-from fake_calid_api import Invalid, Outcome, js_parse_int, to_utc   # noqa: E402
+from fake_calid_api import Invalid, Outcome, js_parse_int, to_utc, type_of   # noqa: E402
 
 try:
     from zoneinfo import ZoneInfo, available_timezones
@@ -592,18 +592,24 @@ def query_object(query):
     return out
 
 
-def parse_body(route, method, headers, raw):
-    """Fastify's content-type parsing: the body, or None for "undefined"."""
+def parse_body(method, headers, raw):
+    """Fastify 4's body parsing (handleRequest, contentTypeParser): the body,
+    or None for "undefined". DELETE is parsed only with a Content-Type and a
+    length; POST, PUT and PATCH whenever they carry one."""
     if method in ("GET", "HEAD"):
         return None
-    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-    if not ctype:
-        if raw:
-            raise envelope_error(415, "Unsupported Media Type: undefined", "FST_ERR_CTP_INVALID_MEDIA_TYPE")
+    ctype = headers.get("content-type")
+    framed = "content-length" in headers or "transfer-encoding" in headers
+    if method in ("DELETE", "OPTIONS") and (ctype is None or not framed):
         return None
-    if ctype == "multipart/form-data":
+    if ctype is None:
+        if "transfer-encoding" not in headers and headers.get("content-length", "0") == "0":
+            return None
+        raise envelope_error(415, "Unsupported Media Type: ", "FST_ERR_CTP_INVALID_MEDIA_TYPE")
+    media = ctype.split(";")[0].strip().lower()
+    if media == "multipart/form-data":
         return None     # @fastify/multipart, attachFieldsToBody false: the handler reads the parts
-    if ctype != "application/json" and not ctype.endswith("+json"):
+    if not media.startswith("application/json"):
         raise envelope_error(415, "Unsupported Media Type: %s" % ctype, "FST_ERR_CTP_INVALID_MEDIA_TYPE")
     if not raw:
         raise envelope_error(400, "Body cannot be empty when content-type is set to 'application/json'",
@@ -665,6 +671,8 @@ def rate_limited_body(retry_after):
 HAZARDS = {
     "reschedule_500": True,         # PATCH /booking/:id/reschedule: 500 after rescheduling (2.16)
     "avatar_body_schema": True,     # POST /users/edit-profile/avatar: 400 "body must be object" (4.45)
+    "slots_500": False,             # GET /slots: a first reply.send that fails its schema (4.38); off,
+                                    # as the version live is newer than those read (UNVERIFIED)
 }
 
 
@@ -698,9 +706,9 @@ class ApiCore:
         if route is None:
             return Answer(404, {"message": "Route %s:%s not found" % (method, target),
                                 "error": "Not Found", "statusCode": 404})
-        outcome = Outcome()
+        outcome, rate_headers = Outcome(), []
         try:
-            body = parse_body(route, method, headers, raw_body)
+            body = parse_body(method, headers, raw_body)
             q = query_object(query)
             try:
                 if route.params:
@@ -721,8 +729,8 @@ class ApiCore:
             with self.lock:
                 status, out = getattr(self, "r_" + route.tool)(Request(route, params, q, body, headers, raw_body))
             return Answer(status, out, rate_headers, outcome.dropped, outcome.defaulted)
-        except ApiError as e:
-            return Answer(e.status, e.body, e.headers, outcome.dropped, outcome.defaulted)
+        except ApiError as e:   # the limiter's headers were set by its hook, before the handler failed
+            return Answer(e.status, e.body, e.headers + rate_headers, outcome.dropped, outcome.defaulted)
 
     def authenticate(self, headers):
         """AuthGuards.authenticateFlexible (1.2): an API key or a JWT."""
@@ -821,8 +829,7 @@ class AvailabilityRoutes:
         if re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", req.q["dateTo"]):
             end += dt.timedelta(days=1)         # a bare dateTo takes in its whole day
         end = min(end, start + dt.timedelta(days=MAX_SLOT_DAYS))
-        sched = self.schedule_for(self.event_type(int(req.q["eventTypeId"]) if req.q["eventTypeId"] % 1 == 0
-                                                  else None))
+        sched = self.schedule_for(self.event_type(req.q["eventTypeId"]))
         ranges = [{"start": iso_z(s), "end": iso_z(e)} for s, e in self.working_ranges(sched, start, end)]
         busy = [{"start": iso_z(s), "end": iso_z(e), "title": b["title"]}
                 for s, e, b in sorted(self.busy(), key=lambda x: x[0]) if s < end and start < e]
@@ -839,7 +846,7 @@ class AvailabilityRoutes:
     def availability_write(self, body, row):
         """What Prisma makes of the body: Int[] days, @db.Time times, an
         existing schedule (no ownership check, hazard 10)."""
-        if not all(isinstance(d, int) and not isinstance(d, bool) for d in body["days"]):
+        if not all(type_of(d) == "number" and d % 1 == 0 for d in body["days"]):
             raise thrown("Invalid value for argument `days`: Expected Int.")
         for k in ("startTime", "endTime"):
             if not spec.is_date_time(body[k]):
@@ -859,13 +866,14 @@ class AvailabilityRoutes:
         return row
 
     def r_create_availability(self, req):
-        if not all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in req.body["days"]):
-            raise thrown(zod_issues([{"code": "invalid_type", "expected": "number", "path": ["days", 0],
-                                      "message": "Expected number"}]))
+        for i, d in enumerate(req.body["days"]):         # availabilityCreationSchema.parse, uncaught (3.2)
+            if type_of(d) != "number":
+                raise thrown(zod_issues([{"code": "invalid_type", "expected": "number", "received": type_of(d),
+                                          "path": ["days", i], "message": "Expected number, received %s" % type_of(d)}]))
         row = {"id": self.new_id(), "userId": None, "eventTypeId": None, "date": None}
         return success(self.availability_row(self.availability_write(req.body, row)), "Availability created")
 
-    def own_availability(self, raw_id, op):
+    def own_availability(self, raw_id):
         aid = js_parse_int(raw_id)
         if aid != aid:
             raise prisma_nan("availability", "findFirst")
@@ -876,11 +884,11 @@ class AvailabilityRoutes:
         raise forbidden("Forbidden")
 
     def r_update_availability(self, req):
-        _, row = self.own_availability(req.params["availability"], "update")
+        _, row = self.own_availability(req.params["availability"])
         return success(self.availability_row(self.availability_write(req.body, row)), "Availability updated")
 
     def r_delete_availability(self, req):
-        sched, row = self.own_availability(req.params["availability"], "delete")
+        sched, row = self.own_availability(req.params["availability"])
         sched["availability"].remove(row)
         return success(message="Availability deleted")
 
@@ -1515,6 +1523,8 @@ class SlotRoutes:
         if re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", q["end"]):
             end += dt.timedelta(days=1)
         end = min(end, start + dt.timedelta(days=MAX_SLOT_DAYS))
+        if self.hazards["slots_500"]:
+            raise thrown('"success" is required!')
         return success({"slots": self.compute_slots(et, start, end, zone(q.get("timeZone")))}, "User slots")
 
     def reservation_checks(self, body, current=None):
