@@ -1471,7 +1471,8 @@ enum {
     BOOL("assignAllTeamMembers", "Make every current and future member a host (default false).")
 #define EVENT_TYPE_PATCH_NOTE                                                                                \
     " The API may fill fields left out with their create defaults (length 15, hidden false, "               \
-    "minimumBookingNotice 120, buffers 0): send the current values of settings to keep."
+    "minimumBookingNotice 120, buffers 0, price 0): send the current values of settings to keep (read them "  \
+    "first)."
 /* Event type lists (4.17, 4.27) */
 #define EVENT_TYPE_QUERY                                                                                     \
     PAGE, LIMIT(100, 10),                                                                                    \
@@ -1828,7 +1829,8 @@ X(get_teams, "GET", "/teams", READS, 0, "List teams",                           
 /* source [4.25] PATCH /teams/:teamId */                                                                     \
 X(update_team_details, "PATCH", "/teams/{teamId}", UPDATES, 0, "Update team",                                    \
   "Change a team's name, slug, bio, logo or settings; needs admin rights. The API may fill fields left "    \
-  "out with their create defaults (the booleans false): send the current values of settings to keep.",      \
+  "out with their create defaults (timeZone Asia/Kolkata, weekStart Monday, the booleans false): send the " \
+  "current values (get_team) of settings to keep.",                                                           \
   SCHEMA(PROPS(ID_TEAM, TEAM_FIELDS(TIME_ZONE("Team time zone:"))), REQUIRED("teamId")))                     \
 /* source [4.30] PATCH /teams/:teamId/event-types/:eventTypeId */                                           \
 X(update_team_eventtype, "PATCH", "/teams/{teamId}/event-types/{eventTypeId}", UPDATES, 0,                       \
