@@ -7,7 +7,12 @@
 Starts tests/fake_calid.py (HTTPS, test CA from tests/make_certs.sh) and
 build/calid_mcp pointed at it (--upstream https://localhost:PORT), then calls
 tools through /mcp and checks both sides: the API request the fake recorded
-(method, path, query or body, headers) and the tool result (the fake's answer).
+(exact method, path, query or body, headers, and that the API dropped none of
+it as unknown) and the tool result (the fake's answer). Each tool's
+inputSchema is also held against the API's own request schema
+(tests/fake_calid_api.py): no field the API drops, its required fields, types,
+enums and limits; and the mistakes a model makes (a missing field, a uid for a
+numeric id, an out-of-range limit) come back as tool errors it can act on.
 
 Also: the seed's "Try These Prompts" as chains of tool calls, every transport
 and API failure as a tool error that says which failure it was, a slow API call
@@ -22,7 +27,6 @@ Ends with "N passed, N failed"; exits 1 when anything failed.
 """
 import base64
 import datetime as dt
-import hashlib
 import http.client
 import json
 import os
@@ -115,8 +119,6 @@ ROUTES = {
     "update_webhook": ("PATCH", "/webhook/{webhookId}"),
     "delete_webhook": ("DELETE", "/webhook/{webhookId}"),
 }
-# Tools that always send a JSON body, {} when no argument is left for it
-ALWAYS_BODY = {"cancel_booking", "update_booking_reassignbookingautomatically"}
 
 # ---------------------------------------------------------------------------
 # The fake's control API (one persistent HTTPS connection)
@@ -433,10 +435,6 @@ def only_request(name):
 
 def parse_iso(s):
     return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-
-
-def iso_z(t):
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def tz_of(name):
