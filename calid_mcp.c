@@ -1392,7 +1392,7 @@ enum {
 #define STR_NONEMPTY(name, desc) PROP(name, desc, TYPE("string") MIN_LENGTH(1))
 #define STR_LEN(name, lo, hi, desc) PROP(name, desc, TYPE("string") MIN_LENGTH(lo) MAX_LENGTH(hi))
 #define INT(name, desc) PROP(name, desc, TYPE("integer"))
-#define INT_MIN(name, lo, desc) PROP(name, desc, TYPE("integer") MINIMUM(lo))
+#define INT_AT_LEAST(name, lo, desc) PROP(name, desc, TYPE("integer") MINIMUM(lo))
 #define INT_RANGE(name, lo, hi, desc) PROP(name, desc, TYPE("integer") MINIMUM(lo) MAXIMUM(hi))
 #define BOOL(name, desc) PROP(name, desc, TYPE("boolean"))
 #define ENUM(name, values, desc) PROP(name, desc, TYPE("string") ONE_OF(values))
@@ -1431,7 +1431,7 @@ enum {
 #define DATE_TIME(name, what) STR_FORMAT(name, "date-time", what " ISO 8601 date-time with an offset, e.g. '2026-03-02T14:30:00Z'.")
 #define WEEK_START(what) ENUM("weekStart", VALUES("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"), what)
 /* Paging: page-numbered lists answer meta.pagination {page, limit, total, totalPages} */
-#define PAGE INT_MIN("page", 1, "Page number, from 1 (default 1).")
+#define PAGE INT_AT_LEAST("page", 1, "Page number, from 1 (default 1).")
 #define LIMIT(max, dflt) INT_RANGE("limit", 1, max, "Items per page, 1.." #max " (default " #dflt ").")
 #define ORDER_DIR ENUM("orderDir", VALUES("asc", "desc"), "Sort direction (default desc).")
 /* Availability windows (3.2, 3.3): the API needs all four fields, on update too */
@@ -1448,7 +1448,7 @@ enum {
 #define EVENT_TYPE_FIELDS                                                                                    \
     STR_LEN("title", 4, 255, "Title shown to bookers, e.g. 'Sales demo'."),                                  \
     STR_LEN("slug", 4, 100, "Booking link part, unique per owner, e.g. 'sales-demo'."),                      \
-    INT_MIN("length", 10, "Duration in minutes (default 15)."),                                              \
+    INT_AT_LEAST("length", 10, "Duration in minutes (default 15)."),                                              \
     STR("description", "Text on the booking page."),                                                         \
     ARRAY("locations", OF_OBJECT,                                                                \
           "Where meetings happen, objects with a type: [{type: 'integrations:daily'}], "                       \
@@ -1456,12 +1456,12 @@ enum {
     BOOL("hidden", "Hide from the public profile (default false)."),                                         \
     ID("scheduleId", "Schedule whose availability applies (get_schedule); the default schedule if omitted."), \
     BOOL("requiresConfirmation", "Bookings wait for the host to accept (default false)."),                   \
-    INT_MIN("minimumBookingNotice", 0, "Minimum notice in minutes (default 120)."),                          \
-    INT_MIN("beforeEventBuffer", 0, "Free minutes before each meeting (default 0)."),                        \
-    INT_MIN("afterEventBuffer", 0, "Free minutes after each meeting (default 0)."),                          \
-    INT_MIN("slotInterval", 1, "Minutes between offered start times (default: the length)."),                \
-    INT_MIN("seatsPerTimeSlot", 1, "Seats per slot for group events; omit for one booking per slot."),       \
-    INT_MIN("price", 0, "Price in the currency's smallest unit, e.g. cents (default 0: free)."),             \
+    INT_AT_LEAST("minimumBookingNotice", 0, "Minimum notice in minutes (default 120)."),                          \
+    INT_AT_LEAST("beforeEventBuffer", 0, "Free minutes before each meeting (default 0)."),                        \
+    INT_AT_LEAST("afterEventBuffer", 0, "Free minutes after each meeting (default 0)."),                          \
+    INT_AT_LEAST("slotInterval", 1, "Minutes between offered start times (default: the length)."),                \
+    INT_AT_LEAST("seatsPerTimeSlot", 1, "Seats per slot for group events; omit for one booking per slot."),       \
+    INT_AT_LEAST("price", 0, "Price in the currency's smallest unit, e.g. cents (default 0: free)."),             \
     STR("currency", "Currency of the price, e.g. 'usd' (default 'usd').")
 #define TEAM_EVENT_TYPE_FIELDS                                                                               \
     EVENT_TYPE_FIELDS,                                                                                       \
@@ -1498,7 +1498,7 @@ enum {
     ID("eventTypeId", event_type_desc), DATE_TIME("slotStart", "Start of the slot to hold:"),                \
     PROP("slotDuration", "Length in minutes, for event types offering several lengths.",                     \
          TYPE_EITHER("integer", "string")),                                                              \
-    INT_MIN("reservationDuration", 1, "How long to hold it, in minutes (default 5).")
+    INT_AT_LEAST("reservationDuration", 1, "How long to hold it, in minutes (default 5).")
 /* Webhooks (4.48, 4.50); the trigger list is Cal.com's, the fork's enum is unpublished */
 #define WEBHOOK_TRIGGERS                                                                                     \
     VALUES("BOOKING_CREATED", "BOOKING_RESCHEDULED", "BOOKING_CANCELLED", "BOOKING_REQUESTED",               \
@@ -1720,7 +1720,7 @@ X(list_contacts, "GET", "/contacts", READS, 0, "List contacts",                 
   SCHEMA(PROPS(STR("search", "Only contacts whose name, email, phone or notes contain this text."),          \
                ENUM("sortBy", VALUES("name", "email", "createdAt", "updatedAt"), "Sort field (default name)."), \
                ENUM("sortDirection", VALUES("asc", "desc"), "Sort direction (default asc)."),               \
-               LIMIT(100, 10), INT_MIN("offset", 0, "Contacts to skip (default 0).")),                       \
+               LIMIT(100, 10), INT_AT_LEAST("offset", 0, "Contacts to skip (default 0).")),                       \
          NONE))                                                                                               \
 /* source [4.36] DELETE /teams/:teamId/memberships/:membershipId */                                         \
 X(remove_team_member, "DELETE", "/teams/{teamId}/memberships/{membershipId}", DELETES, 0, "Remove team member",   \
@@ -1962,7 +1962,7 @@ static const struct cm_tool tools[] = {CM_TOOLS(AS_ROW)};
 #undef STR_NONEMPTY
 #undef STR_LEN
 #undef INT
-#undef INT_MIN
+#undef INT_AT_LEAST
 #undef INT_RANGE
 #undef BOOL
 #undef ENUM
