@@ -4797,8 +4797,11 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
 
 enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 
-#define IN_BYTES (CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES)
+#define IN_BYTES (CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES) /* the largest request: one pool buffer */
 #define STDIO_OWNER 0xffffffffu
+#if CM_CONN_IN_BYTES > IN_BYTES || CM_CONN_IN_BYTES < 256 || CM_BODY_POOL < 1
+#error "CM_CONN_IN_BYTES must be 256 .. CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES, CM_BODY_POOL at least 1"
+#endif
 
 struct conn {
     int state;
@@ -4806,7 +4809,15 @@ struct conn {
     unsigned gen;                 /* bumps on reuse: stale API answers are recognised */
     uint64_t last_ms;             /* last progress */
     uint64_t req_start_ms;        /* first byte of the current request */
-    char in[IN_BYTES];
+    /*
+     * The request bytes: in points at own_in, or at a pool buffer lent while
+     * a request larger than own_in arrives, waits on the API and is answered.
+     */
+    char own_in[CM_CONN_IN_BYTES];
+    char *in;
+    size_t in_cap;
+    int pool_buf;                 /* index of the lent pool buffer, or -1 */
+    int pool_wait;                /* own_in is full and every pool buffer is lent: not read until one is free */
     size_t in_len, scanned;
     struct http_req req;
     int head_done, sent_continue;
@@ -4839,6 +4850,91 @@ struct conn {
 
 static struct conn conns[CM_MAX_CONNS];
 
+/*
+ * Requests larger than a connection's own buffer borrow one of CM_BODY_POOL
+ * buffers of IN_BYTES, so memory does not grow with CM_MAX_CONNS x
+ * CM_MAX_BODY_BYTES. A connection that needs one while all are lent stops
+ * reading (TCP holds the client back) until one is given back, oldest request
+ * first; its request timeout still runs. The stdio transport has no HTTP
+ * connections: its line and answer buffers use the same memory.
+ */
+static union {
+    char buf[CM_BODY_POOL][IN_BYTES];
+    struct {
+        char line[CM_MAX_BODY_BYTES + 2];
+        char out[CM_OUT_BYTES * 4];
+    } stdio;
+} big;
+static unsigned char pool_lent[CM_BODY_POOL];
+
+static void conn_use_own_buffer(struct conn *c)
+{
+    c->in = c->own_in;
+    c->in_cap = sizeof c->own_in;
+    c->pool_buf = -1;
+    c->pool_wait = 0;
+}
+
+/* Moves c's bytes into a free pool buffer. 0, or -1 when all are lent. */
+static int pool_take(struct conn *c)
+{
+    int i;
+    for (i = 0; i < CM_BODY_POOL; i++)
+        if (!pool_lent[i]) {
+            pool_lent[i] = 1;
+            memcpy(big.buf[i], c->in, c->in_len);
+            c->in = big.buf[i];
+            c->in_cap = sizeof big.buf[i];
+            c->pool_buf = i;
+            c->pool_wait = 0;
+            if (c->head_done) /* the head's views must point into the new buffer */
+                (void)http_parse_head(c->in, c->in_len, 0, CM_MAX_HEADER_BYTES, &c->req);
+            return 0;
+        }
+    return -1;
+}
+
+/* A buffer came free: the connection that has waited longest gets it. */
+static void pool_hand_out(void)
+{
+    struct conn *oldest = NULL;
+    int i;
+    for (i = 0; i < CM_MAX_CONNS; i++)
+        if (conns[i].state != C_FREE && conns[i].pool_wait && (!oldest || conns[i].req_start_ms < oldest->req_start_ms))
+            oldest = &conns[i];
+    if (oldest && pool_take(oldest) == 0)
+        cm_logf(CM_LOG_DEBUG, "a waiting request got a pool buffer");
+}
+
+/* Gives c's pool buffer back; what is left in it (pipelined bytes) moves
+ * home, unless it does not fit there (then c keeps the buffer) or drop. */
+static void pool_give_back(struct conn *c, int drop)
+{
+    if (c->pool_buf < 0)
+        return;
+    if (!drop && c->in_len > sizeof c->own_in)
+        return;
+    if (!drop)
+        memcpy(c->own_in, c->in, c->in_len);
+    pool_lent[c->pool_buf] = 0;
+    conn_use_own_buffer(c);
+    pool_hand_out();
+}
+
+/* c's buffer is full and its request is not whole: its own buffer moves
+ * into a pool buffer, or c waits for one. (A full pool buffer means the
+ * request is over the limits: the callers answer 413 or 431.) */
+static void conn_need_room(struct conn *c)
+{
+    if (c->in_len < c->in_cap || c->in_cap == IN_BYTES)
+        return;
+    if (pool_take(c) != 0 && !c->pool_wait) {
+        c->pool_wait = 1;
+        cm_logf(CM_LOG_DEBUG, "a request larger than %u bytes waits for a pool buffer (CM_BODY_POOL %d)",
+                (unsigned)CM_CONN_IN_BYTES, CM_BODY_POOL);
+    }
+}
+
 /* Milliseconds from since to now; 0 if since is later (stamps taken after
  * now was read must not wrap around into a huge age). */
 static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
@@ -4864,6 +4960,8 @@ static void conn_close(struct conn *c)
     cm_port_close(c->sock);
     c->state = C_FREE;
     c->sock = CM_SOCK_INVALID;
+    c->in_len = 0;
+    pool_give_back(c, 1);
     c->held_handle = -1;
     c->parse_pending = 0;
     c->pc.active = 0;
@@ -4973,6 +5071,7 @@ static void conn_finish_answer(struct conn *c)
     if (rest && c->req_total)
         memmove(c->in, c->in + c->req_total, rest);
     c->in_len = rest;
+    pool_give_back(c, 0);
     conn_reset_request(c);
     c->state = C_READ;
     c->parse_pending = rest > 0; /* parsed by the loop, so answers never recurse */
@@ -5723,9 +5822,9 @@ static void conn_read(struct conn *c)
 {
     for (;;) {
         long n;
-        if (c->in_len == sizeof c->in)
+        if (c->in_len == c->in_cap)
             break;
-        n = cm_port_recv(c->sock, c->in + c->in_len, sizeof c->in - c->in_len);
+        n = cm_port_recv(c->sock, c->in + c->in_len, c->in_cap - c->in_len);
         if (n == CM_PORT_AGAIN)
             break;
         if (n <= 0) {
@@ -5736,7 +5835,7 @@ static void conn_read(struct conn *c)
             c->req_start_ms = cm_port_now_ms();
         c->in_len += (size_t)n;
         c->last_ms = cm_port_now_ms();
-        if ((size_t)n < sizeof c->in - (c->in_len - (size_t)n)) {
+        if ((size_t)n < c->in_cap - (c->in_len - (size_t)n)) {
             if (c->state != C_READ)
                 return;
             break; /* a short read emptied the socket: poll tells when more comes */
@@ -5755,8 +5854,10 @@ static void conn_try_request(struct conn *c)
     if (!c->head_done) {
         int r = http_parse_head(c->in, c->in_len, c->scanned, CM_MAX_HEADER_BYTES, &c->req);
         c->scanned = c->in_len;
-        if (r == 0)
+        if (r == 0) {
+            conn_need_room(c);
             return;
+        }
         if (r < 0) {
             char m[160];
             snprintf(m, sizeof m, "%s: %s", status_reason(-r), c->req.error ? c->req.error : "bad request");
@@ -5783,7 +5884,7 @@ static void conn_try_request(struct conn *c)
             conn_reject(c, 400, E_SERVER, "Bad Request: malformed chunked body", NULL);
             return;
         }
-        if (r == -2 || (r == 0 && c->in_len == sizeof c->in)) {
+        if (r == -2 || (r == 0 && c->in_len == IN_BYTES)) {
             c->keep_alive = 0;
             conn_reject(c, 413, E_SERVER, "Payload Too Large: the body is limited by CM_MAX_BODY_BYTES", NULL);
             return;
@@ -5805,6 +5906,7 @@ static void conn_try_request(struct conn *c)
     conn_process(c);
     return;
 need_more:
+    conn_need_room(c);
     if (c->req.expect_continue && !c->sent_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         c->sent_continue = 1;
@@ -5853,6 +5955,7 @@ static void accept_all(void)
         conns[i].sock = s;
         conns[i].state = C_READ;
         conns[i].in_len = 0;
+        conn_use_own_buffer(&conns[i]);
         conns[i].held_handle = -1;
         conns[i].pc.handle = -1;
         conn_reset_request(&conns[i]);
@@ -5945,7 +6048,7 @@ static int loop_step(int timeout_ms)
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
         short ev = 0;
-        if (c->state == C_READ || (c->state == C_WAIT_API && c->in_len < sizeof c->in))
+        if ((c->state == C_READ && !c->pool_wait) || (c->state == C_WAIT_API && c->in_len < c->in_cap))
             ev = CM_POLL_IN;
         else if (c->state == C_WRITE)
             ev = CM_POLL_OUT;
@@ -6014,8 +6117,8 @@ int cm_poll(int timeout_ms)
  * logs on stderr. Tool calls run the same event loop until the API answers.
  * There are no sessions: initialize negotiates a version for the process.
  */
-static char stdio_line[CM_MAX_BODY_BYTES + 2];
-static char stdio_out[CM_OUT_BYTES * 4];
+#define stdio_line (big.stdio.line) /* in the request pool's memory: no HTTP connections here */
+#define stdio_out (big.stdio.out)
 static char stdio_version[11] = LATEST_SESSION_VERSION;
 
 static void stdio_emit(const struct resp *r)
@@ -6185,8 +6288,8 @@ void cm_config_defaults(struct cm_config *c)
 size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof schema_toks +
-           sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + sizeof stdio_wait + up_static_bytes();
+           sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof big +
+           sizeof pool_lent + sizeof stdio_wait + up_static_bytes();
 }
 
 /*

@@ -35,6 +35,12 @@
 #ifndef CM_MAX_BODY_BYTES
 #define CM_MAX_BODY_BYTES 65536    /* one request body; more gets 413 */
 #endif
+#ifndef CM_CONN_IN_BYTES
+#define CM_CONN_IN_BYTES 4096      /* each connection's own buffer: a request head and a small body */
+#endif
+#ifndef CM_BODY_POOL
+#define CM_BODY_POOL 2             /* shared buffers for larger requests (head + CM_MAX_BODY_BYTES); more wait */
+#endif
 #ifndef CM_OUT_BYTES
 #define CM_OUT_BYTES 8192          /* per-connection staging buffer for answers */
 #endif
