@@ -2902,8 +2902,16 @@ struct up_slot {
      * a maximum-size (16 KiB) record, so any server interoperates.
      */
     unsigned char iobuf[BR_SSL_BUFSIZE_MONO];
-    unsigned char req[CM_UPSTREAM_REQ_BYTES];        /* request line + headers + body */
-    unsigned char body[CM_UPSTREAM_BODY_BYTES + 1];  /* answer body + NUL */
+    /*
+     * The request is needed until the first byte of the answer arrives (a
+     * request retried or sent on goes out from here); the answer body only
+     * after that: one buffer holds both, the request wiped when the answer
+     * begins.
+     */
+    union {
+        unsigned char req[CM_UPSTREAM_REQ_BYTES];       /* request line + headers + body */
+        unsigned char body[CM_UPSTREAM_BODY_BYTES + 1]; /* answer body + NUL */
+    };
     struct up_parser parser;
     struct up_result result;
     cm_sock_t sock;                /* CM_SOCK_INVALID when no connection */
@@ -3653,7 +3661,7 @@ static void up_lost(int h, int kind, int tls_err)
         return;
     case UP_S_SENDING:
     case UP_S_RECEIVING:
-        if (kind != UP_LOST_TLS && s->reused && !s->retried && s->parser.seen == 0 &&
+        if (kind != UP_LOST_TLS && s->reused && !s->retried && s->parser.seen == 0 && s->req_len > 0 &&
             (s->replay_safe || s->req_off == 0)) {
             /* the server closed the kept-alive connection while we reused it:
                nothing of the answer came and repeating the request is
@@ -3737,6 +3745,10 @@ static void up_pump(int h)
             if (s->state != UP_S_RECEIVING) {
                 up_lost(h, UP_LOST_JUNK, 0); /* bytes on an idle connection: drop it */
                 return;
+            }
+            if (s->req_len) { /* the answer begins: its body takes the request's place */
+                memset(s->req, 0, s->req_len);
+                s->req_len = s->req_off = 0;
             }
             used = up_parse_feed(&s->parser, buf, len);
             if (used > 0)
