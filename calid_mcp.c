@@ -54,8 +54,7 @@ static const char *const session_versions[] = {"2025-11-25", "2025-06-18", "2025
 #define MAX_BATCH 16            /* JSON-RPC messages in one 2025-03-26 batch */
 #define MAX_SEGS (4 * MAX_BATCH + 4)
 #define STAGE_BYTES 1024        /* escaped bytes staged per connection while writing */
-#define SCRATCH_BYTES (CM_UPSTREAM_REQ_BYTES) /* one outgoing API request body, built in place */
-#define SCHEMA_TOKENS 512
+#define SCHEMA_TOKENS 256     /* one catalog entry (the largest has 220; the unit tests check them all) */
 
 static struct cm_config cfg;
 static int server_started;
@@ -1995,9 +1994,10 @@ static int find_tool(const char *name)
 /* 7. Tool calls: arguments -> one API request                           */
 /* ===================================================================== */
 
-static jsmntok_t schema_toks[SCHEMA_TOKENS];
+static jsmntok_t schema_toks[SCHEMA_TOKENS]; /* a tool's schema while its arguments are checked; an API error answer while it is quoted */
 static char req_path[4096];          /* path + query of the API request being built */
-static char req_body[SCRATCH_BYTES]; /* its body */
+static char *req_body;               /* its body: built in the buffer of the API slot that sends it (up_body_room) */
+static size_t req_body_cap;
 static char bearer_buf[1024];        /* NUL-terminated copy of the token for the API */
 static char arg_buf[4096];           /* one decoded string argument */
 
@@ -2325,7 +2325,7 @@ static long build_json_body(const struct cm_tool *t, const struct jdoc *d, int a
     struct textbuf b;
     int i, k, first = 1;
     b.p = req_body;
-    b.cap = sizeof req_body;
+    b.cap = req_body_cap;
     b.len = 0;
     b.overflow = 0;
     tb_str(&b, "{");
@@ -2371,7 +2371,7 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
         return -1;
     }
     b.p = req_body;
-    b.cap = sizeof req_body;
+    b.cap = req_body_cap;
     b.len = 0;
     b.overflow = 0;
     tb_printf(&b, "--%s\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"%s\"\r\nContent-Type: %s\r\n\r\n",
@@ -3829,11 +3829,28 @@ static int up_try_resolve(int h)
 }
 
 /* ---- request building ---- */
+/*
+ * Where a caller builds a request body, so that no separate buffer of
+ * CM_UPSTREAM_REQ_BYTES is needed: the buffer of a slot that is free now
+ * (NULL when every slot is busy). up_submit() takes a body from there, even
+ * when it picks that very slot.
+ */
+static char *up_body_room(size_t *cap)
+{
+    int i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++)
+        if (up.slots[i].state == UP_S_FREE || up.slots[i].state == UP_S_IDLE) {
+            *cap = sizeof up.slots[i].req;
+            return (char *)up.slots[i].req;
+        }
+    return NULL;
+}
+
 static int up_put(struct up_slot *s, const void *src, size_t n)
 {
     if (n > sizeof s->req - s->req_len)
         return -1;
-    memcpy(s->req + s->req_len, src, n);
+    memmove(s->req + s->req_len, src, n); /* the body may come from this buffer (up_body_room) */
     s->req_len += n;
     return 0;
 }
@@ -3857,6 +3874,13 @@ static int up_build_request(struct up_slot *s, const char *method, const char *p
     char num[32];
     int want_length = body_len > 0 || content_type != NULL || strcmp(method, "POST") == 0 ||
                       strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
+    if (body_len && (const unsigned char *)body >= s->req && (const unsigned char *)body < s->req + sizeof s->req) {
+        /* built in this slot's buffer: parked at its end while the head goes first */
+        if (body_len > sizeof s->req - ((const unsigned char *)body - s->req))
+            return -1;
+        memmove(s->req + sizeof s->req - body_len, body, body_len);
+        body = (const char *)s->req + sizeof s->req - body_len;
+    }
     s->req_len = 0;
     if (up_puts(s, method) || up_puts(s, " ") || up_puts(s, up.prefix) || up_puts(s, path_query) ||
         up_puts(s, " HTTP/1.1\r\nHost: ") || up_puts(s, up.host_header) || up_puts(s, "\r\n"))
@@ -4476,6 +4500,9 @@ static int submit_tool_call(unsigned owner, struct pending_call *pc, const struc
     if (build_path(t, d, pc->jdoc_args, msg, cap) < 0)
         return -2;
     if (method_has_body(t)) {
+        req_body = up_body_room(&req_body_cap);
+        if (!req_body)
+            return -1; /* every API slot is busy: the body is built once one is free */
         if (t->flags & T_MULTIPART) {
             body_len = build_multipart(d, pc->jdoc_args, ctype, sizeof ctype, msg, cap);
             content_type = ctype;
@@ -4485,7 +4512,7 @@ static int submit_tool_call(unsigned owner, struct pending_call *pc, const struc
         }
         if (body_len < 0) {
             if (!msg[0])
-                snprintf(msg, cap, "The arguments make a request body over %u bytes", (unsigned)sizeof req_body);
+                snprintf(msg, cap, "The arguments make a request body over %u bytes", (unsigned)req_body_cap);
             return -2;
         }
     }
@@ -4502,13 +4529,12 @@ static int submit_tool_call(unsigned owner, struct pending_call *pc, const struc
 /* Pulls "message" out of an API error answer, if it has one. */
 static void api_message(const char *body, size_t n, char *out, size_t cap)
 {
-    static jsmntok_t toks[256];
     struct jdoc d;
     const char *why;
     size_t at;
     int m, r;
     out[0] = 0;
-    r = jdoc_parse(&d, body, n, toks, 256, &why, &at);
+    r = jdoc_parse(&d, body, n, schema_toks, SCHEMA_TOKENS, &why, &at); /* no schema is in use while answers render */
     if (r < 0 && r != -2)
         return;
     if (r == -2)
@@ -6300,7 +6326,7 @@ void cm_config_defaults(struct cm_config *c)
 size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof schema_toks +
-           sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof big +
+           sizeof req_path + sizeof bearer_buf + sizeof arg_buf + sizeof big +
            sizeof pool_lent + sizeof stdio_wait + up_static_bytes();
 }
 
@@ -6494,6 +6520,34 @@ struct cli_option {
 #define CM_XSTR(x) #x
 #define CM_STR(x) CM_XSTR(x) /* a limit's value inside a help string */
 
+/* The limits --version prints, for people and for the test suites. */
+#define LIMIT_ROW(x) {#x, (unsigned long)(x)}
+static const struct {
+    const char *name;
+    unsigned long value;
+} limit_rows[] = {
+    LIMIT_ROW(CM_MAX_CONNS),         LIMIT_ROW(CM_CONN_IN_BYTES),       LIMIT_ROW(CM_BODY_POOL),
+    LIMIT_ROW(CM_MAX_HEADER_BYTES),  LIMIT_ROW(CM_MAX_HEADERS),         LIMIT_ROW(CM_MAX_BODY_BYTES),
+    LIMIT_ROW(CM_OUT_BYTES),         LIMIT_ROW(CM_JSON_TOKENS),         LIMIT_ROW(CM_MAX_SESSIONS),
+    LIMIT_ROW(CM_MAX_UPSTREAMS),     LIMIT_ROW(CM_UPSTREAM_REQ_BYTES),  LIMIT_ROW(CM_UPSTREAM_BODY_BYTES),
+    LIMIT_ROW(CM_TRUST_ARENA_BYTES), LIMIT_ROW(CM_MAX_TRUST_ANCHORS),   LIMIT_ROW(MAX_BATCH),
+};
+
+/* The profile's memory goal, whether it is met, and the limits behind it. */
+static void print_profile(FILE *f)
+{
+    size_t i, used = cm_static_bytes();
+    fprintf(f, "profile %s: static memory goal %lu bytes (CM_STATIC_BUDGET): %s\n", CM_PROFILE,
+            (unsigned long)CM_STATIC_BUDGET, used <= (size_t)CM_STATIC_BUDGET ? "met" : "NOT met");
+#ifdef CM_BUILTIN_ANCHORS
+    fprintf(f, "trust anchors: %lu compiled in (used without --ca-file)\n", (unsigned long)CM_BUILTIN_ANCHORS);
+#endif
+    fprintf(f, "limits:");
+    for (i = 0; i < sizeof limit_rows / sizeof limit_rows[0]; i++)
+        fprintf(f, " %s=%lu", limit_rows[i].name, limit_rows[i].value);
+    fputc('\n', f);
+}
+
 static const struct cli_option cli_options[] = {
     {"--listen", "ADDR:PORT", "CALID_MCP_LISTEN", OPT_TEXT, CLI_FIELD(c.listen),
      "where to serve MCP over HTTP at /mcp (default 127.0.0.1:8080)"},
@@ -6613,6 +6667,7 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
                    CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
+            print_profile(stdout);
             return 0;
         }
         if (o->arg && i + 1 >= argc) {

@@ -54,16 +54,22 @@
 #define CM_UPSTREAM_REQ_BYTES 73728   /* one outgoing API request (headers + body) */
 #endif
 #ifndef CM_UPSTREAM_BODY_BYTES
-#define CM_UPSTREAM_BODY_BYTES 131072 /* one API answer body; larger answers are a tool error */
+#define CM_UPSTREAM_BODY_BYTES 73728 /* one API answer body (it shares a buffer with the request); larger is a tool error */
 #endif
 #ifndef CM_JSON_TOKENS
 #define CM_JSON_TOKENS 1024        /* jsmn tokens for one request body; more is -32600 */
 #endif
 #ifndef CM_TRUST_ARENA_BYTES
-#define CM_TRUST_ARENA_BYTES 98304 /* names and keys of the trusted CAs (Debian's 144 need 61,917 bytes) */
+#define CM_TRUST_ARENA_BYTES 65536 /* names and keys of the trusted CAs (Debian's 144 need 61,917 bytes) */
 #endif
 #ifndef CM_MAX_TRUST_ANCHORS
-#define CM_MAX_TRUST_ANCHORS 256
+#define CM_MAX_TRUST_ANCHORS 160   /* CA certificates in the CA file (Debian's bundle has 144) */
+#endif
+#ifndef CM_STATIC_BUDGET
+#define CM_STATIC_BUDGET 1048576   /* the goal for cm_static_bytes() at these limits; --version says if it is met */
+#endif
+#ifndef CM_PROFILE
+#define CM_PROFILE "default"       /* the name of this set of limits, for --version ("tiny": make tiny) */
 #endif
 #ifndef CM_MAX_ORIGINS
 #define CM_MAX_ORIGINS 8           /* --allow-origin entries */

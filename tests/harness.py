@@ -163,6 +163,25 @@ def run_binary(args, timeout=10, binary=None, env=None):
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
+_LIMITS = {}
+
+
+def limits(binary=None):
+    """The compiled limits of the binary under test, from its --version line
+    "limits: NAME=VALUE ...", and its profile name under "profile"."""
+    binary = binary or BIN
+    if binary not in _LIMITS:
+        _, out, _ = run_binary(["--version"], binary=binary)
+        found = {}
+        for line in out.splitlines():
+            if line.startswith("limits:"):
+                found.update({k: int(v) for k, v in (t.split("=", 1) for t in line.split()[1:])})
+            elif line.startswith("profile "):
+                found["profile"] = line.split()[1].rstrip(":")
+        _LIMITS[binary] = found
+    return _LIMITS[binary]
+
+
 def ensure_certs(directory=None):
     """Test certificates (tests/make_certs.sh); returns their directory."""
     directory = directory or CERTS

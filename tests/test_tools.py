@@ -1487,11 +1487,12 @@ def test_api_429_keeps_retry_after():
 
 def test_answer_larger_than_body_limit_is_a_clear_error():
     s = srv()
+    limit = H.limits()["CM_UPSTREAM_BODY_BYTES"]
     for extra in ({}, {"chunked": True}):
         text = failing_call(s, [dict(mode="big", **extra)])
-        assert "larger than" in text and "131072" in text, f"text: {text}"
+        assert "larger than" in text and str(limit) in text, f"text: {text}"
     fresh_state()
-    CTL.fault(mode="big", size=131072)    # exactly at the limit still fits
+    CTL.fault(mode="big", size=limit)    # exactly at the limit still fits
     d = ok_answer(call_tool(s, "get_users_me", {}, era="modern"))
     assert d["message"] == "big answer"
     assert_recovers(s)

@@ -267,6 +267,9 @@ static void check_route(const char *tool, const char *args, const char *want_pat
     CHECK(validate_args(&tools[ti], &d, 0, msg, sizeof msg) == 0, "%s args valid: %s", tool, msg);
     CHECK(build_path(&tools[ti], &d, 0, msg, sizeof msg) == 0 && strcmp(req_path, want_path) == 0, "%s path %s", tool, req_path);
     if (want_body) {
+        static char body[4096];
+        req_body = body;
+        req_body_cap = sizeof body;
         blen = build_json_body(&tools[ti], &d, 0);
         CHECK(blen >= 0 && strcmp(req_body, want_body) == 0, "%s body %s", tool, req_body);
     }
@@ -357,6 +360,17 @@ static void test_sessions(void)
     CHECK(session_find(v, 1000 + (uint64_t)CM_SESSION_TTL_MS + 10) < 0, "session expires");
 }
 
+/* Every catalog entry parses within SCHEMA_TOKENS (else its arguments would go unchecked) */
+static void test_schema_tokens(void)
+{
+    size_t i;
+    for (i = 0; i < N_TOOLS; i++) {
+        struct jdoc sd;
+        CHECK(parse_schema(&tools[i], &sd) >= 0, "%s: its entry needs more than %d tokens (SCHEMA_TOKENS)",
+              tools[i].name, SCHEMA_TOKENS);
+    }
+}
+
 /* mk/pem2c.py's table against the server's own loader reading the same bundle */
 static void test_builtin_anchors(void)
 {
@@ -405,6 +419,7 @@ int main(void)
     test_routes();
     test_sessions();
     test_builtin_anchors();
+    test_schema_tokens();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
