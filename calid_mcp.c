@@ -40,13 +40,6 @@ static const char *const session_versions[] = {"2025-11-25", "2025-06-18", "2025
 
 #define SERVER_NAME "calid-mcp"
 #define SERVER_TITLE "Cal ID"
-#define SERVER_INSTRUCTIONS                                                                        \
-    "Tools for the user's Cal ID scheduling account. Times are ISO 8601; pass timeZone as an "      \
-    "IANA name (e.g. Europe/Berlin). Look ids up before using them: get_event_types for "          \
-    "eventTypeId, get_booking for bookingId, list_contacts for contactId, get_teams for teamId. "  \
-    "To book: get_slots for free times, then create_booking. Each tool returns the API's JSON "    \
-    "answer; isError results carry the API's status and message."
-
 #define MAX_BATCH 16            /* JSON-RPC messages in one 2025-03-26 batch */
 #define MAX_SEGS (4 * MAX_BATCH + 4)
 #define STAGE_BYTES 1024        /* escaped bytes staged per connection while writing */
@@ -2282,6 +2275,7 @@ static const struct cm_tool tools[] = {
 #endif
 static char tools_json[CM_TOOLS_JSON_BYTES];
 static size_t tools_json_len;
+static size_t tool_json_at[N_TOOLS + 1]; /* where each tool's object starts in tools_json */
 
 static int find_tool(const char *name)
 {
@@ -2306,6 +2300,7 @@ static int build_tools_json(char *err, size_t errlen)
         const struct cm_tool *t = &tools[i];
         if (i)
             tb_str(&b, ",");
+        tool_json_at[i] = b.len;
         tb_str(&b, "{\"name\":");
         tb_json_string(&b, t->name, strlen(t->name));
         tb_str(&b, ",\"title\":");
@@ -2326,7 +2321,17 @@ static int build_tools_json(char *err, size_t errlen)
         return -1;
     }
     tools_json_len = b.len;
+    tool_json_at[N_TOOLS] = b.len; /* the closing ] stands where a comma would */
     return 0;
+}
+
+/* One tool's entry of the tools/list array. */
+static struct view tool_json(size_t i)
+{
+    struct view v;
+    v.p = tools_json + tool_json_at[i];
+    v.n = tool_json_at[i + 1] - 1 - tool_json_at[i];
+    return v;
 }
 
 /* ===================================================================== */
@@ -4410,6 +4415,8 @@ struct rpc_ctx {
     int http_status;          /* out: the HTTP status dispatch wants (200 default) */
     int batch;                /* inside a 2025-03-26 batch */
     int new_session;          /* out: index of a session initialize created, or -1 */
+    unsigned toolsets;        /* this request's toolsets (0: the server's selection) */
+    unsigned char *log_level; /* the session's logging/setLevel level (NULL: none kept) */
 };
 
 static int is_session_version(const char *v, size_t n)
@@ -4419,6 +4426,163 @@ static int is_session_version(const char *v, size_t n)
         if (strlen(session_versions[i]) == n && memcmp(session_versions[i], v, n) == 0)
             return 1;
     return 0;
+}
+
+/* ---- Tool selection: --read-only, --toolsets and ?toolsets= ---- */
+/*
+ * A tool's toolset is the first segment of its API path, so the catalog
+ * needs no extra column. The server's selection (flags) is the widest a
+ * request sees; a request may narrow it with /mcp?toolsets=a,b.
+ */
+enum {
+    TS_AVAILABILITY = 1, TS_BOOKINGS = 2, TS_CONTACTS = 4, TS_EVENT_TYPES = 8,
+    TS_SLOTS = 16, TS_TEAMS = 32, TS_USERS = 64, TS_WEBHOOKS = 128,
+    TS_ALL = 255
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} toolset_names[] = {
+    {"availability", TS_AVAILABILITY}, {"bookings", TS_BOOKINGS}, {"contacts", TS_CONTACTS},
+    {"event-types", TS_EVENT_TYPES},   {"slots", TS_SLOTS},       {"teams", TS_TEAMS},
+    {"users", TS_USERS},               {"webhooks", TS_WEBHOOKS},
+};
+#define N_TOOLSETS (sizeof toolset_names / sizeof toolset_names[0])
+
+static const struct {
+    const char *segment; /* first segment of the API path */
+    unsigned toolset;
+} toolset_of_path[] = {
+    {"availability", TS_AVAILABILITY}, {"schedule", TS_AVAILABILITY}, {"booking", TS_BOOKINGS},
+    {"contacts", TS_CONTACTS},         {"event-types", TS_EVENT_TYPES}, {"slots", TS_SLOTS},
+    {"teams", TS_TEAMS},               {"users", TS_USERS},           {"user", TS_USERS},
+    {"webhook", TS_WEBHOOKS},
+};
+
+static unsigned served_toolsets = TS_ALL; /* --toolsets */
+static int served_read_only;              /* --read-only */
+
+static unsigned tool_toolset(const struct cm_tool *t)
+{
+    size_t i, n = strcspn(t->path + 1, "/");
+    for (i = 0; i < sizeof toolset_of_path / sizeof toolset_of_path[0]; i++)
+        if (strlen(toolset_of_path[i].segment) == n && memcmp(t->path + 1, toolset_of_path[i].segment, n) == 0)
+            return toolset_of_path[i].toolset;
+    return 0; /* a path outside every toolset: only listed with all of them */
+}
+
+/* Parses "bookings,slots" (or "all"; %2C counts as a comma) into a mask.
+ * 0, or -1 with the offending name in err. */
+static int parse_toolsets(const char *s, size_t n, unsigned *mask, char *err, size_t cap)
+{
+    size_t at = 0;
+    *mask = 0;
+    while (at <= n) {
+        size_t end = at, next, i;
+        while (end < n && s[end] != ',' && !(end + 3 <= n && s[end] == '%' && s[end + 1] == '2' && lower(s[end + 2]) == 'c'))
+            end++;
+        next = end < n && s[end] == '%' ? end + 3 : end + 1;
+        for (i = 0; i < N_TOOLSETS; i++)
+            if (strlen(toolset_names[i].name) == end - at && memcmp(s + at, toolset_names[i].name, end - at) == 0)
+                break;
+        if (i < N_TOOLSETS)
+            *mask |= toolset_names[i].bit;
+        else if (end - at == 3 && memcmp(s + at, "all", 3) == 0)
+            *mask |= TS_ALL;
+        else {
+            snprintf(err, cap, "unknown toolset '%.*s' (availability, bookings, contacts, event-types, slots, teams, users, webhooks or all)",
+                     (int)(end - at > 40 ? 40 : end - at), s + at);
+            return -1;
+        }
+        at = next;
+    }
+    return 0;
+}
+
+/* The value of name=... in a query string, or a view with p NULL. */
+static struct view query_param(struct view q, const char *name)
+{
+    struct view v = {NULL, 0};
+    size_t at = 0, n = strlen(name);
+    while (at < q.n) {
+        size_t end = at;
+        while (end < q.n && q.p[end] != '&')
+            end++;
+        if (end - at > n && memcmp(q.p + at, name, n) == 0 && q.p[at + n] == '=') {
+            v.p = q.p + at + n + 1;
+            v.n = end - at - n - 1;
+            return v;
+        }
+        at = end + 1;
+    }
+    return v;
+}
+
+static int tool_selected(const struct rpc_ctx *c, size_t ti)
+{
+    unsigned mask = c->toolsets ? c->toolsets : served_toolsets;
+    unsigned ts = tool_toolset(&tools[ti]);
+    if (served_read_only && !(tools[ti].flags & T_READ))
+        return 0;
+    return ts ? (ts & mask) != 0 : mask == TS_ALL;
+}
+
+/* A tool by name, only when this request's selection offers it. */
+static int find_selected_tool(const struct rpc_ctx *c, const char *name)
+{
+    int ti = find_tool(name);
+    return ti >= 0 && tool_selected(c, (size_t)ti) ? ti : -1;
+}
+
+static unsigned selected_tool_count(const struct rpc_ctx *c)
+{
+    size_t i;
+    unsigned n = 0;
+    for (i = 0; i < N_TOOLS; i++)
+        n += (unsigned)tool_selected(c, i);
+    return n;
+}
+
+/* The instructions name only tools the request's selection offers. */
+static const struct {
+    const char *tool, *finds;
+} id_lookups[] = {
+    {"get_event_types", "eventTypeId"}, {"get_booking", "bookingId"},
+    {"list_contacts", "contactId"},     {"get_teams", "teamId"},
+};
+
+static void render_instructions(struct resp *r, const struct rpc_ctx *c)
+{
+    char text[900];
+    struct textbuf b;
+    size_t i;
+    int n = 0;
+    unsigned mask = c->toolsets ? c->toolsets : served_toolsets;
+    b.p = text;
+    b.cap = sizeof text;
+    b.len = 0;
+    b.overflow = 0;
+    tb_str(&b, "Tools for the user's Cal ID scheduling account. Times are ISO 8601; pass timeZone as an "
+               "IANA name (e.g. Europe/Berlin).");
+    for (i = 0; i < sizeof id_lookups / sizeof id_lookups[0]; i++)
+        if (find_selected_tool(c, id_lookups[i].tool) >= 0)
+            tb_printf(&b, "%s%s for %s", n++ ? ", " : " Look ids up before using them: ", id_lookups[i].tool,
+                      id_lookups[i].finds);
+    if (n)
+        tb_str(&b, ".");
+    if (find_selected_tool(c, "get_slots") >= 0 && find_selected_tool(c, "create_booking") >= 0)
+        tb_str(&b, " To book: get_slots for free times, then create_booking.");
+    tb_str(&b, " Each tool returns the API's JSON answer; isError results carry the API's status and message.");
+    if (mask != TS_ALL) {
+        for (i = 0, n = 0; i < N_TOOLSETS; i++)
+            if (mask & toolset_names[i].bit)
+                tb_printf(&b, "%s%s", n++ ? ", " : " Only these toolsets are offered: ", toolset_names[i].name);
+        tb_str(&b, ".");
+    }
+    if (served_read_only)
+        tb_str(&b, " Read-only: no tool here changes the account.");
+    rs_json_string(r, text, b.len);
 }
 
 /* The id as raw JSON text ("null" when absent or not a string/number). */
@@ -4513,10 +4677,11 @@ static int start_tool_call(struct rpc_ctx *c, const struct jdoc *d, int msg, str
         rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params.arguments must be an object", NULL);
         return D_REPLIED;
     }
-    ti = find_tool(tool_name);
+    ti = find_selected_tool(c, tool_name);
     if (ti < 0) {
-        char m[200];
-        snprintf(m, sizeof m, "Unknown tool: %s (tools/list names the %u tools)", tool_name, (unsigned)N_TOOLS);
+        char m[300];
+        snprintf(m, sizeof m, "Unknown tool: %s (tools/list names the %u tools%s)", tool_name, selected_tool_count(c),
+                 find_tool(tool_name) >= 0 ? " this server offers; it is left out by --read-only or the toolsets" : "");
         rpc_error(r, id, E_INVALID_PARAMS, m, NULL);
         return D_REPLIED;
     }
@@ -4732,31 +4897,57 @@ static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct 
     return 0;
 }
 
-static void render_initialize(struct resp *r, struct view id, const char *version)
+static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct view id, const char *version)
 {
     result_begin(r, id);
     rs_printf(r, "\"protocolVersion\":\"%s\",\"capabilities\":{\"tools\":{\"listChanged\":false}},"
                  "\"serverInfo\":{\"name\":\"" SERVER_NAME "\",\"title\":\"" SERVER_TITLE "\",\"version\":\"" CM_VERSION "\"},"
                  "\"instructions\":",
               version);
-    rs_json_string(r, SERVER_INSTRUCTIONS, strlen(SERVER_INSTRUCTIONS));
+    render_instructions(r, c);
     result_end(r, 0, 0);
 }
 
-static void render_discover(struct resp *r, struct view id)
+static void render_discover(struct resp *r, const struct rpc_ctx *c, struct view id)
 {
     result_begin(r, id);
     rs_str(r, "\"supportedVersions\":[\"" MODERN_VERSION "\"],\"capabilities\":{\"tools\":{\"listChanged\":false}},"
               "\"instructions\":");
-    rs_json_string(r, SERVER_INSTRUCTIONS, strlen(SERVER_INSTRUCTIONS));
+    render_instructions(r, c);
     result_end(r, 1, 1);
 }
 
-static void render_tools_list(struct resp *r, struct view id, int modern)
+/* The selected tools, referenced where they lie (static: safe even in a
+ * batch); neighbours in the catalog go out as one segment. */
+static void render_tools_list(struct resp *r, const struct rpc_ctx *c, struct view id, int modern)
 {
+    size_t i;
+    struct view run = {NULL, 0};
+    int listed = 0;
     result_begin(r, id);
-    rs_str(r, "\"tools\":");
-    rs_ext(r, tools_json, tools_json_len, 0); /* static: safe to reference, even in a batch */
+    rs_str(r, "\"tools\":[");
+    for (i = 0; i < N_TOOLS; i++) {
+        struct view t;
+        if (!tool_selected(c, i))
+            continue;
+        t = tool_json(i);
+        if (run.p && run.p + run.n + 1 == t.p) {
+            run.n += 1 + t.n; /* the comma between them comes along */
+            continue;
+        }
+        if (run.p) {
+            if (listed++)
+                rs_str(r, ",");
+            rs_ext(r, run.p, run.n, 0);
+        }
+        run = t;
+    }
+    if (run.p) {
+        if (listed)
+            rs_str(r, ",");
+        rs_ext(r, run.p, run.n, 0);
+    }
+    rs_str(r, "]");
     result_end(r, modern, 1);
 }
 
@@ -4812,13 +5003,13 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
     if (id_tok < 0) /* a notification: never answered */
         return D_NO_REPLY;
     if (view_eq(m, "tools/list")) {
-        render_tools_list(r, id, modern);
+        render_tools_list(r, c, id, modern);
         return D_REPLIED;
     }
     if (view_eq(m, "tools/call"))
         return start_tool_call(c, d, msg, r, pc);
     if (modern && view_eq(m, "server/discover")) {
-        render_discover(r, id);
+        render_discover(r, c, id);
         return D_REPLIED;
     }
     if (!modern && view_eq(m, "ping")) {
@@ -4880,7 +5071,7 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
         }
         c->new_session = s;
     }
-    render_initialize(r, id, version);
+    render_initialize(r, c, id, version);
     return D_REPLIED;
 }
 
@@ -5432,6 +5623,29 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
     conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
 }
 
+/* ?toolsets=a,b narrows the server's selection for this request (never
+ * widens it). 0, or -1 with the refusal sent. */
+static int request_toolsets(struct conn *c, const struct http_req *q)
+{
+    struct view v = query_param(q->query, "toolsets");
+    char m[300], err[200];
+    unsigned mask;
+    c->ctx.toolsets = served_toolsets;
+    if (!v.p)
+        return 0;
+    if (parse_toolsets(v.p, v.n, &mask, err, sizeof err) < 0) {
+        snprintf(m, sizeof m, "Bad Request: ?toolsets=: %s", err);
+        conn_reject(c, 400, E_SERVER, m, NULL);
+        return -1;
+    }
+    if (!(mask & served_toolsets)) {
+        conn_reject(c, 400, E_SERVER, "Bad Request: ?toolsets= names none of the toolsets this server offers (see --toolsets)", NULL);
+        return -1;
+    }
+    c->ctx.toolsets = mask & served_toolsets;
+    return 0;
+}
+
 /* A full request is in c->in: route it and start the answer. */
 static void conn_process(struct conn *c)
 {
@@ -5504,6 +5718,8 @@ static void conn_process(struct conn *c)
     }
     c->ctx.token = tok;
     c->ctx.token_len = tok_n;
+    if (request_toolsets(c, q) < 0)
+        return;
     if (view_eq(q->method, "GET")) {
         conn_reject(c, 405, E_SERVER, "Method Not Allowed: this server sends no server-initiated messages; POST to /mcp",
                     "Allow: POST, DELETE, OPTIONS\r\n");
@@ -6038,6 +6254,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
     ctx.token = cfg.api_key;
     ctx.token_len = cfg.api_key ? strlen(cfg.api_key) : 0;
     ctx.new_session = -2; /* no session table on stdio */
+    ctx.toolsets = served_toolsets;
     ctx.batch = copy;
     if (d->t[msg].type != JSMN_OBJECT) {
         struct view nullid = {"null", 4};
@@ -6180,6 +6397,10 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         return -1;
     }
     br_hmac_key_init(&fp_key, &br_sha256_vtable, server_secret, sizeof server_secret);
+    served_read_only = cfg.read_only;
+    served_toolsets = TS_ALL;
+    if (cfg.toolsets && parse_toolsets(cfg.toolsets, strlen(cfg.toolsets), &served_toolsets, err, errlen) < 0)
+        return -1;
     if (build_tools_json(err, errlen) < 0)
         return -1;
     if (up_init(cfg.upstream, cfg.ca_file ? cfg.ca_file : cm_port_default_ca_file(), err, errlen) < 0)
