@@ -96,6 +96,7 @@ struct cm_config {
     const char *ca_file;       /* PEM trust anchors; NULL = the system bundle */
     const char *api_key;       /* server-held Cal ID key, or NULL */
     const char *access_token;  /* token clients must present when api_key is set off loopback */
+    const char *secret_file;   /* 32-byte server secret shared by instances; NULL = random per process */
     const char *allow_origins[CM_MAX_ORIGINS];
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
@@ -174,5 +175,9 @@ int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms);
 int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out);
 /* Path of the system CA bundle, or NULL if the platform has none. */
 const char *cm_port_default_ca_file(void);
+/* Creates the file path, which must not exist yet, readable and writable by
+ * its owner only (mode 0600 where the platform has modes), and writes the len
+ * bytes of buf to it. 0 ok, -1 failed (it exists, or no write access). */
+int cm_port_create_private_file(const char *path, const void *buf, size_t len);
 
 #endif /* CALID_MCP_H */
