@@ -4897,10 +4897,13 @@ static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct 
     return 0;
 }
 
+/* What both eras advertise (initialize and server/discover). */
+#define SERVER_CAPABILITIES "{\"tools\":{\"listChanged\":false},\"prompts\":{\"listChanged\":false}}"
+
 static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct view id, const char *version)
 {
     result_begin(r, id);
-    rs_printf(r, "\"protocolVersion\":\"%s\",\"capabilities\":{\"tools\":{\"listChanged\":false}},"
+    rs_printf(r, "\"protocolVersion\":\"%s\",\"capabilities\":" SERVER_CAPABILITIES ","
                  "\"serverInfo\":{\"name\":\"" SERVER_NAME "\",\"title\":\"" SERVER_TITLE "\",\"version\":\"" CM_VERSION "\"},"
                  "\"instructions\":",
               version);
@@ -4911,7 +4914,7 @@ static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct vi
 static void render_discover(struct resp *r, const struct rpc_ctx *c, struct view id)
 {
     result_begin(r, id);
-    rs_str(r, "\"supportedVersions\":[\"" MODERN_VERSION "\"],\"capabilities\":{\"tools\":{\"listChanged\":false}},"
+    rs_str(r, "\"supportedVersions\":[\"" MODERN_VERSION "\"],\"capabilities\":" SERVER_CAPABILITIES ","
               "\"instructions\":");
     render_instructions(r, c);
     result_end(r, 1, 1);
@@ -4949,6 +4952,307 @@ static void render_tools_list(struct resp *r, const struct rpc_ctx *c, struct vi
     }
     rs_str(r, "]");
     result_end(r, modern, 1);
+}
+
+/* ---- Prompts ---- */
+/*
+ * The seed's example requests as MCP prompts. Each renders one user message
+ * that says which tools to chain and what to ask the user first. A prompt is
+ * listed only when the request's selection offers every tool it names.
+ */
+enum { COMPLETE_NONE, COMPLETE_TIME_ZONE, COMPLETE_DAY, COMPLETE_EVENT_TYPE };
+
+struct prompt_arg {
+    const char *name;
+    const char *description;
+    int required;
+    const char *if_absent; /* stands in for an optional argument not given */
+    int completes;         /* what completion/complete offers for it */
+};
+
+#define MAX_PROMPT_ARGS 5
+#ifndef CM_PROMPT_ARG_BYTES
+#define CM_PROMPT_ARG_BYTES 200 /* one argument value: a name, a day, a title */
+#endif
+#define PROMPT_TEXT_BYTES 2048  /* the longest message with every argument at its limit */
+
+struct cm_prompt {
+    const char *name, *title, *description;
+    const char *tools; /* the tools the message chains, space separated */
+    struct prompt_arg args[MAX_PROMPT_ARGS];
+    const char *text;  /* the user message; {name} is that argument */
+};
+
+#define ARG_TIME_ZONE                                                                                   \
+    {"timeZone", "Your IANA time zone, e.g. Europe/Berlin", 0,                                          \
+     "not given: ask me for it (an IANA name such as Europe/Berlin) before calling any tool",          \
+     COMPLETE_TIME_ZONE}
+#define ARG_EVENT_TYPE                                                                                  \
+    {"eventType", "Event type slug or title, e.g. 30min", 0,                                            \
+     "not chosen: show me my event types from get_event_types and ask me which one", COMPLETE_EVENT_TYPE}
+
+static const struct cm_prompt prompts[] = {
+    {"bookings_this_week", "This week's bookings", "What bookings do I have this week?",
+     "get_booking",
+     {ARG_TIME_ZONE},
+     "What bookings do I have this week? My time zone: {timeZone}.\n"
+     "Steps: work out this week's Monday 00:00 and Sunday 23:59 in my time zone; call get_booking for the "
+     "bookings that start in that range (ISO 8601 times with the offset). List each booking with its title, "
+     "start and end in my time zone and its attendees; say so plainly if there are none."},
+    {"free_slots_on_day", "Free slots on a day", "Show my available slots for a day, e.g. next Monday.",
+     "get_event_types get_slots",
+     {{"day", "The day: a date (2026-12-07), a weekday (Monday) or a word like tomorrow or next Monday", 1, NULL,
+       COMPLETE_DAY},
+      ARG_EVENT_TYPE,
+      ARG_TIME_ZONE},
+     "Show my available slots for {day}. Event type: {eventType}. My time zone: {timeZone}.\n"
+     "Steps: find the event type's numeric id with get_event_types (match its slug or title); call get_slots "
+     "with that id, a start and end covering {day} and my time zone. List the free start times of that day "
+     "in my time zone."},
+    {"create_event_type", "Create an event type", "Create an event type, e.g. a 30-minute sales demo.",
+     "get_event_types create_eventtype",
+     {{"title", "What bookers see, e.g. Sales demo", 1, NULL, COMPLETE_NONE},
+      {"length", "Length of a meeting in minutes, e.g. 30", 1, NULL, COMPLETE_NONE},
+      {"slug", "URL slug, e.g. sales-demo", 0, "made from the title: lowercase words joined by hyphens",
+       COMPLETE_NONE}},
+     "Create a {length}-minute event type titled \"{title}\". Slug: {slug}.\n"
+     "Steps: call get_event_types to check that none of my event types uses that slug yet (if one does, ask "
+     "me for another); then call create_eventtype with the title, slug and length in minutes. Show me the new "
+     "event type's id and its booking link."},
+    {"contact_meeting_history", "A contact's meeting history",
+     "List my contacts and show recent meeting history for one of them.",
+     "list_contacts get_contact_meetings",
+     {{"contact", "Name or email of the contact", 0,
+       "the one I pick: show me the list first and ask me which contact", COMPLETE_NONE}},
+     "List my contacts, then show the recent meeting history of one of them: {contact}.\n"
+     "Steps: call list_contacts and show each contact's name and email; take that contact's id from the "
+     "answer; call get_contact_meetings with it and list the meetings, most recent first, with title, date "
+     "and status."},
+    {"book_meeting", "Book a meeting", "Create a booking with a person at a time, e.g. John Doe next Tuesday at 3pm.",
+     "get_event_types get_slots create_booking",
+     {{"attendeeName", "Who the meeting is with, e.g. John Doe", 1, NULL, COMPLETE_NONE},
+      {"when", "When, e.g. next Tuesday at 3pm", 1, NULL, COMPLETE_DAY},
+      {"attendeeEmail", "The attendee's email address", 0, "unknown: ask me for it, the booking needs it",
+       COMPLETE_NONE},
+      ARG_EVENT_TYPE,
+      ARG_TIME_ZONE},
+     "Create a booking with {attendeeName} ({attendeeEmail}) for {when}. Event type: {eventType}. My time "
+     "zone: {timeZone}.\n"
+     "Steps: find the event type's numeric id with get_event_types; call get_slots for that day in my time "
+     "zone to check the time is free (if it is not, offer me the nearest free times); tell me the exact time, "
+     "event type and attendee and wait for my yes; then call create_booking with the event type id, the start "
+     "in UTC, my time zone and the attendee's name and email."},
+};
+#define N_PROMPTS (sizeof prompts / sizeof prompts[0])
+
+/* Calls fn for each tool a prompt names; -1 as soon as fn does. */
+static int prompt_tools_each(const struct cm_prompt *p, int (*fn)(const char *name, const void *arg), const void *arg)
+{
+    const char *s = p->tools;
+    while (*s) {
+        char name[64];
+        size_t n = strcspn(s, " ");
+        snprintf(name, sizeof name, "%.*s", (int)n, s);
+        if (fn(name, arg) < 0)
+            return -1;
+        s += n + (s[n] == ' ');
+    }
+    return 0;
+}
+
+static int tool_offered(const char *name, const void *ctx)
+{
+    return find_selected_tool(ctx, name) >= 0 ? 0 : -1;
+}
+
+static int prompt_selected(const struct rpc_ctx *c, const struct cm_prompt *p)
+{
+    return prompt_tools_each(p, tool_offered, c) == 0;
+}
+
+/* A prompt by name (the name token), when this request's selection offers it. */
+static const struct cm_prompt *find_prompt(const struct rpc_ctx *c, const struct jdoc *d, int name)
+{
+    size_t i;
+    if (name < 0 || d->t[name].type != JSMN_STRING)
+        return NULL;
+    for (i = 0; i < N_PROMPTS; i++)
+        if (view_eq(tok_view(d, name), prompts[i].name))
+            return prompt_selected(c, &prompts[i]) ? &prompts[i] : NULL;
+    return NULL;
+}
+
+static void render_prompts_list(struct resp *r, const struct rpc_ctx *c, struct view id, int modern)
+{
+    size_t i, k;
+    int listed = 0;
+    result_begin(r, id);
+    rs_str(r, "\"prompts\":[");
+    for (i = 0; i < N_PROMPTS; i++) {
+        const struct cm_prompt *p = &prompts[i];
+        if (!prompt_selected(c, p))
+            continue;
+        rs_printf(r, "%s{\"name\":\"%s\",\"title\":", listed++ ? "," : "", p->name);
+        rs_json_string(r, p->title, strlen(p->title));
+        rs_str(r, ",\"description\":");
+        rs_json_string(r, p->description, strlen(p->description));
+        rs_str(r, ",\"arguments\":[");
+        for (k = 0; k < MAX_PROMPT_ARGS && p->args[k].name; k++) {
+            rs_printf(r, "%s{\"name\":\"%s\",\"description\":", k ? "," : "", p->args[k].name);
+            rs_json_string(r, p->args[k].description, strlen(p->args[k].description));
+            rs_printf(r, ",\"required\":%s}", p->args[k].required ? "true" : "false");
+        }
+        rs_str(r, "]}");
+    }
+    rs_str(r, "]");
+    result_end(r, modern, 1);
+}
+
+/* The argument's value from params.arguments into out; 0 given, 1 absent,
+ * -1 malformed (with why). */
+static int prompt_arg_value(const struct jdoc *d, int args, const struct prompt_arg *a, char *out, size_t cap,
+                            char *why, size_t why_cap)
+{
+    int v = obj_get(d, args, a->name);
+    if (v < 0 || tok_is_null(d, v))
+        return 1;
+    if (d->t[v].type != JSMN_STRING) {
+        snprintf(why, why_cap, "Invalid params: prompt argument '%s' must be a string", a->name);
+        return -1;
+    }
+    if (tok_unescape(d, v, out, cap) < 0) {
+        snprintf(why, why_cap, "Invalid params: prompt argument '%s' is over %u bytes", a->name,
+                 (unsigned)CM_PROMPT_ARG_BYTES);
+        return -1;
+    }
+    return out[0] ? 0 : 1;
+}
+
+/* Every key of params.arguments must be one of the prompt's arguments. */
+static int prompt_args_known(const struct cm_prompt *p, const struct jdoc *d, int args, char *why, size_t cap)
+{
+    int i, k, j;
+    if (args < 0)
+        return 0;
+    for (i = args + 1, k = 0; k < d->t[args].size; k++, i = tok_next(d, i + 1)) {
+        for (j = 0; j < MAX_PROMPT_ARGS && p->args[j].name; j++)
+            if (view_eq(tok_view(d, i), p->args[j].name))
+                break;
+        if (j == MAX_PROMPT_ARGS || !p->args[j].name) {
+            snprintf(why, cap, "Invalid params: prompt %s has no argument '%.*s'", p->name,
+                     (int)(tok_view(d, i).n > 60 ? 60 : tok_view(d, i).n), tok_view(d, i).p);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Fills the message template. 0, or -1 with why (a bad or missing argument). */
+static int prompt_render_text(const struct cm_prompt *p, const struct jdoc *d, int args, struct textbuf *b,
+                              char *why, size_t why_cap)
+{
+    const char *s = p->text;
+    while (*s) {
+        const char *open = strchr(s, '{'), *close = open ? strchr(open, '}') : NULL;
+        char value[CM_PROMPT_ARG_BYTES + 1];
+        int k, got;
+        if (!open || !close) {
+            tb_str(b, s);
+            break;
+        }
+        tb_put(b, s, (size_t)(open - s));
+        for (k = 0; k < MAX_PROMPT_ARGS && p->args[k].name; k++)
+            if (strlen(p->args[k].name) == (size_t)(close - open - 1) && memcmp(open + 1, p->args[k].name, (size_t)(close - open - 1)) == 0)
+                break;
+        got = prompt_arg_value(d, args, &p->args[k], value, sizeof value, why, why_cap);
+        if (got < 0)
+            return -1;
+        if (got == 1 && p->args[k].required) {
+            snprintf(why, why_cap, "Invalid params: prompt %s needs the argument '%s'", p->name, p->args[k].name);
+            return -1;
+        }
+        tb_str(b, got == 0 ? value : p->args[k].if_absent);
+        s = close + 1;
+    }
+    return 0;
+}
+
+static int serve_prompts_get(const struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
+{
+    struct view id = rpc_id(d, msg);
+    int params = obj_get(d, msg, "params"), args = obj_get(d, params, "arguments");
+    const struct cm_prompt *p = find_prompt(c, d, obj_get(d, params, "name"));
+    char text[PROMPT_TEXT_BYTES], why[200];
+    struct textbuf b;
+    if (!p) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: unknown prompt (prompts/list names them)", NULL);
+        return D_REPLIED;
+    }
+    if (args >= 0 && tok_is_null(d, args))
+        args = -1;
+    if (args >= 0 && d->t[args].type != JSMN_OBJECT) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params.arguments must be an object of strings", NULL);
+        return D_REPLIED;
+    }
+    b.p = text;
+    b.cap = sizeof text;
+    b.len = 0;
+    b.overflow = 0;
+    if (prompt_args_known(p, d, args, why, sizeof why) < 0 || prompt_render_text(p, d, args, &b, why, sizeof why) < 0) {
+        rpc_error(r, id, E_INVALID_PARAMS, why, NULL);
+        return D_REPLIED;
+    }
+    result_begin(r, id);
+    rs_str(r, "\"description\":");
+    rs_json_string(r, p->description, strlen(p->description));
+    rs_str(r, ",\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":");
+    rs_json_string(r, text, b.len);
+    rs_str(r, "}}]");
+    result_end(r, c->era == ERA_MODERN, 0);
+    return D_REPLIED;
+}
+
+static int tool_in_catalog(const char *name, const void *err)
+{
+    (void)err;
+    return find_tool(name) >= 0 ? 0 : -1;
+}
+
+/* Every {name} in the template is one of the prompt's arguments. */
+static int prompt_placeholders_known(const struct cm_prompt *p)
+{
+    const char *s = p->text;
+    while ((s = strchr(s, '{')) != NULL) {
+        const char *close = strchr(s, '}');
+        int k;
+        if (!close)
+            return -1;
+        for (k = 0; k < MAX_PROMPT_ARGS && p->args[k].name; k++)
+            if (strlen(p->args[k].name) == (size_t)(close - s - 1) && memcmp(s + 1, p->args[k].name, (size_t)(close - s - 1)) == 0)
+                break;
+        if (k == MAX_PROMPT_ARGS || !p->args[k].name)
+            return -1;
+        s = close + 1;
+    }
+    return 0;
+}
+
+/* At start: every tool a prompt names is in the catalog, every placeholder
+ * is an argument. */
+static int prompts_check(char *err, size_t errlen)
+{
+    size_t i;
+    for (i = 0; i < N_PROMPTS; i++) {
+        if (prompt_tools_each(&prompts[i], tool_in_catalog, NULL) < 0) {
+            snprintf(err, errlen, "prompt %s names a tool the catalog lacks (%s)", prompts[i].name, prompts[i].tools);
+            return -1;
+        }
+        if (prompt_placeholders_known(&prompts[i]) < 0) {
+            snprintf(err, errlen, "prompt %s has a {placeholder} that is none of its arguments", prompts[i].name);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /*
@@ -5008,6 +5312,12 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
     }
     if (view_eq(m, "tools/call"))
         return start_tool_call(c, d, msg, r, pc);
+    if (view_eq(m, "prompts/list")) {
+        render_prompts_list(r, c, id, modern);
+        return D_REPLIED;
+    }
+    if (view_eq(m, "prompts/get"))
+        return serve_prompts_get(c, d, msg, r);
     if (modern && view_eq(m, "server/discover")) {
         render_discover(r, c, id);
         return D_REPLIED;
@@ -5893,15 +6203,21 @@ static void serve_mcp(struct conn *c)
             conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
             return;
         }
-        if (tok_is_str(&d, method, "tools/call")) {
-            int nm = obj_get(&d, obj_get(&d, 0, "params"), "name");
-            char hv[256], bv[256];
+        /* Mcp-Name mirrors params.name (tools/call, prompts/get) or params.uri (resources/read) */
+        if (tok_is_str(&d, method, "tools/call") || tok_is_str(&d, method, "prompts/get") ||
+            tok_is_str(&d, method, "resources/read")) {
+            int by_uri = tok_is_str(&d, method, "resources/read");
+            int nm = obj_get(&d, obj_get(&d, 0, "params"), by_uri ? "uri" : "name");
+            char hv[256], bv[256], m[160];
             if (!hn || header_value_decode(*hn, hv, sizeof hv) < 0 || nm < 0 ||
                 tok_unescape(&d, nm, bv, sizeof bv) < 0 || strcmp(hv, bv) != 0) {
-                rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH,
-                          !hn ? "Bad Request: the Mcp-Name header is required for tools/call"
-                              : "Bad Request: the request headers and body disagree: Mcp-Name differs from params.name",
-                          NULL);
+                if (!hn)
+                    snprintf(m, sizeof m, "Bad Request: the Mcp-Name header is required for %.*s",
+                             (int)tok_view(&d, method).n, tok_view(&d, method).p);
+                else
+                    snprintf(m, sizeof m, "Bad Request: the request headers and body disagree: Mcp-Name differs from params.%s",
+                             by_uri ? "uri" : "name");
+                rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH, m, NULL);
                 conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
                 return;
             }
@@ -6518,7 +6834,7 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
     served_toolsets = TS_ALL;
     if (cfg.toolsets && parse_toolsets(cfg.toolsets, strlen(cfg.toolsets), &served_toolsets, err, errlen) < 0)
         return -1;
-    if (build_tools_json(err, errlen) < 0)
+    if (build_tools_json(err, errlen) < 0 || prompts_check(err, errlen) < 0)
         return -1;
     if (up_init(cfg.upstream, cfg.ca_file ? cfg.ca_file : cm_port_default_ca_file(), err, errlen) < 0)
         return -1;
