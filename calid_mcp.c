@@ -4397,9 +4397,13 @@ enum { ERA_SESSION = 1, ERA_MODERN = 2 };
 #define E_UNSUPPORTED_VERSION (-32022)
 
 /* What one request needs once the API has answered. */
+enum { PC_TOOL = 0, PC_RESOURCE = 1 };
+
 struct pending_call {
     int active;
-    int tool;
+    int kind;         /* PC_TOOL or PC_RESOURCE */
+    int tool;         /* index into tools[], or resources[] for a read */
+    char res_id[65];  /* a resource template's id */
     char id[80];      /* the JSON-RPC id, raw JSON text */
     int modern;
     int handle;       /* upstream handle, -1 until submitted */
@@ -4703,6 +4707,7 @@ static int start_tool_call(struct rpc_ctx *c, const struct jdoc *d, int msg, str
         return D_REPLIED;
     }
     pc->active = 1;
+    pc->kind = PC_TOOL;
     pc->tool = ti;
     pc->modern = c->era == ERA_MODERN;
     pc->handle = -1;
@@ -4843,6 +4848,226 @@ static void render_tool_result(struct resp *r, const struct pending_call *pc, co
     result_end(r, pc->modern, 0);
 }
 
+/* ---- Resources ---- */
+/*
+ * Read-only views a client can attach to a conversation. Each read is one
+ * GET with the caller's token, through the same upstream path tools/call
+ * takes; the answer is the API's JSON. A template's last segment is an id.
+ */
+struct cm_resource {
+    const char *uri;      /* calid://...; a template ends in {name} */
+    const char *name, *title, *description;
+    const char *api_path; /* the one GET a read takes; {id} is the URI's id */
+    unsigned toolset;     /* listed only when the selection offers it */
+    long ttl_ms;          /* how long a 2026-07-28 client may keep a read */
+};
+
+#define RESOURCE_ID_CHARS 64 /* ids are numbers or uids: letters, digits, - and _ */
+
+static const struct cm_resource resources[] = {
+    {"calid://me", "me", "My profile",
+     "The current user's Cal ID profile: name, email, username, time zone, week start.",
+     "/users/me", TS_USERS, 300000},
+    {"calid://event-types", "event-types", "My event types",
+     "The current user's event types, each with its id, slug, title and length.",
+     "/event-types", TS_EVENT_TYPES, 300000},
+    {"calid://schedules", "schedules", "My schedules",
+     "The current user's availability schedules with their time zones and working hours.",
+     "/schedule", TS_AVAILABILITY, 300000},
+    {"calid://bookings/upcoming", "upcoming-bookings", "Upcoming bookings",
+     "The current user's upcoming bookings with title, start, end and attendees.",
+     "/booking?status=upcoming", TS_BOOKINGS, 60000},
+    {"calid://bookings/{bookingId}", "booking", "A booking",
+     "One booking by its numeric id (as in calid://bookings/upcoming): title, times, attendees, status.",
+     "/booking/{id}", TS_BOOKINGS, 60000},
+    {"calid://event-types/{eventTypeId}", "event-type", "An event type",
+     "One event type by its numeric id (as in calid://event-types): title, slug, length, locations.",
+     "/event-types/{id}", TS_EVENT_TYPES, 300000},
+};
+#define N_RESOURCES (sizeof resources / sizeof resources[0])
+
+static int resource_is_template(const struct cm_resource *res) { return strchr(res->uri, '{') != NULL; }
+
+static int resource_selected(const struct rpc_ctx *c, const struct cm_resource *res)
+{
+    return (res->toolset & (c->toolsets ? c->toolsets : served_toolsets)) != 0;
+}
+
+/* resources/list (templates 0) or resources/templates/list (templates 1). */
+static void render_resources_list(struct resp *r, const struct rpc_ctx *c, struct view id, int templates)
+{
+    size_t i;
+    int listed = 0;
+    result_begin(r, id);
+    rs_str(r, templates ? "\"resourceTemplates\":[" : "\"resources\":[");
+    for (i = 0; i < N_RESOURCES; i++) {
+        const struct cm_resource *res = &resources[i];
+        if (resource_is_template(res) != templates || !resource_selected(c, res))
+            continue;
+        rs_printf(r, "%s{\"%s\":\"%s\",\"name\":\"%s\",\"title\":", listed++ ? "," : "", templates ? "uriTemplate" : "uri",
+                  res->uri, res->name);
+        rs_json_string(r, res->title, strlen(res->title));
+        rs_str(r, ",\"description\":");
+        rs_json_string(r, res->description, strlen(res->description));
+        rs_str(r, ",\"mimeType\":\"application/json\"}");
+    }
+    rs_str(r, "]");
+    result_end(r, c->era == ERA_MODERN, 1);
+}
+
+/* Which resource a URI names, with the id of a template in id. -1: none. */
+static int match_resource(const struct rpc_ctx *c, struct view uri, char *id, size_t cap)
+{
+    size_t i, k;
+    for (i = 0; i < N_RESOURCES; i++)
+        if (!resource_is_template(&resources[i]) && view_eq(uri, resources[i].uri))
+            return resource_selected(c, &resources[i]) ? (int)i : -1;
+    for (i = 0; i < N_RESOURCES; i++) {
+        const struct cm_resource *res = &resources[i];
+        size_t pre = (size_t)(strchr(res->uri, '{') - res->uri);
+        if (!resource_is_template(res) || uri.n <= pre || uri.n - pre > RESOURCE_ID_CHARS || uri.n - pre >= cap ||
+            memcmp(uri.p, res->uri, pre) != 0)
+            continue;
+        for (k = pre; k < uri.n; k++)
+            if (!is_tchar((unsigned char)uri.p[k]) || strchr("!#$%&'*+.^`|~", uri.p[k]))
+                return -1; /* only letters, digits, - and _ make an id */
+        memcpy(id, uri.p + pre, uri.n - pre);
+        id[uri.n - pre] = 0;
+        return resource_selected(c, res) ? (int)i : -1;
+    }
+    return -1;
+}
+
+/* Not found: -32602 in 2026-07-28, -32002 before (as each revision says). */
+static void resource_not_found(struct resp *r, struct view id, int modern, const char *uri, size_t uri_n, const char *why)
+{
+    char m[800], data[200];
+    snprintf(m, sizeof m, "Resource not found: %.*s%s%s", (int)(uri_n > 120 ? 120 : uri_n), uri, why ? " " : "",
+             why ? why : "");
+    snprintf(data, sizeof data, "{\"uri\":\"%.*s\"}", (int)(uri_n > 120 ? 120 : uri_n), uri);
+    rpc_error(r, id, modern ? E_INVALID_PARAMS : -32002, m, json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
+}
+
+/* Validates resources/read; D_PENDING once the read is set up to go out. */
+static int start_resource_read(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    struct view id = rpc_id(d, msg);
+    int uri = obj_get(d, obj_get(d, msg, "params"), "uri"), ri;
+    char res_id[RESOURCE_ID_CHARS + 1];
+    if (uri < 0 || d->t[uri].type != JSMN_STRING) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: resources/read needs params.uri, a string", NULL);
+        return D_REPLIED;
+    }
+    ri = match_resource(c, tok_view(d, uri), res_id, sizeof res_id);
+    if (ri < 0) {
+        resource_not_found(r, id, c->era == ERA_MODERN, tok_view(d, uri).p, tok_view(d, uri).n,
+                           "(resources/list and resources/templates/list name the resources)");
+        return D_REPLIED;
+    }
+    if (!c->token || c->token_len >= sizeof bearer_buf) {
+        rpc_error(r, id, E_SERVER, !c->token ? "No Cal ID token: send Authorization: Bearer calid_..., or give the server a key (--api-key or CALID_API_KEY)"
+                                             : "The bearer token is too long (1023 bytes at most)", NULL);
+        return D_REPLIED;
+    }
+    memset(pc, 0, sizeof *pc);
+    pc->active = 1;
+    pc->kind = PC_RESOURCE;
+    pc->tool = ri;
+    pc->modern = c->era == ERA_MODERN;
+    pc->handle = -1;
+    pc->jdoc_args = -1;
+    snprintf(pc->res_id, sizeof pc->res_id, "%s", resources[ri].api_path[strlen(resources[ri].api_path) - 1] == '}' ? res_id : "");
+    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
+    return D_PENDING;
+}
+
+/* The one GET of a read: the same slots and error handling as a tool call. */
+static int submit_resource_read(unsigned owner, struct pending_call *pc, const char *token, size_t token_len, char *msg,
+                                size_t cap)
+{
+    const struct cm_resource *res = &resources[pc->tool];
+    const char *brace = strchr(res->api_path, '{');
+    int h;
+    if (brace)
+        snprintf(req_path, sizeof req_path, "%.*s%s", (int)(brace - res->api_path), res->api_path, pc->res_id);
+    else
+        snprintf(req_path, sizeof req_path, "%s", res->api_path);
+    memcpy(bearer_buf, token, token_len);
+    bearer_buf[token_len] = 0;
+    h = up_submit(owner, "GET", req_path, bearer_buf, NULL, NULL, 0);
+    if (h == -2)
+        snprintf(msg, cap, "The request for %s does not fit CM_UPSTREAM_REQ_BYTES", res->uri);
+    cm_logf(CM_LOG_DEBUG, "resource %s -> GET %s%s", res->uri, upstream_host_for_log, req_path);
+    return h;
+}
+
+/* The URI a read was for (a template with its id filled in). */
+static void resource_uri(const struct pending_call *pc, char *out, size_t cap)
+{
+    const char *uri = resources[pc->tool].uri, *brace = strchr(uri, '{');
+    if (brace)
+        snprintf(out, cap, "%.*s%s", (int)(brace - uri), uri, pc->res_id);
+    else
+        snprintf(out, cap, "%s", uri);
+}
+
+static void render_resource_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+{
+    struct view id;
+    char uri[160], m[640], api[300];
+    const char *why;
+    size_t at;
+    id.p = pc->id;
+    id.n = strlen(pc->id);
+    resource_uri(pc, uri, sizeof uri);
+    if (u->status == 404) {
+        api_message(u->body, u->body_len, api, sizeof api);
+        snprintf(m, sizeof m, "(Cal ID API 404%s%s)", api[0] ? ": " : "", api);
+        resource_not_found(r, id, pc->modern, uri, strlen(uri), m);
+        return;
+    }
+    if (u->status == 0 || u->status >= 300 || json_check(u->body, u->body_len, &why, &at) < 0) {
+        api_message(u->body, u->body_len, api, sizeof api);
+        if (u->status == 0)
+            snprintf(m, sizeof m, "Could not complete the Cal ID API request for %s: %s", uri, u->error);
+        else if (u->status >= 300)
+            snprintf(m, sizeof m, "Cal ID API error %d %s reading %s%s%s", u->status, status_reason(u->status), uri,
+                     api[0] ? ": " : "", api);
+        else
+            snprintf(m, sizeof m, "The Cal ID API answered %s with content that is not JSON", uri);
+        rpc_error(r, id, E_SERVER, m, NULL);
+        return;
+    }
+    result_begin(r, id);
+    rs_printf(r, "\"contents\":[{\"uri\":\"%s\",\"mimeType\":\"application/json\",\"text\":\"", uri);
+    if (copy)
+        rs_escaped_copy(r, u->body, u->body_len);
+    else
+        rs_ext(r, u->body, u->body_len, 1);
+    rs_str(r, "\"}]");
+    if (pc->modern) /* the user's own data: this authorization only */
+        rs_printf(r, ",\"ttlMs\":%ld,\"cacheScope\":\"private\"", resources[pc->tool].ttl_ms);
+    result_end(r, pc->modern, 0);
+}
+
+/* ---- A request waiting on the API: a tool call or a resource read ---- */
+
+static int submit_pending(unsigned owner, struct pending_call *pc, const struct jdoc *d, const char *token,
+                          size_t token_len, char *msg, size_t cap)
+{
+    if (pc->kind == PC_RESOURCE)
+        return submit_resource_read(owner, pc, token, token_len, msg, cap);
+    return submit_tool_call(owner, pc, d, token, token_len, msg, cap);
+}
+
+static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+{
+    if (pc->kind == PC_RESOURCE)
+        render_resource_result(r, pc, u, copy);
+    else
+        render_tool_result(r, pc, u, copy);
+}
+
 /* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
 static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct rpc_ctx *c, struct view header_version)
 {
@@ -4898,7 +5123,9 @@ static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct 
 }
 
 /* What both eras advertise (initialize and server/discover). */
-#define SERVER_CAPABILITIES "{\"tools\":{\"listChanged\":false},\"prompts\":{\"listChanged\":false}}"
+#define SERVER_CAPABILITIES                                                                      \
+    "{\"tools\":{\"listChanged\":false},\"prompts\":{\"listChanged\":false},"                          \
+    "\"resources\":{\"listChanged\":false,\"subscribe\":false}}"
 
 static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct view id, const char *version)
 {
@@ -5318,6 +5545,12 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
     }
     if (view_eq(m, "prompts/get"))
         return serve_prompts_get(c, d, msg, r);
+    if (view_eq(m, "resources/list") || view_eq(m, "resources/templates/list")) {
+        render_resources_list(r, c, id, view_eq(m, "resources/templates/list"));
+        return D_REPLIED;
+    }
+    if (view_eq(m, "resources/read"))
+        return start_resource_read(c, d, msg, r, pc);
     if (modern && view_eq(m, "server/discover")) {
         render_discover(r, c, id);
         return D_REPLIED;
@@ -5791,7 +6024,7 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     char msg[300];
     int h;
     msg[0] = 0;
-    h = submit_tool_call(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
+    h = submit_pending(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
     if (h >= 0) {
         c->pc.handle = h;
         return;
@@ -5912,7 +6145,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         size_t at;
         if (c->batch_replies++)
             rs_str(&c->resp, ",");
-        render_tool_result(&c->resp, &c->pc, u, 1);
+        render_pending_result(&c->resp, &c->pc, u, 1);
         up_release(handle);
         c->batch_pos++;
         if (conn_parse_body(c, &d, &why, &at) == 0)
@@ -5921,7 +6154,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
             conn_close(c);
         return;
     }
-    render_tool_result(&c->resp, &c->pc, u, 0);
+    render_pending_result(&c->resp, &c->pc, u, 0);
     c->held_handle = handle;
     if (c->resp.overflow) {
         struct view id;
@@ -6602,7 +6835,7 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     int h;
     msg[0] = 0;
     stdio_wait.done = 0;
-    while ((h = submit_tool_call(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
+    while ((h = submit_pending(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
         loop_step(10);
     if (h == -2) {
         struct view id;
@@ -6613,7 +6846,7 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     }
     while (!stdio_wait.done)
         loop_step(100);
-    render_tool_result(r, pc, &stdio_wait.copy, copy);
+    render_pending_result(r, pc, &stdio_wait.copy, copy);
     if (copy) {
         up_release(stdio_wait.handle);
         return -1;
