@@ -4320,6 +4320,7 @@ struct session {
     char version[11];
     unsigned char token_fp[16];
     uint64_t last_ms;
+    unsigned char log_level; /* logging/setLevel: 0 none, else 1 + the level */
 };
 static struct session sessions[CM_MAX_SESSIONS];
 static unsigned long sessions_evicted;
@@ -4367,6 +4368,7 @@ static int session_create(const char *version, const char *token, size_t token_l
     snprintf(sessions[pick].version, sizeof sessions[pick].version, "%s", version);
     token_fingerprint(token, token_len, sessions[pick].token_fp);
     sessions[pick].last_ms = now;
+    sessions[pick].log_level = 0;
     sessions[pick].used = 1;
     return pick;
 }
@@ -4408,6 +4410,9 @@ struct pending_call {
     int modern;
     int handle;       /* upstream handle, -1 until submitted */
     int jdoc_args;    /* token index of the arguments, for resubmission */
+    int log_level;    /* 0, or 1 + the lowest log level the request asked for */
+    uint64_t start_ms;
+    char api_method[8], api_path[96]; /* for the log message: no query, no token */
 };
 
 /* Everything dispatch needs to know about where a message came from. */
@@ -4969,7 +4974,6 @@ static int start_resource_read(struct rpc_ctx *c, const struct jdoc *d, int msg,
                                              : "The bearer token is too long (1023 bytes at most)", NULL);
         return D_REPLIED;
     }
-    memset(pc, 0, sizeof *pc);
     pc->active = 1;
     pc->kind = PC_RESOURCE;
     pc->tool = ri;
@@ -5050,18 +5054,95 @@ static void render_resource_result(struct resp *r, const struct pending_call *pc
     result_end(r, pc->modern, 0);
 }
 
+/* ---- Logging: one notifications/message per API call ---- */
+/*
+ * A client asks with logging/setLevel (session era, kept per session) or with
+ * _meta io.modelcontextprotocol/logLevel on the request (2026-07-28). It then
+ * gets, on that request's SSE answer (or stdout on stdio), one message per API
+ * call: method, path without the query, status and milliseconds. Never the
+ * token, never the query or body (they hold attendees' details).
+ */
+static const char *const log_levels[] = {"debug", "info", "notice", "warning",
+                                         "error", "critical", "alert", "emergency"};
+#define N_LOG_LEVELS (sizeof log_levels / sizeof log_levels[0])
+
+/* 1 + the level's index for a level string token; -1 for anything else. */
+static int log_level_of(const struct jdoc *d, int tok)
+{
+    size_t i;
+    if (tok < 0 || d->t[tok].type != JSMN_STRING)
+        return -1;
+    for (i = 0; i < N_LOG_LEVELS; i++)
+        if (view_eq(tok_view(d, tok), log_levels[i]))
+            return (int)i + 1;
+    return -1;
+}
+
+/* The level this request asked for: 0 none, 1.. a level, -1 malformed. */
+static int request_log_level(const struct rpc_ctx *c, const struct jdoc *d, int msg)
+{
+    if (c->era == ERA_MODERN) {
+        int lv = obj_get(d, obj_get(d, obj_get(d, msg, "params"), "_meta"), "io.modelcontextprotocol/logLevel");
+        return lv < 0 ? 0 : log_level_of(d, lv);
+    }
+    return c->log_level ? *c->log_level : 0;
+}
+
+static int serve_set_level(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
+{
+    struct view id = rpc_id(d, msg);
+    int level = log_level_of(d, obj_get(d, obj_get(d, msg, "params"), "level"));
+    if (level < 0) {
+        rpc_error(r, id, E_INVALID_PARAMS,
+                  "Invalid params: params.level must be one of debug, info, notice, warning, error, critical, alert, emergency", NULL);
+        return D_REPLIED;
+    }
+    if (c->log_level)
+        *c->log_level = (unsigned char)level;
+    result_begin(r, id);
+    result_end(r, 0, 0);
+    return D_REPLIED;
+}
+
+/* Remembers what the log message will say, once the request went out. */
+static void pending_log_start(struct pending_call *pc, const char *method)
+{
+    pc->start_ms = cm_port_now_ms();
+    snprintf(pc->api_method, sizeof pc->api_method, "%s", method);
+    snprintf(pc->api_path, sizeof pc->api_path, "%.*s", (int)strcspn(req_path, "?"), req_path);
+}
+
+/* The message for a finished API call, if the request asked for its level. */
+static void render_api_log(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    int level = u->status == 0 || u->status >= 500 ? 5 : u->status >= 400 ? 4 : 2; /* error, warning, info */
+    if (!pc->log_level || level < pc->log_level)
+        return;
+    msg_begin(r);
+    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"%s\","
+                 "\"logger\":\"calid-api\",\"data\":{\"method\":\"%s\",\"path\":",
+              log_levels[level - 1], pc->api_method);
+    rs_json_string(r, pc->api_path, strlen(pc->api_path));
+    rs_printf(r, ",\"status\":%d,\"ms\":%lu}}}", u->status, (unsigned long)(cm_port_now_ms() > pc->start_ms ? cm_port_now_ms() - pc->start_ms : 0));
+    msg_end(r);
+}
+
 /* ---- A request waiting on the API: a tool call or a resource read ---- */
 
 static int submit_pending(unsigned owner, struct pending_call *pc, const struct jdoc *d, const char *token,
                           size_t token_len, char *msg, size_t cap)
 {
-    if (pc->kind == PC_RESOURCE)
-        return submit_resource_read(owner, pc, token, token_len, msg, cap);
-    return submit_tool_call(owner, pc, d, token, token_len, msg, cap);
+    int h = pc->kind == PC_RESOURCE ? submit_resource_read(owner, pc, token, token_len, msg, cap)
+                                    : submit_tool_call(owner, pc, d, token, token_len, msg, cap);
+    if (h >= 0)
+        pending_log_start(pc, pc->kind == PC_RESOURCE ? "GET" : tools[pc->tool].method);
+    return h;
 }
 
 static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
+    if (r->sse) /* log messages travel only on an SSE answer */
+        render_api_log(r, pc, u);
     if (pc->kind == PC_RESOURCE)
         render_resource_result(r, pc, u, copy);
     else
@@ -5125,7 +5206,7 @@ static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct 
 /* What both eras advertise (initialize and server/discover). */
 #define SERVER_CAPABILITIES                                                                      \
     "{\"tools\":{\"listChanged\":false},\"prompts\":{\"listChanged\":false},"                          \
-    "\"resources\":{\"listChanged\":false,\"subscribe\":false}}"
+    "\"resources\":{\"listChanged\":false,\"subscribe\":false},\"logging\":{}}"
 
 static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct view id, const char *version)
 {
@@ -5527,12 +5608,21 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
     int method = obj_get(d, msg, "method"), id_tok = obj_get(d, msg, "id");
     int modern = c->era == ERA_MODERN;
     struct view id = rpc_id(d, msg), m;
-    int shape = check_message_shape(d, msg, r);
+    int shape = check_message_shape(d, msg, r), level;
     if (shape >= 0)
         return shape;
     m = tok_view(d, method);
     if (id_tok < 0) /* a notification: never answered */
         return D_NO_REPLY;
+    level = request_log_level(c, d, msg);
+    if (level < 0) {
+        c->http_status = 400;
+        rpc_error(r, id, E_INVALID_PARAMS,
+                  "Invalid params: params._meta[\"io.modelcontextprotocol/logLevel\"] must be one of debug, info, notice, warning, error, critical, alert, emergency",
+                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/logLevel\",\"problem\":\"not a log level\"}}");
+        return D_REPLIED;
+    }
+    pc->log_level = level;
     if (view_eq(m, "tools/list")) {
         render_tools_list(r, c, id, modern);
         return D_REPLIED;
@@ -5555,6 +5645,8 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
         render_discover(r, c, id);
         return D_REPLIED;
     }
+    if (!modern && view_eq(m, "logging/setLevel"))
+        return serve_set_level(c, d, msg, r);
     if (!modern && view_eq(m, "ping")) {
         result_begin(r, id);
         result_end(r, 0, 0);
@@ -6274,6 +6366,7 @@ static void conn_process(struct conn *c)
     c->ctx.http_status = 200;
     c->ctx.batch = 0;
     c->ctx.new_session = -1;
+    c->ctx.log_level = NULL;
     cm_logf(CM_LOG_DEBUG, "%.*s %.*s", (int)q->method.n, q->method.p, (int)(q->path.n > 100 ? 100 : q->path.n), q->path.p);
     for (i = 0; i < N_ENDPOINTS; i++) {
         const struct endpoint *e = &endpoints[i];
@@ -6494,6 +6587,7 @@ static void serve_mcp(struct conn *c)
             sessions[s].last_ms = now;
             c->session = s;
             c->ctx.version = sessions[s].version;
+            c->ctx.log_level = &sessions[s].log_level;
         }
         if (d.t[0].type == JSMN_ARRAY) {
             if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
@@ -6527,6 +6621,9 @@ static void serve_mcp(struct conn *c)
         return;
     }
     if (r == D_PENDING) {
+        const struct view *accept = http_header(q, "accept");
+        if (c->pc.log_level && accept && view_icontains(*accept, "text/event-stream"))
+            c->want_sse = c->resp.sse = 1; /* log messages need a stream: nothing is written yet */
         c->state = C_WAIT_API;
         c->last_ms = now;
         conn_submit(c, &d);
@@ -6806,6 +6903,8 @@ int cm_poll(int timeout_ms)
 static char stdio_line[CM_MAX_BODY_BYTES + 2];
 static char stdio_out[CM_OUT_BYTES * 4];
 static char stdio_version[11] = LATEST_SESSION_VERSION;
+static unsigned char stdio_log_level; /* logging/setLevel on stdio: for the process */
+static char stdio_log_line[512];       /* one log message: a path is at most 95 bytes */
 
 static void stdio_emit(const struct resp *r)
 {
@@ -6846,6 +6945,13 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     }
     while (!stdio_wait.done)
         loop_step(100);
+    if (pc->log_level && !copy) { /* its own line, before the answer */
+        struct resp lr;
+        rs_init(&lr, stdio_log_line, sizeof stdio_log_line, 0);
+        render_api_log(&lr, pc, &stdio_wait.copy);
+        if (lr.nseg && !lr.overflow)
+            stdio_emit(&lr);
+    }
     render_pending_result(r, pc, &stdio_wait.copy, copy);
     if (copy) {
         up_release(stdio_wait.handle);
@@ -6867,6 +6973,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
     ctx.token_len = cfg.api_key ? strlen(cfg.api_key) : 0;
     ctx.new_session = -2; /* no session table on stdio */
     ctx.toolsets = served_toolsets;
+    ctx.log_level = &stdio_log_level;
     ctx.batch = copy;
     if (d->t[msg].type != JSMN_OBJECT) {
         struct view nullid = {"null", 4};
@@ -6976,7 +7083,7 @@ size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + up_static_bytes();
+           sizeof stdio_out + sizeof stdio_log_line + up_static_bytes();
 }
 
 /*
