@@ -4853,415 +4853,6 @@ static void render_tool_result(struct resp *r, const struct pending_call *pc, co
     result_end(r, pc->modern, 0);
 }
 
-/* ---- Resources ---- */
-/*
- * Read-only views a client can attach to a conversation. Each read is one
- * GET with the caller's token, through the same upstream path tools/call
- * takes; the answer is the API's JSON. A template's last segment is an id.
- */
-struct cm_resource {
-    const char *uri;      /* calid://...; a template ends in {name} */
-    const char *name, *title, *description;
-    const char *api_path; /* the one GET a read takes; {id} is the URI's id */
-    unsigned toolset;     /* listed only when the selection offers it */
-    long ttl_ms;          /* how long a 2026-07-28 client may keep a read */
-};
-
-#define RESOURCE_ID_CHARS 64 /* ids are numbers or uids: letters, digits, - and _ */
-
-static const struct cm_resource resources[] = {
-    {"calid://me", "me", "My profile",
-     "The current user's Cal ID profile: name, email, username, time zone, week start.",
-     "/users/me", TS_USERS, 300000},
-    {"calid://event-types", "event-types", "My event types",
-     "The current user's event types, each with its id, slug, title and length.",
-     "/event-types", TS_EVENT_TYPES, 300000},
-    {"calid://schedules", "schedules", "My schedules",
-     "The current user's availability schedules with their time zones and working hours.",
-     "/schedule", TS_AVAILABILITY, 300000},
-    {"calid://bookings/upcoming", "upcoming-bookings", "Upcoming bookings",
-     "The current user's upcoming bookings with title, start, end and attendees.",
-     "/booking?status=upcoming", TS_BOOKINGS, 60000},
-    {"calid://bookings/{bookingId}", "booking", "A booking",
-     "One booking by its numeric id (as in calid://bookings/upcoming): title, times, attendees, status.",
-     "/booking/{id}", TS_BOOKINGS, 60000},
-    {"calid://event-types/{eventTypeId}", "event-type", "An event type",
-     "One event type by its numeric id (as in calid://event-types): title, slug, length, locations.",
-     "/event-types/{id}", TS_EVENT_TYPES, 300000},
-};
-#define N_RESOURCES (sizeof resources / sizeof resources[0])
-
-static int resource_is_template(const struct cm_resource *res) { return strchr(res->uri, '{') != NULL; }
-
-static int resource_selected(const struct rpc_ctx *c, const struct cm_resource *res)
-{
-    return (res->toolset & (c->toolsets ? c->toolsets : served_toolsets)) != 0;
-}
-
-/* resources/list (templates 0) or resources/templates/list (templates 1). */
-static void render_resources_list(struct resp *r, const struct rpc_ctx *c, struct view id, int templates)
-{
-    size_t i;
-    int listed = 0;
-    result_begin(r, id);
-    rs_str(r, templates ? "\"resourceTemplates\":[" : "\"resources\":[");
-    for (i = 0; i < N_RESOURCES; i++) {
-        const struct cm_resource *res = &resources[i];
-        if (resource_is_template(res) != templates || !resource_selected(c, res))
-            continue;
-        rs_printf(r, "%s{\"%s\":\"%s\",\"name\":\"%s\",\"title\":", listed++ ? "," : "", templates ? "uriTemplate" : "uri",
-                  res->uri, res->name);
-        rs_json_string(r, res->title, strlen(res->title));
-        rs_str(r, ",\"description\":");
-        rs_json_string(r, res->description, strlen(res->description));
-        rs_str(r, ",\"mimeType\":\"application/json\"}");
-    }
-    rs_str(r, "]");
-    result_end(r, c->era == ERA_MODERN, 1);
-}
-
-/* Which resource a URI names, with the id of a template in id. -1: none. */
-static int match_resource(const struct rpc_ctx *c, struct view uri, char *id, size_t cap)
-{
-    size_t i, k;
-    for (i = 0; i < N_RESOURCES; i++)
-        if (!resource_is_template(&resources[i]) && view_eq(uri, resources[i].uri))
-            return resource_selected(c, &resources[i]) ? (int)i : -1;
-    for (i = 0; i < N_RESOURCES; i++) {
-        const struct cm_resource *res = &resources[i];
-        size_t pre = (size_t)(strchr(res->uri, '{') - res->uri);
-        if (!resource_is_template(res) || uri.n <= pre || uri.n - pre > RESOURCE_ID_CHARS || uri.n - pre >= cap ||
-            memcmp(uri.p, res->uri, pre) != 0)
-            continue;
-        for (k = pre; k < uri.n; k++)
-            if (!is_tchar((unsigned char)uri.p[k]) || strchr("!#$%&'*+.^`|~", uri.p[k]))
-                return -1; /* only letters, digits, - and _ make an id */
-        memcpy(id, uri.p + pre, uri.n - pre);
-        id[uri.n - pre] = 0;
-        return resource_selected(c, res) ? (int)i : -1;
-    }
-    return -1;
-}
-
-/* Not found: -32602 in 2026-07-28, -32002 before (as each revision says). */
-static void resource_not_found(struct resp *r, struct view id, int modern, const char *uri, size_t uri_n, const char *why)
-{
-    char m[800], data[200];
-    snprintf(m, sizeof m, "Resource not found: %.*s%s%s", (int)(uri_n > 120 ? 120 : uri_n), uri, why ? " " : "",
-             why ? why : "");
-    snprintf(data, sizeof data, "{\"uri\":\"%.*s\"}", (int)(uri_n > 120 ? 120 : uri_n), uri);
-    rpc_error(r, id, modern ? E_INVALID_PARAMS : -32002, m, json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
-}
-
-/* Validates resources/read; D_PENDING once the read is set up to go out. */
-static int start_resource_read(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
-{
-    struct view id = rpc_id(d, msg);
-    int uri = obj_get(d, obj_get(d, msg, "params"), "uri"), ri;
-    char res_id[RESOURCE_ID_CHARS + 1];
-    if (uri < 0 || d->t[uri].type != JSMN_STRING) {
-        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: resources/read needs params.uri, a string", NULL);
-        return D_REPLIED;
-    }
-    ri = match_resource(c, tok_view(d, uri), res_id, sizeof res_id);
-    if (ri < 0) {
-        resource_not_found(r, id, c->era == ERA_MODERN, tok_view(d, uri).p, tok_view(d, uri).n,
-                           "(resources/list and resources/templates/list name the resources)");
-        return D_REPLIED;
-    }
-    if (!c->token || c->token_len >= sizeof bearer_buf) {
-        rpc_error(r, id, E_SERVER, !c->token ? "No Cal ID token: send Authorization: Bearer calid_..., or give the server a key (--api-key or CALID_API_KEY)"
-                                             : "The bearer token is too long (1023 bytes at most)", NULL);
-        return D_REPLIED;
-    }
-    pc->active = 1;
-    pc->kind = PC_RESOURCE;
-    pc->tool = ri;
-    pc->modern = c->era == ERA_MODERN;
-    pc->handle = -1;
-    pc->jdoc_args = -1;
-    snprintf(pc->res_id, sizeof pc->res_id, "%s", resources[ri].api_path[strlen(resources[ri].api_path) - 1] == '}' ? res_id : "");
-    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
-    return D_PENDING;
-}
-
-/* The one GET of a read: the same slots and error handling as a tool call. */
-static int submit_resource_read(unsigned owner, struct pending_call *pc, const char *token, size_t token_len, char *msg,
-                                size_t cap)
-{
-    const struct cm_resource *res = &resources[pc->tool];
-    const char *brace = strchr(res->api_path, '{');
-    int h;
-    if (brace)
-        snprintf(req_path, sizeof req_path, "%.*s%s", (int)(brace - res->api_path), res->api_path, pc->res_id);
-    else
-        snprintf(req_path, sizeof req_path, "%s", res->api_path);
-    memcpy(bearer_buf, token, token_len);
-    bearer_buf[token_len] = 0;
-    h = up_submit(owner, "GET", req_path, bearer_buf, NULL, NULL, 0);
-    if (h == -2)
-        snprintf(msg, cap, "The request for %s does not fit CM_UPSTREAM_REQ_BYTES", res->uri);
-    cm_logf(CM_LOG_DEBUG, "resource %s -> GET %s%s", res->uri, upstream_host_for_log, req_path);
-    return h;
-}
-
-/* The URI a read was for (a template with its id filled in). */
-static void resource_uri(const struct pending_call *pc, char *out, size_t cap)
-{
-    const char *uri = resources[pc->tool].uri, *brace = strchr(uri, '{');
-    if (brace)
-        snprintf(out, cap, "%.*s%s", (int)(brace - uri), uri, pc->res_id);
-    else
-        snprintf(out, cap, "%s", uri);
-}
-
-static void render_resource_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
-{
-    struct view id;
-    char uri[160], m[640], api[300];
-    const char *why;
-    size_t at;
-    id.p = pc->id;
-    id.n = strlen(pc->id);
-    resource_uri(pc, uri, sizeof uri);
-    if (u->status == 404) {
-        api_message(u->body, u->body_len, api, sizeof api);
-        snprintf(m, sizeof m, "(Cal ID API 404%s%s)", api[0] ? ": " : "", api);
-        resource_not_found(r, id, pc->modern, uri, strlen(uri), m);
-        return;
-    }
-    if (u->status == 0 || u->status >= 300 || json_check(u->body, u->body_len, &why, &at) < 0) {
-        api_message(u->body, u->body_len, api, sizeof api);
-        if (u->status == 0)
-            snprintf(m, sizeof m, "Could not complete the Cal ID API request for %s: %s", uri, u->error);
-        else if (u->status >= 300)
-            snprintf(m, sizeof m, "Cal ID API error %d %s reading %s%s%s", u->status, status_reason(u->status), uri,
-                     api[0] ? ": " : "", api);
-        else
-            snprintf(m, sizeof m, "The Cal ID API answered %s with content that is not JSON", uri);
-        rpc_error(r, id, E_SERVER, m, NULL);
-        return;
-    }
-    result_begin(r, id);
-    rs_printf(r, "\"contents\":[{\"uri\":\"%s\",\"mimeType\":\"application/json\",\"text\":\"", uri);
-    if (copy)
-        rs_escaped_copy(r, u->body, u->body_len);
-    else
-        rs_ext(r, u->body, u->body_len, 1);
-    rs_str(r, "\"}]");
-    if (pc->modern) /* the user's own data: this authorization only */
-        rs_printf(r, ",\"ttlMs\":%ld,\"cacheScope\":\"private\"", resources[pc->tool].ttl_ms);
-    result_end(r, pc->modern, 0);
-}
-
-/* ---- Logging: one notifications/message per API call ---- */
-/*
- * A client asks with logging/setLevel (session era, kept per session) or with
- * _meta io.modelcontextprotocol/logLevel on the request (2026-07-28). It then
- * gets, on that request's SSE answer (or stdout on stdio), one message per API
- * call: method, path without the query, status and milliseconds. Never the
- * token, never the query or body (they hold attendees' details).
- */
-static const char *const log_levels[] = {"debug", "info", "notice", "warning",
-                                         "error", "critical", "alert", "emergency"};
-#define N_LOG_LEVELS (sizeof log_levels / sizeof log_levels[0])
-
-/* 1 + the level's index for a level string token; -1 for anything else. */
-static int log_level_of(const struct jdoc *d, int tok)
-{
-    size_t i;
-    if (tok < 0 || d->t[tok].type != JSMN_STRING)
-        return -1;
-    for (i = 0; i < N_LOG_LEVELS; i++)
-        if (view_eq(tok_view(d, tok), log_levels[i]))
-            return (int)i + 1;
-    return -1;
-}
-
-/* The level this request asked for: 0 none, 1.. a level, -1 malformed. */
-static int request_log_level(const struct rpc_ctx *c, const struct jdoc *d, int msg)
-{
-    if (c->era == ERA_MODERN) {
-        int lv = obj_get(d, obj_get(d, obj_get(d, msg, "params"), "_meta"), "io.modelcontextprotocol/logLevel");
-        return lv < 0 ? 0 : log_level_of(d, lv);
-    }
-    return c->log_level ? *c->log_level : 0;
-}
-
-static int serve_set_level(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
-{
-    struct view id = rpc_id(d, msg);
-    int level = log_level_of(d, obj_get(d, obj_get(d, msg, "params"), "level"));
-    if (level < 0) {
-        rpc_error(r, id, E_INVALID_PARAMS,
-                  "Invalid params: params.level must be one of debug, info, notice, warning, error, critical, alert, emergency", NULL);
-        return D_REPLIED;
-    }
-    if (c->log_level)
-        *c->log_level = (unsigned char)level;
-    result_begin(r, id);
-    result_end(r, 0, 0);
-    return D_REPLIED;
-}
-
-/* Remembers what the log message will say, once the request went out. */
-static void pending_log_start(struct pending_call *pc, const char *method)
-{
-    pc->start_ms = cm_port_now_ms();
-    snprintf(pc->api_method, sizeof pc->api_method, "%s", method);
-    snprintf(pc->api_path, sizeof pc->api_path, "%.*s", (int)strcspn(req_path, "?"), req_path);
-}
-
-/* The message for a finished API call, if the request asked for its level. */
-static void render_api_log(struct resp *r, const struct pending_call *pc, const struct up_result *u)
-{
-    int level = u->status == 0 || u->status >= 500 ? 5 : u->status >= 400 ? 4 : 2; /* error, warning, info */
-    if (!pc->log_level || level < pc->log_level)
-        return;
-    msg_begin(r);
-    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"%s\","
-                 "\"logger\":\"calid-api\",\"data\":{\"method\":\"%s\",\"path\":",
-              log_levels[level - 1], pc->api_method);
-    rs_json_string(r, pc->api_path, strlen(pc->api_path));
-    rs_printf(r, ",\"status\":%d,\"ms\":%lu}}}", u->status, (unsigned long)(cm_port_now_ms() > pc->start_ms ? cm_port_now_ms() - pc->start_ms : 0));
-    msg_end(r);
-}
-
-/* ---- A request waiting on the API: a tool call or a resource read ---- */
-
-static int submit_pending(unsigned owner, struct pending_call *pc, const struct jdoc *d, const char *token,
-                          size_t token_len, char *msg, size_t cap)
-{
-    int h = pc->kind == PC_RESOURCE ? submit_resource_read(owner, pc, token, token_len, msg, cap)
-                                    : submit_tool_call(owner, pc, d, token, token_len, msg, cap);
-    if (h >= 0)
-        pending_log_start(pc, pc->kind == PC_RESOURCE ? "GET" : tools[pc->tool].method);
-    return h;
-}
-
-static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
-{
-    if (r->sse) /* log messages travel only on an SSE answer */
-        render_api_log(r, pc, u);
-    if (pc->kind == PC_RESOURCE)
-        render_resource_result(r, pc, u, copy);
-    else
-        render_tool_result(r, pc, u, copy);
-}
-
-/* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
-static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct rpc_ctx *c, struct view header_version)
-{
-    struct view id = rpc_id(d, msg);
-    int params = obj_get(d, msg, "params"), meta = obj_get(d, params, "_meta");
-    int ver = obj_get(d, meta, "io.modelcontextprotocol/protocolVersion");
-    int caps = obj_get(d, meta, "io.modelcontextprotocol/clientCapabilities");
-    int info = obj_get(d, meta, "io.modelcontextprotocol/clientInfo");
-    char supported[160], data[400];
-    struct view v;
-    if (header_version.p && ver >= 0 && d->t[ver].type == JSMN_STRING && !view_eq(header_version, "") &&
-        !(tok_view(d, ver).n == header_version.n && memcmp(tok_view(d, ver).p, header_version.p, header_version.n) == 0)) {
-        snprintf(data, sizeof data, "{\"mismatch\":{\"header\":\"MCP-Protocol-Version\",\"headerValue\":\"%.*s\",\"body\":\"%.*s\"}}",
-                 (int)(header_version.n > 40 ? 40 : header_version.n), header_version.p,
-                 (int)(tok_view(d, ver).n > 40 ? 40 : tok_view(d, ver).n), tok_view(d, ver).p);
-        c->http_status = 400;
-        rpc_error(r, id, E_HEADER_MISMATCH,
-                  "Bad Request: the request headers and body disagree: MCP-Protocol-Version differs from params._meta protocolVersion",
-                  json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
-        return -1;
-    }
-    if (ver < 0 || d->t[ver].type != JSMN_STRING) {
-        c->http_status = 400;
-        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params._meta[\"io.modelcontextprotocol/protocolVersion\"] must be a string",
-                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing or not a string\"}}");
-        return -1;
-    }
-    if (caps < 0 || d->t[caps].type != JSMN_OBJECT) {
-        c->http_status = 400;
-        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params._meta[\"io.modelcontextprotocol/clientCapabilities\"] must be an object",
-                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/clientCapabilities\",\"problem\":\"missing or not an object\"}}");
-        return -1;
-    }
-    if (info >= 0 && d->t[info].type != JSMN_OBJECT) {
-        c->http_status = 400;
-        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params._meta[\"io.modelcontextprotocol/clientInfo\"] must be an object",
-                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/clientInfo\",\"problem\":\"not an object\"}}");
-        return -1;
-    }
-    v = tok_view(d, ver);
-    if (!view_eq(v, MODERN_VERSION)) {
-        char m[120];
-        supported_versions_json(supported, sizeof supported);
-        /* every version served: 2026-07-28 per request, the others through initialize */
-        snprintf(data, sizeof data, "{\"supported\":%s,\"requested\":%.*s}", supported,
-                 (int)tok_raw(d, ver).n, tok_raw(d, ver).p);
-        snprintf(m, sizeof m, "Unsupported protocol version: %.*s", (int)(v.n > 60 ? 60 : v.n), v.p);
-        c->http_status = 400;
-        rpc_error(r, id, E_UNSUPPORTED_VERSION, m, tok_raw(d, ver).n < 300 ? data : NULL);
-        return -1;
-    }
-    return 0;
-}
-
-/* What both eras advertise (initialize and server/discover). */
-#define SERVER_CAPABILITIES                                                                      \
-    "{\"tools\":{\"listChanged\":false},\"prompts\":{\"listChanged\":false},"                          \
-    "\"resources\":{\"listChanged\":false,\"subscribe\":false},\"logging\":{}}"
-
-static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct view id, const char *version)
-{
-    result_begin(r, id);
-    rs_printf(r, "\"protocolVersion\":\"%s\",\"capabilities\":" SERVER_CAPABILITIES ","
-                 "\"serverInfo\":{\"name\":\"" SERVER_NAME "\",\"title\":\"" SERVER_TITLE "\",\"version\":\"" CM_VERSION "\"},"
-                 "\"instructions\":",
-              version);
-    render_instructions(r, c);
-    result_end(r, 0, 0);
-}
-
-static void render_discover(struct resp *r, const struct rpc_ctx *c, struct view id)
-{
-    result_begin(r, id);
-    rs_str(r, "\"supportedVersions\":[\"" MODERN_VERSION "\"],\"capabilities\":" SERVER_CAPABILITIES ","
-              "\"instructions\":");
-    render_instructions(r, c);
-    result_end(r, 1, 1);
-}
-
-/* The selected tools, referenced where they lie (static: safe even in a
- * batch); neighbours in the catalog go out as one segment. */
-static void render_tools_list(struct resp *r, const struct rpc_ctx *c, struct view id, int modern)
-{
-    size_t i;
-    struct view run = {NULL, 0};
-    int listed = 0;
-    result_begin(r, id);
-    rs_str(r, "\"tools\":[");
-    for (i = 0; i < N_TOOLS; i++) {
-        struct view t;
-        if (!tool_selected(c, i))
-            continue;
-        t = tool_json(i);
-        if (run.p && run.p + run.n + 1 == t.p) {
-            run.n += 1 + t.n; /* the comma between them comes along */
-            continue;
-        }
-        if (run.p) {
-            if (listed++)
-                rs_str(r, ",");
-            rs_ext(r, run.p, run.n, 0);
-        }
-        run = t;
-    }
-    if (run.p) {
-        if (listed)
-            rs_str(r, ",");
-        rs_ext(r, run.p, run.n, 0);
-    }
-    rs_str(r, "]");
-    result_end(r, modern, 1);
-}
-
 /* ---- Prompts ---- */
 /*
  * The seed's example requests as MCP prompts. Each renders one user message
@@ -5563,6 +5154,600 @@ static int prompts_check(char *err, size_t errlen)
     return 0;
 }
 
+/* ---- Resources ---- */
+/*
+ * Read-only views a client can attach to a conversation. Each read is one
+ * GET with the caller's token, through the same upstream path tools/call
+ * takes; the answer is the API's JSON. A template's last segment is an id.
+ */
+struct cm_resource {
+    const char *uri;      /* calid://...; a template ends in {name} */
+    const char *name, *title, *description;
+    const char *api_path; /* the one GET a read takes; {id} is the URI's id */
+    unsigned toolset;     /* listed only when the selection offers it */
+    long ttl_ms;          /* how long a 2026-07-28 client may keep a read */
+};
+
+#define RESOURCE_ID_CHARS 64 /* ids are numbers or uids: letters, digits, - and _ */
+
+static const struct cm_resource resources[] = {
+    {"calid://me", "me", "My profile",
+     "The current user's Cal ID profile: name, email, username, time zone, week start.",
+     "/users/me", TS_USERS, 300000},
+    {"calid://event-types", "event-types", "My event types",
+     "The current user's event types, each with its id, slug, title and length.",
+     "/event-types", TS_EVENT_TYPES, 300000},
+    {"calid://schedules", "schedules", "My schedules",
+     "The current user's availability schedules with their time zones and working hours.",
+     "/schedule", TS_AVAILABILITY, 300000},
+    {"calid://bookings/upcoming", "upcoming-bookings", "Upcoming bookings",
+     "The current user's upcoming bookings with title, start, end and attendees.",
+     "/booking?status=upcoming", TS_BOOKINGS, 60000},
+    {"calid://bookings/{bookingId}", "booking", "A booking",
+     "One booking by its numeric id (as in calid://bookings/upcoming): title, times, attendees, status.",
+     "/booking/{id}", TS_BOOKINGS, 60000},
+    {"calid://event-types/{eventTypeId}", "event-type", "An event type",
+     "One event type by its numeric id (as in calid://event-types): title, slug, length, locations.",
+     "/event-types/{id}", TS_EVENT_TYPES, 300000},
+};
+#define N_RESOURCES (sizeof resources / sizeof resources[0])
+
+static int resource_is_template(const struct cm_resource *res) { return strchr(res->uri, '{') != NULL; }
+
+static int resource_selected(const struct rpc_ctx *c, const struct cm_resource *res)
+{
+    return (res->toolset & (c->toolsets ? c->toolsets : served_toolsets)) != 0;
+}
+
+/* resources/list (templates 0) or resources/templates/list (templates 1). */
+static void render_resources_list(struct resp *r, const struct rpc_ctx *c, struct view id, int templates)
+{
+    size_t i;
+    int listed = 0;
+    result_begin(r, id);
+    rs_str(r, templates ? "\"resourceTemplates\":[" : "\"resources\":[");
+    for (i = 0; i < N_RESOURCES; i++) {
+        const struct cm_resource *res = &resources[i];
+        if (resource_is_template(res) != templates || !resource_selected(c, res))
+            continue;
+        rs_printf(r, "%s{\"%s\":\"%s\",\"name\":\"%s\",\"title\":", listed++ ? "," : "", templates ? "uriTemplate" : "uri",
+                  res->uri, res->name);
+        rs_json_string(r, res->title, strlen(res->title));
+        rs_str(r, ",\"description\":");
+        rs_json_string(r, res->description, strlen(res->description));
+        rs_str(r, ",\"mimeType\":\"application/json\"}");
+    }
+    rs_str(r, "]");
+    result_end(r, c->era == ERA_MODERN, 1);
+}
+
+/* Which resource a URI names, with the id of a template in id. -1: none. */
+static int match_resource(const struct rpc_ctx *c, struct view uri, char *id, size_t cap)
+{
+    size_t i, k;
+    for (i = 0; i < N_RESOURCES; i++)
+        if (!resource_is_template(&resources[i]) && view_eq(uri, resources[i].uri))
+            return resource_selected(c, &resources[i]) ? (int)i : -1;
+    for (i = 0; i < N_RESOURCES; i++) {
+        const struct cm_resource *res = &resources[i];
+        size_t pre = (size_t)(strchr(res->uri, '{') - res->uri);
+        if (!resource_is_template(res) || uri.n <= pre || uri.n - pre > RESOURCE_ID_CHARS || uri.n - pre >= cap ||
+            memcmp(uri.p, res->uri, pre) != 0)
+            continue;
+        for (k = pre; k < uri.n; k++)
+            if (!is_tchar((unsigned char)uri.p[k]) || strchr("!#$%&'*+.^`|~", uri.p[k]))
+                return -1; /* only letters, digits, - and _ make an id */
+        memcpy(id, uri.p + pre, uri.n - pre);
+        id[uri.n - pre] = 0;
+        return resource_selected(c, res) ? (int)i : -1;
+    }
+    return -1;
+}
+
+/* Not found: -32602 in 2026-07-28, -32002 before (as each revision says). */
+static void resource_not_found(struct resp *r, struct view id, int modern, const char *uri, size_t uri_n, const char *why)
+{
+    char m[800], data[200];
+    snprintf(m, sizeof m, "Resource not found: %.*s%s%s", (int)(uri_n > 120 ? 120 : uri_n), uri, why ? " " : "",
+             why ? why : "");
+    snprintf(data, sizeof data, "{\"uri\":\"%.*s\"}", (int)(uri_n > 120 ? 120 : uri_n), uri);
+    rpc_error(r, id, modern ? E_INVALID_PARAMS : -32002, m, json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
+}
+
+/* Validates resources/read; D_PENDING once the read is set up to go out. */
+static int start_resource_read(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    struct view id = rpc_id(d, msg);
+    int uri = obj_get(d, obj_get(d, msg, "params"), "uri"), ri;
+    char res_id[RESOURCE_ID_CHARS + 1];
+    if (uri < 0 || d->t[uri].type != JSMN_STRING) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: resources/read needs params.uri, a string", NULL);
+        return D_REPLIED;
+    }
+    ri = match_resource(c, tok_view(d, uri), res_id, sizeof res_id);
+    if (ri < 0) {
+        resource_not_found(r, id, c->era == ERA_MODERN, tok_view(d, uri).p, tok_view(d, uri).n,
+                           "(resources/list and resources/templates/list name the resources)");
+        return D_REPLIED;
+    }
+    if (!c->token || c->token_len >= sizeof bearer_buf) {
+        rpc_error(r, id, E_SERVER, !c->token ? "No Cal ID token: send Authorization: Bearer calid_..., or give the server a key (--api-key or CALID_API_KEY)"
+                                             : "The bearer token is too long (1023 bytes at most)", NULL);
+        return D_REPLIED;
+    }
+    pc->active = 1;
+    pc->kind = PC_RESOURCE;
+    pc->tool = ri;
+    pc->modern = c->era == ERA_MODERN;
+    pc->handle = -1;
+    pc->jdoc_args = -1;
+    snprintf(pc->res_id, sizeof pc->res_id, "%s", resources[ri].api_path[strlen(resources[ri].api_path) - 1] == '}' ? res_id : "");
+    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
+    return D_PENDING;
+}
+
+/* The one GET of a read: the same slots and error handling as a tool call. */
+static int submit_resource_read(unsigned owner, struct pending_call *pc, const char *token, size_t token_len, char *msg,
+                                size_t cap)
+{
+    const struct cm_resource *res = &resources[pc->tool];
+    const char *brace = strchr(res->api_path, '{');
+    int h;
+    if (brace)
+        snprintf(req_path, sizeof req_path, "%.*s%s", (int)(brace - res->api_path), res->api_path, pc->res_id);
+    else
+        snprintf(req_path, sizeof req_path, "%s", res->api_path);
+    memcpy(bearer_buf, token, token_len);
+    bearer_buf[token_len] = 0;
+    h = up_submit(owner, "GET", req_path, bearer_buf, NULL, NULL, 0);
+    if (h == -2)
+        snprintf(msg, cap, "The request for %s does not fit CM_UPSTREAM_REQ_BYTES", res->uri);
+    cm_logf(CM_LOG_DEBUG, "resource %s -> GET %s%s", res->uri, upstream_host_for_log, req_path);
+    return h;
+}
+
+/* The URI a read was for (a template with its id filled in). */
+static void resource_uri(const struct pending_call *pc, char *out, size_t cap)
+{
+    const char *uri = resources[pc->tool].uri, *brace = strchr(uri, '{');
+    if (brace)
+        snprintf(out, cap, "%.*s%s", (int)(brace - uri), uri, pc->res_id);
+    else
+        snprintf(out, cap, "%s", uri);
+}
+
+static void render_resource_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+{
+    struct view id;
+    char uri[160], m[640], api[300];
+    const char *why;
+    size_t at;
+    id.p = pc->id;
+    id.n = strlen(pc->id);
+    resource_uri(pc, uri, sizeof uri);
+    if (u->status == 404) {
+        api_message(u->body, u->body_len, api, sizeof api);
+        snprintf(m, sizeof m, "(Cal ID API 404%s%s)", api[0] ? ": " : "", api);
+        resource_not_found(r, id, pc->modern, uri, strlen(uri), m);
+        return;
+    }
+    if (u->status == 0 || u->status >= 300 || json_check(u->body, u->body_len, &why, &at) < 0) {
+        api_message(u->body, u->body_len, api, sizeof api);
+        if (u->status == 0)
+            snprintf(m, sizeof m, "Could not complete the Cal ID API request for %s: %s", uri, u->error);
+        else if (u->status >= 300)
+            snprintf(m, sizeof m, "Cal ID API error %d %s reading %s%s%s", u->status, status_reason(u->status), uri,
+                     api[0] ? ": " : "", api);
+        else
+            snprintf(m, sizeof m, "The Cal ID API answered %s with content that is not JSON", uri);
+        rpc_error(r, id, E_SERVER, m, NULL);
+        return;
+    }
+    result_begin(r, id);
+    rs_printf(r, "\"contents\":[{\"uri\":\"%s\",\"mimeType\":\"application/json\",\"text\":\"", uri);
+    if (copy)
+        rs_escaped_copy(r, u->body, u->body_len);
+    else
+        rs_ext(r, u->body, u->body_len, 1);
+    rs_str(r, "\"}]");
+    if (pc->modern) /* the user's own data: this authorization only */
+        rs_printf(r, ",\"ttlMs\":%ld,\"cacheScope\":\"private\"", resources[pc->tool].ttl_ms);
+    result_end(r, pc->modern, 0);
+}
+
+/* ---- Completions (completion/complete) ---- */
+/*
+ * Values the server can know for a prompt argument: IANA time zone names
+ * (the zone.tab and zone1970.tab names of the tz database, and UTC) and day
+ * words. Matching ignores case, at the start of the name or of its part after
+ * a slash ("berl" finds Europe/Berlin).
+ */
+static const char *const time_zones[] = {
+    "Africa/Abidjan", "Africa/Accra", "Africa/Addis_Ababa", "Africa/Algiers", "Africa/Asmara",
+    "Africa/Bamako", "Africa/Bangui", "Africa/Banjul", "Africa/Bissau", "Africa/Blantyre",
+    "Africa/Brazzaville", "Africa/Bujumbura", "Africa/Cairo", "Africa/Casablanca", "Africa/Ceuta",
+    "Africa/Conakry", "Africa/Dakar", "Africa/Dar_es_Salaam", "Africa/Djibouti", "Africa/Douala",
+    "Africa/El_Aaiun", "Africa/Freetown", "Africa/Gaborone", "Africa/Harare", "Africa/Johannesburg",
+    "Africa/Juba", "Africa/Kampala", "Africa/Khartoum", "Africa/Kigali", "Africa/Kinshasa", "Africa/Lagos",
+    "Africa/Libreville", "Africa/Lome", "Africa/Luanda", "Africa/Lubumbashi", "Africa/Lusaka",
+    "Africa/Malabo", "Africa/Maputo", "Africa/Maseru", "Africa/Mbabane", "Africa/Mogadishu",
+    "Africa/Monrovia", "Africa/Nairobi", "Africa/Ndjamena", "Africa/Niamey", "Africa/Nouakchott",
+    "Africa/Ouagadougou", "Africa/Porto-Novo", "Africa/Sao_Tome", "Africa/Tripoli", "Africa/Tunis",
+    "Africa/Windhoek", "America/Adak", "America/Anchorage", "America/Anguilla", "America/Antigua",
+    "America/Araguaina", "America/Argentina/Buenos_Aires", "America/Argentina/Catamarca",
+    "America/Argentina/Cordoba", "America/Argentina/Jujuy", "America/Argentina/La_Rioja",
+    "America/Argentina/Mendoza", "America/Argentina/Rio_Gallegos", "America/Argentina/Salta",
+    "America/Argentina/San_Juan", "America/Argentina/San_Luis", "America/Argentina/Tucuman",
+    "America/Argentina/Ushuaia", "America/Aruba", "America/Asuncion", "America/Atikokan", "America/Bahia",
+    "America/Bahia_Banderas", "America/Barbados", "America/Belem", "America/Belize", "America/Blanc-Sablon",
+    "America/Boa_Vista", "America/Bogota", "America/Boise", "America/Cambridge_Bay", "America/Campo_Grande",
+    "America/Cancun", "America/Caracas", "America/Cayenne", "America/Cayman", "America/Chicago",
+    "America/Chihuahua", "America/Ciudad_Juarez", "America/Costa_Rica", "America/Coyhaique",
+    "America/Creston", "America/Cuiaba", "America/Curacao", "America/Danmarkshavn", "America/Dawson",
+    "America/Dawson_Creek", "America/Denver", "America/Detroit", "America/Dominica", "America/Edmonton",
+    "America/Eirunepe", "America/El_Salvador", "America/Fort_Nelson", "America/Fortaleza",
+    "America/Glace_Bay", "America/Goose_Bay", "America/Grand_Turk", "America/Grenada", "America/Guadeloupe",
+    "America/Guatemala", "America/Guayaquil", "America/Guyana", "America/Halifax", "America/Havana",
+    "America/Hermosillo", "America/Indiana/Indianapolis", "America/Indiana/Knox", "America/Indiana/Marengo",
+    "America/Indiana/Petersburg", "America/Indiana/Tell_City", "America/Indiana/Vevay",
+    "America/Indiana/Vincennes", "America/Indiana/Winamac", "America/Inuvik", "America/Iqaluit",
+    "America/Jamaica", "America/Juneau", "America/Kentucky/Louisville", "America/Kentucky/Monticello",
+    "America/Kralendijk", "America/La_Paz", "America/Lima", "America/Los_Angeles", "America/Lower_Princes",
+    "America/Maceio", "America/Managua", "America/Manaus", "America/Marigot", "America/Martinique",
+    "America/Matamoros", "America/Mazatlan", "America/Menominee", "America/Merida", "America/Metlakatla",
+    "America/Mexico_City", "America/Miquelon", "America/Moncton", "America/Monterrey", "America/Montevideo",
+    "America/Montserrat", "America/Nassau", "America/New_York", "America/Nome", "America/Noronha",
+    "America/North_Dakota/Beulah", "America/North_Dakota/Center", "America/North_Dakota/New_Salem",
+    "America/Nuuk", "America/Ojinaga", "America/Panama", "America/Paramaribo", "America/Phoenix",
+    "America/Port-au-Prince", "America/Port_of_Spain", "America/Porto_Velho", "America/Puerto_Rico",
+    "America/Punta_Arenas", "America/Rankin_Inlet", "America/Recife", "America/Regina", "America/Resolute",
+    "America/Rio_Branco", "America/Santarem", "America/Santiago", "America/Santo_Domingo",
+    "America/Sao_Paulo", "America/Scoresbysund", "America/Sitka", "America/St_Barthelemy", "America/St_Johns",
+    "America/St_Kitts", "America/St_Lucia", "America/St_Thomas", "America/St_Vincent",
+    "America/Swift_Current", "America/Tegucigalpa", "America/Thule", "America/Tijuana", "America/Toronto",
+    "America/Tortola", "America/Vancouver", "America/Whitehorse", "America/Winnipeg", "America/Yakutat",
+    "Antarctica/Casey", "Antarctica/Davis", "Antarctica/DumontDUrville", "Antarctica/Macquarie",
+    "Antarctica/Mawson", "Antarctica/McMurdo", "Antarctica/Palmer", "Antarctica/Rothera", "Antarctica/Syowa",
+    "Antarctica/Troll", "Antarctica/Vostok", "Arctic/Longyearbyen", "Asia/Aden", "Asia/Almaty", "Asia/Amman",
+    "Asia/Anadyr", "Asia/Aqtau", "Asia/Aqtobe", "Asia/Ashgabat", "Asia/Atyrau", "Asia/Baghdad",
+    "Asia/Bahrain", "Asia/Baku", "Asia/Bangkok", "Asia/Barnaul", "Asia/Beirut", "Asia/Bishkek", "Asia/Brunei",
+    "Asia/Chita", "Asia/Colombo", "Asia/Damascus", "Asia/Dhaka", "Asia/Dili", "Asia/Dubai", "Asia/Dushanbe",
+    "Asia/Famagusta", "Asia/Gaza", "Asia/Hebron", "Asia/Ho_Chi_Minh", "Asia/Hong_Kong", "Asia/Hovd",
+    "Asia/Irkutsk", "Asia/Jakarta", "Asia/Jayapura", "Asia/Jerusalem", "Asia/Kabul", "Asia/Kamchatka",
+    "Asia/Karachi", "Asia/Kathmandu", "Asia/Khandyga", "Asia/Kolkata", "Asia/Krasnoyarsk",
+    "Asia/Kuala_Lumpur", "Asia/Kuching", "Asia/Kuwait", "Asia/Macau", "Asia/Magadan", "Asia/Makassar",
+    "Asia/Manila", "Asia/Muscat", "Asia/Nicosia", "Asia/Novokuznetsk", "Asia/Novosibirsk", "Asia/Omsk",
+    "Asia/Oral", "Asia/Phnom_Penh", "Asia/Pontianak", "Asia/Pyongyang", "Asia/Qatar", "Asia/Qostanay",
+    "Asia/Qyzylorda", "Asia/Riyadh", "Asia/Sakhalin", "Asia/Samarkand", "Asia/Seoul", "Asia/Shanghai",
+    "Asia/Singapore", "Asia/Srednekolymsk", "Asia/Taipei", "Asia/Tashkent", "Asia/Tbilisi", "Asia/Tehran",
+    "Asia/Thimphu", "Asia/Tokyo", "Asia/Tomsk", "Asia/Ulaanbaatar", "Asia/Urumqi", "Asia/Ust-Nera",
+    "Asia/Vientiane", "Asia/Vladivostok", "Asia/Yakutsk", "Asia/Yangon", "Asia/Yekaterinburg", "Asia/Yerevan",
+    "Atlantic/Azores", "Atlantic/Bermuda", "Atlantic/Canary", "Atlantic/Cape_Verde", "Atlantic/Faroe",
+    "Atlantic/Madeira", "Atlantic/Reykjavik", "Atlantic/South_Georgia", "Atlantic/St_Helena",
+    "Atlantic/Stanley", "Australia/Adelaide", "Australia/Brisbane", "Australia/Broken_Hill",
+    "Australia/Darwin", "Australia/Eucla", "Australia/Hobart", "Australia/Lindeman", "Australia/Lord_Howe",
+    "Australia/Melbourne", "Australia/Perth", "Australia/Sydney", "Europe/Amsterdam", "Europe/Andorra",
+    "Europe/Astrakhan", "Europe/Athens", "Europe/Belgrade", "Europe/Berlin", "Europe/Bratislava",
+    "Europe/Brussels", "Europe/Bucharest", "Europe/Budapest", "Europe/Busingen", "Europe/Chisinau",
+    "Europe/Copenhagen", "Europe/Dublin", "Europe/Gibraltar", "Europe/Guernsey", "Europe/Helsinki",
+    "Europe/Isle_of_Man", "Europe/Istanbul", "Europe/Jersey", "Europe/Kaliningrad", "Europe/Kirov",
+    "Europe/Kyiv", "Europe/Lisbon", "Europe/Ljubljana", "Europe/London", "Europe/Luxembourg", "Europe/Madrid",
+    "Europe/Malta", "Europe/Mariehamn", "Europe/Minsk", "Europe/Monaco", "Europe/Moscow", "Europe/Oslo",
+    "Europe/Paris", "Europe/Podgorica", "Europe/Prague", "Europe/Riga", "Europe/Rome", "Europe/Samara",
+    "Europe/San_Marino", "Europe/Sarajevo", "Europe/Saratov", "Europe/Simferopol", "Europe/Skopje",
+    "Europe/Sofia", "Europe/Stockholm", "Europe/Tallinn", "Europe/Tirane", "Europe/Ulyanovsk", "Europe/Vaduz",
+    "Europe/Vatican", "Europe/Vienna", "Europe/Vilnius", "Europe/Volgograd", "Europe/Warsaw", "Europe/Zagreb",
+    "Europe/Zurich", "Indian/Antananarivo", "Indian/Chagos", "Indian/Christmas", "Indian/Cocos",
+    "Indian/Comoro", "Indian/Kerguelen", "Indian/Mahe", "Indian/Maldives", "Indian/Mauritius",
+    "Indian/Mayotte", "Indian/Reunion", "Pacific/Apia", "Pacific/Auckland", "Pacific/Bougainville",
+    "Pacific/Chatham", "Pacific/Chuuk", "Pacific/Easter", "Pacific/Efate", "Pacific/Fakaofo", "Pacific/Fiji",
+    "Pacific/Funafuti", "Pacific/Galapagos", "Pacific/Gambier", "Pacific/Guadalcanal", "Pacific/Guam",
+    "Pacific/Honolulu", "Pacific/Kanton", "Pacific/Kiritimati", "Pacific/Kosrae", "Pacific/Kwajalein",
+    "Pacific/Majuro", "Pacific/Marquesas", "Pacific/Midway", "Pacific/Nauru", "Pacific/Niue",
+    "Pacific/Norfolk", "Pacific/Noumea", "Pacific/Pago_Pago", "Pacific/Palau", "Pacific/Pitcairn",
+    "Pacific/Pohnpei", "Pacific/Port_Moresby", "Pacific/Rarotonga", "Pacific/Saipan", "Pacific/Tahiti",
+    "Pacific/Tarawa", "Pacific/Tongatapu", "Pacific/Wake", "Pacific/Wallis", "UTC",
+};
+#define N_TIME_ZONES (sizeof time_zones / sizeof time_zones[0])
+
+static const char *const day_words[] = {
+    "today", "tomorrow", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+    "next Monday", "next Tuesday", "next Wednesday", "next Thursday", "next Friday", "next Saturday", "next Sunday",
+};
+#define N_DAY_WORDS (sizeof day_words / sizeof day_words[0])
+
+#define MAX_COMPLETIONS 100 /* the most values one answer may carry (MCP) */
+
+static int starts_with_ci(const char *s, struct view prefix)
+{
+    size_t i;
+    for (i = 0; i < prefix.n; i++)
+        if (!s[i] || lower((unsigned char)s[i]) != lower((unsigned char)prefix.p[i]))
+            return 0;
+    return 1;
+}
+
+static int completion_matches(const char *value, struct view typed)
+{
+    const char *slash = strchr(value, '/');
+    return starts_with_ci(value, typed) || (slash && starts_with_ci(slash + 1, typed));
+}
+
+/* {"completion":{"values":[...],"total":N,"hasMore":...}} from a word list. */
+static void render_completion(struct resp *r, struct view id, int modern, const char *const *words, size_t n, struct view typed)
+{
+    size_t i, total = 0;
+    result_begin(r, id);
+    rs_str(r, "\"completion\":{\"values\":[");
+    for (i = 0; i < n; i++) {
+        if (!completion_matches(words[i], typed))
+            continue;
+        if (total < MAX_COMPLETIONS)
+            rs_printf(r, "%s\"%s\"", total ? "," : "", words[i]);
+        total++;
+    }
+    rs_printf(r, "],\"total\":%lu,\"hasMore\":%s}", (unsigned long)total, total > MAX_COMPLETIONS ? "true" : "false");
+    result_end(r, modern, 0);
+}
+
+/* What completion/complete's ref and argument name: a COMPLETE_ kind, or -1
+ * with the error rendered. */
+static int completion_kind(const struct rpc_ctx *c, const struct jdoc *d, int params, struct resp *r, struct view id)
+{
+    int ref = obj_get(d, params, "ref"), arg = obj_get(d, params, "argument");
+    int type = obj_get(d, ref, "type"), name = obj_get(d, arg, "name");
+    size_t i;
+    if (ref < 0 || d->t[ref].type != JSMN_OBJECT || arg < 0 || d->t[arg].type != JSMN_OBJECT || name < 0 ||
+        d->t[name].type != JSMN_STRING || d->t[obj_get(d, arg, "value")].type != JSMN_STRING) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: completion/complete needs params.ref and params.argument {name, value}", NULL);
+        return -1;
+    }
+    if (tok_is_str(d, type, "ref/prompt")) {
+        const struct cm_prompt *p = find_prompt(c, d, obj_get(d, ref, "name"));
+        for (i = 0; p && i < MAX_PROMPT_ARGS && p->args[i].name; i++)
+            if (view_eq(tok_view(d, name), p->args[i].name))
+                return p->args[i].completes;
+        rpc_error(r, id, E_INVALID_PARAMS, p ? "Invalid params: the prompt has no such argument" : "Invalid params: unknown prompt (prompts/list names them)", NULL);
+        return -1;
+    }
+    if (tok_is_str(d, type, "ref/resource")) {
+        int uri = obj_get(d, ref, "uri");
+        for (i = 0; i < N_RESOURCES; i++)
+            if (resource_is_template(&resources[i]) && resource_selected(c, &resources[i]) && tok_is_str(d, uri, resources[i].uri))
+                return COMPLETE_NONE; /* ids: nothing the server can list without an API call per key stroke */
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: unknown resource template (resources/templates/list names them)", NULL);
+        return -1;
+    }
+    rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params.ref.type must be ref/prompt or ref/resource", NULL);
+    return -1;
+}
+
+static int serve_completion(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
+{
+    struct view id = rpc_id(d, msg);
+    int params = obj_get(d, msg, "params");
+    int kind = completion_kind(c, d, params, r, id);
+    struct view typed;
+    if (kind < 0)
+        return D_REPLIED;
+    typed = tok_view(d, obj_get(d, obj_get(d, params, "argument"), "value"));
+    if (kind == COMPLETE_TIME_ZONE)
+        render_completion(r, id, c->era == ERA_MODERN, time_zones, N_TIME_ZONES, typed);
+    else if (kind == COMPLETE_DAY)
+        render_completion(r, id, c->era == ERA_MODERN, day_words, N_DAY_WORDS, typed);
+    else
+        render_completion(r, id, c->era == ERA_MODERN, NULL, 0, typed);
+    return D_REPLIED;
+}
+
+/* ---- Logging: one notifications/message per API call ---- */
+/*
+ * A client asks with logging/setLevel (session era, kept per session) or with
+ * _meta io.modelcontextprotocol/logLevel on the request (2026-07-28). It then
+ * gets, on that request's SSE answer (or stdout on stdio), one message per API
+ * call: method, path without the query, status and milliseconds. Never the
+ * token, never the query or body (they hold attendees' details).
+ */
+static const char *const log_levels[] = {"debug", "info", "notice", "warning",
+                                         "error", "critical", "alert", "emergency"};
+#define N_LOG_LEVELS (sizeof log_levels / sizeof log_levels[0])
+
+/* 1 + the level's index for a level string token; -1 for anything else. */
+static int log_level_of(const struct jdoc *d, int tok)
+{
+    size_t i;
+    if (tok < 0 || d->t[tok].type != JSMN_STRING)
+        return -1;
+    for (i = 0; i < N_LOG_LEVELS; i++)
+        if (view_eq(tok_view(d, tok), log_levels[i]))
+            return (int)i + 1;
+    return -1;
+}
+
+/* The level this request asked for: 0 none, 1.. a level, -1 malformed. */
+static int request_log_level(const struct rpc_ctx *c, const struct jdoc *d, int msg)
+{
+    if (c->era == ERA_MODERN) {
+        int lv = obj_get(d, obj_get(d, obj_get(d, msg, "params"), "_meta"), "io.modelcontextprotocol/logLevel");
+        return lv < 0 ? 0 : log_level_of(d, lv);
+    }
+    return c->log_level ? *c->log_level : 0;
+}
+
+static int serve_set_level(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
+{
+    struct view id = rpc_id(d, msg);
+    int level = log_level_of(d, obj_get(d, obj_get(d, msg, "params"), "level"));
+    if (level < 0) {
+        rpc_error(r, id, E_INVALID_PARAMS,
+                  "Invalid params: params.level must be one of debug, info, notice, warning, error, critical, alert, emergency", NULL);
+        return D_REPLIED;
+    }
+    if (c->log_level)
+        *c->log_level = (unsigned char)level;
+    result_begin(r, id);
+    result_end(r, 0, 0);
+    return D_REPLIED;
+}
+
+/* Remembers what the log message will say, once the request went out. */
+static void pending_log_start(struct pending_call *pc, const char *method)
+{
+    pc->start_ms = cm_port_now_ms();
+    snprintf(pc->api_method, sizeof pc->api_method, "%s", method);
+    snprintf(pc->api_path, sizeof pc->api_path, "%.*s", (int)strcspn(req_path, "?"), req_path);
+}
+
+/* The message for a finished API call, if the request asked for its level. */
+static void render_api_log(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    int level = u->status == 0 || u->status >= 500 ? 5 : u->status >= 400 ? 4 : 2; /* error, warning, info */
+    if (!pc->log_level || level < pc->log_level)
+        return;
+    msg_begin(r);
+    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"%s\","
+                 "\"logger\":\"calid-api\",\"data\":{\"method\":\"%s\",\"path\":",
+              log_levels[level - 1], pc->api_method);
+    rs_json_string(r, pc->api_path, strlen(pc->api_path));
+    rs_printf(r, ",\"status\":%d,\"ms\":%lu}}}", u->status, (unsigned long)(cm_port_now_ms() > pc->start_ms ? cm_port_now_ms() - pc->start_ms : 0));
+    msg_end(r);
+}
+
+/* ---- A request waiting on the API: a tool call or a resource read ---- */
+
+static int submit_pending(unsigned owner, struct pending_call *pc, const struct jdoc *d, const char *token,
+                          size_t token_len, char *msg, size_t cap)
+{
+    int h = pc->kind == PC_RESOURCE ? submit_resource_read(owner, pc, token, token_len, msg, cap)
+                                    : submit_tool_call(owner, pc, d, token, token_len, msg, cap);
+    if (h >= 0)
+        pending_log_start(pc, pc->kind == PC_RESOURCE ? "GET" : tools[pc->tool].method);
+    return h;
+}
+
+static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+{
+    if (r->sse) /* log messages travel only on an SSE answer */
+        render_api_log(r, pc, u);
+    if (pc->kind == PC_RESOURCE)
+        render_resource_result(r, pc, u, copy);
+    else
+        render_tool_result(r, pc, u, copy);
+}
+
+/* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
+static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct rpc_ctx *c, struct view header_version)
+{
+    struct view id = rpc_id(d, msg);
+    int params = obj_get(d, msg, "params"), meta = obj_get(d, params, "_meta");
+    int ver = obj_get(d, meta, "io.modelcontextprotocol/protocolVersion");
+    int caps = obj_get(d, meta, "io.modelcontextprotocol/clientCapabilities");
+    int info = obj_get(d, meta, "io.modelcontextprotocol/clientInfo");
+    char supported[160], data[400];
+    struct view v;
+    if (header_version.p && ver >= 0 && d->t[ver].type == JSMN_STRING && !view_eq(header_version, "") &&
+        !(tok_view(d, ver).n == header_version.n && memcmp(tok_view(d, ver).p, header_version.p, header_version.n) == 0)) {
+        snprintf(data, sizeof data, "{\"mismatch\":{\"header\":\"MCP-Protocol-Version\",\"headerValue\":\"%.*s\",\"body\":\"%.*s\"}}",
+                 (int)(header_version.n > 40 ? 40 : header_version.n), header_version.p,
+                 (int)(tok_view(d, ver).n > 40 ? 40 : tok_view(d, ver).n), tok_view(d, ver).p);
+        c->http_status = 400;
+        rpc_error(r, id, E_HEADER_MISMATCH,
+                  "Bad Request: the request headers and body disagree: MCP-Protocol-Version differs from params._meta protocolVersion",
+                  json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
+        return -1;
+    }
+    if (ver < 0 || d->t[ver].type != JSMN_STRING) {
+        c->http_status = 400;
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params._meta[\"io.modelcontextprotocol/protocolVersion\"] must be a string",
+                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing or not a string\"}}");
+        return -1;
+    }
+    if (caps < 0 || d->t[caps].type != JSMN_OBJECT) {
+        c->http_status = 400;
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params._meta[\"io.modelcontextprotocol/clientCapabilities\"] must be an object",
+                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/clientCapabilities\",\"problem\":\"missing or not an object\"}}");
+        return -1;
+    }
+    if (info >= 0 && d->t[info].type != JSMN_OBJECT) {
+        c->http_status = 400;
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params._meta[\"io.modelcontextprotocol/clientInfo\"] must be an object",
+                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/clientInfo\",\"problem\":\"not an object\"}}");
+        return -1;
+    }
+    v = tok_view(d, ver);
+    if (!view_eq(v, MODERN_VERSION)) {
+        char m[120];
+        supported_versions_json(supported, sizeof supported);
+        /* every version served: 2026-07-28 per request, the others through initialize */
+        snprintf(data, sizeof data, "{\"supported\":%s,\"requested\":%.*s}", supported,
+                 (int)tok_raw(d, ver).n, tok_raw(d, ver).p);
+        snprintf(m, sizeof m, "Unsupported protocol version: %.*s", (int)(v.n > 60 ? 60 : v.n), v.p);
+        c->http_status = 400;
+        rpc_error(r, id, E_UNSUPPORTED_VERSION, m, tok_raw(d, ver).n < 300 ? data : NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* What both eras advertise (initialize and server/discover). */
+#define SERVER_CAPABILITIES                                                                      \
+    "{\"tools\":{\"listChanged\":false},\"prompts\":{\"listChanged\":false},"                          \
+    "\"resources\":{\"listChanged\":false,\"subscribe\":false},\"logging\":{},\"completions\":{}}"
+
+static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct view id, const char *version)
+{
+    result_begin(r, id);
+    rs_printf(r, "\"protocolVersion\":\"%s\",\"capabilities\":" SERVER_CAPABILITIES ","
+                 "\"serverInfo\":{\"name\":\"" SERVER_NAME "\",\"title\":\"" SERVER_TITLE "\",\"version\":\"" CM_VERSION "\"},"
+                 "\"instructions\":",
+              version);
+    render_instructions(r, c);
+    result_end(r, 0, 0);
+}
+
+static void render_discover(struct resp *r, const struct rpc_ctx *c, struct view id)
+{
+    result_begin(r, id);
+    rs_str(r, "\"supportedVersions\":[\"" MODERN_VERSION "\"],\"capabilities\":" SERVER_CAPABILITIES ","
+              "\"instructions\":");
+    render_instructions(r, c);
+    result_end(r, 1, 1);
+}
+
+/* The selected tools, referenced where they lie (static: safe even in a
+ * batch); neighbours in the catalog go out as one segment. */
+static void render_tools_list(struct resp *r, const struct rpc_ctx *c, struct view id, int modern)
+{
+    size_t i;
+    struct view run = {NULL, 0};
+    int listed = 0;
+    result_begin(r, id);
+    rs_str(r, "\"tools\":[");
+    for (i = 0; i < N_TOOLS; i++) {
+        struct view t;
+        if (!tool_selected(c, i))
+            continue;
+        t = tool_json(i);
+        if (run.p && run.p + run.n + 1 == t.p) {
+            run.n += 1 + t.n; /* the comma between them comes along */
+            continue;
+        }
+        if (run.p) {
+            if (listed++)
+                rs_str(r, ",");
+            rs_ext(r, run.p, run.n, 0);
+        }
+        run = t;
+    }
+    if (run.p) {
+        if (listed)
+            rs_str(r, ",");
+        rs_ext(r, run.p, run.n, 0);
+    }
+    rs_str(r, "]");
+    result_end(r, modern, 1);
+}
+
 /*
  * Dispatches one JSON-RPC message (the object token msg). Session checks and
  * header checks are done by the transport before this is called.
@@ -5641,6 +5826,8 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
     }
     if (view_eq(m, "resources/read"))
         return start_resource_read(c, d, msg, r, pc);
+    if (view_eq(m, "completion/complete"))
+        return serve_completion(c, d, msg, r);
     if (modern && view_eq(m, "server/discover")) {
         render_discover(r, c, id);
         return D_REPLIED;
