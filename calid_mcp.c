@@ -5705,11 +5705,14 @@ static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct vi
     result_end(r, 0, 0);
 }
 
+/* supportedVersions names every version served (2026-07-28 per request, the
+ * others through initialize): the same list a -32022 error carries. */
 static void render_discover(struct resp *r, const struct rpc_ctx *c, struct view id)
 {
+    char versions[160];
+    supported_versions_json(versions, sizeof versions);
     result_begin(r, id);
-    rs_str(r, "\"supportedVersions\":[\"" MODERN_VERSION "\"],\"capabilities\":" SERVER_CAPABILITIES ","
-              "\"instructions\":");
+    rs_printf(r, "\"supportedVersions\":%s,\"capabilities\":" SERVER_CAPABILITIES ",\"instructions\":", versions);
     render_instructions(r, c);
     result_end(r, 1, 1);
 }
