@@ -4399,13 +4399,14 @@ enum { ERA_SESSION = 1, ERA_MODERN = 2 };
 #define E_UNSUPPORTED_VERSION (-32022)
 
 /* What one request needs once the API has answered. */
-enum { PC_TOOL = 0, PC_RESOURCE = 1 };
+enum { PC_TOOL = 0, PC_RESOURCE = 1, PC_SLUGS = 2 };
 
 struct pending_call {
     int active;
     int kind;         /* PC_TOOL or PC_RESOURCE */
     int tool;         /* index into tools[], or resources[] for a read */
-    char res_id[65];  /* a resource template's id */
+    char res_id[65];  /* a resource template's id, or the typed start of a slug */
+    unsigned char token_fp[16]; /* whose slugs a completion fetches */
     char id[80];      /* the JSON-RPC id, raw JSON text */
     int modern;
     int handle;       /* upstream handle, -1 until submitted */
@@ -5483,7 +5484,11 @@ static void render_completion(struct resp *r, struct view id, int modern, const 
         if (!completion_matches(words[i], typed))
             continue;
         if (total < MAX_COMPLETIONS)
-            rs_printf(r, "%s\"%s\"", total ? "," : "", words[i]);
+        {
+            if (total)
+                rs_str(r, ",");
+            rs_json_string(r, words[i], strlen(words[i]));
+        }
         total++;
     }
     rs_printf(r, "],\"total\":%lu,\"hasMore\":%s}", (unsigned long)total, total > MAX_COMPLETIONS ? "true" : "false");
@@ -5522,7 +5527,151 @@ static int completion_kind(const struct rpc_ctx *c, const struct jdoc *d, int pa
     return -1;
 }
 
-static int serve_completion(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
+/* Event type slugs come from one GET /event-types with the caller's token,
+ * kept a minute per token (by its keyed fingerprint, never the token) in a
+ * small table: the least recently fetched entry makes room. */
+#ifndef CM_SLUG_CACHE_ENTRIES
+#define CM_SLUG_CACHE_ENTRIES 8 /* callers whose slugs are kept at once */
+#endif
+#ifndef CM_SLUG_CACHE_BYTES
+#define CM_SLUG_CACHE_BYTES 1024 /* one caller's slugs, NUL separated; more are left out */
+#endif
+#define SLUG_CACHE_MS 60000      /* a new event type shows up within a minute */
+#define MAX_SLUGS (CM_SLUG_CACHE_BYTES / 2)
+
+static struct slug_cache_entry {
+    int used;
+    unsigned char token_fp[16];
+    uint64_t fetched_ms;
+    size_t len;
+    char slugs[CM_SLUG_CACHE_BYTES];
+} slug_cache[CM_SLUG_CACHE_ENTRIES];
+
+/* The entry for this fingerprint (fresh or not), else the one to reuse. */
+static struct slug_cache_entry *slug_entry(const unsigned char fp[16], uint64_t now, int *fresh)
+{
+    size_t i, pick = 0;
+    for (i = 0; i < CM_SLUG_CACHE_ENTRIES; i++)
+        if (slug_cache[i].used && memcmp(slug_cache[i].token_fp, fp, 16) == 0) {
+            *fresh = now >= slug_cache[i].fetched_ms && now - slug_cache[i].fetched_ms < SLUG_CACHE_MS;
+            return &slug_cache[i];
+        }
+    *fresh = 0;
+    for (i = 0; i < CM_SLUG_CACHE_ENTRIES; i++) {
+        if (!slug_cache[i].used)
+            return &slug_cache[i];
+        if (slug_cache[i].fetched_ms < slug_cache[pick].fetched_ms)
+            pick = i;
+    }
+    return &slug_cache[pick];
+}
+
+static void render_slug_completion(struct resp *r, struct view id, int modern, const struct slug_cache_entry *e, struct view typed)
+{
+    const char *words[MAX_SLUGS];
+    size_t n = 0, at = 0;
+    while (at < e->len && n < MAX_SLUGS) {
+        words[n++] = e->slugs + at;
+        at += strlen(e->slugs + at) + 1;
+    }
+    render_completion(r, id, modern, words, n, typed);
+}
+
+/* Copies the string value of every "slug" key of a valid JSON text into out
+ * (NUL separated, no repeats, none with escapes); returns the bytes used. */
+static size_t collect_slugs(const char *j, size_t n, char *out, size_t cap)
+{
+    size_t i = 0, len = 0;
+    while (i < n) {
+        size_t start, end, k;
+        if (j[i++] != '"')
+            continue;
+        for (start = i; i < n && j[i] != '"'; i += j[i] == '\\' ? 2 : 1)
+            ;
+        end = i++;
+        for (k = i; k < n && strchr(" \t\r\n", j[k]); k++)
+            ;
+        if (end - start != 4 || memcmp(j + start, "slug", 4) != 0 || k >= n || j[k] != ':')
+            continue; /* a value, or another key */
+        for (k++; k < n && strchr(" \t\r\n", j[k]); k++)
+            ;
+        if (k >= n || j[k] != '"')
+            continue;
+        for (start = end = k + 1; end < n && j[end] != '"' && j[end] != '\\'; end++)
+            ;
+        if (end < n && j[end] == '"' && end > start && len + (end - start) + 1 <= cap) {
+            size_t s;
+            for (s = 0; s < len && !(strlen(out + s) == end - start && memcmp(out + s, j + start, end - start) == 0);
+                 s += strlen(out + s) + 1)
+                ;
+            if (s >= len) {
+                memcpy(out + len, j + start, end - start);
+                len += end - start;
+                out[len++] = 0;
+            }
+        }
+        i = k; /* the value is scanned as an ordinary string, from its quote */
+    }
+    return len;
+}
+
+/* An event type completion: from the cache, or D_PENDING for the one GET. */
+static int start_slug_completion(struct rpc_ctx *c, struct view id, struct view typed, struct resp *r, struct pending_call *pc)
+{
+    unsigned char fp[16];
+    int fresh;
+    struct slug_cache_entry *e;
+    if (!c->token || c->token_len >= sizeof bearer_buf || typed.n >= sizeof pc->res_id) {
+        render_completion(r, id, c->era == ERA_MODERN, NULL, 0, typed); /* nothing to ask, or no slug that long */
+        return D_REPLIED;
+    }
+    token_fingerprint(c->token, c->token_len, fp);
+    e = slug_entry(fp, cm_port_now_ms(), &fresh);
+    if (fresh) {
+        render_slug_completion(r, id, c->era == ERA_MODERN, e, typed);
+        return D_REPLIED;
+    }
+    pc->active = 1;
+    pc->kind = PC_SLUGS;
+    pc->tool = -1;
+    pc->modern = c->era == ERA_MODERN;
+    pc->handle = -1;
+    pc->jdoc_args = -1;
+    memcpy(pc->res_id, typed.p, typed.n);
+    pc->res_id[typed.n] = 0;
+    memcpy(pc->token_fp, fp, 16);
+    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
+    return D_PENDING;
+}
+
+static void render_slugs_result(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    struct view id, typed;
+    const char *why;
+    size_t at;
+    int fresh;
+    struct slug_cache_entry *e;
+    id.p = pc->id;
+    id.n = strlen(pc->id);
+    if (u->status == 0 || u->status >= 300 || json_check(u->body, u->body_len, &why, &at) < 0) {
+        char m[500], api[200];
+        api_message(u->body, u->body_len, api, sizeof api);
+        snprintf(m, sizeof m, "Could not list event types to complete: %s%s%s", u->status ? status_reason(u->status) : u->error,
+                 api[0] ? ": " : "", api);
+        rpc_error(r, id, E_SERVER, m, NULL);
+        return;
+    }
+    e = slug_entry(pc->token_fp, cm_port_now_ms(), &fresh);
+    e->used = 1;
+    memcpy(e->token_fp, pc->token_fp, 16);
+    e->fetched_ms = cm_port_now_ms();
+    e->len = collect_slugs(u->body, u->body_len, e->slugs, sizeof e->slugs);
+    typed.p = pc->res_id;
+    typed.n = strlen(pc->res_id);
+    render_slug_completion(r, id, pc->modern, e, typed);
+}
+
+static int serve_completion(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
 {
     struct view id = rpc_id(d, msg);
     int params = obj_get(d, msg, "params");
@@ -5535,6 +5684,8 @@ static int serve_completion(struct rpc_ctx *c, const struct jdoc *d, int msg, st
         render_completion(r, id, c->era == ERA_MODERN, time_zones, N_TIME_ZONES, typed);
     else if (kind == COMPLETE_DAY)
         render_completion(r, id, c->era == ERA_MODERN, day_words, N_DAY_WORDS, typed);
+    else if (kind == COMPLETE_EVENT_TYPE)
+        return start_slug_completion(c, id, typed, r, pc);
     else
         render_completion(r, id, c->era == ERA_MODERN, NULL, 0, typed);
     return D_REPLIED;
@@ -5618,10 +5769,21 @@ static void render_api_log(struct resp *r, const struct pending_call *pc, const 
 static int submit_pending(unsigned owner, struct pending_call *pc, const struct jdoc *d, const char *token,
                           size_t token_len, char *msg, size_t cap)
 {
-    int h = pc->kind == PC_RESOURCE ? submit_resource_read(owner, pc, token, token_len, msg, cap)
-                                    : submit_tool_call(owner, pc, d, token, token_len, msg, cap);
+    int h;
+    if (pc->kind == PC_SLUGS) {
+        memcpy(bearer_buf, token, token_len);
+        bearer_buf[token_len] = 0;
+        snprintf(req_path, sizeof req_path, "/event-types?limit=100"); /* the most one page holds */
+        h = up_submit(owner, "GET", req_path, bearer_buf, NULL, NULL, 0);
+    } else if (pc->kind == PC_RESOURCE) {
+        h = submit_resource_read(owner, pc, token, token_len, msg, cap);
+    } else {
+        h = submit_tool_call(owner, pc, d, token, token_len, msg, cap);
+    }
+    if (h == -2 && !msg[0])
+        snprintf(msg, cap, "The API request does not fit CM_UPSTREAM_REQ_BYTES");
     if (h >= 0)
-        pending_log_start(pc, pc->kind == PC_RESOURCE ? "GET" : tools[pc->tool].method);
+        pending_log_start(pc, pc->kind == PC_TOOL ? tools[pc->tool].method : "GET");
     return h;
 }
 
@@ -5629,7 +5791,9 @@ static void render_pending_result(struct resp *r, const struct pending_call *pc,
 {
     if (r->sse) /* log messages travel only on an SSE answer */
         render_api_log(r, pc, u);
-    if (pc->kind == PC_RESOURCE)
+    if (pc->kind == PC_SLUGS)
+        render_slugs_result(r, pc, u);
+    else if (pc->kind == PC_RESOURCE)
         render_resource_result(r, pc, u, copy);
     else
         render_tool_result(r, pc, u, copy);
@@ -5830,7 +5994,7 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
     if (view_eq(m, "resources/read"))
         return start_resource_read(c, d, msg, r, pc);
     if (view_eq(m, "completion/complete"))
-        return serve_completion(c, d, msg, r);
+        return serve_completion(c, d, msg, r, pc);
     if (modern && view_eq(m, "server/discover")) {
         render_discover(r, c, id);
         return D_REPLIED;
@@ -7273,7 +7437,7 @@ size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + sizeof stdio_log_line + up_static_bytes();
+           sizeof stdio_out + sizeof stdio_log_line + sizeof slug_cache + up_static_bytes();
 }
 
 /*

@@ -352,6 +352,31 @@ def test_completion_days_and_errors():
     assert e["code"] == -32602 and "argument" in e["message"], e
 
 
+def test_completion_event_type_slugs_one_cached_call_per_token():
+    ref = {"type": "ref/prompt", "name": "free_slots_on_day"}
+    fake_clear()
+    c = complete(ref, "eventType", "")["result"]["completion"]
+    recs = fake_requests()
+    assert len(recs) == 1 and recs[0]["method"] == "GET" and recs[0]["path"].split("?")[0] == "/event-types", recs
+    hdrs = recs[0]["headers"]
+    auth = {k.lower(): v for k, v in (hdrs.items() if isinstance(hdrs, dict) else hdrs)}["authorization"]
+    assert auth == f"Bearer {TOKEN}", auth
+    assert c["values"] == ["intro-call", "consultation", "workshop"] and c["total"] == 3, c
+    c = complete(ref, "eventType", "WORK", era="modern")["result"]["completion"]
+    assert c["values"] == ["workshop"], c
+    assert len(fake_requests()) == 1, "a second completion within a minute must come from the cache"
+    body = H.modern_body("completion/complete", {"ref": ref, "argument": {"name": "eventType", "value": "c"}})
+    r = H.post_json(port(), body, token="calid_features_bob",
+                    headers=[("MCP-Protocol-Version", H.MODERN), ("Mcp-Method", "completion/complete")])
+    assert r.json()["result"]["completion"]["values"] == ["consultation"], r.text
+    recs = fake_requests()
+    assert len(recs) == 2 and "calid_features_bob" in json.dumps(recs[1]["headers"]), "another token: its own API call"
+    r = H.post_json(port(), body, token="not_a_calid_token",
+                    headers=[("MCP-Protocol-Version", H.MODERN), ("Mcp-Method", "completion/complete")])
+    e = r.json()["error"]
+    assert e["code"] == -32000 and "Unauthorized" in e["message"], e
+
+
 # ---------------------------------------------------------------------------
 # logging
 
