@@ -5787,6 +5787,19 @@ static int submit_pending(unsigned owner, struct pending_call *pc, const struct 
     return h;
 }
 
+/* The request could not even be built: a tool error for a tool call, a
+ * JSON-RPC error for anything else. */
+static void render_pending_failure(struct resp *r, const struct pending_call *pc, const char *msg)
+{
+    struct view id;
+    id.p = pc->id;
+    id.n = strlen(pc->id);
+    if (pc->kind == PC_TOOL)
+        tool_text_result(r, id, pc->modern, 1, msg);
+    else
+        rpc_error(r, id, E_SERVER, msg, NULL);
+}
+
 static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     if (r->sse) /* log messages travel only on an SSE answer */
@@ -6477,21 +6490,18 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     }
     if (h == -1)
         return; /* every upstream slot is busy: retried from the loop */
-    /* could not even build the request: answer with a tool error */
+    /* could not even build the request: answer with the reason */
     {
-        struct view id;
-        id.p = c->pc.id;
-        id.n = strlen(c->pc.id);
         c->pc.active = 0;
         if (c->batch_len) {
             if (c->batch_replies++)
                 rs_str(&c->resp, ",");
-            tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
+            render_pending_failure(&c->resp, &c->pc, msg);
             c->batch_pos++;
             conn_continue_batch(c, d);
             return;
         }
-        tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
+        render_pending_failure(&c->resp, &c->pc, msg);
         conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
     }
 }
@@ -7291,10 +7301,7 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     while ((h = submit_pending(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
         loop_step(10);
     if (h == -2) {
-        struct view id;
-        id.p = pc->id;
-        id.n = strlen(pc->id);
-        tool_text_result(r, id, pc->modern, 1, msg);
+        render_pending_failure(r, pc, msg);
         return -1;
     }
     while (!stdio_wait.done)
