@@ -4398,12 +4398,14 @@ enum { ERA_SESSION = 1, ERA_MODERN = 2 };
 #define E_MISSING_CAPABILITY (-32021)
 #define E_UNSUPPORTED_VERSION (-32022)
 
-/* What one request needs once the API has answered. */
+/* What waits on the API: a tool call, a resource read, or the event type
+ * list behind a completion. */
 enum { PC_TOOL = 0, PC_RESOURCE = 1, PC_SLUGS = 2 };
 
+/* What one request needs once the API has answered. */
 struct pending_call {
     int active;
-    int kind;         /* PC_TOOL or PC_RESOURCE */
+    int kind;         /* PC_TOOL, PC_RESOURCE or PC_SLUGS */
     int tool;         /* index into tools[], or resources[] for a read */
     char res_id[65];  /* a resource template's id, or the typed start of a slug */
     unsigned char token_fp[16]; /* whose slugs a completion fetches */
@@ -5077,13 +5079,14 @@ static int prompt_render_text(const struct cm_prompt *p, const struct jdoc *d, i
     return 0;
 }
 
-static int serve_prompts_get(const struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
+static int serve_prompts_get(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
 {
     struct view id = rpc_id(d, msg);
     int params = obj_get(d, msg, "params"), args = obj_get(d, params, "arguments");
     const struct cm_prompt *p = find_prompt(c, d, obj_get(d, params, "name"));
     char text[PROMPT_TEXT_BYTES], why[200];
     struct textbuf b;
+    (void)pc;
     if (!p) {
         rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: unknown prompt (prompts/list names them)", NULL);
         return D_REPLIED;
@@ -5170,6 +5173,7 @@ struct cm_resource {
 };
 
 #define RESOURCE_ID_CHARS 64 /* ids are numbers or uids: letters, digits, - and _ */
+#define E_RESOURCE_NOT_FOUND_SESSION_ERA (-32002) /* 2026-07-28 uses -32602 instead */
 
 static const struct cm_resource resources[] = {
     {"calid://me", "me", "My profile",
@@ -5235,9 +5239,11 @@ static int match_resource(const struct rpc_ctx *c, struct view uri, char *id, si
         if (!resource_is_template(res) || uri.n <= pre || uri.n - pre > RESOURCE_ID_CHARS || uri.n - pre >= cap ||
             memcmp(uri.p, res->uri, pre) != 0)
             continue;
-        for (k = pre; k < uri.n; k++)
-            if (!is_tchar((unsigned char)uri.p[k]) || strchr("!#$%&'*+.^`|~", uri.p[k]))
-                return -1; /* only letters, digits, - and _ make an id */
+        for (k = pre; k < uri.n; k++) {
+            int ch = (unsigned char)uri.p[k];
+            if (!((ch >= '0' && ch <= '9') || (lower(ch) >= 'a' && lower(ch) <= 'z') || ch == '-' || ch == '_'))
+                return -1; /* only letters, digits, - and _ make an id: nothing can climb the API's path */
+        }
         memcpy(id, uri.p + pre, uri.n - pre);
         id[uri.n - pre] = 0;
         return resource_selected(c, res) ? (int)i : -1;
@@ -5252,7 +5258,7 @@ static void resource_not_found(struct resp *r, struct view id, int modern, const
     snprintf(m, sizeof m, "Resource not found: %.*s%s%s", (int)(uri_n > 120 ? 120 : uri_n), uri, why ? " " : "",
              why ? why : "");
     snprintf(data, sizeof data, "{\"uri\":\"%.*s\"}", (int)(uri_n > 120 ? 120 : uri_n), uri);
-    rpc_error(r, id, modern ? E_INVALID_PARAMS : -32002, m, json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
+    rpc_error(r, id, modern ? E_INVALID_PARAMS : E_RESOURCE_NOT_FOUND_SESSION_ERA, m, json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
 }
 
 /* Validates resources/read; D_PENDING once the read is set up to go out. */
@@ -5474,25 +5480,39 @@ static int completion_matches(const char *value, struct view typed)
     return starts_with_ci(value, typed) || (slash && starts_with_ci(slash + 1, typed));
 }
 
-/* {"completion":{"values":[...],"total":N,"hasMore":...}} from a word list. */
+/* {"completion":{"values":[...],"total":N,"hasMore":...}}: begin, offer
+ * each candidate word, end. */
+static void completion_begin(struct resp *r, struct view id)
+{
+    result_begin(r, id);
+    rs_str(r, "\"completion\":{\"values\":[");
+}
+
+static void completion_offer(struct resp *r, size_t *total, const char *word, struct view typed)
+{
+    if (!completion_matches(word, typed))
+        return;
+    if (*total < MAX_COMPLETIONS) {
+        if (*total)
+            rs_str(r, ",");
+        rs_json_string(r, word, strlen(word));
+    }
+    (*total)++;
+}
+
+static void completion_end(struct resp *r, size_t total, int modern)
+{
+    rs_printf(r, "],\"total\":%lu,\"hasMore\":%s}", (unsigned long)total, total > MAX_COMPLETIONS ? "true" : "false");
+    result_end(r, modern, 0);
+}
+
 static void render_completion(struct resp *r, struct view id, int modern, const char *const *words, size_t n, struct view typed)
 {
     size_t i, total = 0;
-    result_begin(r, id);
-    rs_str(r, "\"completion\":{\"values\":[");
-    for (i = 0; i < n; i++) {
-        if (!completion_matches(words[i], typed))
-            continue;
-        if (total < MAX_COMPLETIONS)
-        {
-            if (total)
-                rs_str(r, ",");
-            rs_json_string(r, words[i], strlen(words[i]));
-        }
-        total++;
-    }
-    rs_printf(r, "],\"total\":%lu,\"hasMore\":%s}", (unsigned long)total, total > MAX_COMPLETIONS ? "true" : "false");
-    result_end(r, modern, 0);
+    completion_begin(r, id);
+    for (i = 0; i < n; i++)
+        completion_offer(r, &total, words[i], typed);
+    completion_end(r, total, modern);
 }
 
 /* What completion/complete's ref and argument name: a COMPLETE_ kind, or -1
@@ -5537,7 +5557,6 @@ static int completion_kind(const struct rpc_ctx *c, const struct jdoc *d, int pa
 #define CM_SLUG_CACHE_BYTES 1024 /* one caller's slugs, NUL separated; more are left out */
 #endif
 #define SLUG_CACHE_MS 60000      /* a new event type shows up within a minute */
-#define MAX_SLUGS (CM_SLUG_CACHE_BYTES / 2)
 
 static struct slug_cache_entry {
     int used;
@@ -5568,13 +5587,11 @@ static struct slug_cache_entry *slug_entry(const unsigned char fp[16], uint64_t 
 
 static void render_slug_completion(struct resp *r, struct view id, int modern, const struct slug_cache_entry *e, struct view typed)
 {
-    const char *words[MAX_SLUGS];
-    size_t n = 0, at = 0;
-    while (at < e->len && n < MAX_SLUGS) {
-        words[n++] = e->slugs + at;
-        at += strlen(e->slugs + at) + 1;
-    }
-    render_completion(r, id, modern, words, n, typed);
+    size_t at, total = 0;
+    completion_begin(r, id);
+    for (at = 0; at < e->len; at += strlen(e->slugs + at) + 1)
+        completion_offer(r, &total, e->slugs + at, typed);
+    completion_end(r, total, modern);
 }
 
 /* Copies the string value of every "slug" key of a valid JSON text into out
@@ -5725,10 +5742,11 @@ static int request_log_level(const struct rpc_ctx *c, const struct jdoc *d, int 
     return c->log_level ? *c->log_level : 0;
 }
 
-static int serve_set_level(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r)
+static int serve_set_level(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
 {
     struct view id = rpc_id(d, msg);
     int level = log_level_of(d, obj_get(d, obj_get(d, msg, "params"), "level"));
+    (void)pc;
     if (level < 0) {
         rpc_error(r, id, E_INVALID_PARAMS,
                   "Invalid params: params.level must be one of debug, info, notice, warning, error, critical, alert, emergency", NULL);
@@ -5968,12 +5986,92 @@ static int check_message_shape(const struct jdoc *d, int msg, struct resp *r)
     return -1;
 }
 
+/* Every method has one handler of this shape: D_REPLIED, D_NO_REPLY or
+ * D_PENDING (the pending call is filled in and waits on the API). */
+typedef int (*method_fn)(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc);
+
+static int serve_tools_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_tools_list(r, c, rpc_id(d, msg), c->era == ERA_MODERN);
+    return D_REPLIED;
+}
+
+static int serve_prompts_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_prompts_list(r, c, rpc_id(d, msg), c->era == ERA_MODERN);
+    return D_REPLIED;
+}
+
+static int serve_resources_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_resources_list(r, c, rpc_id(d, msg), 0);
+    return D_REPLIED;
+}
+
+static int serve_templates_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_resources_list(r, c, rpc_id(d, msg), 1);
+    return D_REPLIED;
+}
+
+static int serve_discover(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_discover(r, c, rpc_id(d, msg));
+    return D_REPLIED;
+}
+
+static int serve_ping(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)c;
+    (void)pc;
+    result_begin(r, rpc_id(d, msg));
+    result_end(r, 0, 0);
+    return D_REPLIED;
+}
+
+/* Reached only from transports that handle initialize themselves. */
+static int serve_late_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)c;
+    (void)pc;
+    rpc_error(r, rpc_id(d, msg), E_INVALID_REQUEST, "Invalid Request: initialize must be the first message of a session", NULL);
+    return D_REPLIED;
+}
+
+/* The methods, with the eras that have them. */
+static const struct {
+    const char *method;
+    int eras; /* ERA_SESSION, ERA_MODERN or both */
+    method_fn serve;
+} methods[] = {
+    {"tools/list", ERA_SESSION | ERA_MODERN, serve_tools_list},
+    {"tools/call", ERA_SESSION | ERA_MODERN, start_tool_call},
+    {"prompts/list", ERA_SESSION | ERA_MODERN, serve_prompts_list},
+    {"prompts/get", ERA_SESSION | ERA_MODERN, serve_prompts_get},
+    {"resources/list", ERA_SESSION | ERA_MODERN, serve_resources_list},
+    {"resources/templates/list", ERA_SESSION | ERA_MODERN, serve_templates_list},
+    {"resources/read", ERA_SESSION | ERA_MODERN, start_resource_read},
+    {"completion/complete", ERA_SESSION | ERA_MODERN, serve_completion},
+    {"server/discover", ERA_MODERN, serve_discover},
+    {"logging/setLevel", ERA_SESSION, serve_set_level},
+    {"ping", ERA_SESSION, serve_ping},
+    {"initialize", ERA_SESSION, serve_late_initialize},
+};
+#define N_METHODS (sizeof methods / sizeof methods[0])
+
 static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
 {
     int method = obj_get(d, msg, "method"), id_tok = obj_get(d, msg, "id");
     int modern = c->era == ERA_MODERN;
     struct view id = rpc_id(d, msg), m;
-    int shape = check_message_shape(d, msg, r), level;
+    int shape = check_message_shape(d, msg, r), level, other_era = 0;
+    size_t i;
+    char text[200];
     if (shape >= 0)
         return shape;
     m = tok_view(d, method);
@@ -5988,51 +6086,18 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
         return D_REPLIED;
     }
     pc->log_level = level;
-    if (view_eq(m, "tools/list")) {
-        render_tools_list(r, c, id, modern);
-        return D_REPLIED;
+    for (i = 0; i < N_METHODS; i++) {
+        if (!view_eq(m, methods[i].method))
+            continue;
+        if (methods[i].eras & c->era)
+            return methods[i].serve(c, d, msg, r, pc);
+        other_era = 1;
     }
-    if (view_eq(m, "tools/call"))
-        return start_tool_call(c, d, msg, r, pc);
-    if (view_eq(m, "prompts/list")) {
-        render_prompts_list(r, c, id, modern);
-        return D_REPLIED;
-    }
-    if (view_eq(m, "prompts/get"))
-        return serve_prompts_get(c, d, msg, r);
-    if (view_eq(m, "resources/list") || view_eq(m, "resources/templates/list")) {
-        render_resources_list(r, c, id, view_eq(m, "resources/templates/list"));
-        return D_REPLIED;
-    }
-    if (view_eq(m, "resources/read"))
-        return start_resource_read(c, d, msg, r, pc);
-    if (view_eq(m, "completion/complete"))
-        return serve_completion(c, d, msg, r, pc);
-    if (modern && view_eq(m, "server/discover")) {
-        render_discover(r, c, id);
-        return D_REPLIED;
-    }
-    if (!modern && view_eq(m, "logging/setLevel"))
-        return serve_set_level(c, d, msg, r);
-    if (!modern && view_eq(m, "ping")) {
-        result_begin(r, id);
-        result_end(r, 0, 0);
-        return D_REPLIED;
-    }
-    if (!modern && view_eq(m, "initialize")) {
-        /* reached only from transports that handle initialize themselves */
-        rpc_error(r, id, E_INVALID_REQUEST, "Invalid Request: initialize must be the first message of a session", NULL);
-        return D_REPLIED;
-    }
-    {
-        char text[200];
-        snprintf(text, sizeof text, "Method not found: %.*s%s", (int)(m.n > 80 ? 80 : m.n), m.p,
-                 modern && (view_eq(m, "initialize") || view_eq(m, "ping") || view_eq(m, "logging/setLevel"))
-                     ? " (not part of protocol 2026-07-28)" : "");
-        if (modern)
-            c->http_status = 404;
-        rpc_error(r, id, E_METHOD_NOT_FOUND, text, NULL);
-    }
+    snprintf(text, sizeof text, "Method not found: %.*s%s", (int)(m.n > 80 ? 80 : m.n), m.p,
+             modern && other_era ? " (not part of protocol 2026-07-28)" : "");
+    if (modern)
+        c->http_status = 404;
+    rpc_error(r, id, E_METHOD_NOT_FOUND, text, NULL);
     return D_REPLIED;
 }
 
@@ -7623,7 +7688,7 @@ enum opt_kind {
     OPT_TEXT,   /* takes a value: a string field */
     OPT_ORIGIN, /* takes a value, repeatable: appended to allow_origins */
     OPT_LEVEL,  /* takes a value: error, warn, info, debug */
-    OPT_SWITCH, /* no value: an int field set to 1 */
+    OPT_SWITCH, /* no value: an int field set to 1 (its variable: 1 or 0) */
     OPT_HELP,
     OPT_VERSION
 };
