@@ -6687,6 +6687,28 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
     conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
 }
 
+/* 2026-07-28: Mcp-Name mirrors params.name (tools/call, prompts/get) or
+ * params.uri (resources/read). 0 ok, or -1 with the -32020 error rendered. */
+static int check_mcp_name(const struct jdoc *d, int method, const struct view *hn, struct resp *r)
+{
+    int by_uri = tok_is_str(d, method, "resources/read");
+    int nm = obj_get(d, obj_get(d, 0, "params"), by_uri ? "uri" : "name");
+    char hv[256], bv[256], m[160];
+    if (!by_uri && !tok_is_str(d, method, "tools/call") && !tok_is_str(d, method, "prompts/get"))
+        return 0;
+    if (hn && header_value_decode(*hn, hv, sizeof hv) == 0 && nm >= 0 && tok_unescape(d, nm, bv, sizeof bv) >= 0 &&
+        strcmp(hv, bv) == 0)
+        return 0;
+    if (!hn)
+        snprintf(m, sizeof m, "Bad Request: the Mcp-Name header is required for %.*s", (int)tok_view(d, method).n,
+                 tok_view(d, method).p);
+    else
+        snprintf(m, sizeof m, "Bad Request: the request headers and body disagree: Mcp-Name differs from params.%s",
+                 by_uri ? "uri" : "name");
+    rpc_error(r, rpc_id(d, 0), E_HEADER_MISMATCH, m, NULL);
+    return -1;
+}
+
 /* ?toolsets=a,b narrows the server's selection for this request (never
  * widens it). 0, or -1 with the refusal sent. */
 static int request_toolsets(struct conn *c, const struct http_req *q)
@@ -6958,24 +6980,9 @@ static void serve_mcp(struct conn *c)
             conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
             return;
         }
-        /* Mcp-Name mirrors params.name (tools/call, prompts/get) or params.uri (resources/read) */
-        if (tok_is_str(&d, method, "tools/call") || tok_is_str(&d, method, "prompts/get") ||
-            tok_is_str(&d, method, "resources/read")) {
-            int by_uri = tok_is_str(&d, method, "resources/read");
-            int nm = obj_get(&d, obj_get(&d, 0, "params"), by_uri ? "uri" : "name");
-            char hv[256], bv[256], m[160];
-            if (!hn || header_value_decode(*hn, hv, sizeof hv) < 0 || nm < 0 ||
-                tok_unescape(&d, nm, bv, sizeof bv) < 0 || strcmp(hv, bv) != 0) {
-                if (!hn)
-                    snprintf(m, sizeof m, "Bad Request: the Mcp-Name header is required for %.*s",
-                             (int)tok_view(&d, method).n, tok_view(&d, method).p);
-                else
-                    snprintf(m, sizeof m, "Bad Request: the request headers and body disagree: Mcp-Name differs from params.%s",
-                             by_uri ? "uri" : "name");
-                rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH, m, NULL);
-                conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-                return;
-            }
+        if (check_mcp_name(&d, method, hn, &c->resp) < 0) {
+            conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
+            return;
         }
     } else {
         /* the session era */

@@ -102,13 +102,15 @@ for (const way of Object.keys(WAYS)) {
         await client.close();
     });
 
-    test(`${way}: completions of a time zone and a day`, async (ctx) => {
+    test(`${way}: completions of a time zone, a day and an event type`, async (ctx) => {
         const { client } = await WAYS[way](ctx);
         cleanup(() => client.close());
         const tz = await client.complete({ ref: { type: 'ref/prompt', name: 'bookings_this_week' }, argument: { name: 'timeZone', value: 'europe/be' } });
         assertEqual(tz.completion.values, ['Europe/Belgrade', 'Europe/Berlin'], 'time zones for europe/be');
         const day = await client.complete({ ref: { type: 'ref/prompt', name: 'free_slots_on_day' }, argument: { name: 'day', value: 'next m' } });
         assertEqual(day.completion.values, ['next Monday'], 'day words for next m');
+        const slugs = await client.complete({ ref: { type: 'ref/prompt', name: 'book_meeting' }, argument: { name: 'eventType', value: 'c' } });
+        assertEqual(slugs.completion.values, ['consultation'], "event type slugs from the caller's event types");
         await client.close();
     });
 
