@@ -7514,7 +7514,7 @@ void cm_config_defaults(struct cm_config *c)
 
 size_t cm_static_bytes(void)
 {
-    return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
+    return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof tool_json_at + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
            sizeof stdio_out + sizeof stdio_log_line + sizeof slug_cache + up_static_bytes();
 }
