@@ -128,6 +128,8 @@ struct cm_config {
     const char *allow_origins[CM_MAX_ORIGINS];
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
+    int read_only;             /* list and run only the tools that change nothing */
+    const char *toolsets;      /* "bookings,slots" ...; NULL or "all": every toolset */
 };
 
 /* Fills *cfg with the defaults above. */
