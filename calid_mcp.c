@@ -46,7 +46,19 @@ static const char *const session_versions[] = {"2025-11-25", "2025-06-18", "2025
 #define SERVER_TITLE "Cal ID"
 #define MAX_BATCH 16            /* JSON-RPC messages in one 2025-03-26 batch */
 #define MAX_SEGS (4 * MAX_BATCH + 4)
-#define STAGE_BYTES 1024        /* escaped bytes staged per connection while writing */
+#ifndef CM_STAGE_BYTES
+#define CM_STAGE_BYTES 1024     /* escaped bytes staged per connection while writing (when out[] is full) */
+#endif
+#define STAGE_BYTES CM_STAGE_BYTES
+#ifndef CM_URL_BYTES
+#define CM_URL_BYTES 4096       /* path + query of one API request; longer arguments are a tool error */
+#endif
+#ifndef CM_ARG_BYTES
+#define CM_ARG_BYTES 4096       /* one decoded string argument that goes into a URL or is length-checked */
+#endif
+#ifndef CM_STDIO_OUT_BYTES
+#define CM_STDIO_OUT_BYTES (CM_OUT_BYTES * 4) /* one stdio answer line (a whole batch) */
+#endif
 #define SCHEMA_TOKENS 256     /* one catalog entry (the largest has 220; the unit tests check them all) */
 
 static struct cm_config cfg;
@@ -1997,11 +2009,11 @@ static struct view tool_json(size_t i)
 /* ===================================================================== */
 
 static jsmntok_t schema_toks[SCHEMA_TOKENS]; /* a tool's schema while its arguments are checked; an API error answer while it is quoted */
-static char req_path[4096];          /* path + query of the API request being built */
+static char req_path[CM_URL_BYTES];          /* path + query of the API request being built */
 static char *req_body;               /* its body: built in the buffer of the API slot that sends it (up_body_room) */
 static size_t req_body_cap;
 static char bearer_buf[1024];        /* NUL-terminated copy of the token for the API */
-static char arg_buf[4096];           /* one decoded string argument */
+static char arg_buf[CM_ARG_BYTES];           /* one decoded string argument */
 
 /* Does a value token have one of the schema's types ("integer", ["integer","string"])? */
 static int type_matches(const struct jdoc *sd, int type_tok, const char *actual)
@@ -6155,7 +6167,7 @@ static union {
     char buf[CM_BODY_POOL][IN_BYTES];
     struct {
         char line[CM_MAX_BODY_BYTES + 2];
-        char out[CM_OUT_BYTES * 4];
+        char out[CM_STDIO_OUT_BYTES];
     } stdio;
 } big;
 static unsigned char pool_lent[CM_BODY_POOL];
@@ -7838,6 +7850,8 @@ static const struct {
     LIMIT_ROW(CM_OUT_BYTES),         LIMIT_ROW(CM_JSON_TOKENS),         LIMIT_ROW(CM_MAX_SESSIONS),
     LIMIT_ROW(CM_MAX_UPSTREAMS),     LIMIT_ROW(CM_UPSTREAM_REQ_BYTES),  LIMIT_ROW(CM_UPSTREAM_BODY_BYTES),
     LIMIT_ROW(CM_TRUST_ARENA_BYTES), LIMIT_ROW(CM_MAX_TRUST_ANCHORS),   LIMIT_ROW(MAX_BATCH),
+    LIMIT_ROW(CM_STAGE_BYTES),       LIMIT_ROW(CM_URL_BYTES),           LIMIT_ROW(CM_ARG_BYTES),
+    LIMIT_ROW(CM_STDIO_OUT_BYTES),   LIMIT_ROW(CM_SLUG_CACHE_ENTRIES),  LIMIT_ROW(CM_SLUG_CACHE_BYTES),
 };
 
 /* The profile's memory goal, whether it is met, and the limits behind it. */

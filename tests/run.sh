@@ -40,6 +40,19 @@ for t in tests/test_*.py; do
     [ -e "$t" ] || continue
     run_suite "$(basename "$t" .py)" python3 "$t"
 done
+# The tiny profile (mk/tiny.mk): the protocol, tool and lwIP suites at its limits
+if [ "${CALID_SKIP_TINY:-0}" != 1 ]; then
+    if ${MAKE:-make} -s BUILD="$BUILD" "$BUILD/calid_mcp-tiny" >"$BUILD/tiny-build.log" 2>&1; then
+        tiny=$PWD/$BUILD/calid_mcp-tiny
+        tiny_flags=$(${MAKE:-make} -s tiny-flags)
+        run_suite tiny-server env CALID_MCP_BIN="$tiny" python3 tests/test_server.py
+        run_suite tiny-tools env CALID_MCP_BIN="$tiny" CALID_TEST_CFLAGS="$tiny_flags" python3 tests/test_tools.py
+        run_suite tiny-lwip ${MAKE:-make} -s BUILD="$BUILD" tiny-test-lwip
+    else
+        echo "the tiny profile does not build: counted as 1 failure; see $BUILD/tiny-build.log"
+        total_fail=$((total_fail + 1))
+    fi
+fi
 if [ -d tests/node ] && [ "${CALID_SKIP_NODE:-0}" != 1 ]; then
     for t in tests/node/test_*.mjs; do
         [ -e "$t" ] || continue

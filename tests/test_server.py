@@ -954,18 +954,19 @@ def test_header_block_over_limit_is_431():
 
 def test_header_block_just_under_limit_is_served():
     head = build_request("GET", "/healthz", [("Connection", "close"), ("X-Pad", "")], port=P())
-    pad = 8192 - len(head) - 16
+    pad = H.limits()["CM_MAX_HEADER_BYTES"] - len(head) - 16
     r = request(P(), build_request("GET", "/healthz", [("Connection", "close"), ("X-Pad", "p" * pad)], port=P()))
     assert r.status == 200, f"{r.status} {r.text}"
 
 
 def test_header_count_limit():
-    extra = [(f"X-H{i}", "v") for i in range(31)]  # + Host = 32 fields
+    n = H.limits()["CM_MAX_HEADERS"]
+    extra = [(f"X-H{i}", "v") for i in range(n - 1)]  # + Host = CM_MAX_HEADERS fields
     r = request(P(), build_request("GET", "/healthz", extra, port=P()))
-    assert r.status == 200, f"32 header fields: {r.status} {r.text}"
-    extra = [(f"X-H{i}", "v") for i in range(32)]  # + Host = 33 fields
+    assert r.status == 200, f"{n} header fields: {r.status} {r.text}"
+    extra = [(f"X-H{i}", "v") for i in range(n)]  # + Host = one more
     r = request(P(), build_request("GET", "/healthz", extra, port=P()))
-    assert r.status == 431, f"33 header fields: {r.status} {r.text}"
+    assert r.status == 431, f"{n + 1} header fields: {r.status} {r.text}"
 
 
 def test_body_over_limit_is_413():
@@ -980,7 +981,7 @@ def test_body_over_limit_is_413():
 def test_body_at_limit_is_served():
     sid = initialize(P())
     body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-    body += b" " * (65536 - len(body))
+    body += b" " * (H.limits()["CM_MAX_BODY_BYTES"] - len(body))
     r = request(P(), session_request_bytes(P(), sid, body, close=True))
     assert r.status == 200, f"{r.status} {r.text[:200]}"
     assert r.json()["result"] == {}
@@ -1184,13 +1185,15 @@ def open_answered(port, n, deadline_s=10.0):
 
 
 def test_connection_limit_503_then_recovers():
-    """All 16 slots busy mid-request: the 17th gets 503; freed slots serve again."""
+    """All CM_MAX_CONNS (16) slots busy mid-request: one more gets 503; freed slots serve again."""
     problems = []
     partial = b"GET /healthz HTTP/1.1\r\n"
+    n = H.limits()["CM_MAX_CONNS"]
+    k = max(1, n // 4)
     with Server(*UPSTREAM_FLAGS) as s:
-        held = open_answered(s.port, 16)
+        held = open_answered(s.port, n)
         try:
-            assert len(held) == 16, f"only {len(held)} of 16 connections served"
+            assert len(held) == n, f"only {len(held)} of {n} connections served"
             for c in held:  # each now holds half a request: busy, not idle
                 c.send(partial)
             time.sleep(0.2)
@@ -1205,11 +1208,11 @@ def test_connection_limit_503_then_recovers():
                                 f"but carries {len(body)} body bytes: {body!r}")
             else:
                 assert json.loads(body)["error"]["message"], body
-            for c in held[:4]:
+            for c in held[:k]:
                 c.close()
-            held = held[4:]
-            more = open_answered(s.port, 4)
-            assert len(more) == 4, f"after closing 4, only {len(more)} new connections served"
+            held = held[k:]
+            more = open_answered(s.port, k)
+            assert len(more) == k, f"after closing {k}, only {len(more)} new connections served"
             for c in more:
                 c.send(partial)
             for c in held:  # the old ones finish their request and still work
@@ -1228,11 +1231,12 @@ def test_connection_limit_503_then_recovers():
 
 
 def test_idle_keepalive_connections_make_room():
-    """16 idle kept-alive connections do not lock out a 17th client."""
+    """CM_MAX_CONNS (16) idle kept-alive connections do not lock out one more client."""
     with Server(*UPSTREAM_FLAGS) as s:
-        held = open_answered(s.port, 16)
+        n = H.limits()["CM_MAX_CONNS"]
+        held = open_answered(s.port, n)
         try:
-            assert len(held) == 16, f"only {len(held)} of 16 connections served"
+            assert len(held) == n, f"only {len(held)} of {n} connections served"
             time.sleep(1.2)  # idle for longer than CM_EVICT_IDLE_MS (1 s)
             with Conn(s.port) as extra:
                 extra.send(healthz_request(s.port))
@@ -1359,9 +1363,10 @@ def test_zz_shared_server_still_healthy_after_the_suite():
     assert get(P(), "/healthz").status == 200
     # every slot is free again: 16 connections at once are all served
     # (checked last: right after they close, the server may still count them)
-    held = open_answered(P(), 16)
+    n = H.limits()["CM_MAX_CONNS"]
+    held = open_answered(P(), n)
     try:
-        assert len(held) == 16, f"only {len(held)} of 16 connections answered: a slot leaked"
+        assert len(held) == n, f"only {len(held)} of {n} connections answered: a slot leaked"
         for c in held:
             c.send(healthz_request(P()))
             assert c.read_response().status == 200

@@ -26,11 +26,13 @@ on elapsed time; waits are bounded so a hung server fails instead of hanging.
 Ends with "N passed, N failed"; exits 1 when anything failed.
 """
 import base64
+import hashlib
 import datetime as dt
 import http.client
 import json
 import os
 import re
+import shlex
 import ssl
 import statistics
 import subprocess
@@ -50,9 +52,12 @@ except Exception:  # no tz database: the fake then treats every zone as UTC too
     ZoneInfo = None
 
 ROOT = H.ROOT
-SHORT_BIN = os.path.join(ROOT, "build", "calid_mcp_short")
-SHORT_FLAGS = ["-DCM_UPSTREAM_ANSWER_MS=1500", "-DCM_UPSTREAM_CONNECT_MS=1500",
-               "-DCM_UPSTREAM_HANDSHAKE_MS=1500"]
+# CALID_TEST_CFLAGS: the limits of the profile under test (make tiny-test), for this build too
+PROFILE_FLAGS = shlex.split(os.environ.get("CALID_TEST_CFLAGS", ""))
+SHORT_BIN = os.path.join(ROOT, "build", "calid_mcp_short" + (
+    "-" + hashlib.sha1(" ".join(PROFILE_FLAGS).encode()).hexdigest()[:8] if PROFILE_FLAGS else ""))
+SHORT_FLAGS = PROFILE_FLAGS + ["-DCM_UPSTREAM_ANSWER_MS=1500", "-DCM_UPSTREAM_CONNECT_MS=1500",
+                               "-DCM_UPSTREAM_HANDSHAKE_MS=1500"]
 
 TOKEN_SESSION = "calid_session_alice_0001"   # the caller's token in session-era calls
 TOKEN_MODERN = "calid_modern_bob_0002"       # ... and in modern (2026-07-28) calls
