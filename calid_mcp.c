@@ -5301,16 +5301,18 @@ static void tls_log_failure(struct tls_conn *tc)
 {
     int e = br_ssl_engine_last_error(&tc->sc.eng);
     int alert = e >= BR_ERR_SEND_FATAL_ALERT ? e - BR_ERR_SEND_FATAL_ALERT : e >= BR_ERR_RECV_FATAL_ALERT ? e - BR_ERR_RECV_FATAL_ALERT : -1;
-    const char *why = alert == 70 || e == BR_ERR_UNSUPPORTED_VERSION ? "the client offers no TLS 1.2 (an old protocol version)"
-                      : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE  ? "no cipher suite in common (ECDHE with AES-GCM or ChaCha20 is needed)"
-                      : e == BR_ERR_BAD_VERSION || e == BR_ERR_BAD_LENGTH || e == BR_ERR_UNKNOWN_TYPE ? "the client's bytes are not TLS"
-                                                                                                        : "";
+    const char *why = alert == 70                    ? "the client offers no TLS 1.2 (an old protocol version)"
+                      : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE ? "no cipher suite in common (ECDHE with AES-GCM or ChaCha20 is needed)"
+                      : e == BR_ERR_UNSUPPORTED_VERSION ? "not TLS 1.x records (garbage, or SSL 2)"
+                      : e == BR_ERR_BAD_VERSION || e == BR_ERR_BAD_LENGTH || e == BR_ERR_UNKNOWN_TYPE || e == BR_ERR_TOO_LARGE
+                          ? "the client's bytes are not TLS"
+                      : e == BR_ERR_UNEXPECTED ? "the client sent an unexpected message" : "an engine error";
     tls.failed++;
     if (alert >= 0)
-        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s alert %d (%s) %s", e >= BR_ERR_SEND_FATAL_ALERT ? "sent" : "got", alert,
-                up_alert_name(alert), why);
+        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s alert %d (%s)%s%s", e >= BR_ERR_SEND_FATAL_ALERT ? "sent" : "got", alert,
+                up_alert_name(alert), alert == 70 || alert == 40 ? ": " : "", alert == 70 || alert == 40 ? why : "");
     else if (e)
-        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s (BearSSL error %d)", why[0] ? why : "engine error", e);
+        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s (BearSSL error %d)", why, e);
 }
 
 static void tls_handshake_done(struct tls_conn *tc)
