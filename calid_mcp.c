@@ -7217,8 +7217,11 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
                    CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
-            printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
-                   CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
+            if (CM_TLS_CONNS > 0)
+                printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
+                       CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
+            else
+                printf("HTTPS: not built in (CM_TLS_CONNS=0)\n");
             return 0;
         }
         if (o->arg && i + 1 >= argc) {
