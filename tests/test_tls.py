@@ -14,8 +14,9 @@ what belongs to TLS itself:
     warning when listening off loopback without TLS;
   - bad handshakes: garbage, a TLS 1.0 or SSLv3 ClientHello, plain HTTP to the
     HTTPS port end at once; a stalled or half-sent ClientHello ends at the
-    handshake timeout (a build with -DCM_TLS_HANDSHAKE_MS=1000); after each,
-    /healthz shows the slot free again;
+    handshake timeout (a build with -DCM_TLS_HANDSHAKE_MS=2000); after each,
+    /healthz shows the slot free again; with every TLS engine slot taken
+    (-DCM_TLS_CONNS=16 of 20 connections) the next client is closed at once;
   - a full server: the next TLS client is closed without a handshake, and
     served again once slots free up.
 
@@ -61,13 +62,14 @@ def cert(name):
 
 
 def short_handshake_binary():
-    """The server built with a 1 s TLS handshake timeout, once per run."""
+    """The server built with a 2 s TLS handshake timeout and 20 connection
+    slots of which 16 may be TLS, once per run."""
     global SHORT_BIN
     if SHORT_BIN:
         return SHORT_BIN
     out = os.path.join(tempfile.mkdtemp(prefix="calid_mcp_tls_"), "calid_mcp_tls_short")
     cmd = [os.environ.get("CC", "cc"), "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-O1", "-DCALID_MCP_MAIN",
-           "-DCM_TLS_HANDSHAKE_MS=1000", "-o", out, "calid_mcp.c", os.path.join("port", "posix.c"),
+           "-DCM_TLS_HANDSHAKE_MS=2000", "-DCM_MAX_CONNS=20", "-DCM_TLS_CONNS=16", "-o", out, "calid_mcp.c", os.path.join("port", "posix.c"),
            "-lbearssl", "-lpthread"]
     p = subprocess.run(cmd, cwd=H.ROOT, capture_output=True, timeout=180)
     assert p.returncode == 0, f"building {out} failed: {p.stderr.decode(errors='replace')[-1500:]}"
@@ -314,8 +316,9 @@ def test_garbage_old_versions_and_plain_http_end_at_once():
 
 def test_stalled_handshakes_cost_a_slot_until_the_timeout():
     """16 clients that connect and stall (nothing, half a ClientHello, a
-    ClientHello then silence) are each closed at the 1 s handshake timeout;
-    then the server serves normally with every slot free."""
+    record header then silence) hold the 16 TLS engine slots: a 17th client
+    is closed without a handshake. Each stalled one is closed at the 2 s
+    handshake timeout; then the server serves normally with every slot free."""
     with Server(*UP, binary=short_handshake_binary()) as s:
         hello = client_hello(0x0303)
         socks = []
@@ -328,14 +331,21 @@ def test_stalled_handshakes_cost_a_slot_until_the_timeout():
                 c.sendall(hello[:5])
             socks.append(c)
         try:
+            try:
+                with Conn(s.port, tls=True):
+                    pass
+                raise AssertionError("a 17th TLS client got a handshake with all 16 engine slots taken")
+            except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+                pass
             for c in socks:
                 _, closed = read_until_close(c, 8.0)
-                assert closed, "a stalled handshake was still open 8 s later (timeout 1 s)"
-            print(f"  16 stalled handshakes closed after {time.monotonic() - t0:.2f} s (CM_TLS_HANDSHAKE_MS=1000)")
+                assert closed, "a stalled handshake was still open 8 s later (timeout 2 s)"
+            print(f"  16 stalled handshakes closed after {time.monotonic() - t0:.2f} s (CM_TLS_HANDSHAKE_MS=2000)")
         finally:
             for c in socks:
                 c.close()
         assert connections_settle(s.port) == 1
+        assert healthz(s.port)["refusedBusy"] >= 1
         assert tls_request(s.port)[0].status == 200
 
 
