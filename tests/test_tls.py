@@ -23,6 +23,7 @@ what belongs to TLS itself:
 Nothing asserts on elapsed time beyond "well before the 10 s default
 handshake timeout" for failures that must end at once.
 """
+import json
 import os
 import shutil
 import socket
@@ -203,15 +204,41 @@ def test_keep_alive_and_pipelining_over_tls():
             assert c.read_response(method="GET").status == 200
 
 
-def test_large_answer_then_close():
-    """A 100 kB+ answer with Connection: close arrives whole (the last
-    records leave before the socket closes)."""
+def slow_reader(port, rcvbuf=4096):
+    """A TLS Conn whose socket has a tiny receive buffer: the server's writes
+    block long before a large answer is out."""
+    raw_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw_sock.settimeout(H.IO_TIMEOUT)
+    raw_sock.connect(("127.0.0.1", port))
+    c = Conn.__new__(Conn)
+    c.port, c.buf, c.eof = port, b"", False
+    c.sock = H.tls_client_context().wrap_socket(raw_sock, server_hostname="127.0.0.1")
+    return c
+
+
+def test_answers_under_back_pressure_then_close():
+    """100 pipelined tools/list (about 60 kB each, 6 MB in all, more than a
+    loopback socket buffers; the last with Connection:
+    close) to a client that reads only later: the server's socket fills, it
+    waits for POLLOUT, and every answer arrives whole, the last one's final
+    TLS records too, before the connection closes."""
     with Server(*UP) as s:
         sid = H.initialize(s.port)
-        for _ in range(3):
-            r = H.session_post(s.port, sid, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-            assert r.status == 200 and len(r.body) > 20000, (r.status, len(r.body))
-            assert len(r.json()["result"]["tools"]) == 57
+        body = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).encode()
+
+        def req(close):
+            h = [("Host", f"127.0.0.1:{s.port}"), ("Content-Type", "application/json"), ("Accept", H.ACCEPT_BOTH),
+                 ("Authorization", f"Bearer {H.DEFAULT_TOKEN}"), ("Mcp-Session-Id", sid)]
+            return H.build_request("POST", "/mcp", h + ([("Connection", "close")] if close else []), body)
+
+        with slow_reader(s.port) as c:
+            c.send(b"".join(req(i == 99) for i in range(100)))
+            time.sleep(1.0)  # the server fills the socket and waits for POLLOUT
+            for i in range(100):
+                r = c.read_response()
+                assert r.status == 200 and len(r.json()["result"]["tools"]) == 57, (i, r.status, len(r.body))
+            assert c.closed_by_peer(), "the connection stayed open after Connection: close"
 
 
 # ---------------------------------------------------------------------------
