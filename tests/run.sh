@@ -73,6 +73,8 @@ fi
 # calid-mcp as Cortex-M4 firmware under qemu-system-arm (tests/firmware/)
 if [ "${CALID_SKIP_PORTS:-0}" != 1 ] && [ "${SANITIZE:-0}" != 1 ]; then
     run_suite firmware ${MAKE:-make} -s firmware-test
+    # the board serving HTTPS itself (same suite, TLS to the board)
+    run_suite firmware-https env CALID_TEST_TRANSPORT=https ${MAKE:-make} -s firmware-test
 fi
 
 # The Debian and OpenWrt packages (built from the binaries above)
