@@ -5190,7 +5190,8 @@ static int tls_load(const char *cert, const char *key, char *err, size_t errlen)
         return -1;
     if (l.n_keys == 0) {
         if (l.encrypted)
-            snprintf(err, errlen, "the private key in %s is encrypted: give an unencrypted copy (openssl pkey -in %s -out plain.key)", key, key);
+            snprintf(err, errlen, "the private key in %s is encrypted: give an unencrypted copy (openssl pkey -in %s -out plain.key)",
+                     key, key);
         else
             snprintf(err, errlen, "no private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) in %s", key);
         return -1;
@@ -5300,13 +5301,17 @@ static int tls_attach(void)
 static void tls_log_failure(struct tls_conn *tc)
 {
     int e = br_ssl_engine_last_error(&tc->sc.eng);
-    int alert = e >= BR_ERR_SEND_FATAL_ALERT ? e - BR_ERR_SEND_FATAL_ALERT : e >= BR_ERR_RECV_FATAL_ALERT ? e - BR_ERR_RECV_FATAL_ALERT : -1;
-    const char *why = alert == 70                    ? "the client offers no TLS 1.2 (an old protocol version)"
-                      : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE ? "no cipher suite in common (ECDHE with AES-GCM or ChaCha20 is needed)"
-                      : e == BR_ERR_UNSUPPORTED_VERSION ? "not TLS 1.x records (garbage, or SSL 2)"
-                      : e == BR_ERR_BAD_VERSION || e == BR_ERR_BAD_LENGTH || e == BR_ERR_UNKNOWN_TYPE || e == BR_ERR_TOO_LARGE
-                          ? "the client's bytes are not TLS"
-                      : e == BR_ERR_UNEXPECTED ? "the client sent an unexpected message" : "an engine error";
+    int alert = e >= BR_ERR_SEND_FATAL_ALERT   ? e - BR_ERR_SEND_FATAL_ALERT
+                : e >= BR_ERR_RECV_FATAL_ALERT ? e - BR_ERR_RECV_FATAL_ALERT
+                                               : -1;
+    const char *why =
+        alert == 70                                  ? "the client offers no TLS 1.2 (an old protocol version)"
+        : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE ? "no cipher suite in common (ECDHE with AES-GCM or ChaCha20 is needed)"
+        : e == BR_ERR_UNSUPPORTED_VERSION            ? "not TLS 1.x records (garbage, or SSL 2)"
+        : e == BR_ERR_BAD_VERSION || e == BR_ERR_BAD_LENGTH || e == BR_ERR_UNKNOWN_TYPE || e == BR_ERR_TOO_LARGE
+            ? "the client's bytes are not TLS"
+        : e == BR_ERR_UNEXPECTED ? "the client sent an unexpected message"
+                                 : "an engine error";
     tls.failed++;
     if (alert >= 0)
         cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s alert %d (%s)%s%s", e >= BR_ERR_SEND_FATAL_ALERT ? "sent" : "got", alert,
