@@ -6669,11 +6669,10 @@ static int loop_step(int timeout_ms)
             ev = CM_POLL_IN;
         else if (c->state == C_WRITE)
             ev = CM_POLL_OUT;
-        ev = conn_poll_events(c, ev);
         if (!ev)
             continue;
         fds[n].sock = c->sock;
-        fds[n].events = ev;
+        fds[n].events = conn_poll_events(c, ev);
         owner[n++] = (int)i;
     }
     for (i = 0; i < CM_MAX_CONNS; i++)
