@@ -11,7 +11,8 @@ what belongs to TLS itself:
     with an ECDHE AEAD suite; session resumption;
   - start-up refusals that name the problem (missing key, a key that is not
     the certificate's, an encrypted key, no certificate, no file), and the
-    warning when listening off loopback without TLS;
+    warning when listening off loopback without TLS; a build without HTTPS
+    serving (-DCM_TLS_CONNS=0) refuses the flags and says so;
   - bad handshakes: garbage, a TLS 1.0 or SSLv3 ClientHello, plain HTTP to the
     HTTPS port end at once; a stalled or half-sent ClientHello ends at the
     handshake timeout (a build with -DCM_TLS_HANDSHAKE_MS=2000); after each,
@@ -295,6 +296,28 @@ def test_off_loopback_without_tls_warns():
     assert "without TLS" not in err, err
     with Server(*UP, tls=False) as loop:
         assert "without TLS" not in loop.stderr_text()
+
+
+def test_build_without_tls_serving_says_so():
+    """-DCM_TLS_CONNS=0 leaves HTTPS serving out: --tls-cert is refused with
+    the reason, --version says so, and the static memory shrinks."""
+    d = tempfile.mkdtemp(prefix="calid_mcp_notls_")
+    try:
+        out = os.path.join(d, "calid_mcp_notls")
+        cmd = [os.environ.get("CC", "cc"), "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-O0", "-DCALID_MCP_MAIN",
+               "-DCM_TLS_CONNS=0", "-o", out, "calid_mcp.c", os.path.join("port", "posix.c"), "-lbearssl", "-lpthread"]
+        p = subprocess.run(cmd, cwd=H.ROOT, capture_output=True, timeout=180)
+        assert p.returncode == 0, p.stderr.decode(errors="replace")[-1500:]
+        rc, _, err = H.run_binary(["--listen", f"127.0.0.1:{H.free_port()}", *UP, "--tls-cert", cert("server.pem"),
+                                   "--tls-key", cert("server.key")], binary=out)
+        assert rc == 1 and "CM_TLS_CONNS=0" in err, (rc, err)
+        rc, without, _ = H.run_binary(["--version"], binary=out)
+        assert rc == 0 and "not built in" in without, without
+        rc, with_tls, _ = H.run_binary(["--version"])
+        total = lambda text: int(text.split("static memory: ")[1].split()[0])  # noqa: E731
+        assert total(with_tls) - total(without) > 16 * 20000, (with_tls, without)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_version_counts_tls_memory():
