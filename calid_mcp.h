@@ -36,10 +36,10 @@
 #define CM_MAX_BODY_BYTES 65536    /* one request body; more gets 413 */
 #endif
 #ifndef CM_CONN_IN_BYTES
-#define CM_CONN_IN_BYTES 4096      /* each connection's own buffer: a request head and a small body */
+#define CM_CONN_IN_BYTES 3072      /* each connection's own buffer: a request head and a small body */
 #endif
 #ifndef CM_BODY_POOL
-#define CM_BODY_POOL 2             /* shared buffers for larger requests (head + CM_MAX_BODY_BYTES); more wait */
+#define CM_BODY_POOL 1             /* shared buffers for larger requests (head + CM_MAX_BODY_BYTES); more wait */
 #endif
 #ifndef CM_OUT_BYTES
 #define CM_OUT_BYTES 8192          /* per-connection staging buffer for answers */
@@ -51,10 +51,10 @@
 #define CM_MAX_UPSTREAMS 4         /* concurrent HTTPS requests to the Cal ID API; more wait */
 #endif
 #ifndef CM_UPSTREAM_REQ_BYTES
-#define CM_UPSTREAM_REQ_BYTES 73728   /* one outgoing API request (headers + body) */
+#define CM_UPSTREAM_REQ_BYTES 65536   /* one outgoing API request (headers + body) */
 #endif
 #ifndef CM_UPSTREAM_BODY_BYTES
-#define CM_UPSTREAM_BODY_BYTES 73728 /* one API answer body (it shares a buffer with the request); larger is a tool error */
+#define CM_UPSTREAM_BODY_BYTES 65536 /* one API answer body (it shares a buffer with the request); larger is a tool error */
 #endif
 #ifndef CM_JSON_TOKENS
 #define CM_JSON_TOKENS 1024        /* jsmn tokens for one request body; more is -32600 */
@@ -114,12 +114,32 @@
  * inside the 60 s request timeout of the MCP SDKs. */
 #define CM_UPSTREAM_WAIT_MS 15000
 #endif
+/* HTTPS on the listener (--tls-cert/--tls-key). Each TLS connection costs a
+ * BearSSL server context and a 16,709-byte half-duplex I/O buffer (about
+ * 20.9 KB in all); 0 builds the server without TLS serving. */
+#ifndef CM_TLS_CONNS
+#define CM_TLS_CONNS (CM_MAX_CONNS / 2) /* connections that may be TLS at once (20 KiB each); more are closed at accept */
+#endif
+#ifndef CM_TLS_HANDSHAKE_MS
+#define CM_TLS_HANDSHAKE_MS 10000  /* a TLS handshake must be done within this */
+#endif
+#ifndef CM_TLS_SESSIONS
+#define CM_TLS_SESSIONS 64         /* TLS sessions remembered for resumption (100 bytes each) */
+#endif
+#ifndef CM_TLS_CHAIN_BYTES
+#define CM_TLS_CHAIN_BYTES 16384   /* DER bytes of the certificate chain in --tls-cert */
+#endif
+#ifndef CM_TLS_CHAIN_CERTS
+#define CM_TLS_CHAIN_CERTS 8       /* certificates in that chain */
+#endif
 
 /* ---- Configuration ---- */
 enum cm_log_level { CM_LOG_ERROR = 0, CM_LOG_WARN, CM_LOG_INFO, CM_LOG_DEBUG };
 
 struct cm_config {
     const char *listen;        /* "ADDR:PORT"; default "127.0.0.1:8080" */
+    const char *tls_cert;      /* PEM certificate chain (leaf first): the listener speaks HTTPS; NULL = HTTP */
+    const char *tls_key;       /* PEM private key (RSA or EC) of that certificate */
     const char *upstream;      /* API base URL; default "https://api.cal.id" */
     const char *ca_file;       /* PEM trust anchors; NULL = the system bundle */
     const char *api_key;       /* server-held Cal ID key, or NULL */
