@@ -18,10 +18,9 @@ FW_INC      = -Itests/firmware -I$(FW_LWIP)/src/include -I$(FW)/inc
 # The memory of the board: code in SSRAM1, data in SSRAM2/3 (4 MiB each).
 FW_MEMORY   = -Wl,--defsym=__flash=0x00000000 -Wl,--defsym=__flash_size=0x00400000 \
               -Wl,--defsym=__ram=0x20000000 -Wl,--defsym=__ram_size=0x00400000
-# The server's limits on this board: few clients, one API connection.
-FW_LIMITS  ?= -DCM_MAX_CONNS=4 -DCM_MAX_UPSTREAMS=1 -DCM_MAX_BODY_BYTES=16384 -DCM_UPSTREAM_REQ_BYTES=20480 \
-              -DCM_UPSTREAM_BODY_BYTES=32768 -DCM_MAX_SESSIONS=8 -DCM_TRUST_ARENA_BYTES=16384 \
-              -DCM_MAX_TRUST_ANCHORS=16
+# The server's limits on this board: the tiny profile (mk/tiny.mk), whose
+# static memory with lwIP's and the driver's fits 128 KiB of RAM.
+FW_LIMITS  ?= $(TINY_LIMITS)
 FW_SRC      = tests/firmware/main.c tests/firmware/port_lwip_raw.c tests/firmware/lan9118.c
 FW_HDR      = tests/firmware/board.h tests/firmware/lan9118.h tests/firmware/lwipopts.h tests/firmware/arch/cc.h
 # lwIP's core, IPv4 and Ethernet: what a NO_SYS raw-API build links.

@@ -21,17 +21,17 @@
 #define LWIP_NETIF_LOOPBACK 0
 
 #define MEM_ALIGNMENT 4
-#define MEM_SIZE (24 * 1024)     /* heap for queued TCP data (TCP_WRITE_FLAG_COPY) */
-#define MEMP_NUM_PBUF 16
-#define MEMP_NUM_TCP_PCB 10      /* clients + API connections + closing ones */
+#define MEM_SIZE (8 * 1024)      /* heap for queued TCP data (TCP_WRITE_FLAG_COPY) */
+#define MEMP_NUM_PBUF 8
+#define MEMP_NUM_TCP_PCB 8      /* clients + API connections + closing ones */
 #define MEMP_NUM_TCP_PCB_LISTEN 1
-#define MEMP_NUM_TCP_SEG 48
-#define PBUF_POOL_SIZE 24        /* received frames waiting to be read */
+#define MEMP_NUM_TCP_SEG 16
+#define PBUF_POOL_SIZE 6         /* received frames waiting to be read */
 #define PBUF_POOL_BUFSIZE 1536
 
 #define TCP_MSS 1460
-#define TCP_WND (4 * TCP_MSS)
-#define TCP_SND_BUF (4 * TCP_MSS)
+#define TCP_WND (2 * TCP_MSS)
+#define TCP_SND_BUF (2 * TCP_MSS)
 #define TCP_SND_QUEUELEN (4 * TCP_SND_BUF / TCP_MSS)
 #define TCP_LISTEN_BACKLOG 1
 #define LWIP_TCP_KEEPALIVE 0
