@@ -4302,76 +4302,259 @@ static int up_next_timeout_ms(uint64_t now_ms)
 /* 9. Sessions (the 2025-11-25 era and before)                           */
 /* ===================================================================== */
 /*
- * A session remembers its negotiated version and a keyed fingerprint of the
- * token that opened it, so the same id with another token is refused. The
- * table is fixed; when it is full the least recently used session is
- * dropped, and its client, told 404, initializes again as the spec says.
+ * A session id carries its own state and its own proof, so that every
+ * instance holding the same server secret accepts it and none keeps a table
+ * of live sessions (a balancer may send each request anywhere):
+ *
+ *   byte 0       id format (high nibble) and the negotiated version, as an
+ *                index into session_versions (low nibble)
+ *   bytes 1-5    creation time, Unix seconds, big-endian
+ *   bytes 6-15   random nonce
+ *   bytes 16-31  HMAC-SHA256 under a key derived from the secret, over
+ *                bytes 0-15 and the keyed fingerprint of the token that
+ *                opened the session (its first 16 bytes)
+ *
+ * sent as 43 characters of base64url. The fingerprint is in the MAC, not in
+ * the id: the same id presented with another token fails the check, and the
+ * id reveals nothing about the token. The lifetime counts from creation,
+ * since the id cannot change.
  */
-#define SESSION_ID_CHARS 32 /* 128 random bits, hex */
+#define SID_FORMAT 1
+#define SID_BODY_BYTES 16
+#define SID_MAC_BYTES 16
+#define SID_BYTES (SID_BODY_BYTES + SID_MAC_BYTES)
+#define SESSION_ID_CHARS 43 /* base64url of 32 bytes, unpadded */
+static void secret_derive(const char *label, unsigned char out[32]);
+static uint64_t ms_since(uint64_t now, uint64_t since);
+#ifndef CM_SESSION_CLOCK_SKEW_S
+#define CM_SESSION_CLOCK_SKEW_S 300 /* an id up to this far "from the future" (another instance's clock) is accepted */
+#endif
 
+/* What a valid id says. */
 struct session {
-    int used;
-    char id[SESSION_ID_CHARS + 1];
-    char version[11];
+    const char *version;
+    int64_t created_s;
+    unsigned char mac[SID_MAC_BYTES];   /* names the session in the ended table */
     unsigned char token_fp[16];
-    uint64_t last_ms;
 };
-static struct session sessions[CM_MAX_SESSIONS];
-static unsigned long sessions_evicted;
 
-static int session_find(struct view id, uint64_t now)
+static br_hmac_key_context sid_key; /* set by cm_start from the server secret */
+static unsigned long sessions_opened;
+
+static void sid_mac(const unsigned char body[SID_BODY_BYTES], const unsigned char fp[16], unsigned char out[SID_MAC_BYTES])
 {
+    br_hmac_context hc;
+    unsigned char full[32];
+    if (!sid_key.dig_vtable) { /* not started by cm_start (unit tests): key it now */
+        unsigned char k[32];
+        secret_derive("calid-mcp session id", k);
+        br_hmac_key_init(&sid_key, &br_sha256_vtable, k, sizeof k);
+    }
+    br_hmac_init(&hc, &sid_key, 0);
+    br_hmac_update(&hc, body, SID_BODY_BYTES);
+    br_hmac_update(&hc, fp, 16);
+    br_hmac_out(&hc, full);
+    memcpy(out, full, SID_MAC_BYTES);
+}
+
+static void base64url_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t i, o = 0;
+    for (i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        if (i + 1 < n)
+            out[o++] = abc[v >> 6 & 63];
+        if (i + 2 < n)
+            out[o++] = abc[v & 63];
+    }
+    out[o] = 0;
+}
+
+static int session_expired(int64_t created_s, int64_t now_s)
+{
+    if (created_s > now_s)
+        return created_s - now_s > CM_SESSION_CLOCK_SKEW_S;
+    return (now_s - created_s) * 1000 > (int64_t)CM_SESSION_TTL_MS;
+}
+
+/* Makes the id of a new session in out. 0, or -1 without a random source. */
+static int session_create(const char *version, const char *token, size_t token_len, int64_t now_s,
+                          char out[SESSION_ID_CHARS + 1])
+{
+    unsigned char raw[SID_BYTES], fp[16];
+    unsigned v = 0;
     int i;
+    while (v + 1 < N_SESSION_VERSIONS && strcmp(session_versions[v], version) != 0)
+        v++;
+    raw[0] = (unsigned char)(SID_FORMAT << 4 | v);
+    for (i = 0; i < 5; i++)
+        raw[1 + i] = (unsigned char)((uint64_t)now_s >> (8 * (4 - i)));
+    if (cm_port_random(raw + 6, SID_BODY_BYTES - 6) < 0)
+        return -1;
+    token_fingerprint(token, token_len, fp);
+    sid_mac(raw, fp, raw + SID_BODY_BYTES);
+    base64url_encode(raw, sizeof raw, out);
+    sessions_opened++;
+    return 0;
+}
+
+/* Reads and checks an id presented with a token: 0 with *s filled, or -1
+ * when it is malformed, forged, bound to another token or expired. (Whether
+ * it was ended is the ended table's question.) */
+static int session_check(struct view id, const char *token, size_t token_len, int64_t now_s, struct session *s)
+{
+    unsigned char raw[SID_BYTES + 2], mac[SID_MAC_BYTES];
+    char again[SESSION_ID_CHARS + 1];
+    size_t i;
+    int64_t t = 0;
     if (id.n != SESSION_ID_CHARS)
         return -1;
-    for (i = 0; i < CM_MAX_SESSIONS; i++) {
-        struct session *s = &sessions[i];
-        if (!s->used)
-            continue;
-        if (now > s->last_ms && now - s->last_ms > (uint64_t)CM_SESSION_TTL_MS) {
-            s->used = 0; /* expired */
-            continue;
-        }
-        if (memcmp(s->id, id.p, SESSION_ID_CHARS) == 0)
-            return i;
+    for (i = 0; i < id.n; i++) {
+        char ch = id.p[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+            return -1;
     }
+    if (base64_decode(id.p, id.n, raw, sizeof raw) != SID_BYTES)
+        return -1;
+    base64url_encode(raw, SID_BYTES, again); /* one spelling per id: no unused bits set */
+    if (memcmp(again, id.p, id.n) != 0 || raw[0] >> 4 != SID_FORMAT || (raw[0] & 15) >= N_SESSION_VERSIONS)
+        return -1;
+    token_fingerprint(token, token_len, s->token_fp);
+    sid_mac(raw, s->token_fp, mac);
+    if (!const_time_eq(mac, sizeof mac, raw + SID_BODY_BYTES, SID_MAC_BYTES))
+        return -1;
+    for (i = 0; i < 5; i++)
+        t = t << 8 | raw[1 + i];
+    if (session_expired(t, now_s))
+        return -1;
+    s->version = session_versions[raw[0] & 15];
+    s->created_s = t;
+    memcpy(s->mac, mac, sizeof mac);
+    return 0;
+}
+
+/*
+ * Ended sessions. DELETE ends a session on the instance that receives it: the
+ * id's MAC stays in this table until the id would have expired anyway.
+ * Strangers cannot use the table to bring ended sessions back (issue: any
+ * bearer can open and end sessions, for free):
+ *   - each token fingerprint holds at most CM_ENDED_PER_TOKEN entries; past
+ *     that, a token's own least recently used entry makes room;
+ *   - when the table is full, the entry that makes room is one not used
+ *     (ended, or presented again) for CM_ENDED_SPARE_MS, from the token
+ *     holding the most entries, least recently used first;
+ *   - when every entry was used that recently, the DELETE is refused (503,
+ *     the session stays open) rather than forgetting a recent one.
+ */
+#ifndef CM_ENDED_PER_TOKEN
+#define CM_ENDED_PER_TOKEN (CM_MAX_ENDED_SESSIONS / 4) /* one token's share of the ended table */
+#endif
+#ifndef CM_ENDED_SPARE_MS
+#define CM_ENDED_SPARE_MS 300000 /* an entry used this recently is never the one forgotten */
+#endif
+#define ENDED_FP_BYTES 8
+
+struct ended_session {
+    int64_t created_s;                  /* 0: free */
+    uint64_t last_ms;                   /* ended, or presented again */
+    unsigned char mac[SID_MAC_BYTES];
+    unsigned char fp[ENDED_FP_BYTES];
+};
+static struct ended_session ended[CM_MAX_ENDED_SESSIONS];
+static unsigned long ended_refused;
+
+static int ended_live(int i, int64_t now_s)
+{
+    if (ended[i].created_s && session_expired(ended[i].created_s, now_s))
+        memset(&ended[i], 0, sizeof ended[i]);
+    return ended[i].created_s != 0;
+}
+
+/* Index of the id's entry, or -1. A hit counts as a use. */
+static int ended_find(const struct session *s, uint64_t now_ms, int64_t now_s)
+{
+    int i;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        if (ended_live(i, now_s) && memcmp(ended[i].mac, s->mac, SID_MAC_BYTES) == 0) {
+            ended[i].last_ms = now_ms;
+            return i;
+        }
     return -1;
 }
 
-static int session_create(const char *version, const char *token, size_t token_len, uint64_t now)
+static int ended_holding(const unsigned char *fp, int64_t now_s)
 {
-    unsigned char rnd[SESSION_ID_CHARS / 2];
-    int i, pick = -1;
-    for (i = 0; i < CM_MAX_SESSIONS; i++)
-        if (!sessions[i].used || (now > sessions[i].last_ms && now - sessions[i].last_ms > (uint64_t)CM_SESSION_TTL_MS)) {
-            pick = i;
-            break;
+    int i, n = 0;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        n += ended_live(i, now_s) && memcmp(ended[i].fp, fp, ENDED_FP_BYTES) == 0;
+    return n;
+}
+
+/* The slot a new entry for fingerprint fp takes, by the rules above, or -1. */
+static int ended_slot(const unsigned char *fp, uint64_t now_ms, int64_t now_s)
+{
+    int i, pick = -1, pick_holds = 0;
+    int own = ended_holding(fp, now_s) >= CM_ENDED_PER_TOKEN;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++) {
+        int holds;
+        if (!ended_live(i, now_s)) {
+            if (!own)
+                return i;
+            continue;
         }
-    if (pick < 0) {
-        pick = 0;
-        for (i = 1; i < CM_MAX_SESSIONS; i++)
-            if (sessions[i].last_ms < sessions[pick].last_ms)
+        if (own) {
+            if (memcmp(ended[i].fp, fp, ENDED_FP_BYTES) == 0 && (pick < 0 || ended[i].last_ms < ended[pick].last_ms))
                 pick = i;
-        sessions_evicted++;
-        cm_logf(CM_LOG_WARN, "session table full (CM_MAX_SESSIONS=%d): dropped the least recently used",
-                CM_MAX_SESSIONS);
+            continue;
+        }
+        if (ms_since(now_ms, ended[i].last_ms) < CM_ENDED_SPARE_MS)
+            continue;
+        holds = ended_holding(ended[i].fp, now_s);
+        if (pick < 0 || holds > pick_holds || (holds == pick_holds && ended[i].last_ms < ended[pick].last_ms)) {
+            pick = i;
+            pick_holds = holds;
+        }
     }
-    if (cm_port_random(rnd, sizeof rnd) < 0)
-        return -1;
-    hex_encode(rnd, sizeof rnd, sessions[pick].id);
-    snprintf(sessions[pick].version, sizeof sessions[pick].version, "%s", version);
-    token_fingerprint(token, token_len, sessions[pick].token_fp);
-    sessions[pick].last_ms = now;
-    sessions[pick].used = 1;
     return pick;
 }
 
-static int sessions_in_use(void)
+/* Ends a session here. 0, or -1 when the table cannot take it now. */
+static int ended_add(const struct session *s, uint64_t now_ms, int64_t now_s)
+{
+    int i = ended_find(s, now_ms, now_s);
+    if (i < 0)
+        i = ended_slot(s->token_fp, now_ms, now_s);
+    if (i < 0) {
+        ended_refused++;
+        cm_logf(CM_LOG_WARN, "ended-session table full of recent entries (CM_MAX_ENDED_SESSIONS=%d): a DELETE was refused",
+                CM_MAX_ENDED_SESSIONS);
+        return -1;
+    }
+    ended[i].created_s = s->created_s ? s->created_s : 1;
+    ended[i].last_ms = now_ms;
+    memcpy(ended[i].mac, s->mac, SID_MAC_BYTES);
+    memcpy(ended[i].fp, s->token_fp, ENDED_FP_BYTES);
+    return 0;
+}
+
+static int ended_in_use(int64_t now_s)
 {
     int i, n = 0;
-    for (i = 0; i < CM_MAX_SESSIONS; i++)
-        n += sessions[i].used;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        n += ended_live(i, now_s);
     return n;
+}
+
+/* A session the client may use: valid for this token and not ended here. */
+static int session_open(struct view id, const char *token, size_t token_len, uint64_t now_ms, int64_t now_s,
+                        struct session *s)
+{
+    if (session_check(id, token, token_len, now_s, s) < 0)
+        return -1;
+    return ended_find(s, now_ms, now_s) >= 0 ? -1 : 0;
 }
 
 /* ===================================================================== */
@@ -4409,7 +4592,8 @@ struct rpc_ctx {
     size_t token_len;
     int http_status;          /* out: the HTTP status dispatch wants (200 default) */
     int batch;                /* inside a 2025-03-26 batch */
-    int new_session;          /* out: index of a session initialize created, or -1 */
+    int new_session;          /* out: 1 when initialize opened a session (its id below), -1 none, -2 never (stdio) */
+    char new_session_id[SESSION_ID_CHARS + 1];
 };
 
 static int is_session_version(const char *v, size_t n)
@@ -4845,7 +5029,7 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
 
 /* Handles initialize in the session era: negotiates the version and opens a
  * session bound to the caller's token. */
-static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, uint64_t now)
+static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, int64_t now_s)
 {
     struct view id = rpc_id(d, msg);
     int params = obj_get(d, msg, "params");
@@ -4872,13 +5056,12 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
         if (view_eq(tok_view(d, pv), session_versions[i]))
             version = session_versions[i];
     if (c->new_session != -2) { /* -2: the transport keeps no sessions (stdio) */
-        int s = session_create(version, c->token ? c->token : "", c->token ? c->token_len : 0, now);
-        if (s < 0) {
+        if (session_create(version, c->token ? c->token : "", c->token ? c->token_len : 0, now_s, c->new_session_id) < 0) {
             c->http_status = 500;
             rpc_error(r, id, E_INTERNAL, "Internal error: no random source for a session id", NULL);
             return D_REPLIED;
         }
-        c->new_session = s;
+        c->new_session = 1;
     }
     render_initialize(r, id, version);
     return D_REPLIED;
@@ -4913,7 +5096,6 @@ struct conn {
     struct rpc_ctx ctx;
     struct pending_call pc;
     int batch_pos, batch_len, batch_replies; /* 2025-03-26 batches */
-    int session;
     int want_sse;
     char origin_ok[160];          /* Origin to echo for CORS, "" for none */
     /* the answer */
@@ -4975,7 +5157,6 @@ static void conn_reset_request(struct conn *c)
     c->batch_len = 0;
     c->batch_pos = 0;
     c->batch_replies = 0;
-    c->session = -1;
     c->origin_ok[0] = 0;
     c->held_handle = -1;
     c->close_after = 0;
@@ -5436,9 +5617,9 @@ static void serve_healthz(struct conn *c)
 {
     rs_init(&c->resp, c->out, sizeof c->out, 0);
     rs_printf(&c->resp,
-              "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d,\"connections\":%d,"
+              "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessionsOpened\":%lu,\"endedSessions\":%d,\"connections\":%d,"
               "\"requests\":%lu,\"refusedBusy\":%lu,\"apiFullHandshakes\":%u}",
-              (unsigned)N_TOOLS, sessions_in_use(), conns_in_use(), stat_requests, stat_refused_busy,
+              (unsigned)N_TOOLS, sessions_opened, ended_in_use(cm_port_unix_time()), conns_in_use(), stat_requests, stat_refused_busy,
               up_full_handshakes);
     conn_answer(c, 200, "application/json", NULL);
 }
@@ -5550,6 +5731,7 @@ static void serve_mcp(struct conn *c)
     const struct view *sid = http_header(q, "mcp-session-id");
     const struct view *pver = http_header(q, "mcp-protocol-version");
     uint64_t now = cm_port_now_ms();
+    int64_t now_s = cm_port_unix_time(); /* session ids carry wall-clock times: instances share them */
     char extra[200];
 
     if (view_eq(q->method, "OPTIONS")) {
@@ -5573,19 +5755,21 @@ static void serve_mcp(struct conn *c)
         return;
     }
     if (view_eq(q->method, "DELETE")) {
-        int s;
-        unsigned char fp[16];
+        struct session s;
         if (!sid) {
             conn_reject(c, 405, E_SERVER, "Method Not Allowed: DELETE ends a session and needs Mcp-Session-Id", "Allow: POST, OPTIONS\r\n");
             return;
         }
-        s = session_find(*sid, now);
-        token_fingerprint(presented ? presented : "", presented ? presented_n : 0, fp);
-        if (s < 0 || !const_time_eq(fp, 16, sessions[s].token_fp, 16)) {
+        if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
             conn_reject(c, 404, -32001, "Session not found", NULL);
             return;
         }
-        sessions[s].used = 0;
+        if (ended_add(&s, now, now_s) < 0) {
+            conn_reject(c, 503, E_SERVER,
+                        "Service Unavailable: too many sessions were ended here recently to remember another; the session stays open, retry later",
+                        "Retry-After: 60\r\n");
+            return;
+        }
         conn_simple(c, 200, "{}", NULL);
         return;
     }
@@ -5707,10 +5891,10 @@ static void serve_mcp(struct conn *c)
             /* the session is bound to the token the client presented */
             c->ctx.token = presented ? presented : "";
             c->ctx.token_len = presented ? presented_n : 0;
-            handle_initialize(&c->ctx, &d, 0, &c->resp, now);
+            handle_initialize(&c->ctx, &d, 0, &c->resp, now_s);
             extra[0] = 0;
-            if (c->ctx.new_session >= 0)
-                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", sessions[c->ctx.new_session].id);
+            if (c->ctx.new_session > 0)
+                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", c->ctx.new_session_id);
             conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", extra);
             return;
         }
@@ -5719,16 +5903,12 @@ static void serve_mcp(struct conn *c)
             return;
         }
         {
-            unsigned char fp[16];
-            int s = session_find(*sid, now);
-            token_fingerprint(presented ? presented : "", presented ? presented_n : 0, fp);
-            if (s < 0 || !const_time_eq(fp, 16, sessions[s].token_fp, 16)) {
+            struct session s;
+            if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
                 conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
                 return;
             }
-            sessions[s].last_ms = now;
-            c->session = s;
-            c->ctx.version = sessions[s].version;
+            c->ctx.version = s.version; /* the version travels in the id */
         }
         if (d.t[0].type == JSMN_ARRAY) {
             if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
@@ -6100,7 +6280,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
     memset(&pc, 0, sizeof pc);
     ctx.token = cfg.api_key;
     ctx.token_len = cfg.api_key ? strlen(cfg.api_key) : 0;
-    ctx.new_session = -2; /* no session table on stdio */
+    ctx.new_session = -2; /* no sessions on stdio */
     ctx.batch = copy;
     if (d->t[msg].type != JSMN_OBJECT) {
         struct view nullid = {"null", 4};
@@ -6117,7 +6297,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
         ctx.version = stdio_version;
         if (tok_is_str(d, obj_get(d, msg, "method"), "initialize")) {
             int pv = obj_get(d, obj_get(d, msg, "params"), "protocolVersion");
-            handle_initialize(&ctx, d, msg, r, cm_port_now_ms());
+            handle_initialize(&ctx, d, msg, r, cm_port_unix_time());
             if (pv >= 0 && is_session_version(tok_view(d, pv).p, tok_view(d, pv).n))
                 snprintf(stdio_version, sizeof stdio_version, "%.*s", (int)tok_view(d, pv).n, tok_view(d, pv).p);
             return -1;
@@ -6208,7 +6388,7 @@ void cm_config_defaults(struct cm_config *c)
 
 size_t cm_static_bytes(void)
 {
-    return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
+    return sizeof conns + sizeof toks + sizeof ended + sizeof tools_json + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
            sizeof stdio_out + up_static_bytes();
 }
@@ -6296,6 +6476,8 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         unsigned char k[32];
         secret_derive("calid-mcp token fingerprint", k);
         br_hmac_key_init(&fp_key, &br_sha256_vtable, k, sizeof k);
+        secret_derive("calid-mcp session id", k);
+        br_hmac_key_init(&sid_key, &br_sha256_vtable, k, sizeof k);
     }
     if (build_tools_json(err, errlen) < 0)
         return -1;
@@ -6308,7 +6490,7 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         conns[i].held_handle = -1;
         conns[i].pc.handle = -1;
     }
-    memset(sessions, 0, sizeof sessions);
+    memset(ended, 0, sizeof ended);
     listener = CM_SOCK_INVALID;
     if (!stdio_only) {
         /* ADDR:PORT, with [v6]:PORT for IPv6 */
@@ -6515,9 +6697,9 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             return 0;
         }
         if (o->kind == OPT_VERSION) {
-            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
+            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d ended sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
-                   CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
+                   CM_MAX_ENDED_SESSIONS, CM_MAX_UPSTREAMS);
             return 0;
         }
         if (o->arg && i + 1 >= argc) {

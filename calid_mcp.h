@@ -38,8 +38,8 @@
 #ifndef CM_OUT_BYTES
 #define CM_OUT_BYTES 8192          /* per-connection staging buffer for answers */
 #endif
-#ifndef CM_MAX_SESSIONS
-#define CM_MAX_SESSIONS 64         /* session-era sessions; the least recently used is evicted */
+#ifndef CM_MAX_ENDED_SESSIONS
+#define CM_MAX_ENDED_SESSIONS 64   /* session ids ended by DELETE, remembered until they expire */
 #endif
 #ifndef CM_MAX_UPSTREAMS
 #define CM_MAX_UPSTREAMS 4         /* concurrent HTTPS requests to the Cal ID API; more wait */
@@ -72,7 +72,7 @@
 #define CM_HEADER_TIMEOUT_MS 10000 /* a request must arrive whole within this */
 #endif
 #ifndef CM_SESSION_TTL_MS
-#define CM_SESSION_TTL_MS (24L * 3600 * 1000) /* session-era session lifetime since last use */
+#define CM_SESSION_TTL_MS (24L * 3600 * 1000) /* session-era session lifetime, from its creation */
 #endif
 #ifndef CM_UPSTREAM_CONNECT_MS
 #define CM_UPSTREAM_CONNECT_MS 10000  /* DNS + TCP connect */
