@@ -71,27 +71,63 @@ struct up_result;
 static void (*test_upstream_hook)(unsigned owner, int handle, const struct up_result *r);
 #endif
 
-static void cm_logf(int level, const char *fmt, ...)
+/* Wall-clock time as 2026-12-01T19:40:00Z (Unix days to a proleptic Gregorian date, in 400-year eras). */
+static void utc_text(int64_t t, char out[24])
+{
+    int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400, secs = t - days * 86400, z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097, doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365, doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+    snprintf(out, 24, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)m, (int)d, (int)(secs / 3600),
+             (int)(secs / 60 % 60), (int)(secs % 60));
+}
+
+/* One log line on stderr: "calid-mcp LEVEL: msg fields" or, with
+ * --log-format json, {"time":...,"level":...,"msg":...,json_fields}. */
+static void log_write(int level, const char *msg, const char *text_fields, const char *json_fields)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
-    va_list ap;
 #ifdef CM_TEST_SEAMS
     if (test_log_hook) {
-        char line[512];
-        va_start(ap, fmt);
-        vsnprintf(line, sizeof line, fmt, ap);
-        va_end(ap);
+        char line[1024];
+        snprintf(line, sizeof line, "%s%s%s", msg, text_fields ? " " : "", text_fields ? text_fields : "");
         test_log_hook(level, line);
         return;
     }
 #endif
-    if (level > cfg.log_level)
+    if (cfg.log_json) {
+        char t[24];
+        const unsigned char *m = (const unsigned char *)msg;
+        utc_text(cm_port_unix_time(), t);
+        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", t, names[level]);
+        for (; *m; m++) {
+            if (*m == '"' || *m == '\\')
+                fprintf(stderr, "\\%c", *m);
+            else if (*m < 0x20)
+                fprintf(stderr, "\\u%04x", *m);
+            else
+                fputc(*m, stderr);
+        }
+        fprintf(stderr, "\"%s%s}\n", json_fields ? "," : "", json_fields ? json_fields : "");
         return;
-    fprintf(stderr, "calid-mcp %s: ", names[level]);
+    }
+    fprintf(stderr, "calid-mcp %s: %s%s%s\n", names[level], msg, text_fields ? " " : "", text_fields ? text_fields : "");
+}
+
+static void cm_logf(int level, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+#ifdef CM_TEST_SEAMS
+    if (!test_log_hook) /* a test hook sees every level */
+#endif
+        if (level > cfg.log_level)
+            return;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    log_write(level, line, NULL, NULL);
 }
 
 /* A view into a buffer: the parsers hand these out instead of copies. */
@@ -3145,8 +3181,9 @@ static struct {
 } up;
 
 static unsigned up_full_handshakes; /* full (non-resumed) TLS handshakes done */
+static unsigned up_resumed_handshakes;
 
-static size_t up_static_bytes(void) { return sizeof up + sizeof up_full_handshakes; }
+static size_t up_static_bytes(void) { return sizeof up + sizeof up_full_handshakes + sizeof up_resumed_handshakes; }
 
 /* ======================================================================
  * Error texts
@@ -3766,6 +3803,8 @@ static void up_handshake_done(struct up_slot *s)
               memcmp(sp.session_id, s->offered_id, s->offered_len) == 0;
     if (!resumed)
         up_full_handshakes++;
+    else
+        up_resumed_handshakes++;
     if (sp.session_id_len != 0) {
         up.session = sp;
         up.have_session = 1;
@@ -4814,10 +4853,11 @@ static const char *status_reason(int status)
     }
 }
 
-/* Renders the tool result for a finished API request. With copy set (batch
- * parts) the API answer is copied; otherwise the answer is referenced and the
- * caller must keep the upstream slot until the answer is written. */
-static void render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+/* Renders the tool result for a finished API request; returns whether it is
+ * an error result. With copy set (batch parts) the API answer is copied;
+ * otherwise the answer is referenced and the caller must keep the upstream
+ * slot until the answer is written. */
+static int render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     struct view id;
     char head[600];
@@ -4860,6 +4900,7 @@ static void render_tool_result(struct resp *r, const struct pending_call *pc, co
     }
     rs_printf(r, "\"}],\"isError\":%s", is_error ? "true" : "false");
     result_end(r, pc->modern, 0);
+    return is_error;
 }
 
 /* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
@@ -5071,6 +5112,100 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
 /* 11. Connections and the event loop                                    */
 /* ===================================================================== */
 
+/* ---------------------------------------------------------------------- */
+/* Counters for GET /metrics, and the access log                           */
+/* ---------------------------------------------------------------------- */
+/*
+ * Every label value comes from a fixed table here or from the tool catalog,
+ * never from what a client sent: an MCP method not in the table counts as
+ * "other", a status not in the table as "other".
+ */
+static const char *const metric_methods[] = {
+    "none", /* no MCP message: DELETE, OPTIONS, other endpoints, refusals before the body */
+    "initialize", "ping", "tools/list", "tools/call", "server/discover", "notifications/initialized",
+    "notifications/cancelled", "logging/setLevel", "batch", "other",
+};
+#define N_METRIC_METHODS (sizeof metric_methods / sizeof metric_methods[0])
+#define METHOD_NONE 0
+#define METHOD_OTHER ((int)N_METRIC_METHODS - 1)
+static const int metric_statuses[] = {200, 202, 204, 400, 401, 403, 404, 405, 406, 408, 413,
+                                      415, 417, 431, 500, 501, 502, 503, 504, 505, 0 /* other */};
+#define N_METRIC_STATUSES (sizeof metric_statuses / sizeof metric_statuses[0])
+enum { OUTCOME_OK, OUTCOME_API_ERROR, OUTCOME_TRANSPORT_ERROR, N_OUTCOMES };
+static const char *const outcome_names[N_OUTCOMES] = {"ok", "api_error", "transport_error"};
+static const unsigned api_ms_bounds[] = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+#define N_API_BOUNDS (sizeof api_ms_bounds / sizeof api_ms_bounds[0])
+
+static struct {
+    unsigned long requests[N_METRIC_METHODS][N_METRIC_STATUSES];
+    unsigned long tool_calls[N_TOOLS][N_OUTCOMES];
+    unsigned long api_ms_buckets[N_API_BOUNDS + 1]; /* per bucket; made cumulative when shown */
+    uint64_t api_ms_sum;
+} metrics;
+
+static int metric_method(struct view m)
+{
+    int i;
+    for (i = 1; i < METHOD_OTHER; i++)
+        if (view_eq(m, metric_methods[i]))
+            return i;
+    return METHOD_OTHER;
+}
+
+/* The label of a parsed body: its method, "batch", or "other". */
+static int note_method(const struct jdoc *d)
+{
+    int m;
+    if (d->t[0].type == JSMN_ARRAY)
+        return metric_method((struct view){"batch", 5});
+    m = obj_get(d, 0, "method");
+    return d->t[0].type == JSMN_OBJECT && m >= 0 && d->t[m].type == JSMN_STRING ? metric_method(tok_view(d, m)) : METHOD_OTHER;
+}
+
+static int metric_status(int status)
+{
+    int i;
+    for (i = 0; i + 1 < (int)N_METRIC_STATUSES; i++)
+        if (metric_statuses[i] == status)
+            break;
+    return i;
+}
+
+/* What the access log and the counters learn about one request. */
+struct req_note {
+    const char *endpoint; /* the endpoints[] path served, or "-" */
+    int method;           /* index into metric_methods */
+    int tool;             /* catalog index of the last tool called, or -1 */
+    int api_status;       /* the API's status for it, 0 transport failure, -1 no API call */
+    uint64_t api_start_ms;
+    uint64_t api_ms;
+};
+
+static void note_reset(struct req_note *n)
+{
+    n->endpoint = "-";
+    n->method = METHOD_NONE;
+    n->tool = -1;
+    n->api_status = -1;
+    n->api_start_ms = n->api_ms = 0;
+}
+
+/* A tool call's API request finished (is_error: the result says isError). */
+static void note_api_done(struct req_note *n, int tool, int status, int is_error)
+{
+    uint64_t ms = ms_since(cm_port_now_ms(), n->api_start_ms);
+    size_t b = 0;
+    n->tool = tool;
+    n->api_status = status;
+    n->api_ms = ms;
+    metrics.tool_calls[tool][status == 0 ? OUTCOME_TRANSPORT_ERROR : is_error ? OUTCOME_API_ERROR : OUTCOME_OK]++;
+    while (b < N_API_BOUNDS && ms > api_ms_bounds[b])
+        b++;
+    metrics.api_ms_buckets[b]++;
+    metrics.api_ms_sum += ms;
+}
+
+
 enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 
 #define IN_BYTES (CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES)
@@ -5109,6 +5244,7 @@ struct conn {
     char *stage_p;                /* where escaped bytes are staged: the free tail of out[] */
     size_t stage_cap, stage_len, stage_sent;
     int held_handle;              /* upstream answer referenced by the answer, or -1 */
+    struct req_note note;         /* for the access log and /metrics */
 };
 
 static struct conn conns[CM_MAX_CONNS];
@@ -5161,6 +5297,44 @@ static void conn_reset_request(struct conn *c)
     c->held_handle = -1;
     c->close_after = 0;
     c->head_only = 0;
+    note_reset(&c->note);
+}
+
+/* The access log line and the request counter, once per answer: never a
+ * token, a key, a query string or a body. */
+static void access_log(struct conn *c, int status)
+{
+    const struct req_note *n = &c->note;
+    char t[24], peer[64], http[24], tool[96], api[16], api_ms[24], text[400], json[480];
+    uint64_t ms = ms_since(cm_port_now_ms(), c->req_start_ms);
+    metrics.requests[n->method][metric_status(status)]++;
+    if (cfg.log_level < CM_LOG_INFO)
+        return;
+    utc_text(cm_port_unix_time(), t);
+    cm_port_peer_name(c->sock, peer, sizeof peer);
+    snprintf(http, sizeof http, "%.*s", c->req.method.n ? (int)(c->req.method.n < 16 ? c->req.method.n : 16) : 1,
+             c->req.method.n ? c->req.method.p : "-"); /* tchars only (the parser checked): no quoting needed */
+    snprintf(tool, sizeof tool, "%s", n->tool >= 0 ? tools[n->tool].name : "-");
+    if (n->api_status >= 0)
+        snprintf(api, sizeof api, "%d", n->api_status);
+    else
+        snprintf(api, sizeof api, "-");
+    if (n->api_status >= 0)
+        snprintf(api_ms, sizeof api_ms, "%lu", (unsigned long)n->api_ms);
+    else
+        snprintf(api_ms, sizeof api_ms, "%s", cfg.log_json ? "null" : "-");
+    if (cfg.log_json) {
+        snprintf(json, sizeof json,
+                 "\"client\":\"%s\",\"http\":\"%s\",\"path\":\"%s\",\"mcp\":\"%s\",\"tool\":%s%s%s,\"status\":%d,\"ms\":%lu,"
+                 "\"api_status\":%s,\"api_ms\":%s",
+                 peer, http, n->endpoint, metric_methods[n->method], n->tool >= 0 ? "\"" : "", n->tool >= 0 ? tool : "null",
+                 n->tool >= 0 ? "\"" : "", status, (unsigned long)ms, n->api_status >= 0 ? api : "null", api_ms);
+        log_write(CM_LOG_INFO, "access", NULL, json);
+        return;
+    }
+    snprintf(text, sizeof text, "time=%s client=%s http=%s path=%s mcp=%s tool=%s status=%d ms=%lu api_status=%s api_ms=%s",
+             t, peer, http, n->endpoint, metric_methods[n->method], tool, status, (unsigned long)ms, api, api_ms);
+    log_write(CM_LOG_INFO, "access", text, NULL);
 }
 
 static int conn_write(struct conn *c);
@@ -5209,6 +5383,7 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     c->state = C_WRITE;
     c->last_ms = cm_port_now_ms();
     cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes", status, (unsigned long)body_len);
+    access_log(c, status);
     conn_write(c);
 }
 
@@ -5474,6 +5649,7 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     h = submit_tool_call(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
     if (h >= 0) {
         c->pc.handle = h;
+        c->note.api_start_ms = cm_port_now_ms();
         return;
     }
     if (h == -1)
@@ -5592,7 +5768,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         size_t at;
         if (c->batch_replies++)
             rs_str(&c->resp, ",");
-        render_tool_result(&c->resp, &c->pc, u, 1);
+        note_api_done(&c->note, c->pc.tool, u->status, render_tool_result(&c->resp, &c->pc, u, 1));
         up_release(handle);
         c->batch_pos++;
         if (conn_parse_body(c, &d, &why, &at) == 0)
@@ -5601,7 +5777,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
             conn_close(c);
         return;
     }
-    render_tool_result(&c->resp, &c->pc, u, 0);
+    note_api_done(&c->note, c->pc.tool, u->status, render_tool_result(&c->resp, &c->pc, u, 0));
     c->held_handle = handle;
     if (c->resp.overflow) {
         struct view id;
@@ -5622,6 +5798,87 @@ static void serve_healthz(struct conn *c)
               (unsigned)N_TOOLS, sessions_opened, ended_in_use(cm_port_unix_time()), conns_in_use(), stat_requests, stat_refused_busy,
               up_full_handshakes);
     conn_answer(c, 200, "application/json", NULL);
+}
+
+/*
+ * GET /metrics: the Prometheus text format (version 0.0.4). Series that are
+ * still zero are left out, except the gauges. The page is written into the
+ * free tail of the connection's input buffer (a GET has no body, so that is
+ * at least CM_MAX_BODY_BYTES unless the client pipelined that much behind
+ * it); the answer references it, and nothing is read into in[] until the
+ * answer is out.
+ */
+static void metrics_page(struct textbuf *b)
+{
+    size_t i, j;
+    unsigned long cum = 0;
+    int64_t now_s = cm_port_unix_time();
+    tb_str(b, "# HELP calid_mcp_requests_total HTTP answers by MCP method and status.\n# TYPE calid_mcp_requests_total counter\n");
+    for (i = 0; i < N_METRIC_METHODS; i++)
+        for (j = 0; j < N_METRIC_STATUSES; j++)
+            if (metrics.requests[i][j]) {
+                char st[8];
+                snprintf(st, sizeof st, metric_statuses[j] ? "%d" : "other", metric_statuses[j]);
+                tb_printf(b, "calid_mcp_requests_total{method=\"%s\",status=\"%s\"} %lu\n", metric_methods[i], st,
+                          metrics.requests[i][j]);
+            }
+    tb_str(b, "# HELP calid_mcp_tool_calls_total Tool calls that reached the API, by tool and outcome.\n"
+              "# TYPE calid_mcp_tool_calls_total counter\n");
+    for (i = 0; i < N_TOOLS; i++)
+        for (j = 0; j < N_OUTCOMES; j++)
+            if (metrics.tool_calls[i][j])
+                tb_printf(b, "calid_mcp_tool_calls_total{tool=\"%s\",outcome=\"%s\"} %lu\n", tools[i].name, outcome_names[j],
+                          metrics.tool_calls[i][j]);
+    tb_str(b, "# HELP calid_mcp_api_request_duration_seconds Cal ID API requests, from sent to answered.\n"
+              "# TYPE calid_mcp_api_request_duration_seconds histogram\n");
+    for (i = 0; i <= N_API_BOUNDS; i++) {
+        cum += metrics.api_ms_buckets[i];
+        if (i < N_API_BOUNDS)
+            tb_printf(b, "calid_mcp_api_request_duration_seconds_bucket{le=\"%u.%03u\"} %lu\n", api_ms_bounds[i] / 1000,
+                      api_ms_bounds[i] % 1000, cum);
+        else
+            tb_printf(b, "calid_mcp_api_request_duration_seconds_bucket{le=\"+Inf\"} %lu\n", cum);
+    }
+    tb_printf(b, "calid_mcp_api_request_duration_seconds_sum %lu.%03u\ncalid_mcp_api_request_duration_seconds_count %lu\n",
+              (unsigned long)(metrics.api_ms_sum / 1000), (unsigned)(metrics.api_ms_sum % 1000), cum);
+    tb_printf(b, "# HELP calid_mcp_connections Open client connections.\n# TYPE calid_mcp_connections gauge\n"
+                 "calid_mcp_connections %d\n"
+                 "# HELP calid_mcp_connections_limit CM_MAX_CONNS.\n# TYPE calid_mcp_connections_limit gauge\n"
+                 "calid_mcp_connections_limit %d\n"
+                 "# HELP calid_mcp_refused_busy_total Connections refused with 503 because every slot was busy.\n"
+                 "# TYPE calid_mcp_refused_busy_total counter\ncalid_mcp_refused_busy_total %lu\n",
+              conns_in_use(), CM_MAX_CONNS, stat_refused_busy);
+    tb_printf(b, "# HELP calid_mcp_sessions_opened_total Session-era sessions opened here.\n"
+                 "# TYPE calid_mcp_sessions_opened_total counter\ncalid_mcp_sessions_opened_total %lu\n"
+                 "# HELP calid_mcp_ended_sessions Ended session ids remembered here.\n# TYPE calid_mcp_ended_sessions gauge\n"
+                 "calid_mcp_ended_sessions %d\n"
+                 "# HELP calid_mcp_ended_sessions_limit CM_MAX_ENDED_SESSIONS.\n# TYPE calid_mcp_ended_sessions_limit gauge\n"
+                 "calid_mcp_ended_sessions_limit %d\n"
+                 "# HELP calid_mcp_ended_session_refusals_total DELETEs refused (503) because the ended table was full of recent entries.\n"
+                 "# TYPE calid_mcp_ended_session_refusals_total counter\ncalid_mcp_ended_session_refusals_total %lu\n",
+              sessions_opened, ended_in_use(now_s), CM_MAX_ENDED_SESSIONS, ended_refused);
+    tb_printf(b, "# HELP calid_mcp_tls_handshakes_total TLS handshakes, by side and kind.\n"
+                 "# TYPE calid_mcp_tls_handshakes_total counter\n"
+                 "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"full\"} %u\n"
+                 "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"resumed\"} %u\n",
+              up_full_handshakes, up_resumed_handshakes);
+}
+
+static void serve_metrics(struct conn *c)
+{
+    struct textbuf b;
+    b.p = c->in + c->in_len;
+    b.cap = sizeof c->in - c->in_len;
+    b.len = 0;
+    b.overflow = 0;
+    metrics_page(&b);
+    if (b.overflow) {
+        conn_simple(c, 500, "{\"error\":\"the metrics page did not fit: send GET /metrics on a connection of its own\"}", NULL);
+        return;
+    }
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_ext(&c->resp, b.p, b.len, 0);
+    conn_answer(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL);
 }
 
 /* DNS rebinding protection: a page in a browser must not reach a loopback
@@ -5667,6 +5924,7 @@ struct endpoint {
 static const struct endpoint endpoints[] = {
     {"/mcp", NULL, 1, serve_mcp},
     {"/healthz", "GET, HEAD", 1, serve_healthz},
+    {"/metrics", "GET, HEAD", 1, serve_metrics},
 };
 #define N_ENDPOINTS (sizeof endpoints / sizeof endpoints[0])
 
@@ -5711,6 +5969,7 @@ static void conn_process(struct conn *c)
             conn_simple(c, 405, m, allow);
             return;
         }
+        c->note.endpoint = e->path;
         if (e->host_check && conn_check_host(c) < 0)
             return;
         e->serve(c);
@@ -5806,6 +6065,7 @@ static void serve_mcp(struct conn *c)
         return;
     }
     rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
+    c->note.method = note_method(&d);
 
     /* Which era? A message whose params._meta names a protocol version is modern. */
     if (d.t[0].type == JSMN_OBJECT) {
@@ -6203,11 +6463,58 @@ static int loop_step(int timeout_ms)
     return 0;
 }
 
+/*
+ * Graceful stop: cm_shutdown() closes the listener (a balancer sends new
+ * clients elsewhere), closes kept-alive connections that sit between
+ * requests, and lets every request already in (tool calls waiting on the
+ * API or for a slot included) finish and be answered with Connection:
+ * close. cm_poll() returns 1 once none is left, or when CM_DRAIN_MS passed.
+ */
+static int draining;
+static uint64_t drain_deadline_ms;
+
+void cm_shutdown(void)
+{
+    if (!server_started || draining)
+        return;
+    draining = 1;
+    drain_deadline_ms = cm_port_now_ms() + CM_DRAIN_MS;
+    cm_port_close(listener);
+    listener = CM_SOCK_INVALID;
+    cm_logf(CM_LOG_INFO, "stopping: no new connections; finishing %d open ones (up to %d ms)", conns_in_use(), CM_DRAIN_MS);
+}
+
+/* 1 when the drain is over. */
+static int drain_step(uint64_t now)
+{
+    int i, left = 0;
+    for (i = 0; i < CM_MAX_CONNS; i++) {
+        struct conn *c = &conns[i];
+        if (c->state == C_FREE)
+            continue;
+        if (c->state == C_READ && c->in_len == 0 && !c->parse_pending) {
+            conn_close(c); /* between requests: nothing is lost */
+            continue;
+        }
+        c->close_after = 1;
+        left++;
+    }
+    if (left && now < drain_deadline_ms)
+        return 0;
+    if (left)
+        cm_logf(CM_LOG_WARN, "stopping: CM_DRAIN_MS (%d ms) passed with %d connections unanswered", CM_DRAIN_MS, left);
+    else
+        cm_logf(CM_LOG_INFO, "stopping: every request was answered");
+    return 1;
+}
+
 int cm_poll(int timeout_ms)
 {
     if (!server_started)
         return -1;
-    return loop_step(timeout_ms);
+    if (loop_step(draining ? (timeout_ms < 0 || timeout_ms > 100 ? 100 : timeout_ms) : timeout_ms) < 0)
+        return -1;
+    return draining ? drain_step(cm_port_now_ms()) : 0;
 }
 
 /* ===================================================================== */
@@ -6388,7 +6695,7 @@ void cm_config_defaults(struct cm_config *c)
 
 size_t cm_static_bytes(void)
 {
-    return sizeof conns + sizeof toks + sizeof ended + sizeof tools_json + sizeof schema_toks +
+    return sizeof conns + sizeof toks + sizeof ended + sizeof metrics + sizeof tools_json + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
            sizeof stdio_out + up_static_bytes();
 }
@@ -6538,6 +6845,7 @@ void cm_stop(void)
     cm_port_close(listener);
     listener = CM_SOCK_INVALID;
     server_started = 0;
+    draining = 0;
     cm_port_cleanup();
 }
 
@@ -6547,11 +6855,11 @@ void cm_stop(void)
 #ifdef CALID_MCP_MAIN
 #include <signal.h>
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested; /* 1: drain, then stop; 2: stop now */
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    signal(sig, on_signal); /* where signal() has one-shot semantics, stay installed for the second */
+    stop_requested = stop_requested ? 2 : 1;
 }
 
 /*
@@ -6567,6 +6875,7 @@ enum opt_kind {
     OPT_TEXT,   /* takes a value: a string field */
     OPT_ORIGIN, /* takes a value, repeatable: appended to allow_origins */
     OPT_LEVEL,  /* takes a value: error, warn, info, debug */
+    OPT_LOG_FORMAT, /* takes a value: text or json */
     OPT_SWITCH, /* no value: an int field set to 1 */
     OPT_HELP,
     OPT_VERSION
@@ -6604,6 +6913,8 @@ static const struct cli_option cli_options[] = {
      "speak MCP over stdin/stdout instead of HTTP (key from CALID_API_KEY)"},
     {"--log-level", "LEVEL", NULL, OPT_LEVEL, CLI_FIELD(c.log_level),
      "error, warn, info or debug (default info)"},
+    {"--log-format", "FORMAT", "CALID_MCP_LOG_FORMAT", OPT_LOG_FORMAT, CLI_FIELD(c.log_json),
+     "text, or json: one JSON object per line, for log shippers (default text)"},
     {"--help", NULL, NULL, OPT_HELP, 0, "this text"},
     {"--version", NULL, NULL, OPT_VERSION, 0, "version and the static memory reserved at the compiled limits"},
 };
@@ -6663,6 +6974,15 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
             return 2;
         }
         memcpy(field, &l, sizeof l);
+        return 0;
+    }
+    case OPT_LOG_FORMAT: {
+        int json = strcmp(v, "json") == 0;
+        if (!json && strcmp(v, "text") != 0) {
+            fprintf(stderr, "calid-mcp: unknown log format '%s' (text, json)\n", v);
+            return 2;
+        }
+        memcpy(field, &json, sizeof json);
         return 0;
     }
     default: {
@@ -6740,6 +7060,9 @@ int main(int argc, char **argv)
                       : "callers' own tokens");
     while (!stop_requested)
         cm_poll(1000);
+    cm_shutdown(); /* SIGTERM: finish what is in flight; a second signal stops at once */
+    while (stop_requested < 2 && cm_poll(1000) == 0)
+        ;
     cm_stop();
     return 0;
 }
