@@ -7032,7 +7032,7 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
     return -1;
 }
 
-int main(int argc, char **argv)
+int cm_main(int argc, char **argv)
 {
     struct cli cl;
     struct cm_config c;
@@ -7066,4 +7066,10 @@ int main(int argc, char **argv)
     cm_stop();
     return 0;
 }
+#ifndef CM_OWN_MAIN /* a firmware's main() brings its board up, then calls cm_main() */
+int main(int argc, char **argv)
+{
+    return cm_main(argc, argv);
+}
+#endif
 #endif

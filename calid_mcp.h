@@ -131,6 +131,11 @@ void cm_stop(void);
  * ends. Logs go to stderr only. Returns 0 at end of input. */
 int cm_stdio_run(void);
 
+/* The calid_mcp command: parses the flags of --help (and their environment
+ * variables), starts, and serves until SIGINT or SIGTERM. Compiled with
+ * CALID_MCP_MAIN, which also defines main() unless CM_OWN_MAIN is set. */
+int cm_main(int argc, char **argv);
+
 /* Bytes of static memory the server reserves at its compiled limits. */
 size_t cm_static_bytes(void);
 
