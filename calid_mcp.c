@@ -5312,8 +5312,14 @@ static void access_log(struct conn *c, int status)
         return;
     utc_text(cm_port_unix_time(), t);
     cm_port_peer_name(c->sock, peer, sizeof peer);
-    snprintf(http, sizeof http, "%.*s", c->req.method.n ? (int)(c->req.method.n < 16 ? c->req.method.n : 16) : 1,
-             c->req.method.n ? c->req.method.p : "-"); /* tchars only (the parser checked): no quoting needed */
+    {
+        size_t i, n = c->req.method.n < 16 ? c->req.method.n : 16;
+        for (i = 0; i < n && is_tchar((unsigned char)c->req.method.p[i]); i++)
+            http[i] = c->req.method.p[i];
+        http[i] = 0;
+        if (i == 0 || i < n) /* no method parsed (yet): a refusal before the request line */
+            snprintf(http, sizeof http, "-");
+    } /* tchars only: nothing to quote in either format */
     snprintf(tool, sizeof tool, "%s", n->tool >= 0 ? tools[n->tool].name : "-");
     if (n->api_status >= 0)
         snprintf(api, sizeof api, "%d", n->api_status);
