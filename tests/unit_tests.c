@@ -373,6 +373,21 @@ static void test_ended_churn(void)
     memset(ended, 0, sizeof ended);
 }
 
+static void test_operations(void)
+{
+    char t[24];
+    struct view v = {"tools/call", 10}, w = {"tools/call2", 11};
+    utc_text(0, t);
+    CHECK(strcmp(t, "1970-01-01T00:00:00Z") == 0, "epoch %s", t);
+    utc_text(951782400, t);
+    CHECK(strcmp(t, "2000-02-29T00:00:00Z") == 0, "leap day %s", t);
+    utc_text(1796152861, t);
+    CHECK(strcmp(t, "2026-12-01T19:21:01Z") == 0, "2026 %s", t);
+    CHECK(strcmp(metric_methods[metric_method(v)], "tools/call") == 0, "known method");
+    CHECK(metric_method(w) == METHOD_OTHER, "unknown method is other");
+    CHECK(metric_statuses[metric_status(200)] == 200 && metric_statuses[metric_status(299)] == 0, "status labels");
+}
+
 int main(void)
 {
     cm_config_defaults(&cfg);
@@ -386,6 +401,7 @@ int main(void)
     test_routes();
     test_sessions();
     test_ended_churn();
+    test_operations();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
