@@ -4346,7 +4346,7 @@ static int up_next_timeout_ms(uint64_t now_ms)
  * of live sessions (a balancer may send each request anywhere):
  *
  *   byte 0       id format (high nibble) and the negotiated version, as an
- *                index into session_versions (low nibble)
+ *                index into sid_versions (low nibble)
  *   bytes 1-5    creation time, Unix seconds, big-endian
  *   bytes 6-15   random nonce
  *   bytes 16-31  HMAC-SHA256 under a key derived from the secret, over
@@ -4368,6 +4368,11 @@ static uint64_t ms_since(uint64_t now, uint64_t since);
 #ifndef CM_SESSION_CLOCK_SKEW_S
 #define CM_SESSION_CLOCK_SKEW_S 300 /* an id up to this far "from the future" (another instance's clock) is accepted */
 #endif
+
+/* Version codes in ids: append only, so that instances of different builds
+ * read each other's ids alike during a rolling upgrade. */
+static const char *const sid_versions[] = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"};
+#define N_SID_VERSIONS (sizeof sid_versions / sizeof sid_versions[0])
 
 /* What a valid id says. */
 struct session {
@@ -4426,8 +4431,10 @@ static int session_create(const char *version, const char *token, size_t token_l
     unsigned char raw[SID_BYTES], fp[16];
     unsigned v = 0;
     int i;
-    while (v + 1 < N_SESSION_VERSIONS && strcmp(session_versions[v], version) != 0)
+    while (v < N_SID_VERSIONS && strcmp(sid_versions[v], version) != 0)
         v++;
+    if (v == N_SID_VERSIONS)
+        return -1; /* not a session-era version this build can name */
     raw[0] = (unsigned char)(SID_FORMAT << 4 | v);
     for (i = 0; i < 5; i++)
         raw[1 + i] = (unsigned char)((uint64_t)now_s >> (8 * (4 - i)));
@@ -4459,7 +4466,7 @@ static int session_check(struct view id, const char *token, size_t token_len, in
     if (base64_decode(id.p, id.n, raw, sizeof raw) != SID_BYTES)
         return -1;
     base64url_encode(raw, SID_BYTES, again); /* one spelling per id: no unused bits set */
-    if (memcmp(again, id.p, id.n) != 0 || raw[0] >> 4 != SID_FORMAT || (raw[0] & 15) >= N_SESSION_VERSIONS)
+    if (memcmp(again, id.p, id.n) != 0 || raw[0] >> 4 != SID_FORMAT || (raw[0] & 15) >= N_SID_VERSIONS)
         return -1;
     token_fingerprint(token, token_len, s->token_fp);
     sid_mac(raw, s->token_fp, mac);
@@ -4469,7 +4476,12 @@ static int session_check(struct view id, const char *token, size_t token_len, in
         t = t << 8 | raw[1 + i];
     if (session_expired(t, now_s))
         return -1;
-    s->version = session_versions[raw[0] & 15];
+    s->version = NULL;
+    for (i = 0; i < N_SESSION_VERSIONS; i++)
+        if (strcmp(session_versions[i], sid_versions[raw[0] & 15]) == 0)
+            s->version = session_versions[i];
+    if (!s->version)
+        return -1; /* a version this build no longer serves */
     s->created_s = t;
     memcpy(s->mac, mac, sizeof mac);
     return 0;

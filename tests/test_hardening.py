@@ -1475,7 +1475,7 @@ def test_session_ids_unpredictable_over_1000_initializes():
         assert len(set(ids)) == 1000, f"only {len(set(ids))} distinct ids in 1000"
         # the id's layout (README): format and version, creation time, then 26 unpredictable bytes
         raw = [base64.urlsafe_b64decode(i + "=") for i in ids]
-        assert all(len(b) == 32 and b[0] == 0x12 for b in raw), f"byte 0 is not format 1 / 2025-03-26: {raw[0][:1]!r}"
+        assert all(len(b) == 32 and b[0] == 0x11 for b in raw), f"byte 0 is not format 1 / 2025-03-26: {raw[0][:1]!r}"
         now = int(time.time())
         created = {int.from_bytes(b[1:6], "big") for b in raw}
         assert all(now - 120 <= t <= now + 1 for t in created), f"creation times {sorted(created)[:3]} are not now ({now})"

@@ -298,6 +298,14 @@ static void test_sessions(void)
     struct view v;
     int64_t t0 = 1800000000;
     size_t i;
+    for (i = 0; i < N_SESSION_VERSIONS; i++) { /* every version served can be named in an id, and read back */
+        CHECK(session_create(session_versions[i], "calid_a", 7, t0, id) == 0, "id for %s", session_versions[i]);
+        v.p = id;
+        v.n = SESSION_ID_CHARS;
+        CHECK(session_open(v, "calid_a", 7, 5000, t0, &s) == 0 && s.version == session_versions[i], "%s read back",
+              session_versions[i]);
+    }
+    CHECK(session_create("2099-01-01", "calid_a", 7, t0, id) < 0, "no id for a version without a code");
     CHECK(session_create("2025-03-26", "calid_a", 7, t0, id) == 0 && strlen(id) == SESSION_ID_CHARS, "session created");
     for (i = 0; i < SESSION_ID_CHARS; i++)
         CHECK(id[i] > 0x20 && id[i] < 0x7f, "visible ASCII");
