@@ -120,6 +120,8 @@ struct cm_config {
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
     int log_json;              /* 1: one JSON object per log line (--log-format json) */
+    int read_only;             /* list and run only the tools that change nothing */
+    const char *toolsets;      /* "bookings,slots" ...; NULL or "all": every toolset */
 };
 
 /* Fills *cfg with the defaults above. */

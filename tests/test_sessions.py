@@ -158,6 +158,31 @@ def test_delete_ends_the_session_on_the_instance_that_receives_it():
         close_all(servers)
 
 
+def test_the_log_level_is_kept_by_the_instance_that_was_told():
+    """logging/setLevel comes after the id is made, so it cannot travel in
+    it: the instance told keeps it; another instance sends no log messages
+    for that session (harmless: the client just gets none)."""
+    a, b = servers = instances(2)
+    try:
+        sid = H.initialize(a.port, token=TOKEN, version="2025-11-25")
+        r = H.session_post(a.port, sid, rpc("logging/setLevel", 1, {"level": "info"}), token=TOKEN)
+        assert r.status == 200 and r.json()["result"] == {}, r.text[:200]
+        sse = {"Accept": "text/event-stream"}
+
+        def messages(port):
+            r = H.session_post(port, sid, rpc("tools/call", 2, {"name": "get_users_me", "arguments": {}}),
+                               token=TOKEN, headers=sse)
+            assert r.status == 200, r.text[:200]
+            events = [json.loads(e["data"]) for e in r.sse_events()]
+            assert events[-1]["result"]["isError"] is False, events[-1]
+            return [e for e in events if e.get("method") == "notifications/message"]
+
+        assert len(messages(a.port)) == 1, "the instance told sends no log message"
+        assert messages(b.port) == [], "another instance knew the level"
+    finally:
+        close_all(servers)
+
+
 def test_junk_tokens_neither_evict_real_sessions_nor_revive_ended_ones():
     """Issue 16 item 3: any bearer can initialize (and DELETE) for free. A
     real session opened before the churn keeps working; a real session
