@@ -270,14 +270,6 @@ cm_sock_t cm_port_accept(cm_sock_t l)
     return CM_SOCK_INVALID;
 }
 
-int cm_port_create_private_file(const char *path, const void *buf, size_t len)
-{
-    (void)path; /* the fuzzed server runs without --secret-file: no file is ever made */
-    (void)buf;
-    (void)len;
-    return -1;
-}
-
 int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
 {
     snprintf(out, cap, "127.0.0.1:%ld", 40000 + (long)s); /* a stand-in peer per fuzz socket */
