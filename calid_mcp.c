@@ -65,27 +65,63 @@ struct up_result;
 static void (*test_upstream_hook)(unsigned owner, int handle, const struct up_result *r);
 #endif
 
-static void cm_logf(int level, const char *fmt, ...)
+/* Wall-clock time as 2026-12-01T19:40:00Z (Unix days to a proleptic Gregorian date, in 400-year eras). */
+static void utc_text(int64_t t, char out[24])
+{
+    int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400, secs = t - days * 86400, z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097, doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365, doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+    snprintf(out, 24, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)m, (int)d, (int)(secs / 3600),
+             (int)(secs / 60 % 60), (int)(secs % 60));
+}
+
+/* One log line on stderr: "calid-mcp LEVEL: msg fields" or, with
+ * --log-format json, {"time":...,"level":...,"msg":...,json_fields}. */
+static void log_write(int level, const char *msg, const char *text_fields, const char *json_fields)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
-    va_list ap;
 #ifdef CM_TEST_SEAMS
     if (test_log_hook) {
-        char line[512];
-        va_start(ap, fmt);
-        vsnprintf(line, sizeof line, fmt, ap);
-        va_end(ap);
+        char line[1024];
+        snprintf(line, sizeof line, "%s%s%s", msg, text_fields ? " " : "", text_fields ? text_fields : "");
         test_log_hook(level, line);
         return;
     }
 #endif
-    if (level > cfg.log_level)
+    if (cfg.log_json) {
+        char t[24];
+        const unsigned char *m = (const unsigned char *)msg;
+        utc_text(cm_port_unix_time(), t);
+        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", t, names[level]);
+        for (; *m; m++) {
+            if (*m == '"' || *m == '\\')
+                fprintf(stderr, "\\%c", *m);
+            else if (*m < 0x20)
+                fprintf(stderr, "\\u%04x", *m);
+            else
+                fputc(*m, stderr);
+        }
+        fprintf(stderr, "\"%s%s}\n", json_fields ? "," : "", json_fields ? json_fields : "");
         return;
-    fprintf(stderr, "calid-mcp %s: ", names[level]);
+    }
+    fprintf(stderr, "calid-mcp %s: %s%s%s\n", names[level], msg, text_fields ? " " : "", text_fields ? text_fields : "");
+}
+
+static void cm_logf(int level, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+#ifdef CM_TEST_SEAMS
+    if (!test_log_hook) /* a test hook sees every level */
+#endif
+        if (level > cfg.log_level)
+            return;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    log_write(level, line, NULL, NULL);
 }
 
 /* A view into a buffer: the parsers hand these out instead of copies. */
@@ -2943,8 +2979,9 @@ static struct {
 } up;
 
 static unsigned up_full_handshakes; /* full (non-resumed) TLS handshakes done */
+static unsigned up_resumed_handshakes;
 
-static size_t up_static_bytes(void) { return sizeof up + sizeof up_full_handshakes; }
+static size_t up_static_bytes(void) { return sizeof up + sizeof up_full_handshakes + sizeof up_resumed_handshakes; }
 
 /* ======================================================================
  * Error texts
@@ -3585,6 +3622,8 @@ static void up_handshake_done(struct up_slot *s)
               memcmp(sp.session_id, s->offered_id, s->offered_len) == 0;
     if (!resumed)
         up_full_handshakes++;
+    else
+        up_resumed_handshakes++;
     if (sp.session_id_len != 0) {
         up.session = sp;
         up.have_session = 1;
@@ -4182,78 +4221,316 @@ static int up_next_timeout_ms(uint64_t now_ms)
 /* 9. Sessions (the 2025-11-25 era and before)                           */
 /* ===================================================================== */
 /*
- * A session remembers its negotiated version and a keyed fingerprint of the
- * token that opened it, so the same id with another token is refused. The
- * table is fixed; when it is full the least recently used session is
- * dropped, and its client, told 404, initializes again as the spec says.
+ * A session id carries its own state and its own proof, so that every
+ * instance holding the same server secret accepts it and none keeps a table
+ * of live sessions (a balancer may send each request anywhere):
+ *
+ *   byte 0       id format (high nibble) and the negotiated version, as an
+ *                index into sid_versions (low nibble)
+ *   bytes 1-5    creation time, Unix seconds, big-endian
+ *   bytes 6-15   random nonce
+ *   bytes 16-31  HMAC-SHA256 under a key derived from the secret, over
+ *                bytes 0-15 and the keyed fingerprint of the token that
+ *                opened the session (its first 16 bytes)
+ *
+ * sent as 43 characters of base64url. The fingerprint is in the MAC, not in
+ * the id: the same id presented with another token fails the check, and the
+ * id reveals nothing about the token. The lifetime counts from creation,
+ * since the id cannot change.
  */
-#define SESSION_ID_CHARS 32 /* 128 random bits, hex */
+#define SID_FORMAT 1
+#define SID_BODY_BYTES 16
+#define SID_MAC_BYTES 16
+#define SID_BYTES (SID_BODY_BYTES + SID_MAC_BYTES)
+#define SESSION_ID_CHARS 43 /* base64url of 32 bytes, unpadded */
+static void secret_derive(const char *label, unsigned char out[32]);
+static uint64_t ms_since(uint64_t now, uint64_t since);
+#ifndef CM_SESSION_CLOCK_SKEW_S
+#define CM_SESSION_CLOCK_SKEW_S 300 /* an id up to this far "from the future" (another instance's clock) is accepted */
+#endif
 
+/* Version codes in ids: append only, so that instances of different builds
+ * read each other's ids alike during a rolling upgrade. */
+static const char *const sid_versions[] = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"};
+#define N_SID_VERSIONS (sizeof sid_versions / sizeof sid_versions[0])
+
+/* What a valid id says. */
 struct session {
-    int used;
-    char id[SESSION_ID_CHARS + 1];
-    char version[11];
+    const char *version;
+    int64_t created_s;
+    unsigned char mac[SID_MAC_BYTES];   /* names the session in the ended table */
     unsigned char token_fp[16];
-    uint64_t last_ms;
-    unsigned char log_level; /* logging/setLevel: 0 none, else 1 + the level */
 };
-static struct session sessions[CM_MAX_SESSIONS];
-static unsigned long sessions_evicted;
 
-static int session_find(struct view id, uint64_t now)
+static br_hmac_key_context sid_key; /* set by cm_start from the server secret */
+static unsigned long sessions_opened;
+
+static void sid_mac(const unsigned char body[SID_BODY_BYTES], const unsigned char fp[16], unsigned char out[SID_MAC_BYTES])
 {
+    br_hmac_context hc;
+    unsigned char full[32];
+    if (!sid_key.dig_vtable) { /* not started by cm_start (unit tests): key it now */
+        unsigned char k[32];
+        secret_derive("calid-mcp session id", k);
+        br_hmac_key_init(&sid_key, &br_sha256_vtable, k, sizeof k);
+    }
+    br_hmac_init(&hc, &sid_key, 0);
+    br_hmac_update(&hc, body, SID_BODY_BYTES);
+    br_hmac_update(&hc, fp, 16);
+    br_hmac_out(&hc, full);
+    memcpy(out, full, SID_MAC_BYTES);
+}
+
+static void base64url_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t i, o = 0;
+    for (i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        if (i + 1 < n)
+            out[o++] = abc[v >> 6 & 63];
+        if (i + 2 < n)
+            out[o++] = abc[v & 63];
+    }
+    out[o] = 0;
+}
+
+static int session_expired(int64_t created_s, int64_t now_s)
+{
+    if (created_s > now_s)
+        return created_s - now_s > CM_SESSION_CLOCK_SKEW_S;
+    return (now_s - created_s) * 1000 > (int64_t)CM_SESSION_TTL_MS;
+}
+
+/* Makes the id of a new session in out. 0, or -1 without a random source. */
+static int session_create(const char *version, const char *token, size_t token_len, int64_t now_s,
+                          char out[SESSION_ID_CHARS + 1])
+{
+    unsigned char raw[SID_BYTES], fp[16];
+    unsigned v = 0;
     int i;
+    while (v < N_SID_VERSIONS && strcmp(sid_versions[v], version) != 0)
+        v++;
+    if (v == N_SID_VERSIONS)
+        return -1; /* not a session-era version this build can name */
+    raw[0] = (unsigned char)(SID_FORMAT << 4 | v);
+    for (i = 0; i < 5; i++)
+        raw[1 + i] = (unsigned char)((uint64_t)now_s >> (8 * (4 - i)));
+    if (cm_port_random(raw + 6, SID_BODY_BYTES - 6) < 0)
+        return -1;
+    token_fingerprint(token, token_len, fp);
+    sid_mac(raw, fp, raw + SID_BODY_BYTES);
+    base64url_encode(raw, sizeof raw, out);
+    sessions_opened++;
+    return 0;
+}
+
+/* Reads and checks an id presented with a token: 0 with *s filled, or -1
+ * when it is malformed, forged, bound to another token or expired. (Whether
+ * it was ended is the ended table's question.) */
+static int session_check(struct view id, const char *token, size_t token_len, int64_t now_s, struct session *s)
+{
+    unsigned char raw[SID_BYTES + 2], mac[SID_MAC_BYTES];
+    char again[SESSION_ID_CHARS + 1];
+    size_t i;
+    int64_t t = 0;
     if (id.n != SESSION_ID_CHARS)
         return -1;
-    for (i = 0; i < CM_MAX_SESSIONS; i++) {
-        struct session *s = &sessions[i];
-        if (!s->used)
-            continue;
-        if (now > s->last_ms && now - s->last_ms > (uint64_t)CM_SESSION_TTL_MS) {
-            s->used = 0; /* expired */
-            continue;
-        }
-        if (memcmp(s->id, id.p, SESSION_ID_CHARS) == 0)
-            return i;
+    for (i = 0; i < id.n; i++) {
+        char ch = id.p[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+            return -1;
     }
+    if (base64_decode(id.p, id.n, raw, sizeof raw) != SID_BYTES)
+        return -1;
+    base64url_encode(raw, SID_BYTES, again); /* one spelling per id: no unused bits set */
+    if (memcmp(again, id.p, id.n) != 0 || raw[0] >> 4 != SID_FORMAT || (raw[0] & 15) >= N_SID_VERSIONS)
+        return -1;
+    token_fingerprint(token, token_len, s->token_fp);
+    sid_mac(raw, s->token_fp, mac);
+    if (!const_time_eq(mac, sizeof mac, raw + SID_BODY_BYTES, SID_MAC_BYTES))
+        return -1;
+    for (i = 0; i < 5; i++)
+        t = t << 8 | raw[1 + i];
+    if (session_expired(t, now_s))
+        return -1;
+    s->version = NULL;
+    for (i = 0; i < N_SESSION_VERSIONS; i++)
+        if (strcmp(session_versions[i], sid_versions[raw[0] & 15]) == 0)
+            s->version = session_versions[i];
+    if (!s->version)
+        return -1; /* a version this build no longer serves */
+    s->created_s = t;
+    memcpy(s->mac, mac, sizeof mac);
+    return 0;
+}
+
+/*
+ * Ended sessions. DELETE ends a session on the instance that receives it: the
+ * id's MAC stays in this table until the id would have expired anyway.
+ * Strangers cannot use the table to bring ended sessions back (issue: any
+ * bearer can open and end sessions, for free):
+ *   - each token fingerprint holds at most CM_ENDED_PER_TOKEN entries; past
+ *     that, a token's own least recently used entry makes room;
+ *   - when the table is full, the entry that makes room is one not used
+ *     (ended, or presented again) for CM_ENDED_SPARE_MS, from the token
+ *     holding the most entries, least recently used first;
+ *   - when every entry was used that recently, the DELETE is refused (503,
+ *     the session stays open) rather than forgetting a recent one.
+ */
+#ifndef CM_ENDED_PER_TOKEN
+#define CM_ENDED_PER_TOKEN (CM_MAX_ENDED_SESSIONS / 4) /* one token's share of the ended table */
+#endif
+#ifndef CM_ENDED_SPARE_MS
+#define CM_ENDED_SPARE_MS 300000 /* an entry used this recently is never the one forgotten */
+#endif
+#define ENDED_FP_BYTES 8
+
+struct ended_session {
+    int64_t created_s;                  /* 0: free */
+    uint64_t last_ms;                   /* ended, or presented again */
+    unsigned char mac[SID_MAC_BYTES];
+    unsigned char fp[ENDED_FP_BYTES];
+};
+static struct ended_session ended[CM_MAX_ENDED_SESSIONS];
+static unsigned long ended_refused;
+
+static int ended_live(int i, int64_t now_s)
+{
+    if (ended[i].created_s && session_expired(ended[i].created_s, now_s))
+        memset(&ended[i], 0, sizeof ended[i]);
+    return ended[i].created_s != 0;
+}
+
+/* Index of the id's entry, or -1. A hit counts as a use. */
+static int ended_find(const struct session *s, uint64_t now_ms, int64_t now_s)
+{
+    int i;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        if (ended_live(i, now_s) && memcmp(ended[i].mac, s->mac, SID_MAC_BYTES) == 0) {
+            ended[i].last_ms = now_ms;
+            return i;
+        }
     return -1;
 }
 
-static int session_create(const char *version, const char *token, size_t token_len, uint64_t now)
+static int ended_holding(const unsigned char *fp, int64_t now_s)
 {
-    unsigned char rnd[SESSION_ID_CHARS / 2];
-    int i, pick = -1;
-    for (i = 0; i < CM_MAX_SESSIONS; i++)
-        if (!sessions[i].used || (now > sessions[i].last_ms && now - sessions[i].last_ms > (uint64_t)CM_SESSION_TTL_MS)) {
-            pick = i;
-            break;
+    int i, n = 0;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        n += ended_live(i, now_s) && memcmp(ended[i].fp, fp, ENDED_FP_BYTES) == 0;
+    return n;
+}
+
+/* The slot a new entry for fingerprint fp takes, by the rules above, or -1. */
+static int ended_slot(const unsigned char *fp, uint64_t now_ms, int64_t now_s)
+{
+    int i, pick = -1, pick_holds = 0;
+    int own = ended_holding(fp, now_s) >= CM_ENDED_PER_TOKEN;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++) {
+        int holds;
+        if (!ended_live(i, now_s)) {
+            if (!own)
+                return i;
+            continue;
         }
-    if (pick < 0) {
-        pick = 0;
-        for (i = 1; i < CM_MAX_SESSIONS; i++)
-            if (sessions[i].last_ms < sessions[pick].last_ms)
+        if (own) {
+            if (memcmp(ended[i].fp, fp, ENDED_FP_BYTES) == 0 && (pick < 0 || ended[i].last_ms < ended[pick].last_ms))
                 pick = i;
-        sessions_evicted++;
-        cm_logf(CM_LOG_WARN, "session table full (CM_MAX_SESSIONS=%d): dropped the least recently used",
-                CM_MAX_SESSIONS);
+            continue;
+        }
+        if (ms_since(now_ms, ended[i].last_ms) < CM_ENDED_SPARE_MS)
+            continue;
+        holds = ended_holding(ended[i].fp, now_s);
+        if (pick < 0 || holds > pick_holds || (holds == pick_holds && ended[i].last_ms < ended[pick].last_ms)) {
+            pick = i;
+            pick_holds = holds;
+        }
     }
-    if (cm_port_random(rnd, sizeof rnd) < 0)
-        return -1;
-    hex_encode(rnd, sizeof rnd, sessions[pick].id);
-    snprintf(sessions[pick].version, sizeof sessions[pick].version, "%s", version);
-    token_fingerprint(token, token_len, sessions[pick].token_fp);
-    sessions[pick].last_ms = now;
-    sessions[pick].log_level = 0;
-    sessions[pick].used = 1;
     return pick;
 }
 
-static int sessions_in_use(void)
+/* Ends a session here. 0, or -1 when the table cannot take it now. */
+static int ended_add(const struct session *s, uint64_t now_ms, int64_t now_s)
+{
+    int i = ended_find(s, now_ms, now_s);
+    if (i < 0)
+        i = ended_slot(s->token_fp, now_ms, now_s);
+    if (i < 0) {
+        ended_refused++;
+        cm_logf(CM_LOG_WARN, "ended-session table full of recent entries (CM_MAX_ENDED_SESSIONS=%d): a DELETE was refused",
+                CM_MAX_ENDED_SESSIONS);
+        return -1;
+    }
+    ended[i].created_s = s->created_s ? s->created_s : 1;
+    ended[i].last_ms = now_ms;
+    memcpy(ended[i].mac, s->mac, SID_MAC_BYTES);
+    memcpy(ended[i].fp, s->token_fp, ENDED_FP_BYTES);
+    return 0;
+}
+
+static int ended_in_use(int64_t now_s)
 {
     int i, n = 0;
-    for (i = 0; i < CM_MAX_SESSIONS; i++)
-        n += sessions[i].used;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        n += ended_live(i, now_s);
     return n;
+}
+
+/* A session the client may use: valid for this token and not ended here. */
+static int session_open(struct view id, const char *token, size_t token_len, uint64_t now_ms, int64_t now_s,
+                        struct session *s)
+{
+    if (session_check(id, token, token_len, now_s, s) < 0)
+        return -1;
+    return ended_find(s, now_ms, now_s) >= 0 ? -1 : 0;
+}
+
+/*
+ * The one piece of session state that cannot travel in the id: the level a
+ * client set with logging/setLevel after the id was made. It is kept on the
+ * instance that was told, keyed by the id's MAC, until the id expires; when
+ * the table is full the least recently used entry makes room. Losing it is
+ * harmless: that client gets no log messages until it sets the level again
+ * (and another instance of a balanced group never knew it).
+ */
+#ifndef CM_MAX_SESSION_LEVELS
+#define CM_MAX_SESSION_LEVELS 64 /* sessions whose logging/setLevel level is remembered */
+#endif
+
+struct session_level {
+    int64_t created_s;                  /* 0: free */
+    uint64_t last_ms;                   /* the session's last request here */
+    unsigned char mac[SID_MAC_BYTES];
+    unsigned char level;                /* 0 none, else 1 + the level (section 10) */
+};
+static struct session_level session_levels[CM_MAX_SESSION_LEVELS];
+
+/* The level byte of a session, or NULL when none is kept and create is not
+ * set (a request that cannot set one needs no entry). */
+static unsigned char *session_level(const struct session *s, int create, uint64_t now_ms, int64_t now_s)
+{
+    int i, pick = -1;
+    for (i = 0; i < CM_MAX_SESSION_LEVELS; i++) {
+        struct session_level *e = &session_levels[i];
+        if (e->created_s && session_expired(e->created_s, now_s))
+            memset(e, 0, sizeof *e);
+        if (e->created_s && memcmp(e->mac, s->mac, SID_MAC_BYTES) == 0) {
+            e->last_ms = now_ms;
+            return &e->level;
+        }
+        if (pick < 0 || !e->created_s || (session_levels[pick].created_s && e->last_ms < session_levels[pick].last_ms))
+            pick = i;
+    }
+    if (!create)
+        return NULL;
+    session_levels[pick].created_s = s->created_s ? s->created_s : 1;
+    session_levels[pick].last_ms = now_ms;
+    session_levels[pick].level = 0;
+    memcpy(session_levels[pick].mac, s->mac, SID_MAC_BYTES);
+    return &session_levels[pick].level;
 }
 
 /* ===================================================================== */
@@ -4301,7 +4578,8 @@ struct rpc_ctx {
     size_t token_len;
     int http_status;          /* out: the HTTP status dispatch wants (200 default) */
     int batch;                /* inside a 2025-03-26 batch */
-    int new_session;          /* out: index of a session initialize created, or -1 */
+    int new_session;          /* out: 1 when initialize opened a session (its id below), -1 none, -2 never (stdio) */
+    char new_session_id[SESSION_ID_CHARS + 1];
     unsigned toolsets;        /* this request's toolsets (0: the server's selection) */
     unsigned char *log_level; /* the session's logging/setLevel level (NULL: none kept) */
 };
@@ -4683,10 +4961,11 @@ static const char *status_reason(int status)
     }
 }
 
-/* Renders the tool result for a finished API request. With copy set (batch
- * parts) the API answer is copied; otherwise the answer is referenced and the
- * caller must keep the upstream slot until the answer is written. */
-static void render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+/* Renders the tool result for a finished API request; returns whether it is
+ * an error result. With copy set (batch parts) the API answer is copied;
+ * otherwise the answer is referenced and the caller must keep the upstream
+ * slot until the answer is written. */
+static int render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     struct view id;
     char head[600];
@@ -4731,6 +5010,7 @@ static void render_tool_result(struct resp *r, const struct pending_call *pc, co
     }
     rs_printf(r, "\"}],\"isError\":%s", is_error ? "true" : "false");
     result_end(r, pc->modern, 0);
+    return is_error;
 }
 
 /* ---- Prompts ---- */
@@ -5695,7 +5975,7 @@ static void render_pending_failure(struct resp *r, const struct pending_call *pc
         rpc_error(r, id, E_SERVER, msg, NULL);
 }
 
-static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+static int render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     if (r->sse) /* log messages travel only on an SSE answer */
         render_api_log(r, pc, u);
@@ -5704,7 +5984,8 @@ static void render_pending_result(struct resp *r, const struct pending_call *pc,
     else if (pc->kind == PC_RESOURCE)
         render_resource_result(r, pc, u, copy);
     else
-        render_tool_result(r, pc, u, copy);
+        return render_tool_result(r, pc, u, copy);
+    return u->status == 0 || u->status >= 300; /* whether the API request failed */
 }
 
 /* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
@@ -5980,7 +6261,7 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
 
 /* Handles initialize in the session era: negotiates the version and opens a
  * session bound to the caller's token. */
-static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, uint64_t now)
+static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, int64_t now_s)
 {
     struct view id = rpc_id(d, msg);
     int params = obj_get(d, msg, "params");
@@ -6007,13 +6288,12 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
         if (view_eq(tok_view(d, pv), session_versions[i]))
             version = session_versions[i];
     if (c->new_session != -2) { /* -2: the transport keeps no sessions (stdio) */
-        int s = session_create(version, c->token ? c->token : "", c->token ? c->token_len : 0, now);
-        if (s < 0) {
+        if (session_create(version, c->token ? c->token : "", c->token ? c->token_len : 0, now_s, c->new_session_id) < 0) {
             c->http_status = 500;
             rpc_error(r, id, E_INTERNAL, "Internal error: no random source for a session id", NULL);
             return D_REPLIED;
         }
-        c->new_session = s;
+        c->new_session = 1;
     }
     render_initialize(r, c, id, version);
     return D_REPLIED;
@@ -6022,6 +6302,105 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
 /* ===================================================================== */
 /* 11. Connections and the event loop                                    */
 /* ===================================================================== */
+
+/* ---------------------------------------------------------------------- */
+/* Counters for GET /metrics, and the access log                           */
+/* ---------------------------------------------------------------------- */
+/*
+ * Every label value comes from a fixed table here or from the tool catalog,
+ * never from what a client sent: an MCP method not in the table counts as
+ * "other", a status not in the table as "other".
+ */
+static const char *const metric_methods[] = {
+    "none", /* no MCP message: DELETE, OPTIONS, other endpoints, refusals before the body */
+    "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
+    "resources/templates/list", "resources/read", "completion/complete", "server/discover", "logging/setLevel",
+    "notifications/initialized", "notifications/cancelled", "batch", "other",
+};
+#define N_METRIC_METHODS (sizeof metric_methods / sizeof metric_methods[0])
+#define METHOD_NONE 0
+#define METHOD_OTHER ((int)N_METRIC_METHODS - 1)
+#define METHOD_BATCH ((int)N_METRIC_METHODS - 2)
+static const int metric_statuses[] = {200, 202, 204, 400, 401, 403, 404, 405, 406, 408, 413,
+                                      415, 417, 431, 500, 501, 502, 503, 504, 505, 0 /* other */};
+#define N_METRIC_STATUSES (sizeof metric_statuses / sizeof metric_statuses[0])
+enum { OUTCOME_OK, OUTCOME_API_ERROR, OUTCOME_TRANSPORT_ERROR, N_OUTCOMES };
+static const char *const outcome_names[N_OUTCOMES] = {"ok", "api_error", "transport_error"};
+static const unsigned api_ms_bounds[] = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+#define N_API_BOUNDS (sizeof api_ms_bounds / sizeof api_ms_bounds[0])
+
+static struct {
+    unsigned long requests[N_METRIC_METHODS][N_METRIC_STATUSES];
+    unsigned long tool_calls[N_TOOLS][N_OUTCOMES];
+    unsigned long api_ms_buckets[N_API_BOUNDS + 1]; /* per bucket; made cumulative when shown */
+    uint64_t api_ms_sum;
+} metrics;
+
+static int metric_method(struct view m)
+{
+    int i;
+    for (i = 1; i < METHOD_OTHER; i++)
+        if (view_eq(m, metric_methods[i]))
+            return i;
+    return METHOD_OTHER;
+}
+
+/* The label of a parsed body: its method, "batch", or "other". */
+static int note_method(const struct jdoc *d)
+{
+    int m;
+    if (d->t[0].type == JSMN_ARRAY)
+        return METHOD_BATCH;
+    m = obj_get(d, 0, "method");
+    return d->t[0].type == JSMN_OBJECT && m >= 0 && d->t[m].type == JSMN_STRING ? metric_method(tok_view(d, m)) : METHOD_OTHER;
+}
+
+static int metric_status(int status)
+{
+    int i;
+    for (i = 0; i + 1 < (int)N_METRIC_STATUSES; i++)
+        if (metric_statuses[i] == status)
+            break;
+    return i;
+}
+
+/* What the access log and the counters learn about one request. */
+struct req_note {
+    const char *endpoint; /* the endpoints[] path served, or "-" */
+    int method;           /* index into metric_methods */
+    int tool;             /* catalog index of the last tool called, or -1 */
+    int api_status;       /* the API's status for it, 0 transport failure, -1 no API call */
+    uint64_t api_start_ms;
+    uint64_t api_ms;
+};
+
+static void note_reset(struct req_note *n)
+{
+    n->endpoint = "-";
+    n->method = METHOD_NONE;
+    n->tool = -1;
+    n->api_status = -1;
+    n->api_start_ms = n->api_ms = 0;
+}
+
+/* An API request finished (is_error: the result is an error); tool calls
+ * are counted by tool and outcome, every API request in the latency. */
+static void note_api_done(struct req_note *n, const struct pending_call *pc, int status, int is_error)
+{
+    uint64_t ms = ms_since(cm_port_now_ms(), n->api_start_ms);
+    size_t b = 0;
+    n->api_status = status;
+    n->api_ms = ms;
+    if (pc->kind == PC_TOOL) {
+        n->tool = pc->tool;
+        metrics.tool_calls[pc->tool][status == 0 ? OUTCOME_TRANSPORT_ERROR : is_error ? OUTCOME_API_ERROR : OUTCOME_OK]++;
+    }
+    while (b < N_API_BOUNDS && ms > api_ms_bounds[b])
+        b++;
+    metrics.api_ms_buckets[b]++;
+    metrics.api_ms_sum += ms;
+}
+
 
 enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 
@@ -6049,7 +6428,6 @@ struct conn {
     struct pending_call pc;
     uint64_t queued_ms;           /* (pc.handle == PC_IN_LINE) since when the call waits for an API slot */
     int batch_pos, batch_len, batch_replies; /* 2025-03-26 batches */
-    int session;
     int want_sse;
     char origin_ok[160];          /* Origin to echo for CORS, "" for none */
     /* the answer */
@@ -6063,6 +6441,7 @@ struct conn {
     char *stage_p;                /* where escaped bytes are staged: the free tail of out[] */
     size_t stage_cap, stage_len, stage_sent;
     int held_handle;              /* upstream answer referenced by the answer, or -1 */
+    struct req_note note;         /* for the access log and /metrics */
 };
 
 static struct conn conns[CM_MAX_CONNS];
@@ -6793,11 +7172,54 @@ static void conn_reset_request(struct conn *c)
     c->batch_len = 0;
     c->batch_pos = 0;
     c->batch_replies = 0;
-    c->session = -1;
     c->origin_ok[0] = 0;
     c->held_handle = -1;
     c->close_after = 0;
     c->head_only = 0;
+    note_reset(&c->note);
+}
+
+/* The access log line and the request counter, once per answer: never a
+ * token, a key, a query string or a body. */
+static void access_log(struct conn *c, int status)
+{
+    const struct req_note *n = &c->note;
+    char t[24], peer[64], http[24], tool[96], api[16], api_ms[24], text[400], json[480];
+    uint64_t ms = ms_since(cm_port_now_ms(), c->req_start_ms);
+    metrics.requests[n->method][metric_status(status)]++;
+    if (cfg.log_level < CM_LOG_INFO)
+        return;
+    utc_text(cm_port_unix_time(), t);
+    cm_port_peer_name(c->sock, peer, sizeof peer);
+    {
+        size_t i, n = c->req.method.n < 16 ? c->req.method.n : 16;
+        for (i = 0; i < n && is_tchar((unsigned char)c->req.method.p[i]); i++)
+            http[i] = c->req.method.p[i];
+        http[i] = 0;
+        if (i == 0 || i < n) /* no method parsed (yet): a refusal before the request line */
+            snprintf(http, sizeof http, "-");
+    } /* tchars only: nothing to quote in either format */
+    snprintf(tool, sizeof tool, "%s", n->tool >= 0 ? tools[n->tool].name : "-");
+    if (n->api_status >= 0)
+        snprintf(api, sizeof api, "%d", n->api_status);
+    else
+        snprintf(api, sizeof api, "-");
+    if (n->api_status >= 0)
+        snprintf(api_ms, sizeof api_ms, "%lu", (unsigned long)n->api_ms);
+    else
+        snprintf(api_ms, sizeof api_ms, "%s", cfg.log_json ? "null" : "-");
+    if (cfg.log_json) {
+        snprintf(json, sizeof json,
+                 "\"client\":\"%s\",\"http\":\"%s\",\"path\":\"%s\",\"mcp\":\"%s\",\"tool\":%s%s%s,\"status\":%d,\"ms\":%lu,"
+                 "\"api_status\":%s,\"api_ms\":%s",
+                 peer, http, n->endpoint, metric_methods[n->method], n->tool >= 0 ? "\"" : "", n->tool >= 0 ? tool : "null",
+                 n->tool >= 0 ? "\"" : "", status, (unsigned long)ms, n->api_status >= 0 ? api : "null", api_ms);
+        log_write(CM_LOG_INFO, "access", NULL, json);
+        return;
+    }
+    snprintf(text, sizeof text, "time=%s client=%s http=%s path=%s mcp=%s tool=%s status=%d ms=%lu api_status=%s api_ms=%s",
+             t, peer, http, n->endpoint, metric_methods[n->method], tool, status, (unsigned long)ms, api, api_ms);
+    log_write(CM_LOG_INFO, "access", text, NULL);
 }
 
 static int conn_write(struct conn *c);
@@ -6846,6 +7268,7 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     c->state = C_WRITE;
     c->last_ms = cm_port_now_ms();
     cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes", status, (unsigned long)body_len);
+    access_log(c, status);
     conn_write(c);
 }
 
@@ -7149,6 +7572,7 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     h = submit_pending(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
     if (h >= 0) {
         c->pc.handle = h;
+        c->note.api_start_ms = cm_port_now_ms();
         return;
     }
     if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
@@ -7266,7 +7690,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         size_t at;
         if (c->batch_replies++)
             rs_str(&c->resp, ",");
-        render_pending_result(&c->resp, &c->pc, u, 1);
+        note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 1));
         up_release(handle);
         c->batch_pos++;
         if (conn_parse_body(c, &d, &why, &at) == 0)
@@ -7275,7 +7699,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
             conn_close(c);
         return;
     }
-    render_pending_result(&c->resp, &c->pc, u, 0);
+    note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 0));
     c->held_handle = handle;
     if (c->resp.overflow) {
         struct view id;
@@ -7336,11 +7760,92 @@ static void serve_healthz(struct conn *c)
 {
     rs_init(&c->resp, c->out, sizeof c->out, 0);
     rs_printf(&c->resp,
-              "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d,\"connections\":%d,"
+              "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessionsOpened\":%lu,\"endedSessions\":%d,\"connections\":%d,"
               "\"requests\":%lu,\"refusedBusy\":%lu,\"apiFullHandshakes\":%u}",
-              (unsigned)N_TOOLS, sessions_in_use(), conns_in_use(), stat_requests, stat_refused_busy,
+              (unsigned)N_TOOLS, sessions_opened, ended_in_use(cm_port_unix_time()), conns_in_use(), stat_requests, stat_refused_busy,
               up_full_handshakes);
     conn_answer(c, 200, "application/json", NULL);
+}
+
+/*
+ * GET /metrics: the Prometheus text format (version 0.0.4). Series that are
+ * still zero are left out, except the gauges. The page is written into the
+ * free tail of the connection's input buffer (a GET has no body, so that is
+ * at least CM_MAX_BODY_BYTES unless the client pipelined that much behind
+ * it); the answer references it, and nothing is read into in[] until the
+ * answer is out.
+ */
+static void metrics_page(struct textbuf *b)
+{
+    size_t i, j;
+    unsigned long cum = 0;
+    int64_t now_s = cm_port_unix_time();
+    tb_str(b, "# HELP calid_mcp_requests_total HTTP answers by MCP method and status.\n# TYPE calid_mcp_requests_total counter\n");
+    for (i = 0; i < N_METRIC_METHODS; i++)
+        for (j = 0; j < N_METRIC_STATUSES; j++)
+            if (metrics.requests[i][j]) {
+                char st[8];
+                snprintf(st, sizeof st, metric_statuses[j] ? "%d" : "other", metric_statuses[j]);
+                tb_printf(b, "calid_mcp_requests_total{method=\"%s\",status=\"%s\"} %lu\n", metric_methods[i], st,
+                          metrics.requests[i][j]);
+            }
+    tb_str(b, "# HELP calid_mcp_tool_calls_total Tool calls that reached the API, by tool and outcome.\n"
+              "# TYPE calid_mcp_tool_calls_total counter\n");
+    for (i = 0; i < N_TOOLS; i++)
+        for (j = 0; j < N_OUTCOMES; j++)
+            if (metrics.tool_calls[i][j])
+                tb_printf(b, "calid_mcp_tool_calls_total{tool=\"%s\",outcome=\"%s\"} %lu\n", tools[i].name, outcome_names[j],
+                          metrics.tool_calls[i][j]);
+    tb_str(b, "# HELP calid_mcp_api_request_duration_seconds Cal ID API requests, from sent to answered.\n"
+              "# TYPE calid_mcp_api_request_duration_seconds histogram\n");
+    for (i = 0; i <= N_API_BOUNDS; i++) {
+        cum += metrics.api_ms_buckets[i];
+        if (i < N_API_BOUNDS)
+            tb_printf(b, "calid_mcp_api_request_duration_seconds_bucket{le=\"%u.%03u\"} %lu\n", api_ms_bounds[i] / 1000,
+                      api_ms_bounds[i] % 1000, cum);
+        else
+            tb_printf(b, "calid_mcp_api_request_duration_seconds_bucket{le=\"+Inf\"} %lu\n", cum);
+    }
+    tb_printf(b, "calid_mcp_api_request_duration_seconds_sum %lu.%03u\ncalid_mcp_api_request_duration_seconds_count %lu\n",
+              (unsigned long)(metrics.api_ms_sum / 1000), (unsigned)(metrics.api_ms_sum % 1000), cum);
+    tb_printf(b, "# HELP calid_mcp_connections Open client connections.\n# TYPE calid_mcp_connections gauge\n"
+                 "calid_mcp_connections %d\n"
+                 "# HELP calid_mcp_connections_limit CM_MAX_CONNS.\n# TYPE calid_mcp_connections_limit gauge\n"
+                 "calid_mcp_connections_limit %d\n"
+                 "# HELP calid_mcp_refused_busy_total Connections refused with 503 because every slot was busy.\n"
+                 "# TYPE calid_mcp_refused_busy_total counter\ncalid_mcp_refused_busy_total %lu\n",
+              conns_in_use(), CM_MAX_CONNS, stat_refused_busy);
+    tb_printf(b, "# HELP calid_mcp_sessions_opened_total Session-era sessions opened here.\n"
+                 "# TYPE calid_mcp_sessions_opened_total counter\ncalid_mcp_sessions_opened_total %lu\n"
+                 "# HELP calid_mcp_ended_sessions Ended session ids remembered here.\n# TYPE calid_mcp_ended_sessions gauge\n"
+                 "calid_mcp_ended_sessions %d\n"
+                 "# HELP calid_mcp_ended_sessions_limit CM_MAX_ENDED_SESSIONS.\n# TYPE calid_mcp_ended_sessions_limit gauge\n"
+                 "calid_mcp_ended_sessions_limit %d\n"
+                 "# HELP calid_mcp_ended_session_refusals_total DELETEs refused (503) because the ended table was full of recent entries.\n"
+                 "# TYPE calid_mcp_ended_session_refusals_total counter\ncalid_mcp_ended_session_refusals_total %lu\n",
+              sessions_opened, ended_in_use(now_s), CM_MAX_ENDED_SESSIONS, ended_refused);
+    tb_printf(b, "# HELP calid_mcp_tls_handshakes_total TLS handshakes, by side and kind.\n"
+                 "# TYPE calid_mcp_tls_handshakes_total counter\n"
+                 "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"full\"} %u\n"
+                 "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"resumed\"} %u\n",
+              up_full_handshakes, up_resumed_handshakes);
+}
+
+static void serve_metrics(struct conn *c)
+{
+    struct textbuf b;
+    b.p = c->in + c->in_len;
+    b.cap = sizeof c->in - c->in_len;
+    b.len = 0;
+    b.overflow = 0;
+    metrics_page(&b);
+    if (b.overflow) {
+        conn_simple(c, 500, "{\"error\":\"the metrics page did not fit: send GET /metrics on a connection of its own\"}", NULL);
+        return;
+    }
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_ext(&c->resp, b.p, b.len, 0);
+    conn_answer(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL);
 }
 
 /* DNS rebinding protection: a page in a browser must not reach a loopback
@@ -7386,6 +7891,7 @@ struct endpoint {
 static const struct endpoint endpoints[] = {
     {"/mcp", NULL, 1, serve_mcp},
     {"/healthz", "GET, HEAD", 1, serve_healthz},
+    {"/metrics", "GET, HEAD", 1, serve_metrics},
 };
 #define N_ENDPOINTS (sizeof endpoints / sizeof endpoints[0])
 
@@ -7431,6 +7937,7 @@ static void conn_process(struct conn *c)
             conn_simple(c, 405, m, allow);
             return;
         }
+        c->note.endpoint = e->path;
         if (e->host_check && conn_check_host(c) < 0)
             return;
         e->serve(c);
@@ -7451,6 +7958,7 @@ static void serve_mcp(struct conn *c)
     const struct view *sid = http_header(q, "mcp-session-id");
     const struct view *pver = http_header(q, "mcp-protocol-version");
     uint64_t now = cm_port_now_ms();
+    int64_t now_s = cm_port_unix_time(); /* session ids carry wall-clock times: instances share them */
     char extra[200];
 
     if (view_eq(q->method, "OPTIONS")) {
@@ -7476,19 +7984,21 @@ static void serve_mcp(struct conn *c)
         return;
     }
     if (view_eq(q->method, "DELETE")) {
-        int s;
-        unsigned char fp[16];
+        struct session s;
         if (!sid) {
             conn_reject(c, 405, E_SERVER, "Method Not Allowed: DELETE ends a session and needs Mcp-Session-Id", "Allow: POST, OPTIONS\r\n");
             return;
         }
-        s = session_find(*sid, now);
-        token_fingerprint(presented ? presented : "", presented ? presented_n : 0, fp);
-        if (s < 0 || !const_time_eq(fp, 16, sessions[s].token_fp, 16)) {
+        if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
             conn_reject(c, 404, -32001, "Session not found", NULL);
             return;
         }
-        sessions[s].used = 0;
+        if (ended_add(&s, now, now_s) < 0) {
+            conn_reject(c, 503, E_SERVER,
+                        "Service Unavailable: too many sessions were ended here recently to remember another; the session stays open, retry later",
+                        "Retry-After: 60\r\n");
+            return;
+        }
         conn_simple(c, 200, "{}", NULL);
         return;
     }
@@ -7525,6 +8035,7 @@ static void serve_mcp(struct conn *c)
         return;
     }
     rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
+    c->note.method = note_method(&d);
 
     /* Which era? A message whose params._meta names a protocol version is modern. */
     if (d.t[0].type == JSMN_OBJECT) {
@@ -7601,10 +8112,10 @@ static void serve_mcp(struct conn *c)
             /* the session is bound to the token the client presented */
             c->ctx.token = presented ? presented : "";
             c->ctx.token_len = presented ? presented_n : 0;
-            handle_initialize(&c->ctx, &d, 0, &c->resp, now);
+            handle_initialize(&c->ctx, &d, 0, &c->resp, now_s);
             extra[0] = 0;
-            if (c->ctx.new_session >= 0)
-                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", sessions[c->ctx.new_session].id);
+            if (c->ctx.new_session > 0)
+                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", c->ctx.new_session_id);
             conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", extra);
             return;
         }
@@ -7613,17 +8124,16 @@ static void serve_mcp(struct conn *c)
             return;
         }
         {
-            unsigned char fp[16];
-            int s = session_find(*sid, now);
-            token_fingerprint(presented ? presented : "", presented ? presented_n : 0, fp);
-            if (s < 0 || !const_time_eq(fp, 16, sessions[s].token_fp, 16)) {
+            struct session s;
+            if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
                 conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
                 return;
             }
-            sessions[s].last_ms = now;
-            c->session = s;
-            c->ctx.version = sessions[s].version;
-            c->ctx.log_level = &sessions[s].log_level;
+            c->ctx.version = s.version; /* the version travels in the id */
+            /* only a request that can set the level makes an entry for it */
+            c->ctx.log_level = session_level(&s, c->note.method == METHOD_BATCH ||
+                                                     strcmp(metric_methods[c->note.method], "logging/setLevel") == 0,
+                                             now, now_s);
         }
         if (d.t[0].type == JSMN_ARRAY) {
             if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
@@ -7959,11 +8469,58 @@ static int loop_step(int timeout_ms)
     return 0;
 }
 
+/*
+ * Graceful stop: cm_shutdown() closes the listener (a balancer sends new
+ * clients elsewhere), closes kept-alive connections that sit between
+ * requests, and lets every request already in (tool calls waiting on the
+ * API or for a slot included) finish and be answered with Connection:
+ * close. cm_poll() returns 1 once none is left, or when CM_DRAIN_MS passed.
+ */
+static int draining;
+static uint64_t drain_deadline_ms;
+
+void cm_shutdown(void)
+{
+    if (!server_started || draining)
+        return;
+    draining = 1;
+    drain_deadline_ms = cm_port_now_ms() + CM_DRAIN_MS;
+    cm_port_close(listener);
+    listener = CM_SOCK_INVALID;
+    cm_logf(CM_LOG_INFO, "stopping: no new connections; finishing %d open ones (up to %d ms)", conns_in_use(), CM_DRAIN_MS);
+}
+
+/* 1 when the drain is over. */
+static int drain_step(uint64_t now)
+{
+    int i, left = 0;
+    for (i = 0; i < CM_MAX_CONNS; i++) {
+        struct conn *c = &conns[i];
+        if (c->state == C_FREE)
+            continue;
+        if (c->state == C_READ && c->in_len == 0 && !c->parse_pending) {
+            conn_close(c); /* between requests: nothing is lost */
+            continue;
+        }
+        c->close_after = 1;
+        left++;
+    }
+    if (left && now < drain_deadline_ms)
+        return 0;
+    if (left)
+        cm_logf(CM_LOG_WARN, "stopping: CM_DRAIN_MS (%d ms) passed with %d connections unanswered", CM_DRAIN_MS, left);
+    else
+        cm_logf(CM_LOG_INFO, "stopping: every request was answered");
+    return 1;
+}
+
 int cm_poll(int timeout_ms)
 {
     if (!server_started)
         return -1;
-    return loop_step(timeout_ms);
+    if (loop_step(draining ? (timeout_ms < 0 || timeout_ms > 100 ? 100 : timeout_ms) : timeout_ms) < 0)
+        return -1;
+    return draining ? drain_step(cm_port_now_ms()) : 0;
 }
 
 /* ===================================================================== */
@@ -8042,7 +8599,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
     memset(&pc, 0, sizeof pc);
     ctx.token = cfg.api_key;
     ctx.token_len = cfg.api_key ? strlen(cfg.api_key) : 0;
-    ctx.new_session = -2; /* no session table on stdio */
+    ctx.new_session = -2; /* no sessions on stdio */
     ctx.toolsets = served_toolsets;
     ctx.log_level = &stdio_log_level;
     ctx.batch = copy;
@@ -8061,7 +8618,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
         ctx.version = stdio_version;
         if (tok_is_str(d, obj_get(d, msg, "method"), "initialize")) {
             int pv = obj_get(d, obj_get(d, msg, "params"), "protocolVersion");
-            handle_initialize(&ctx, d, msg, r, cm_port_now_ms());
+            handle_initialize(&ctx, d, msg, r, cm_port_unix_time());
             if (pv >= 0 && is_session_version(tok_view(d, pv).p, tok_view(d, pv).n))
                 snprintf(stdio_version, sizeof stdio_version, "%.*s", (int)tok_view(d, pv).n, tok_view(d, pv).p);
             return -1;
@@ -8152,7 +8709,7 @@ void cm_config_defaults(struct cm_config *c)
 
 size_t cm_static_bytes(void)
 {
-    return sizeof conns + sizeof toks + sizeof sessions + sizeof schema_toks +
+    return sizeof conns + sizeof toks + sizeof ended + sizeof session_levels + sizeof metrics + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
            sizeof stdio_out + sizeof stdio_wait + sizeof stdio_log_line + sizeof slug_cache + up_static_bytes() + tls_static_bytes();
 }
@@ -8240,6 +8797,8 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         unsigned char k[32];
         secret_derive("calid-mcp token fingerprint", k);
         br_hmac_key_init(&fp_key, &br_sha256_vtable, k, sizeof k);
+        secret_derive("calid-mcp session id", k);
+        br_hmac_key_init(&sid_key, &br_sha256_vtable, k, sizeof k);
     }
     served_read_only = cfg.read_only;
     served_toolsets = TS_ALL;
@@ -8256,7 +8815,8 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         conns[i].held_handle = -1;
         conns[i].pc.handle = -1;
     }
-    memset(sessions, 0, sizeof sessions);
+    memset(ended, 0, sizeof ended);
+    memset(session_levels, 0, sizeof session_levels);
     listener = CM_SOCK_INVALID;
     if (!stdio_only) {
         /* ADDR:PORT, with [v6]:PORT for IPv6 */
@@ -8310,6 +8870,7 @@ void cm_stop(void)
     cm_port_close(listener);
     listener = CM_SOCK_INVALID;
     server_started = 0;
+    draining = 0;
     cm_port_cleanup();
 }
 
@@ -8319,11 +8880,11 @@ void cm_stop(void)
 #ifdef CALID_MCP_MAIN
 #include <signal.h>
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested; /* 1: drain, then stop; 2: stop now */
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    signal(sig, on_signal); /* where signal() has one-shot semantics, stay installed for the second */
+    stop_requested = stop_requested ? 2 : 1;
 }
 
 /*
@@ -8339,6 +8900,7 @@ enum opt_kind {
     OPT_TEXT,   /* takes a value: a string field */
     OPT_ORIGIN, /* takes a value, repeatable: appended to allow_origins */
     OPT_LEVEL,  /* takes a value: error, warn, info, debug */
+    OPT_LOG_FORMAT, /* takes a value: text or json */
     OPT_SWITCH, /* no value: an int field set to 1 (its variable: 1 or 0) */
     OPT_HELP,
     OPT_VERSION
@@ -8384,6 +8946,8 @@ static const struct cli_option cli_options[] = {
      "availability,bookings,contacts,event-types,slots,teams,users,webhooks (default all)"},
     {"--log-level", "LEVEL", NULL, OPT_LEVEL, CLI_FIELD(c.log_level),
      "error, warn, info or debug (default info)"},
+    {"--log-format", "FORMAT", "CALID_MCP_LOG_FORMAT", OPT_LOG_FORMAT, CLI_FIELD(c.log_json),
+     "text, or json: one JSON object per line, for log shippers (default text)"},
     {"--help", NULL, NULL, OPT_HELP, 0, "this text"},
     {"--version", NULL, NULL, OPT_VERSION, 0, "version and the static memory reserved at the compiled limits"},
 };
@@ -8445,6 +9009,15 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
         memcpy(field, &l, sizeof l);
         return 0;
     }
+    case OPT_LOG_FORMAT: {
+        int json = strcmp(v, "json") == 0;
+        if (!json && strcmp(v, "text") != 0) {
+            fprintf(stderr, "calid-mcp: unknown log format '%s' (text, json)\n", v);
+            return 2;
+        }
+        memcpy(field, &json, sizeof json);
+        return 0;
+    }
     default: { /* a switch: on from the flag; from its variable, 1 or 0 */
         int on = !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
         if (v && !on && strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
@@ -8481,9 +9054,9 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             return 0;
         }
         if (o->kind == OPT_VERSION) {
-            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
+            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d ended sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
-                   CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
+                   CM_MAX_ENDED_SESSIONS, CM_MAX_UPSTREAMS);
             if (CM_TLS_CONNS > 0)
                 printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
                        CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
@@ -8529,6 +9102,9 @@ int cm_main(int argc, char **argv)
                       : "callers' own tokens");
     while (!stop_requested)
         cm_poll(1000);
+    cm_shutdown(); /* SIGTERM: finish what is in flight; a second signal stops at once */
+    while (stop_requested < 2 && cm_poll(1000) == 0)
+        ;
     cm_stop();
     return 0;
 }

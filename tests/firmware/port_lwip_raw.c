@@ -228,6 +228,16 @@ cm_sock_t cm_port_accept(cm_sock_t listener)
     return CM_SOCK_INVALID;
 }
 
+int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
+{
+    const struct tcp_pcb *pcb = s >= 0 && s < FW_SOCKS && socks[s].used ? socks[s].pcb : NULL;
+    snprintf(out, cap, "-");
+    if (!pcb)
+        return -1;
+    snprintf(out, cap, "%s:%u", ipaddr_ntoa(&pcb->remote_ip), (unsigned)pcb->remote_port);
+    return 0;
+}
+
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     ip_addr_t a;

@@ -270,6 +270,12 @@ cm_sock_t cm_port_accept(cm_sock_t l)
     return CM_SOCK_INVALID;
 }
 
+int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
+{
+    snprintf(out, cap, "127.0.0.1:%ld", 40000 + (long)s); /* a stand-in peer per fuzz socket */
+    return 0;
+}
+
 static int up_index_of_sockptr(cm_sock_t *out)
 {
     size_t off = (size_t)((char *)out - (char *)&up.slots[0].sock);
