@@ -128,6 +128,19 @@ cm_sock_t cm_port_accept(cm_sock_t listener)
     return fd;
 }
 
+int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    out[0] = 0;
+    if (getpeername((int)s, (struct sockaddr *)&ss, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, len, out, (socklen_t)cap, NULL, 0, NI_NUMERICHOST) != 0) {
+        out[0] = 0;
+        return -1;
+    }
+    return 0;
+}
+
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     int one = 1;
