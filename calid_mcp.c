@@ -8,6 +8,7 @@
  *   4. HTTP/1.1 request parser         9. sessions
  *   5. response builder                10. MCP dispatch (both protocol eras)
  *                                      11. connections and the event loop
+ *                                          (11a. HTTPS: BearSSL server engine)
  *                                      12. stdio transport
  *                                      13. main (only with CALID_MCP_MAIN)
  *
@@ -4940,6 +4941,681 @@ static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? no
 static jsmntok_t toks[CM_JSON_TOKENS];
 static unsigned long stat_requests, stat_refused_busy;
 
+/* ======================================================================
+ * 11a. HTTPS on the listener: the BearSSL server engine under the
+ *      connections
+ * ====================================================================== */
+/*
+ * Shape
+ *   - With --tls-cert/--tls-key every accepted connection takes one of
+ *     CM_TLS_CONNS engine slots: a server context and a half-duplex I/O
+ *     buffer. The connection code below reads and writes through
+ *     conn_recv()/conn_sendv(), which go straight to the socket without TLS
+ *     and through the engine with it; the HTTP parser and the answer code
+ *     are the same either way.
+ *   - Half-duplex buffer (BR_SSL_BUFSIZE_MONO, 16,709 B instead of 33,178 B
+ *     for both directions): HTTP/1.1 alternates request and answer. The
+ *     engine cannot send while decrypted input waits in its buffer, so before
+ *     writing, that input (pipelined requests) is moved into the connection's
+ *     in[]; a client that pipelines more than in[] holds is closed. The buffer
+ *     still takes a full 16 KiB record, so clients need no max-fragment
+ *     negotiation (which few of them offer).
+ *   - TLS 1.2 only (BearSSL's highest), ECDHE key exchange with AES-GCM or
+ *     ChaCha20-Poly1305 (forward secret, authenticated encryption), no
+ *     renegotiation. Sessions resume from one LRU cache of CM_TLS_SESSIONS
+ *     entries shared by all connections.
+ *   - Non-blocking: tls_pump() moves records while the socket takes them,
+ *     outgoing records first. A handshake that fails (garbage, an old
+ *     protocol version, no common cipher suite) ends the connection at once;
+ *     one not done within CM_TLS_HANDSHAKE_MS ends it then. Plain HTTP sent
+ *     to the HTTPS port gets a plain-text 400 that says to use https://.
+ */
+#if CM_TLS_CONNS > 0
+
+struct tls_conn {
+    br_ssl_server_context sc;            /* 4,128 B with BearSSL 0.6 */
+    unsigned char iobuf[BR_SSL_BUFSIZE_MONO];
+    uint64_t started_ms;                 /* accept time: the handshake ends by + CM_TLS_HANDSHAKE_MS */
+    unsigned char in_use;
+    unsigned char ready;                 /* handshake done */
+    unsigned char got_bytes;             /* the first bytes were looked at (plain HTTP?) */
+    unsigned char resume_len;            /* session id found in the cache for this handshake */
+    unsigned char resume_id[32];
+};
+
+#define TLS_SESSION_ENTRY 100 /* bytes per entry in BearSSL's LRU cache */
+
+static struct {
+    int on;                                            /* the listener speaks TLS */
+    int key_type;                                      /* BR_KEYTYPE_RSA or BR_KEYTYPE_EC */
+    size_t n_chain, der_used;
+    br_x509_certificate chain[CM_TLS_CHAIN_CERTS];
+    unsigned char der[CM_TLS_CHAIN_BYTES];             /* the chain's certificates, DER */
+    br_skey_decoder_context key;                       /* the private key, decoded in place */
+    const br_ssl_session_cache_class *cache_vtable;    /* tls_cache_class: the LRU below, noting hits */
+    br_ssl_session_cache_lru lru;
+    unsigned char cache_store[CM_TLS_SESSIONS * TLS_SESSION_ENTRY];
+    struct tls_conn conns[CM_TLS_CONNS];
+    unsigned short of_conn[CM_MAX_CONNS];              /* per connection: 0 plain, else 1 + its engine slot */
+    unsigned long full, resumed, failed;               /* handshakes, for the debug log */
+} tls;
+
+static size_t tls_static_bytes(void) { return sizeof tls; }
+#define TLS_CONN_BYTES sizeof(struct tls_conn) /* for --version */
+static int tls_on(void) { return tls.on; }
+
+/* ---- certificate chain and key, from PEM ---- */
+struct tls_pem_load {
+    br_pem_decoder_context pem;
+    int want_key;       /* reading the key file (else the certificate file) */
+    int in_obj;         /* inside an object whose DER is taken */
+    int overflow;       /* the chain outgrew der[] */
+    int n_keys, encrypted;
+    size_t obj_start;
+};
+
+static void tls_der_to_chain(void *ctx, const void *p, size_t n)
+{
+    struct tls_pem_load *l = ctx;
+    if (l->overflow || n > sizeof tls.der - tls.der_used) {
+        l->overflow = 1;
+        return;
+    }
+    memcpy(tls.der + tls.der_used, p, n);
+    tls.der_used += n;
+}
+
+static void tls_der_to_key(void *ctx, const void *p, size_t n)
+{
+    (void)ctx;
+    br_skey_decoder_push(&tls.key, p, n);
+}
+
+static void tls_pem_begin(struct tls_pem_load *l)
+{
+    const char *name = br_pem_decoder_name(&l->pem);
+    int is_key = strcmp(name, "PRIVATE KEY") == 0 || strcmp(name, "RSA PRIVATE KEY") == 0 ||
+                 strcmp(name, "EC PRIVATE KEY") == 0;
+    l->in_obj = 0;
+    if (l->want_key && strcmp(name, "ENCRYPTED PRIVATE KEY") == 0)
+        l->encrypted = 1;
+    if (l->want_key && is_key && l->n_keys++ == 0) {
+        br_skey_decoder_init(&tls.key);
+        br_pem_decoder_setdest(&l->pem, tls_der_to_key, l);
+        l->in_obj = 1;
+    } else if (!l->want_key && (strcmp(name, "CERTIFICATE") == 0 || strcmp(name, "X509 CERTIFICATE") == 0)) {
+        l->obj_start = tls.der_used;
+        br_pem_decoder_setdest(&l->pem, tls_der_to_chain, l);
+        l->in_obj = 1;
+    } else {
+        br_pem_decoder_setdest(&l->pem, NULL, NULL); /* other objects (EC PARAMETERS...) are skipped */
+    }
+}
+
+/* A taken certificate ended: it joins the chain. 0, or -1 with err. */
+static int tls_pem_end(struct tls_pem_load *l, const char *path, char *err, size_t errlen)
+{
+    if (!l->in_obj || l->want_key) {
+        l->in_obj = 0;
+        return 0;
+    }
+    l->in_obj = 0;
+    if (l->overflow) {
+        snprintf(err, errlen, "the certificates in %s need more than %d bytes (CM_TLS_CHAIN_BYTES)", path, CM_TLS_CHAIN_BYTES);
+        return -1;
+    }
+    if (tls.n_chain == CM_TLS_CHAIN_CERTS) {
+        snprintf(err, errlen, "%s holds more than %d certificates (CM_TLS_CHAIN_CERTS)", path, CM_TLS_CHAIN_CERTS);
+        return -1;
+    }
+    tls.chain[tls.n_chain].data = tls.der + l->obj_start;
+    tls.chain[tls.n_chain].data_len = tls.der_used - l->obj_start;
+    tls.n_chain++;
+    return 0;
+}
+
+/* Feeds a PEM file to the decoder: certificates to the chain, or the first
+ * private key to the key decoder. 0, or -1 with err. */
+static int tls_read_pem(const char *path, int want_key, struct tls_pem_load *l, char *err, size_t errlen)
+{
+    unsigned char buf[1024];
+    int eof = 0, rc = 0;
+    FILE *f = fopen(path, "rb");
+    memset(l, 0, sizeof *l);
+    l->want_key = want_key;
+    if (!f) {
+        snprintf(err, errlen, "cannot open the TLS %s %s: %s", want_key ? "key" : "certificate", path, strerror(errno));
+        return -1;
+    }
+    br_pem_decoder_init(&l->pem);
+    while (!eof && rc == 0) {
+        size_t n = fread(buf, 1, sizeof buf, f), off = 0;
+        if (n == 0) {
+            if (ferror(f)) {
+                snprintf(err, errlen, "cannot read %s", path);
+                rc = -1;
+                break;
+            }
+            buf[0] = '\n'; /* lets the decoder see an END line without a newline */
+            n = 1;
+            eof = 1;
+        }
+        while (off < n && rc == 0) {
+            off += br_pem_decoder_push(&l->pem, buf + off, n - off);
+            switch (br_pem_decoder_event(&l->pem)) {
+            case BR_PEM_BEGIN_OBJ:
+                tls_pem_begin(l);
+                break;
+            case BR_PEM_END_OBJ:
+                rc = tls_pem_end(l, path, err, errlen);
+                break;
+            case BR_PEM_ERROR:
+                snprintf(err, errlen, "%s is not valid PEM", path);
+                rc = -1;
+                break;
+            default:
+                break;
+            }
+        }
+    }
+    fclose(f);
+    memset(buf, 0, sizeof buf); /* it held key bytes */
+    return rc;
+}
+
+static void tls_dn_ignore(void *ctx, const void *p, size_t n)
+{
+    (void)ctx;
+    (void)p;
+    (void)n;
+}
+
+/* Big-endian integers equal, leading zeros aside? */
+static int tls_int_eq(const unsigned char *a, size_t an, const unsigned char *b, size_t bn)
+{
+    while (an && !*a) {
+        a++;
+        an--;
+    }
+    while (bn && !*b) {
+        b++;
+        bn--;
+    }
+    return an == bn && memcmp(a, b, an) == 0;
+}
+
+/* The key must belong to the leaf (the first certificate). 0, or -1 with err. */
+static int tls_check_pair(const char *cert, const char *key, char *err, size_t errlen)
+{
+    br_x509_decoder_context xd; /* ~1.2 KB of stack, at start-up only */
+    const br_x509_pkey *pk;
+    unsigned char mine[512];
+    int match = 0;
+    br_x509_decoder_init(&xd, tls_dn_ignore, NULL);
+    br_x509_decoder_push(&xd, tls.chain[0].data, tls.chain[0].data_len);
+    pk = br_x509_decoder_get_pkey(&xd);
+    if (!pk || br_x509_decoder_last_error(&xd)) {
+        snprintf(err, errlen, "the first certificate in %s could not be decoded (BearSSL error %d)", cert,
+                 br_x509_decoder_last_error(&xd));
+        return -1;
+    }
+    if (pk->key_type == BR_KEYTYPE_RSA && tls.key_type == BR_KEYTYPE_RSA) {
+        const br_rsa_private_key *sk = br_skey_decoder_get_rsa(&tls.key);
+        br_rsa_compute_modulus modulus = br_rsa_compute_modulus_get_default();
+        size_t n = modulus(NULL, sk);
+        match = n > 0 && n <= sizeof mine && modulus(mine, sk) == n && tls_int_eq(mine, n, pk->key.rsa.n, pk->key.rsa.nlen);
+    } else if (pk->key_type == BR_KEYTYPE_EC && tls.key_type == BR_KEYTYPE_EC) {
+        const br_ec_private_key *sk = br_skey_decoder_get_ec(&tls.key);
+        br_ec_public_key pub;
+        size_t n = br_ec_compute_pub(br_ec_get_default(), &pub, mine, sk);
+        match = n > 0 && sk->curve == pk->key.ec.curve && n == pk->key.ec.qlen && memcmp(mine, pk->key.ec.q, n) == 0;
+    }
+    memset(mine, 0, sizeof mine);
+    if (!match) {
+        snprintf(err, errlen, "the private key in %s does not belong to the first certificate in %s (the leaf must come first)",
+                 key, cert);
+        return -1;
+    }
+    return 0;
+}
+
+static int tls_load(const char *cert, const char *key, char *err, size_t errlen)
+{
+    struct tls_pem_load l; /* ~0.7 KB of stack, at start-up only */
+    tls.n_chain = tls.der_used = 0;
+    if (tls_read_pem(cert, 0, &l, err, errlen) < 0)
+        return -1;
+    if (tls.n_chain == 0) {
+        snprintf(err, errlen, "no certificate (-----BEGIN CERTIFICATE-----) in %s", cert);
+        return -1;
+    }
+    if (tls_read_pem(key, 1, &l, err, errlen) < 0)
+        return -1;
+    if (l.n_keys == 0) {
+        if (l.encrypted)
+            snprintf(err, errlen, "the private key in %s is encrypted: give an unencrypted copy (openssl pkey -in %s -out plain.key)", key, key);
+        else
+            snprintf(err, errlen, "no private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) in %s", key);
+        return -1;
+    }
+    tls.key_type = br_skey_decoder_key_type(&tls.key);
+    if (br_skey_decoder_last_error(&tls.key) || (tls.key_type != BR_KEYTYPE_RSA && tls.key_type != BR_KEYTYPE_EC)) {
+        snprintf(err, errlen, "the private key in %s could not be decoded (BearSSL error %d; RSA and EC keys are supported)", key,
+                 br_skey_decoder_last_error(&tls.key));
+        return -1;
+    }
+    return tls_check_pair(cert, key, err, errlen);
+}
+
+/* ---- session cache: BearSSL's LRU, noting which handshakes resume ---- */
+static void tls_cache_save(const br_ssl_session_cache_class **ctx, br_ssl_server_context *sc, const br_ssl_session_parameters *p)
+{
+    (void)ctx;
+    tls.lru.vtable->save(&tls.lru.vtable, sc, p);
+}
+
+static int tls_cache_load(const br_ssl_session_cache_class **ctx, br_ssl_server_context *sc, br_ssl_session_parameters *p)
+{
+    struct tls_conn *tc = (struct tls_conn *)(void *)sc; /* sc is the first member */
+    int found = tls.lru.vtable->load(&tls.lru.vtable, sc, p);
+    (void)ctx;
+    if (found) {
+        tc->resume_len = p->session_id_len;
+        memcpy(tc->resume_id, p->session_id, sizeof tc->resume_id);
+    }
+    return found;
+}
+
+static const br_ssl_session_cache_class tls_cache_class = {sizeof(const br_ssl_session_cache_class *), tls_cache_save,
+                                                           tls_cache_load};
+
+/* ECDHE only (forward secrecy), AEAD only; the server's order wins. */
+static const uint16_t tls_suites[] = {
+    BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,       BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,       BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+/* Loads the certificate and key and readies every engine slot. */
+static int tls_start(const char *cert, const char *key, char *err, size_t errlen)
+{
+    int t;
+    tls.on = 0;
+    if (!cert || !key) {
+        snprintf(err, errlen, "HTTPS needs both --tls-cert and --tls-key (CALID_MCP_TLS_CERT, CALID_MCP_TLS_KEY)");
+        return -1;
+    }
+    if (tls_load(cert, key, err, errlen) < 0)
+        return -1;
+    br_ssl_session_cache_lru_init(&tls.lru, tls.cache_store, sizeof tls.cache_store);
+    tls.cache_vtable = &tls_cache_class;
+    for (t = 0; t < CM_TLS_CONNS; t++) {
+        struct tls_conn *tc = &tls.conns[t];
+        br_ssl_engine_context *eng = &tc->sc.eng;
+        unsigned char seed[32];
+        if (tls.key_type == BR_KEYTYPE_RSA)
+            br_ssl_server_init_full_rsa(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_rsa(&tls.key));
+        else
+            br_ssl_server_init_full_ec(&tc->sc, tls.chain, tls.n_chain, BR_KEYTYPE_EC, br_skey_decoder_get_ec(&tls.key));
+        br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
+        br_ssl_engine_set_suites(eng, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
+        br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION | BR_OPT_ENFORCE_SERVER_PREFERENCES);
+        br_ssl_engine_set_buffer(eng, tc->iobuf, sizeof tc->iobuf, 0);
+        br_ssl_server_set_cache(&tc->sc, &tls.cache_vtable);
+        if (cm_port_random(seed, sizeof seed) == 0)
+            br_ssl_engine_inject_entropy(eng, seed, sizeof seed);
+        memset(seed, 0, sizeof seed);
+        tc->in_use = 0;
+    }
+    tls.on = 1;
+    return 0;
+}
+
+/* Forgets the key and every session (cm_stop). */
+static void tls_stop(void)
+{
+    tls.on = 0;
+    memset(&tls.key, 0, sizeof tls.key);
+    memset(tls.cache_store, 0, sizeof tls.cache_store);
+    memset(tls.conns, 0, sizeof tls.conns);
+}
+
+/* ---- one connection ---- */
+
+/* A free engine slot, reset for a new client; -1 when all are taken. */
+static int tls_attach(void)
+{
+    int t;
+    for (t = 0; t < CM_TLS_CONNS; t++) {
+        struct tls_conn *tc = &tls.conns[t];
+        if (tc->in_use)
+            continue;
+        if (!br_ssl_server_reset(&tc->sc))
+            return -1;
+        tc->in_use = 1;
+        tc->ready = tc->got_bytes = tc->resume_len = 0;
+        tc->started_ms = cm_port_now_ms();
+        return t;
+    }
+    return -1;
+}
+
+static void tls_log_failure(struct tls_conn *tc)
+{
+    int e = br_ssl_engine_last_error(&tc->sc.eng);
+    int alert = e >= BR_ERR_SEND_FATAL_ALERT ? e - BR_ERR_SEND_FATAL_ALERT : e >= BR_ERR_RECV_FATAL_ALERT ? e - BR_ERR_RECV_FATAL_ALERT : -1;
+    const char *why = alert == 70 || e == BR_ERR_UNSUPPORTED_VERSION ? "the client offers no TLS 1.2 (an old protocol version)"
+                      : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE  ? "no cipher suite in common (ECDHE with AES-GCM or ChaCha20 is needed)"
+                      : e == BR_ERR_BAD_VERSION || e == BR_ERR_BAD_LENGTH || e == BR_ERR_UNKNOWN_TYPE ? "the client's bytes are not TLS"
+                                                                                                        : "";
+    tls.failed++;
+    if (alert >= 0)
+        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s alert %d (%s) %s", e >= BR_ERR_SEND_FATAL_ALERT ? "sent" : "got", alert,
+                up_alert_name(alert), why);
+    else if (e)
+        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s (BearSSL error %d)", why[0] ? why : "engine error", e);
+}
+
+static void tls_handshake_done(struct tls_conn *tc)
+{
+    br_ssl_session_parameters sp;
+    int resumed;
+    br_ssl_engine_get_session_parameters(&tc->sc.eng, &sp);
+    resumed = tc->resume_len && sp.session_id_len == tc->resume_len && memcmp(sp.session_id, tc->resume_id, tc->resume_len) == 0;
+    memset(&sp, 0, sizeof sp); /* the master secret */
+    tc->ready = 1;
+    if (resumed)
+        tls.resumed++;
+    else
+        tls.full++;
+    cm_logf(CM_LOG_DEBUG, "TLS: %s handshake in %lu ms (%lu full, %lu resumed, %lu failed so far)", resumed ? "resumed" : "full",
+            (unsigned long)ms_since(cm_port_now_ms(), tc->started_ms), tls.full, tls.resumed, tls.failed);
+}
+
+/* The first bytes are a plain HTTP request: say so in plain HTTP. */
+static void tls_refuse_plain_http(cm_sock_t s)
+{
+    static const char body[] = "{\"error\":\"this port speaks HTTPS: use https:// in the URL\"}";
+    char msg[256];
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     "Content-Length: %u\r\n\r\n%s",
+                     (unsigned)(sizeof body - 1), body);
+    (void)cm_port_send(s, msg, (size_t)n); /* one small write: best effort, then close */
+}
+
+/*
+ * Moves records between the socket and the engine until the socket would
+ * block: outgoing records first; incoming ones only when want_input and no
+ * decrypted input is waiting. 0 (still open), or -1: the connection is over
+ * (closed, failed, the peer left).
+ */
+static int tls_pump(int t, cm_sock_t s, int want_input)
+{
+    struct tls_conn *tc = &tls.conns[t];
+    br_ssl_engine_context *eng = &tc->sc.eng;
+    for (;;) {
+        unsigned st = br_ssl_engine_current_state(eng);
+        unsigned char *buf;
+        size_t len;
+        long n;
+        if (st & BR_SSL_SENDREC) {
+            buf = br_ssl_engine_sendrec_buf(eng, &len);
+            n = cm_port_send(s, buf, len);
+            if (n == CM_PORT_AGAIN)
+                return 0;
+            if (n <= 0)
+                return -1;
+            br_ssl_engine_sendrec_ack(eng, (size_t)n);
+            continue;
+        }
+        if (st == 0 || (st & BR_SSL_CLOSED)) {
+            if (!tc->ready)
+                tls_log_failure(tc);
+            return -1;
+        }
+        if (!tc->ready && (st & (BR_SSL_SENDAPP | BR_SSL_RECVAPP)))
+            tls_handshake_done(tc);
+        if (!want_input || (st & BR_SSL_RECVAPP) || !(st & BR_SSL_RECVREC))
+            return 0;
+        buf = br_ssl_engine_recvrec_buf(eng, &len);
+        n = cm_port_recv(s, buf, len);
+        if (n == CM_PORT_AGAIN)
+            return 0;
+        if (n <= 0)
+            return -1;
+        if (!tc->got_bytes) {
+            tc->got_bytes = 1;
+            if (buf[0] >= 'A' && buf[0] <= 'Z') { /* "GET ", "POST "...: no TLS record starts so */
+                tls_refuse_plain_http(s);
+                cm_logf(CM_LOG_DEBUG, "TLS: a plain HTTP request came to the HTTPS port");
+                return -1;
+            }
+        }
+        br_ssl_engine_recvrec_ack(eng, (size_t)n);
+    }
+}
+
+/* Like cm_port_recv, for the decrypted bytes. */
+static long tls_recv(int t, cm_sock_t s, void *out, size_t cap)
+{
+    br_ssl_engine_context *eng = &tls.conns[t].sc.eng;
+    unsigned char *buf;
+    size_t len;
+    if (tls_pump(t, s, 1) < 0)
+        return br_ssl_engine_last_error(eng) ? -1 : 0;
+    buf = br_ssl_engine_recvapp_buf(eng, &len);
+    if (!buf)
+        return CM_PORT_AGAIN;
+    if (len > cap)
+        len = cap;
+    memcpy(out, buf, len);
+    br_ssl_engine_recvapp_ack(eng, len);
+    return (long)len;
+}
+
+/* Like cm_port_sendv: the bytes the engine took (it encrypts and sends them
+ * as the socket allows), CM_PORT_AGAIN when it took none, or -1. */
+static long tls_sendv(int t, cm_sock_t s, const struct cm_iovec *iov, unsigned n)
+{
+    br_ssl_engine_context *eng = &tls.conns[t].sc.eng;
+    size_t done = 0;
+    unsigned i;
+    if (tls_pump(t, s, 0) < 0)
+        return -1;
+    for (i = 0; i < n; i++) {
+        size_t off = 0;
+        while (off < iov[i].n) {
+            size_t room, k;
+            unsigned char *buf = br_ssl_engine_sendapp_buf(eng, &room);
+            if (!buf)
+                goto out; /* the engine's records must go out first */
+            k = iov[i].n - off < room ? iov[i].n - off : room;
+            memcpy(buf, (const unsigned char *)iov[i].p + off, k);
+            br_ssl_engine_sendapp_ack(eng, k); /* a full buffer becomes a record */
+            off += k;
+            done += k;
+            if (tls_pump(t, s, 0) < 0)
+                return -1;
+        }
+    }
+out:
+    br_ssl_engine_flush(eng, 0);
+    if (tls_pump(t, s, 0) < 0)
+        return -1;
+    return done ? (long)done : CM_PORT_AGAIN;
+}
+
+/* Every record of the answer has gone to the socket (or the connection is
+ * over, which the next read finds). */
+static int tls_flushed(int t, cm_sock_t s)
+{
+    br_ssl_engine_flush(&tls.conns[t].sc.eng, 0);
+    return tls_pump(t, s, 0) < 0 || !(br_ssl_engine_current_state(&tls.conns[t].sc.eng) & BR_SSL_SENDREC);
+}
+
+/* The engine holds or awaits input before it can take more to send. */
+static int tls_input_first(int t)
+{
+    unsigned st = br_ssl_engine_current_state(&tls.conns[t].sc.eng);
+    return !(st & (BR_SSL_SENDREC | BR_SSL_SENDAPP | BR_SSL_CLOSED)) && (st & (BR_SSL_RECVAPP | BR_SSL_RECVREC));
+}
+
+/* What to poll for, given what the connection wants (CM_POLL_IN to read,
+ * CM_POLL_OUT to write, 0 neither): what the engine needs first. */
+static short tls_poll_events(int t, short wanted)
+{
+    unsigned st = br_ssl_engine_current_state(&tls.conns[t].sc.eng);
+    if (!wanted)
+        return 0;
+    if (st & BR_SSL_SENDREC)
+        return CM_POLL_OUT;
+    if ((wanted & CM_POLL_OUT) && (st & BR_SSL_SENDAPP))
+        return CM_POLL_OUT;
+    return CM_POLL_IN;
+}
+
+/* The handshake of an open connection is past its time. */
+static int tls_expired(int t, uint64_t now)
+{
+    const struct tls_conn *tc = &tls.conns[t];
+    return tc->in_use && !tc->ready && ms_since(now, tc->started_ms) > CM_TLS_HANDSHAKE_MS;
+}
+
+/* The connection ends: close_notify if the socket takes it now; the slot is free. */
+static void tls_detach(int t, cm_sock_t s)
+{
+    struct tls_conn *tc = &tls.conns[t];
+    if (tc->ready && !(br_ssl_engine_current_state(&tc->sc.eng) & BR_SSL_CLOSED)) {
+        br_ssl_engine_close(&tc->sc.eng);
+        (void)tls_pump(t, s, 0);
+    } else if (!tc->ready && br_ssl_engine_last_error(&tc->sc.eng) == 0 && tc->got_bytes) {
+        tls.failed++; /* given up: timed out, or the client left mid-handshake */
+    }
+    tc->in_use = 0;
+}
+
+#else /* CM_TLS_CONNS == 0: built without TLS serving */
+
+static size_t tls_static_bytes(void) { return 0; }
+#define TLS_CONN_BYTES 0
+static int tls_on(void) { return 0; }
+static int tls_start(const char *cert, const char *key, char *err, size_t errlen)
+{
+    (void)cert;
+    (void)key;
+    snprintf(err, errlen, "this build serves no HTTPS (CM_TLS_CONNS=0): drop --tls-cert/--tls-key or rebuild");
+    return -1;
+}
+static void tls_stop(void) {}
+
+#endif /* CM_TLS_CONNS */
+
+/* ---- the byte layer under the HTTP code: the socket itself, or TLS (11a) ---- */
+#if CM_TLS_CONNS > 0
+#define CONN_TLS(c) ((int)tls.of_conn[(c) - conns] - 1)
+#else
+#define CONN_TLS(c) ((void)(c), -1)
+#define tls_recv(t, s, b, n) ((void)(t), (void)(s), (long)-1)
+#define tls_sendv(t, s, v, n) ((void)(t), (void)(s), (long)-1)
+#define tls_flushed(t, s) 1
+#define tls_poll_events(t, ev) (ev)
+#define tls_expired(t, now) ((void)(now), 0)
+#endif
+
+static long conn_recv(struct conn *c, void *buf, size_t len)
+{
+    int t = CONN_TLS(c);
+    return t < 0 ? cm_port_recv(c->sock, buf, len) : tls_recv(t, c->sock, buf, len);
+}
+
+/* A half-duplex engine sends only once its input is taken: decrypted bytes
+ * (pipelined requests) move to the free end of in[]. -1 when in[] is full. */
+static int conn_tls_take_input(struct conn *c, int t)
+{
+#if CM_TLS_CONNS > 0
+    while (tls_input_first(t)) {
+        long n;
+        if (c->in_len == sizeof c->in)
+            return -1;
+        n = tls_recv(t, c->sock, c->in + c->in_len, sizeof c->in - c->in_len);
+        if (n == CM_PORT_AGAIN)
+            return 0;
+        if (n <= 0)
+            return -1;
+        c->in_len += (size_t)n;
+    }
+#else
+    (void)c;
+    (void)t;
+#endif
+    return 0;
+}
+
+static long conn_sendv(struct conn *c, const struct cm_iovec *iov, unsigned n)
+{
+    int t = CONN_TLS(c);
+    if (t < 0)
+        return cm_port_sendv(c->sock, iov, n);
+    if (conn_tls_take_input(c, t) < 0)
+        return -1;
+    return tls_sendv(t, c->sock, iov, n);
+}
+
+static long conn_send(struct conn *c, const void *buf, size_t len)
+{
+    struct cm_iovec one;
+    one.p = buf;
+    one.n = len;
+    return conn_sendv(c, &one, 1);
+}
+
+/* The answer's last bytes have left (TLS: its last records are on the socket). */
+static int conn_flushed(struct conn *c)
+{
+    int t = CONN_TLS(c);
+    return t < 0 || tls_flushed(t, c->sock);
+}
+
+/* What to poll the socket for: what the connection wants, or with TLS, what
+ * the engine needs first (a handshake both reads and writes). */
+static short conn_poll_events(struct conn *c, short wanted)
+{
+    int t = CONN_TLS(c);
+    return t < 0 ? wanted : tls_poll_events(t, wanted);
+}
+
+static int conn_handshake_expired(struct conn *c, uint64_t now)
+{
+    int t = CONN_TLS(c);
+    return t >= 0 && tls_expired(t, now);
+}
+
+/* A new socket: with TLS it needs an engine slot. 0 ok, -1 none free. */
+static int conn_attach(struct conn *c)
+{
+#if CM_TLS_CONNS > 0
+    int t = tls_on() ? tls_attach() : -1;
+    if (tls_on() && t < 0)
+        return -1;
+    tls.of_conn[c - conns] = (unsigned short)(t + 1);
+#else
+    (void)c;
+#endif
+    return 0;
+}
+
+static void conn_sock_close(struct conn *c)
+{
+#if CM_TLS_CONNS > 0
+    int t = CONN_TLS(c);
+    if (t >= 0)
+        tls_detach(t, c->sock);
+    tls.of_conn[c - conns] = 0;
+#endif
+    cm_port_close(c->sock);
+}
+
 static int conns_in_use(void)
 {
     int i, n = 0;
@@ -4956,7 +5632,7 @@ static void conn_close(struct conn *c)
         up_cancel(c->pc.handle);
     if (c->held_handle >= 0)
         up_release(c->held_handle);
-    cm_port_close(c->sock);
+    conn_sock_close(c);
     c->state = C_FREE;
     c->sock = CM_SOCK_INVALID;
     c->held_handle = -1;
@@ -5121,12 +5797,14 @@ static int conn_write(struct conn *c)
                 c->stage_sent = 0;
                 continue;
             }
+            if (!conn_flushed(c))
+                return 0; /* the last TLS records wait for the socket */
             conn_finish_answer(c);
             return 1;
         }
         for (q = 0; q < k; q++)
             total += iov[q].n;
-        w = cm_port_sendv(c->sock, iov, (unsigned)k);
+        w = conn_sendv(c, iov, (unsigned)k);
         if (w == CM_PORT_AGAIN)
             return 0;
         if (w <= 0) {
@@ -5826,7 +6504,7 @@ static void conn_read(struct conn *c)
         long n;
         if (c->in_len == sizeof c->in)
             break;
-        n = cm_port_recv(c->sock, c->in + c->in_len, sizeof c->in - c->in_len);
+        n = conn_recv(c, c->in + c->in_len, sizeof c->in - c->in_len);
         if (n == CM_PORT_AGAIN)
             break;
         if (n <= 0) {
@@ -5909,7 +6587,7 @@ need_more:
     if (c->req.expect_continue && !c->sent_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         c->sent_continue = 1;
-        (void)cm_port_send(c->sock, cont, sizeof cont - 1); /* tiny: fits any socket buffer */
+        (void)conn_send(c, cont, sizeof cont - 1); /* tiny: fits any socket buffer */
     }
 }
 
@@ -5947,11 +6625,17 @@ static void accept_all(void)
                              "Connection: close\r\nContent-Length: %u\r\n\r\n%s",
                              (unsigned)(sizeof body - 1), body);
             stat_refused_busy++;
-            (void)cm_port_send(s, busy, (size_t)n); /* one small write: best effort, then close */
+            if (!tls_on()) /* (a TLS client would need a handshake, which needs a slot: just closed) */
+                (void)cm_port_send(s, busy, (size_t)n); /* one small write: best effort, then close */
             cm_port_close(s);
             continue;
         }
         conns[i].sock = s;
+        if (conn_attach(&conns[i]) < 0) { /* no TLS engine slot free (CM_TLS_CONNS) */
+            stat_refused_busy++;
+            cm_port_close(s);
+            continue;
+        }
         conns[i].state = C_READ;
         conns[i].in_len = 0;
         conns[i].held_handle = -1;
@@ -5967,7 +6651,9 @@ static void conn_timeouts(uint64_t now)
     int i;
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
-        if (c->state == C_READ && c->in_len > 0 && ms_since(now, c->req_start_ms) > CM_HEADER_TIMEOUT_MS) {
+        if (c->state != C_FREE && conn_handshake_expired(c, now)) {
+            conn_close(c);
+        } else if (c->state == C_READ && c->in_len > 0 && ms_since(now, c->req_start_ms) > CM_HEADER_TIMEOUT_MS) {
             c->keep_alive = 0;
             c->req_total = c->in_len;
             conn_reject(c, 408, E_SERVER, "Request Timeout: the request did not arrive in time", NULL);
@@ -6023,6 +6709,7 @@ static int loop_step(int timeout_ms)
             ev = CM_POLL_IN;
         else if (c->state == C_WRITE)
             ev = CM_POLL_OUT;
+        ev = conn_poll_events(c, ev);
         if (!ev)
             continue;
         fds[n].sock = c->sock;
@@ -6924,11 +7611,11 @@ static void page_base_url(struct conn *c, char *out, size_t cap)
         char h[104];
         snprintf(h, sizeof h, "%.*s", (int)host->n, host->p);
         if (authority_len(h) == host->n) {
-            snprintf(out, cap, "http://%s", h);
+            snprintf(out, cap, "%s://%s", tls_on() ? "https" : "http", h);
             return;
         }
     }
-    snprintf(out, cap, "http://%s", cfg.listen);
+    snprintf(out, cap, "%s://%s", tls_on() ? "https" : "http", cfg.listen);
 }
 
 /* GET / : a page for people (Accept: text/html); other callers get the 404 they always got. */
@@ -7747,7 +8434,7 @@ size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + up_static_bytes() + oauth_static_bytes();
+           sizeof stdio_out + up_static_bytes() + tls_static_bytes() + oauth_static_bytes();
 }
 
 /*
@@ -7867,6 +8554,11 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         if (*end || port > 65535 || colon[1] == 0)
             goto bad_listen;
         listener_on_loopback = is_loopback_addr(host);
+        if ((cfg.tls_cert || cfg.tls_key) && tls_start(cfg.tls_cert, cfg.tls_key, err, errlen) < 0)
+            return -1;
+        if (!listener_on_loopback && !tls_on())
+            cm_logf(CM_LOG_WARN, "listening on %s without TLS: tokens and keys travel in clear on the network; "
+                    "give --tls-cert and --tls-key (or put an HTTPS proxy in front)", cfg.listen);
         if (cfg.api_key && !cfg.access_token && !listener_on_loopback) {
             snprintf(err, errlen,
                      "refusing to start: --api-key on a non-loopback address (%s) would let anyone on the network use the key; "
@@ -7892,6 +8584,7 @@ void cm_stop(void)
         if (conns[i].state != C_FREE)
             conn_close(&conns[i]);
     up_close_all();
+    tls_stop();
     cm_port_close(listener);
     listener = CM_SOCK_INVALID;
     server_started = 0;
@@ -7945,6 +8638,10 @@ struct cli_option {
 static const struct cli_option cli_options[] = {
     {"--listen", "ADDR:PORT", "CALID_MCP_LISTEN", OPT_TEXT, CLI_FIELD(c.listen),
      "where to serve MCP over HTTP at /mcp (default 127.0.0.1:8080)"},
+    {"--tls-cert", "PEM", "CALID_MCP_TLS_CERT", OPT_TEXT, CLI_FIELD(c.tls_cert),
+     "serve HTTPS with this certificate chain, leaf first (with --tls-key)"},
+    {"--tls-key", "PEM", "CALID_MCP_TLS_KEY", OPT_TEXT, CLI_FIELD(c.tls_key),
+     "the certificate's private key, RSA or EC, unencrypted"},
     {"--upstream", "URL", "CALID_API_BASE", OPT_TEXT, CLI_FIELD(c.upstream),
      "the Cal ID API base URL (default https://api.cal.id)"},
     {"--ca-file", "PEM", "CALID_CA_FILE", OPT_TEXT, CLI_FIELD(c.ca_file),
@@ -8061,6 +8758,8 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
                    CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
+            printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
+                   CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
             return 0;
         }
         if (o->arg && i + 1 >= argc) {
@@ -8096,7 +8795,7 @@ int main(int argc, char **argv)
         cm_stop();
         return 0;
     }
-    cm_logf(CM_LOG_INFO, "serving MCP on http://%s/mcp (API %s, %s)", c.listen, c.upstream,
+    cm_logf(CM_LOG_INFO, "serving MCP on %s://%s/mcp (API %s, %s)", c.tls_cert ? "https" : "http", c.listen, c.upstream,
             c.api_key ? (c.access_token ? "server-held key, access token required" : "server-held key")
                       : "callers' own tokens");
     while (!stop_requested)
