@@ -7420,6 +7420,7 @@ static const char page_css[] =
     "main{max-width:46rem;margin:0 auto;padding:1rem}\n"
     ".brand{font-weight:600;color:var(--muted);margin:.5rem 0 1rem;letter-spacing:.02em}\n"
     ".card{background:var(--card);border:1px solid var(--line);border-radius:14px;padding:1.25rem;margin:0 0 1rem}\n"
+    ".card>:first-child{margin-top:0}\n"
     "h1{font-size:1.45rem;line-height:1.25;margin:0 0 .75rem}h2{font-size:1.1rem;margin:1.25rem 0 .5rem}"
     "h3{font-size:1rem;margin:1rem 0 .35rem}\n"
     "p,ul{margin:.5rem 0}li{margin:.2rem 0}.muted,.hint,footer{color:var(--muted)}.hint{font-size:.9rem}\n"
@@ -7495,8 +7496,8 @@ static const char home_page[] =
     "client) work with a Cal ID scheduling account through {{tools}} tools: bookings, event types, "
     "availability and schedules, free slots, contacts, teams and webhooks.</p>\n"
     "<h2>MCP URL</h2>\n<p class=\"url\"><code>{{mcp_url}}</code></p>\n"
-    "<h2>Health</h2>\n<ul>\n<li><span class=\"ok\">&#9679;</span> serving, {{connections}} connections open, "
-    "{{sessions}} sessions, {{requests}} requests since start</li>\n"
+    "<h2>Health</h2>\n<ul>\n<li><span class=\"ok\">&#9679;</span> serving; open now: {{connections}} "
+    "connections, {{sessions}} sessions; {{requests}} requests since start</li>\n"
     "<li>Cal ID API: <code>{{upstream}}</code></li>\n<li>Machine-readable: <a href=\"/healthz\">/healthz</a></li>\n</ul>\n"
     "</section>\n<section class=\"card\">\n<h2>Sign in</h2>\n{{signin}}</section>\n"
     "<section class=\"card\">\n<h2>Connect your app</h2>\n"
@@ -8210,10 +8211,17 @@ static void serve_token(struct conn *c)
 }
 
 /* ---- /mcp: what resolve_token asks ---- */
+/* Is this bearer one of ours (an access token, or a code or refresh token
+ * sent where an access token belongs)? Anything else is a Cal ID key. */
 static int oauth_is_access_token(struct view bearer)
 {
-    return cfg.oauth && bearer.n > strlen(grant_prefix[G_ACCESS]) &&
-           memcmp(bearer.p, grant_prefix[G_ACCESS], strlen(grant_prefix[G_ACCESS])) == 0;
+    size_t i;
+    if (!cfg.oauth)
+        return 0;
+    for (i = 0; i < sizeof grant_prefix / sizeof grant_prefix[0]; i++)
+        if (bearer.n >= strlen(grant_prefix[i]) && memcmp(bearer.p, grant_prefix[i], strlen(grant_prefix[i])) == 0)
+            return 1;
+    return 0;
 }
 
 /* Opens an access token: 0 with the Cal ID key copied to key, else 401 with why. */
