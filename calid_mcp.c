@@ -7461,7 +7461,7 @@ static const char consent_page[] =
     "<h2>It will be able to</h2>\n<ul>\n"
     "<li>read your profile, event types, schedules, availability, bookings, contacts and teams</li>\n"
     "<li>book, reschedule and cancel meetings, and change event types, schedules, contacts and webhooks</li>\n"
-    "<li>keep doing so for up to 30 days, renewed while it is used; deleting the key in Cal ID ends it</li>\n</ul>\n"
+    "<li>keep doing so while it is used (a sign-in lapses after 30 days unused); deleting the key in Cal ID ends it</li>\n</ul>\n"
     "<form method=\"post\" action=\"/authorize\">\n"
     "<label for=\"api_key\">Your Cal ID API key</label>\n"
     "<input id=\"api_key\" name=\"api_key\" type=\"password\" autocomplete=\"off\" spellcheck=\"false\" "
