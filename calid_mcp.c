@@ -5660,6 +5660,7 @@ static void conn_reset_request(struct conn *c)
     c->close_after = 0;
     c->head_only = 0;
     c->oauth_wait = 0;
+    memset(c->oauth_key, 0, sizeof c->oauth_key); /* a Cal ID key: kept no longer than one request */
 }
 
 static int conn_write(struct conn *c);
@@ -7159,6 +7160,7 @@ struct oa_form {
         code_verifier[160], refresh_token[OA_SEALED_MAX + 1];
 };
 static struct oa_form form;
+static size_t form_key_at, form_key_len; /* where api_key's raw value was in what form_parse read */
 
 #define FORM_FIELD(f) {#f, offsetof(struct oa_form, f), sizeof form.f}
 static const struct form_field {
@@ -7202,6 +7204,7 @@ static int form_parse(const char *p, size_t n, const char **bad)
     size_t i = 0;
     unsigned seen = 0;
     memset(&form, 0, sizeof form);
+    form_key_at = form_key_len = 0;
     while (i < n) {
         size_t e = i, eq;
         unsigned k;
@@ -7217,6 +7220,10 @@ static int form_parse(const char *p, size_t n, const char **bad)
             if ((seen & (1u << k)) || eq == e || form_decode(p + eq + 1, e - eq - 1, (char *)&form + f->off, f->cap) < 0)
                 return -1;
             seen |= 1u << k;
+            if (f->off == offsetof(struct oa_form, api_key)) {
+                form_key_at = eq + 1;
+                form_key_len = e - eq - 1;
+            }
         }
         i = e + 1;
     }
@@ -7991,7 +7998,6 @@ static void authorize_post(struct conn *c)
         return;
     }
     h = up_submit(conn_owner(c), "GET", "/users/me", form.api_key, NULL, NULL, 0);
-    memset(form.api_key, 0, sizeof form.api_key);
     if (h < 0) {
         consent_page_show(c, 503, "The server is busy: try again in a moment.");
         return;
@@ -8019,12 +8025,21 @@ static void serve_authorize(struct conn *c)
         authorize_problem_page(c, 400, m);
         return;
     }
-    if (authorize_check(c) < 0)
-        return;
-    if (post)
-        authorize_post(c);
-    else
-        consent_page_show(c, 200, NULL);
+    if (post) {
+        /* the key moves to the connection; the body that waits for the
+           key check keeps every field but it */
+        snprintf(c->oauth_key, sizeof c->oauth_key, "%s", form.api_key);
+        memset(c->body + form_key_at, '_', form_key_len);
+    }
+    if (authorize_check(c) == 0) {
+        if (post)
+            authorize_post(c);
+        else
+            consent_page_show(c, 200, NULL);
+    }
+    memset(form.api_key, 0, sizeof form.api_key);
+    if (!c->oauth_wait)
+        memset(c->oauth_key, 0, sizeof c->oauth_key);
 }
 
 /* The answer to the key check of a POST /authorize (from on_upstream_done). */
@@ -8043,10 +8058,11 @@ static void oauth_key_checked(struct conn *c, int handle, const struct up_result
     c->pc.handle = -1;
     /* the shared form may hold another request's fields by now: read ours again */
     if (form_parse(c->body, c->body_len, &bad) < 0 || authorize_check(c) < 0) {
-        memset(c->body, 0, c->body_len);
+        memset(c->oauth_key, 0, sizeof c->oauth_key);
         return;
     }
-    memset(c->body, 0, c->body_len); /* the key is in form now, and nowhere else */
+    snprintf(form.api_key, sizeof form.api_key, "%s", c->oauth_key);
+    memset(c->oauth_key, 0, sizeof c->oauth_key);
     if (status >= 200 && status < 300) {
         authorize_issue(c);
     } else {
@@ -8207,7 +8223,6 @@ static void serve_token(struct conn *c)
         token_from_code(c, client);
     else
         token_from_refresh(c, client);
-    memset(c->body, 0, c->body_len);
 }
 
 /* ---- /mcp: what resolve_token asks ---- */

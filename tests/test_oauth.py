@@ -562,6 +562,20 @@ def test_the_key_is_never_logged():
     assert GOOD_KEY not in log and "calid_wrong" not in log, "a key is in the log"
 
 
+def test_keep_alive_sign_in_requests():
+    """Token requests and the consent form on one kept-alive connection (the body is not touched after the answer)."""
+    client, verifier, code = sign_in()
+    f = urllib.parse.urlencode({"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+                                "client_id": client["client_id"], "redirect_uri": client["redirect_uris"][0]})
+    hs = [("Host", f"127.0.0.1:{PORT}"), ("Content-Type", FORM)]
+    with H.Conn(PORT) as c:
+        c.send(build_request("POST", "/token", hs, f))
+        first = c.read_response()
+        c.send(build_request("POST", "/token", hs, f) + build_request("GET", "/healthz", [("Host", f"127.0.0.1:{PORT}")]))
+        second, health = c.read_response(), c.read_response(method="GET")
+    assert first.status == 200 and second.status == 400 and health.status == 200, (first.status, second.status, health.status)
+
+
 # ---------------------------------------------------------------- the home page
 
 def test_home_page():
@@ -631,6 +645,12 @@ def test_pages_in_chromium():
     assert re.search(r'<form method="post" action="/authorize">', dom) and 'type="password"' in dom, "no form"
     assert "Allow <b>Claude</b> to use your Cal ID account?" in dom, "the client is not named"
     assert "https://claude.ai/api/mcp/auth_callback" in dom and BASE in dom
+
+
+def test_zz_server_survived():
+    assert srv.alive(), f"the server died: {srv.stderr_text()[-2000:]}"
+    log = srv.stderr_text()
+    assert "runtime error" not in log and "AddressSanitizer" not in log, log[-2000:]
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ async function startOAuthServer(fake, { publicUrl, secret = SECRET } = {}) {
         '--public-url', pub, '--secret-file', secret, ...upstreamArgs(fake)];
     const child = spawn(SERVER_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
-    child.stderr.on('data', (d) => { log += d; });
+    child.stderr.on('data', (d) => { log += d; if (process.env.CALID_TEST_DEBUG === '1') process.stderr.write(`[calid_mcp] ${d}`); });
     const stop = () => new Promise((resolve) => {
         if (child.exitCode !== null) return resolve();
         child.once('exit', resolve);
