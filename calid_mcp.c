@@ -7452,10 +7452,13 @@ static const char page_css[] =
     "<link rel=\"stylesheet\" href=\"/style.css\">"
 #define PAGE_FOOT "<footer>calid-mcp " CM_VERSION " &middot; <a href=\"/\">about this server</a></footer>\n</main></body></html>\n"
 
-/* Headers of every page: never cached, never framed (clickjacking), no script at all. */
+/* Headers of every page: never cached, never framed (clickjacking), no
+ * script at all, the address (with its query) never sent to another site.
+ * same-origin rather than no-referrer: under no-referrer a browser sends the
+ * sign-in form with "Origin: null", which the origin check must refuse. */
 #define PAGE_HEADERS                                                                                       \
     "Cache-Control: no-store\r\nX-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n"              \
-    "Referrer-Policy: no-referrer\r\n"                                                                     \
+    "Referrer-Policy: same-origin\r\n"                                                                     \
     "Content-Security-Policy: default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'\r\n"
 
 static const char consent_page[] =
@@ -7827,9 +7830,12 @@ static void serve_register(struct conn *c)
         return;
     }
     rs_init(&c->resp, c->out, sizeof c->out, 0);
-    rs_printf(&c->resp, "{\"client_id\":\"%s\",\"client_id_issued_at\":%lld,\"client_name\":", form.client_id,
+    rs_printf(&c->resp, "{\"client_id\":\"%s\",\"client_id_issued_at\":%lld", form.client_id,
               (long long)cm_port_unix_time());
-    rs_json_string(&c->resp, name, strlen(name));
+    if (name[0]) {
+        rs_str(&c->resp, ",\"client_name\":");
+        rs_json_string(&c->resp, name, strlen(name));
+    }
     rs_str(&c->resp, ",\"redirect_uris\":[");
     for (i = uris + 1, n = 0; n < d.t[uris].size; n++, i = tok_next(&d, i)) {
         char uri[OA_URI_MAX + 1];

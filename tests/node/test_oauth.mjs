@@ -7,7 +7,7 @@
 // token, and the refusals.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,14 +15,16 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import {
-    SERVER_BIN, assert, assertEqual, cleanup, ensureCerts, freePort, headerOf, rejects, resultJson, run, sleep, startFake,
+    ROOT, SERVER_BIN, assert, assertEqual, cleanup, ensureCerts, freePort, headerOf, rejects, resultJson, run, sleep, startFake,
     test, upstreamArgs,
 } from './lib.mjs';
 
-// Node's fetch trusts the test CA only when told at start: run again with it.
+// Node's fetch trusts the test CA only when told at start, and Node 20 has a
+// WebSocket (for Chromium's DevTools protocol) only behind a flag: run again so.
 const certs = ensureCerts();
 if (process.env.NODE_EXTRA_CA_CERTS !== certs.ca) {
-    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    const flags = typeof WebSocket === 'undefined' ? ['--experimental-websocket', '--no-warnings'] : [];
+    const r = spawnSync(process.execPath, [...flags, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
         stdio: 'inherit',
         env: { ...process.env, NODE_EXTRA_CA_CERTS: certs.ca },
     });
@@ -226,9 +228,105 @@ test('refusals: tampered token, reused code, wrong verifier', async ({ server, p
     assertEqual([reused.status, reused.json.error], [400, 'invalid_grant'], 'reused code');
 });
 
+// ---------------------------------------------------------------- a real browser
+
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = path.join(ROOT, process.env.BUILD || 'build', 'screenshots');
+
+/** Headless Chromium driven over its DevTools protocol: { send(method, params), next(pred), close() }. */
+async function launchChromium() {
+    const profile = mkdtempSync(path.join(dir, 'chromium-'));
+    const child = spawn(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`,
+        '--remote-debugging-port=0', '--remote-allow-origins=*', '--ignore-certificate-errors', '--window-size=390,844',
+        '--hide-scrollbars', 'about:blank'], { stdio: ['ignore', 'ignore', 'ignore'] });
+    const close = () => new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', resolve);
+        child.kill('SIGTERM');
+    });
+    cleanup(close);
+    const portFile = path.join(profile, 'DevToolsActivePort');
+    for (let i = 0; i < 300 && !existsSync(portFile); i++) await sleep(50);
+    const devtoolsPort = Number(readFileSync(portFile, 'utf8').split('\n')[0]);
+    const targets = await (await fetch(`http://127.0.0.1:${devtoolsPort}/json/list`)).json();
+    const ws = new WebSocket(targets.find((t) => t.type === 'page').webSocketDebuggerUrl);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    let seq = 0;
+    const pending = new Map(), waiters = [];
+    ws.onmessage = (ev) => {
+        const m = JSON.parse(ev.data);
+        if (m.id && pending.has(m.id)) {
+            const p = pending.get(m.id);
+            pending.delete(m.id);
+            if (m.error) p.reject(new Error(`${p.method}: ${m.error.message}`));
+            else p.resolve(m.result);
+            return;
+        }
+        for (const w of [...waiters]) if (w.pred(m)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(m);
+        }
+    };
+    return {
+        send: (method, params = {}) => new Promise((resolve, reject) => {
+            pending.set(++seq, { resolve, reject, method });
+            ws.send(JSON.stringify({ id: seq, method, params }));
+        }),
+        next: (pred) => new Promise((resolve) => waiters.push({ pred, resolve })),
+        close: async () => { ws.close(); await close(); },
+    };
+}
+
+async function screenshot(b, name) {
+    const { data } = await b.send('Page.captureScreenshot', { format: 'png' });
+    mkdirSync(SHOTS, { recursive: true });
+    writeFileSync(path.join(SHOTS, name), Buffer.from(data, 'base64'));
+}
+
+test('a real browser fills in the consent form: a wrong key, then the right one', async ({ server, provider, fake }) => {
+    if (!existsSync(CHROMIUM)) return console.log('# chromium is not installed: skipped');
+    const p = new MemoryProvider();
+    p.client = provider.client;
+    await auth(p, { serverUrl: new URL(server.url) });
+    const b = await launchChromium();
+    await b.send('Page.enable');
+    await b.send('Network.enable');
+    const text = async () => (await b.send('Runtime.evaluate', { expression: 'document.title + "\\n" + document.body.innerText' })).result.value;
+    const submit = (key) => b.send('Runtime.evaluate', { expression:
+        `document.getElementById('api_key').value = ${JSON.stringify(key)}; document.querySelector('button[value=allow]').click(); true` });
+    let loaded = b.next((m) => m.method === 'Page.loadEventFired');
+    await b.send('Page.navigate', { url: p.authUrl });
+    await loaded;
+    assert((await text()).startsWith('Sign in to Cal ID: SDK test client'), await text());
+    loaded = b.next((m) => m.method === 'Page.loadEventFired');
+    await submit('calid wrong key');
+    await loaded;
+    assert((await text()).includes('That is not a Cal ID API key'), `after a malformed key: ${await text()}`);
+    loaded = b.next((m) => m.method === 'Page.loadEventFired');
+    await submit('refused_by_the_api');
+    await loaded;
+    const page = await text();
+    assert(page.includes('Cal ID did not accept this key: Unauthorized: missing or invalid API key'), page);
+    assert(!page.includes('refused_by_the_api'), 'the page shows the key');
+    await screenshot(b, 'consent-wrong-key-phone-https.png');
+    const back = b.next((m) => m.method === 'Network.requestWillBeSent' && m.params.request.url.startsWith(REDIRECT));
+    await submit(USER_KEY);
+    const loc = new URL((await back).params.request.url);
+    assertEqual(loc.searchParams.get('state'), 'state-from-the-sdk', 'state after the browser');
+    await b.close();
+    const transport = new StreamableHTTPClientTransport(new URL(server.url), { authProvider: p });
+    await transport.finishAuth(loc.searchParams.get('code'));
+    await fake.reset();
+    const client = await connect(server.url, p);
+    await callMe(client);
+    const hits = await fake.find('GET', '/users/me');
+    assertEqual(headerOf(hits[0].headers, 'authorization'), `Bearer ${USER_KEY}`, 'the key typed in the browser reached the API');
+}, { timeoutMs: 60000 });
+
 test('the key never reaches the log', async ({ server }) => {
     await sleep(100);
     assert(!server.log().includes(USER_KEY), 'the key is in the server log');
 });
 
-run('calid-mcp OAuth sign-in with the v1 SDK client over HTTPS', setup, { totalMs: 90000 });
+run('calid-mcp OAuth sign-in with the v1 SDK client over HTTPS', setup, { totalMs: 150000 });
