@@ -292,6 +292,7 @@ test('a real browser fills in the consent form: a wrong key, then the right one'
     const b = await launchChromium();
     await b.send('Page.enable');
     await b.send('Network.enable');
+    await b.send('Emulation.setDeviceMetricsOverride', { width: 390, height: 844, deviceScaleFactor: 1, mobile: true });
     const text = async () => (await b.send('Runtime.evaluate', { expression: 'document.title + "\\n" + document.body.innerText' })).result.value;
     const submit = (key) => b.send('Runtime.evaluate', { expression:
         `document.getElementById('api_key').value = ${JSON.stringify(key)}; document.querySelector('button[value=allow]').click(); true` });
