@@ -7348,6 +7348,8 @@ static const char *redirect_uri_problem(const char *u)
             return "a redirect URI must be visible ASCII without spaces, quotes, angle brackets or a #fragment";
     while (s < n && (isalnum_ascii(u[s]) || (s > 0 && (u[s] == '+' || u[s] == '.' || u[s] == '-'))))
         s++;
+    if (s > 0 && (u[0] < 'A' || (u[0] > 'Z' && u[0] < 'a') || u[0] > 'z'))
+        s = 0; /* a scheme starts with a letter */
     if (s == 0 || u[s] != ':' || s + 1 == n)
         return "a redirect URI must be an absolute URI (scheme:...)";
     if (s == 5 && strncmp(u, "https", 5) == 0) {
@@ -7783,6 +7785,8 @@ static const char *register_lists_problem(const struct jdoc *d)
     return NULL;
 }
 
+static void register_answer(struct conn *c, const struct jdoc *d, int uris, const char *name);
+
 /* POST /register (RFC 7591): the client id is the sealed registration itself. */
 static void serve_register(struct conn *c)
 {
@@ -7829,6 +7833,13 @@ static void serve_register(struct conn *c)
         oauth_error(c, 500, "server_error", "could not seal the client id (no random source?)");
         return;
     }
+    register_answer(c, &d, uris, name);
+}
+
+/* The registration's answer (RFC 7591 3.2.1): the client id and what it holds. */
+static void register_answer(struct conn *c, const struct jdoc *d, int uris, const char *name)
+{
+    int i, n;
     rs_init(&c->resp, c->out, sizeof c->out, 0);
     rs_printf(&c->resp, "{\"client_id\":\"%s\",\"client_id_issued_at\":%lld", form.client_id,
               (long long)cm_port_unix_time());
@@ -7837,9 +7848,9 @@ static void serve_register(struct conn *c)
         rs_json_string(&c->resp, name, strlen(name));
     }
     rs_str(&c->resp, ",\"redirect_uris\":[");
-    for (i = uris + 1, n = 0; n < d.t[uris].size; n++, i = tok_next(&d, i)) {
+    for (i = uris + 1, n = 0; n < d->t[uris].size; n++, i = tok_next(d, i)) {
         char uri[OA_URI_MAX + 1];
-        tok_unescape(&d, i, uri, sizeof uri);
+        tok_unescape(d, i, uri, sizeof uri);
         rs_str(&c->resp, n ? "," : "");
         rs_json_string(&c->resp, uri, strlen(uri));
     }
