@@ -104,6 +104,22 @@
 #ifndef CM_TLS_CHAIN_CERTS
 #define CM_TLS_CHAIN_CERTS 8       /* certificates in that chain */
 #endif
+#ifndef CM_UPSTREAM_WRITE_IDLE_MS
+/* POST and PATCH reuse a kept-alive API connection only if it has been idle
+ * for less than this, else they open a new one (a resumed TLS handshake):
+ * a write cannot be re-sent safely if the server closes the connection under
+ * it. The API is Fastify 4 on Node, which closes idle connections after 72 s
+ * (Fastify's keepAliveTimeout); a proxy in front may keep Node's own 5 s
+ * default, so 2 s stays well inside either. */
+#define CM_UPSTREAM_WRITE_IDLE_MS 2000
+#endif
+#ifndef CM_UPSTREAM_WAIT_MS
+/* A tool call waits at most this long, first come first served, for one of
+ * the CM_MAX_UPSTREAMS API connections; then it ends in a tool error and is
+ * not sent. With CM_UPSTREAM_ANSWER_MS on top the call ends within 45 s,
+ * inside the 60 s request timeout of the MCP SDKs. */
+#define CM_UPSTREAM_WAIT_MS 15000
+#endif
 
 /* ---- Configuration ---- */
 enum cm_log_level { CM_LOG_ERROR = 0, CM_LOG_WARN, CM_LOG_INFO, CM_LOG_DEBUG };
@@ -141,6 +157,11 @@ void cm_stop(void);
 /* Serves MCP over stdin/stdout (one JSON-RPC message per line) until stdin
  * ends. Logs go to stderr only. Returns 0 at end of input. */
 int cm_stdio_run(void);
+
+/* The calid_mcp command: parses the flags of --help (and their environment
+ * variables), starts, and serves until SIGINT or SIGTERM. Compiled with
+ * CALID_MCP_MAIN, which also defines main() unless CM_OWN_MAIN is set. */
+int cm_main(int argc, char **argv);
 
 /* Bytes of static memory the server reserves at its compiled limits. */
 size_t cm_static_bytes(void);
