@@ -6780,9 +6780,9 @@ int cm_poll(int timeout_ms)
 enum { G_CODE, G_ACCESS, G_REFRESH };
 static const char *const grant_prefix[] = {"cmco_", "cmat_", "cmrt_"};
 
-static char public_base[OA_BASE_MAX + 1]; /* "https://host[:port]": the issuer */
-static char public_host[OA_BASE_MAX + 1]; /* "host[:port]" as a Host header names it */
-static char audience[OA_BASE_MAX + 8];    /* public_base + "/mcp": the protected resource */
+static char public_host[OA_BASE_MAX + 1];  /* "host[:port]" as a Host header names it */
+static char public_base[OA_BASE_MAX + 16]; /* "https://" + public_host: the issuer */
+static char audience[OA_BASE_MAX + 24];    /* public_base + "/mcp": the protected resource */
 static unsigned char seal_key[32], csrf_key[32];
 static unsigned char plain_buf[OA_PLAIN_MAX];        /* fields being sealed */
 static unsigned char seal_buf[OA_PLAIN_MAX + 28];    /* nonce | ciphertext | tag */
@@ -6942,7 +6942,7 @@ static long unseal(const char *prefix, struct view text)
 }
 
 /* ---- what the sealed values carry ---- */
-struct client {
+struct oa_client {
     struct view name;
     int n_uris;
     struct view uri[OA_REDIRECTS_MAX];
@@ -6950,7 +6950,7 @@ struct client {
 
 /* Opens a client id from /register. 0, or -1 when it is not one of ours. Its
  * views live in open_buf until the next unseal. */
-static int client_open(struct view id, struct client *cl)
+static int client_open(struct view id, struct oa_client *cl)
 {
     long n = unseal(CLIENT_PREFIX, id);
     struct unpack u;
@@ -7255,7 +7255,7 @@ static int oauth_start(char *err, size_t errlen)
     https = strncmp(u, "https://", 8) == 0;
     auth = u + (https ? 8 : 7);
     n = (https || strncmp(u, "http://", 7) == 0) ? authority_len(auth) : 0;
-    if (n == 0 || (auth[n] && strcmp(auth + n, "/") != 0) || n > OA_BASE_MAX - 8) {
+    if (n == 0 || (auth[n] && strcmp(auth + n, "/") != 0) || n > OA_BASE_MAX) {
         snprintf(err, errlen, "--public-url must be https://HOST[:PORT] with no path (got '%s')", u);
         return -1;
     }
@@ -7583,7 +7583,7 @@ static void page_base_url(struct conn *c, char *out, size_t cap)
 static void serve_home(struct conn *c)
 {
     const struct view *accept = http_header(&c->req, "accept");
-    char base[OA_BASE_MAX + 8], mcp_url[OA_BASE_MAX + 16], tools_n[16], sessions_n[16], conns_n[16], requests_n[24];
+    char base[OA_BASE_MAX + 16], mcp_url[OA_BASE_MAX + 24], tools_n[16], sessions_n[16], conns_n[16], requests_n[24];
     struct sub subs[8];
     if (!(view_eq(c->req.method, "GET") || view_eq(c->req.method, "HEAD")) || !accept ||
         !view_icontains(*accept, "text/html")) {
@@ -7878,7 +7878,7 @@ too_long:
  * an error sent back to the app after. */
 static int authorize_check(struct conn *c)
 {
-    struct client cl;
+    struct oa_client cl;
     struct view want = {form.redirect_uri, strlen(form.redirect_uri)};
     unsigned char challenge[40];
     int i;
@@ -8074,7 +8074,7 @@ fail:
 /* The client of a token request: its id must be one of ours. 0 with its hash, or -1 answered. */
 static int token_client(struct conn *c, unsigned char hash[16])
 {
-    struct client cl;
+    struct oa_client cl;
     if (!form.client_id[0] || client_open((struct view){form.client_id, strlen(form.client_id)}, &cl) < 0) {
         oauth_error(c, 401, "invalid_client", form.client_id[0] ? "client_id was not issued by this server (register again)" : "client_id is required");
         return -1;

@@ -367,7 +367,7 @@ static void test_oauth(void)
                                       "https://a.example/cb#f", "https://u@a.example/", "javascript:alert(1)", "JavaScript:x",
                                       "data:text/html,x", "file:///etc", "nocolon", "https://", "https://a b/", "1abc:/x", "x:"};
     struct grant g, o;
-    struct client cl;
+    struct oa_client cl;
     char text[OA_SEALED_MAX + 1], enc[16];
     unsigned char raw[5] = {0xfb, 0xff, 0x00, 0x10, 0x7f};
     const char *why = NULL;
