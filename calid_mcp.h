@@ -86,6 +86,22 @@
 #ifndef CM_UPSTREAM_IDLE_MS
 #define CM_UPSTREAM_IDLE_MS 60000     /* an idle kept-alive API connection is closed after this */
 #endif
+#ifndef CM_UPSTREAM_WRITE_IDLE_MS
+/* POST and PATCH reuse a kept-alive API connection only if it has been idle
+ * for less than this, else they open a new one (a resumed TLS handshake):
+ * a write cannot be re-sent safely if the server closes the connection under
+ * it. The API is Fastify 4 on Node, which closes idle connections after 72 s
+ * (Fastify's keepAliveTimeout); a proxy in front may keep Node's own 5 s
+ * default, so 2 s stays well inside either. */
+#define CM_UPSTREAM_WRITE_IDLE_MS 2000
+#endif
+#ifndef CM_UPSTREAM_WAIT_MS
+/* A tool call waits at most this long, first come first served, for one of
+ * the CM_MAX_UPSTREAMS API connections; then it ends in a tool error and is
+ * not sent. With CM_UPSTREAM_ANSWER_MS on top the call ends within 45 s,
+ * inside the 60 s request timeout of the MCP SDKs. */
+#define CM_UPSTREAM_WAIT_MS 15000
+#endif
 /* HTTPS on the listener (--tls-cert/--tls-key). Each TLS connection costs a
  * BearSSL server context and a 16,709-byte half-duplex I/O buffer (about
  * 20.9 KB in all); 0 builds the server without TLS serving. */
@@ -103,22 +119,6 @@
 #endif
 #ifndef CM_TLS_CHAIN_CERTS
 #define CM_TLS_CHAIN_CERTS 8       /* certificates in that chain */
-#endif
-#ifndef CM_UPSTREAM_WRITE_IDLE_MS
-/* POST and PATCH reuse a kept-alive API connection only if it has been idle
- * for less than this, else they open a new one (a resumed TLS handshake):
- * a write cannot be re-sent safely if the server closes the connection under
- * it. The API is Fastify 4 on Node, which closes idle connections after 72 s
- * (Fastify's keepAliveTimeout); a proxy in front may keep Node's own 5 s
- * default, so 2 s stays well inside either. */
-#define CM_UPSTREAM_WRITE_IDLE_MS 2000
-#endif
-#ifndef CM_UPSTREAM_WAIT_MS
-/* A tool call waits at most this long, first come first served, for one of
- * the CM_MAX_UPSTREAMS API connections; then it ends in a tool error and is
- * not sent. With CM_UPSTREAM_ANSWER_MS on top the call ends within 45 s,
- * inside the 60 s request timeout of the MCP SDKs. */
-#define CM_UPSTREAM_WAIT_MS 15000
 #endif
 
 /* ---- Configuration ---- */
@@ -138,6 +138,8 @@ struct cm_config {
     const char *allow_origins[CM_MAX_ORIGINS];
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
+    int read_only;             /* list and run only the tools that change nothing */
+    const char *toolsets;      /* "bookings,slots" ...; NULL or "all": every toolset */
 };
 
 /* Fills *cfg with the defaults above. */

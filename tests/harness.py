@@ -98,14 +98,16 @@ class Server:
     """The calid_mcp binary, listening on a fresh 127.0.0.1 port.
 
     Server(flags...) then start(); flags are passed as given, after
-    --listen 127.0.0.1:PORT unless listen=False (the flags then choose).
+    --listen 127.0.0.1:PORT (host= another address, e.g. 0.0.0.0) unless
+    listen=False (the flags then choose).
     tls=True adds the test certificate (tls_flags()); the default is the
     transport under test (CALID_TEST_TRANSPORT), unless the flags already
     name a --tls-cert. stderr goes to a file, read with stderr_text().
     """
 
-    def __init__(self, *flags, binary=None, listen=True, env=None, tls=None):
+    def __init__(self, *flags, binary=None, listen=True, env=None, tls=None, host="127.0.0.1"):
         self.flags = list(flags)
+        self.host = host  # the address listened on; clients always use 127.0.0.1
         self.binary = binary or BIN
         self.listen = listen
         self.env = env
@@ -125,7 +127,7 @@ class Server:
             self.port = free_port()
             args = [self.binary]
             if self.listen:
-                args += ["--listen", f"127.0.0.1:{self.port}"]
+                args += ["--listen", f"{self.host}:{self.port}"]
             args += self.flags
             with open(self.stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -899,7 +899,7 @@ def test_bad_input_methods_sessions_and_versions():
     other = open_session(port, token=OTHER_TOKEN)
     gone = open_session(port)
     assert delete_session(port, gone).status == 200
-    unknown = ["resources/list", "prompts/list", "completion/complete", "", "TOOLS/LIST", "tools/list/",
+    unknown = ["resources/subscribe", "sampling/createMessage", "tasks/list", "", "TOOLS/LIST", "tools/list/",
                "tools/list ", "server/discover", "rpc.discover", "x" * 300]
     cases = []
     for m in unknown:
@@ -908,7 +908,7 @@ def test_bad_input_methods_sessions_and_versions():
                           words, id=31))
     cases.append(Case("session era: unknown notification", session_send(sid, {"jsonrpc": "2.0", "method": "no/such"}),
                       202, check=lambda r: [] if not r.body else [f"body {r.text[:80]!r}"]))
-    for m in ["resources/list", "prompts/get", "logging/setLevel", "initialize", "ping"]:
+    for m in ["resources/subscribe", "tasks/get", "logging/setLevel", "initialize", "ping"]:
         cases.append(Case(f"2026-07-28: unknown method {m!r}", modern_send(m, id=32), 404, -32601,
                           ["Method not found", m], id=32))
     no_sid = "Mcp-Session-Id"
