@@ -136,6 +136,8 @@ struct cm_config {
     const char *api_key;       /* server-held Cal ID key, or NULL */
     const char *access_token;  /* token clients must present when api_key is set off loopback */
     const char *secret_file;   /* 32-byte server secret shared by instances; NULL = random per process */
+    int oauth;                 /* serve OAuth 2.1 sign-in in front of /mcp (needs public_url) */
+    const char *public_url;    /* "https://host[:port]" clients reach this server at */
     const char *allow_origins[CM_MAX_ORIGINS];
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
@@ -228,6 +230,9 @@ int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms);
  * while a lookup runs in the background (call again later), -1 failed.
  * IPv4 results are preferred. */
 int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out);
+/* The peer's numeric address ("192.0.2.7", "::1") of a connected socket.
+ * 0 ok, -1 unknown (out is then ""). */
+int cm_port_peer_host(cm_sock_t s, char *out, size_t cap);
 /* Path of the system CA bundle, or NULL if the platform has none. */
 const char *cm_port_default_ca_file(void);
 /* Creates the file path, which must not exist yet, readable and writable by

@@ -153,6 +153,19 @@ int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
     return -1;
 }
 
+int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    out[0] = 0;
+    if (getpeername((int)s, (struct sockaddr *)&ss, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, len, out, (socklen_t)cap, NULL, 0, NI_NUMERICHOST) != 0) {
+        out[0] = 0;
+        return -1;
+    }
+    return 0;
+}
+
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     int one = 1;

@@ -208,6 +208,19 @@ int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
     return -1;
 }
 
+int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = (int)sizeof ss;
+    out[0] = 0;
+    if (getpeername((SOCKET)s, (struct sockaddr *)&ss, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, (socklen_t)len, out, (DWORD)cap, NULL, 0, NI_NUMERICHOST) != 0) {
+        out[0] = 0;
+        return -1;
+    }
+    return 0;
+}
+
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     const struct sockaddr *sa = (const struct sockaddr *)addr->bytes;

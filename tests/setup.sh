@@ -7,6 +7,8 @@ pkgs="build-essential libbearssl-dev libjsmn-dev openssl curl python3 ca-certifi
 pkgs="$pkgs gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm"
 # scale-out (tests/test_scaleout.py): a balancer, and a Prometheus text parser for /metrics
 pkgs="$pkgs nginx python3-prometheus-client"
+# the OAuth tests: pages rendered in Chromium, tokens sealed by the test itself
+pkgs="$pkgs chromium python3-cryptography"
 missing=""
 for p in $pkgs; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -449,6 +449,73 @@ static void test_operations(void)
     CHECK(metric_statuses[metric_status(200)] == 200 && metric_statuses[metric_status(299)] == 0, "status labels");
 }
 
+/* OAuth sign-in (section 11b): the pieces that need no connection. */
+static void test_oauth(void)
+{
+    static const char *const good[] = {"https://claude.ai/api/mcp/auth_callback", "http://127.0.0.1:33418/cb",
+                                       "http://localhost/cb", "http://[::1]:8080/cb?x=1", "cursor://anysphere.cursor-retrieval/cb",
+                                       "com.example.app:/oauth2redirect", "https://a.example:8443"};
+    static const char *const bad[] = {"", "http://example.com/cb", "http://localhost.evil.example/cb", "http://127.0.0.1.evil/cb",
+                                      "https://a.example/cb#f", "https://u@a.example/", "javascript:alert(1)", "JavaScript:x",
+                                      "data:text/html,x", "file:///etc", "nocolon", "https://", "https://a b/", "1abc:/x", "x:"};
+    struct grant g, o;
+    struct oa_client cl;
+    char text[OA_SEALED_MAX + 1], enc[16];
+    unsigned char raw[5] = {0xfb, 0xff, 0x00, 0x10, 0x7f};
+    const char *why = NULL;
+    size_t i;
+    for (i = 0; i < sizeof good / sizeof good[0]; i++)
+        CHECK(redirect_uri_problem(good[i]) == NULL, "redirect URI %s refused: %s", good[i], redirect_uri_problem(good[i]));
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(redirect_uri_problem(bad[i]) != NULL, "redirect URI '%s' accepted", bad[i]);
+    CHECK(b64url_encode(raw, 5, enc) == 7 && strcmp(enc, "-_8AEH8") == 0, "base64url %s", enc);
+    CHECK(form_parse("a=1&client_id=x%2By+z&state=&api_key=k%3D", 41, &why) == 0 && strcmp(form.client_id, "x+y z") == 0 &&
+              strcmp(form.api_key, "k=") == 0 && form.state[0] == 0, "form decoding");
+    CHECK(form_parse("state=a&state=b", 15, &why) < 0 && strcmp(why, "state") == 0, "repeated field refused");
+    CHECK(form_parse("state=%zz", 9, &why) < 0 && form_parse("state=%00", 9, &why) < 0, "bad escapes refused");
+    /* seal and open */
+    cfg.public_url = "https://mcp.example";
+    cfg.oauth = 1;
+    CHECK(oauth_start(text, sizeof text) == 0 && strcmp(audience, "https://mcp.example/mcp") == 0, "public URL: %s", text);
+    memset(&g, 0, sizeof g);
+    g.exp = cm_port_unix_time() + 60;
+    memset(g.client, 7, 16);
+    memset(g.challenge, 9, 32);
+    g.audience = (struct view){audience, strlen(audience)};
+    g.key = (struct view){"calid_secret_key", 16};
+    CHECK(grant_seal(G_CODE, &g, text, sizeof text) == 0 && strncmp(text, "cmco_", 5) == 0, "seal a code");
+    CHECK(strstr(text, "calid") == NULL, "sealed text");
+    CHECK(grant_open(G_CODE, (struct view){text, strlen(text)}, &o, cm_port_unix_time()) == OPEN_OK && view_eq(o.key, "calid_secret_key") &&
+              memcmp(o.challenge, g.challenge, 32) == 0, "open the code");
+    CHECK(grant_open(G_ACCESS, (struct view){text, strlen(text)}, &o, cm_port_unix_time()) == OPEN_BAD, "a code is not an access token");
+    CHECK(grant_open(G_CODE, (struct view){text, strlen(text)}, &o, cm_port_unix_time() + 61) == OPEN_EXPIRED, "expiry");
+    text[20] = text[20] == 'A' ? 'B' : 'A';
+    CHECK(grant_open(G_CODE, (struct view){text, strlen(text)}, &o, cm_port_unix_time()) == OPEN_BAD, "tampered");
+    CHECK(client_open((struct view){"cmcl_AAAA", 9}, &cl) < 0, "a made-up client id");
+    cfg.public_url = NULL;
+    cfg.oauth = 0;
+    /* the used tables and the rate limit */
+    {
+        unsigned char id[16] = {1};
+        struct used_id t[2];
+        memset(t, 0, sizeof t);
+        CHECK(used_mark(t, 2, id, 100, 50, 0) == 1 && used_mark(t, 2, id, 100, 60, 0) == 0, "a used id is refused");
+        CHECK(used_mark(t, 2, id, 300, 100, 0) == 1, "until it expires");
+        id[0] = 2;
+        CHECK(used_mark(t, 2, id, 200, 100, 0) == 1, "second slot");
+        id[0] = 3;
+        CHECK(used_mark(t, 2, id, 400, 100, 0) == -1 && used_mark(t, 2, id, 400, 100, 1) == 1, "full: refuse, or evict");
+        id[0] = 2;
+        CHECK(used_mark(t, 2, id, 200, 100, 0) == -1, "the one closest to expiry was forgotten, the table is full again");
+        id[0] = 1;
+        CHECK(used_mark(t, 2, id, 300, 100, 0) == 0, "the others are kept");
+    }
+    for (i = 0; i < CM_OAUTH_KEY_CHECKS; i++)
+        CHECK(rate_take("192.0.2.1", 1000) == 0, "check %u allowed", (unsigned)i);
+    CHECK(rate_take("192.0.2.1", 2000) < 0 && rate_take("192.0.2.2", 2000) == 0, "the limit is per address");
+    CHECK(rate_take("192.0.2.1", 1000 + CM_OAUTH_RATE_WINDOW_MS) == 0, "a new window");
+}
+
 static void test_selection_and_features(void)
 {
     unsigned mask;
@@ -491,6 +558,7 @@ int main(void)
     test_sessions();
     test_ended_churn();
     test_operations();
+    test_oauth();
     test_selection_and_features();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -238,6 +238,17 @@ int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
     return 0;
 }
 
+int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
+{
+    struct fw_sock *k = sock_of(s);
+    out[0] = 0;
+    if (!k || !k->pcb || !ipaddr_ntoa_r(&k->pcb->remote_ip, out, (int)cap)) {
+        out[0] = 0;
+        return -1;
+    }
+    return 0;
+}
+
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     ip_addr_t a;
