@@ -55,7 +55,7 @@ $(FW)/liblwip.a: $(FW_LWIP)/src/include/lwip/init.h $(FW_HDR)
 
 # One object per source, so that the map (and tests/firmware/sizes.py) can
 # tell the parts apart.
-$(FW)/calid_mcp-mps2.elf: $(SRC) $(FW_SRC) $(FW_HDR) $(FW)/libbearssl.a $(FW)/liblwip.a $(FW)/inc/jsmn.h
+$(FW)/calid_mcp-mps2.elf: $(SRC) $(FW_SRC) $(FW_HDR) mk/tiny.mk $(FW)/libbearssl.a $(FW)/liblwip.a $(FW)/inc/jsmn.h
 	@mkdir -p $(FW)/obj
 	for f in calid_mcp.c $(FW_SRC); do \
 		$(FW_CC) $(FW_ARCH) $(FW_OPT) $(WARN) $(FW_LIMITS) -DCALID_MCP_MAIN -DCM_OWN_MAIN -I. $(FW_INC) \
