@@ -8063,11 +8063,16 @@ static void metrics_page(struct textbuf *b)
 static void serve_metrics(struct conn *c)
 {
     struct textbuf b;
-    b.p = c->in + c->in_len;
-    b.cap = sizeof c->in - c->in_len;
-    b.len = 0;
-    b.overflow = 0;
-    metrics_page(&b);
+    int tries;
+    for (tries = 0; tries < 2; tries++) { /* in the free end of the request buffer; a pool buffer if that is short */
+        b.p = c->in + c->in_len;
+        b.cap = c->in_cap - c->in_len;
+        b.len = 0;
+        b.overflow = 0;
+        metrics_page(&b);
+        if (!b.overflow || c->pool_buf >= 0 || pool_take(c) != 0)
+            break;
+    }
     if (b.overflow) {
         conn_simple(c, 500, "{\"error\":\"the metrics page did not fit: send GET /metrics on a connection of its own\"}", NULL);
         return;

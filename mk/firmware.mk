@@ -54,17 +54,28 @@ $(FW)/liblwip.a: $(FW_LWIP)/src/include/lwip/init.h $(FW_HDR)
 	arm-none-eabi-ar rcs $@ $(FW)/lwip-obj/*.o
 
 # One object per source, so that the map (and tests/firmware/sizes.py) can
-# tell the parts apart.
-$(FW)/calid_mcp-mps2.elf: $(SRC) $(FW_SRC) $(FW_HDR) mk/tiny.mk $(FW)/libbearssl.a $(FW)/liblwip.a $(FW)/inc/jsmn.h
-	@mkdir -p $(FW)/obj
-	for f in calid_mcp.c $(FW_SRC); do \
-		$(FW_CC) $(FW_ARCH) $(FW_OPT) $(WARN) $(FW_LIMITS) -DCALID_MCP_MAIN -DCM_OWN_MAIN -I. $(FW_INC) \
-			-c $$f -o $(FW)/obj/$$(basename $$f .c).o || exit 1; done
-	$(FW_CC) $(FW_ARCH) -o $@ $(addprefix $(FW)/obj/,$(notdir $(patsubst %.c,%.o,calid_mcp.c $(FW_SRC)))) \
-		-L$(FW) -lbearssl -llwip --oslib=semihost --crt0=semihost $(FW_MEMORY) -Wl,--gc-sections \
-		-Wl,-Map,$(FW)/calid_mcp-mps2.map
-	@arm-none-eabi-size $@
-	@python3 tests/firmware/sizes.py $(FW)/calid_mcp-mps2.map
+# tell the parts apart. Two images: the tiny profile (plain HTTP; its data +
+# bss, lwIP's and BearSSL's included, fit 128 KiB), and the same with an
+# HTTPS listener for all four connections (what serving TLS costs a board).
+FW_HTTPS_LIMITS ?= -DCM_PROFILE='"tiny, HTTPS"' -DCM_STATIC_BUDGET=262144 $(TINY_SIZES) -DCM_TLS_CONNS=4 \
+                   -DCM_TLS_SESSIONS=4 -DCM_TLS_CHAIN_BYTES=4096 -DCM_TLS_CHAIN_CERTS=4
+define FW_IMAGE
+$$(FW)/$(1).elf: $$(SRC) $$(FW_SRC) $$(FW_HDR) mk/tiny.mk mk/firmware.mk $$(FW)/libbearssl.a $$(FW)/liblwip.a $$(FW)/inc/jsmn.h
+	@mkdir -p $$(FW)/obj-$(1)
+	for f in calid_mcp.c $$(FW_SRC); do \
+		$$(FW_CC) $$(FW_ARCH) $$(FW_OPT) $$(WARN) $(2) -DCALID_MCP_MAIN -DCM_OWN_MAIN -I. $$(FW_INC) \
+			-c $$$$f -o $$(FW)/obj-$(1)/$$$$(basename $$$$f .c).o || exit 1; done
+	$$(FW_CC) $$(FW_ARCH) -o $$@ $$(addprefix $$(FW)/obj-$(1)/,$$(notdir $$(patsubst %.c,%.o,calid_mcp.c $$(FW_SRC)))) \
+		-L$$(FW) -lbearssl -llwip --oslib=semihost --crt0=semihost $$(FW_MEMORY) -Wl,--gc-sections \
+		-Wl,-Map,$$(FW)/$(1).map
+	@arm-none-eabi-size $$@
+	@python3 tests/firmware/sizes.py $$(FW)/$(1).map
+endef
+$(eval $(call FW_IMAGE,calid_mcp-mps2,$$(FW_LIMITS)))
+$(eval $(call FW_IMAGE,calid_mcp-mps2-https,$$(FW_HTTPS_LIMITS)))
 
-firmware-test: firmware
-	python3 tests/firmware/test_firmware.py $(FW)/calid_mcp-mps2.elf
+# CALID_TEST_TRANSPORT=https boots the image with the HTTPS listener
+FW_TEST_IMAGE = $(FW)/calid_mcp-mps2$(if $(filter https,$(CALID_TEST_TRANSPORT)),-https).elf
+
+firmware-test: $(FW_TEST_IMAGE)
+	python3 tests/firmware/test_firmware.py $(FW_TEST_IMAGE)

@@ -3,20 +3,20 @@
 #   make tiny        calid_mcp-tiny: the tiny limits, the system CA bundle compiled in
 #   make tiny-test   the protocol, tool and lwIP suites at the tiny profile
 #
-# The limits (README, "Memory"): 4 connections with 1.5 KiB of their own and
+# The limits (README, "Memory"): 4 connections with 1 KiB of their own and
 # one shared 16 KiB buffer for larger requests, 12 KiB bodies, 2 KiB answer
-# text, 1 API connection with 16 KiB requests and answers, 8 sessions, trust
-# anchors compiled in (const: flash on a microcontroller). --version prints
-# the total and the goal: at most 128 KiB of static memory. The firmware
-# (mk/firmware.mk) uses the same limits.
+# text, 1 API connection with 12 KiB requests and answers, no HTTPS listener,
+# no OAuth sign-in, trust anchors compiled in (const: flash on a
+# microcontroller). --version prints the total and the goal: at most 128 KiB
+# of static memory. The firmware (mk/firmware.mk) uses the same limits.
 
-TINY_SIZES  = -DCM_MAX_CONNS=4 -DCM_TLS_CONNS=0 -DCM_OAUTH=0 -DCM_CONN_IN_BYTES=1024 -DCM_BODY_POOL=1 -DCM_MAX_HEADER_BYTES=4096 \
+TINY_SIZES  = -DCM_MAX_CONNS=4 -DCM_OAUTH=0 -DCM_CONN_IN_BYTES=1024 -DCM_BODY_POOL=1 -DCM_MAX_HEADER_BYTES=4096 \
               -DCM_MAX_HEADERS=24 -DCM_MAX_BODY_BYTES=12288 -DCM_OUT_BYTES=2048 -DCM_STAGE_BYTES=256 \
               -DCM_JSON_TOKENS=224 -DCM_MAX_ENDED_SESSIONS=8 -DCM_MAX_SESSION_LEVELS=8 -DCM_MAX_UPSTREAMS=1 -DCM_UPSTREAM_REQ_BYTES=12288 \
               -DCM_UPSTREAM_BODY_BYTES=12288 -DCM_TRUST_ARENA_BYTES=2048 -DCM_MAX_TRUST_ANCHORS=4 \
               -DCM_URL_BYTES=2048 -DCM_ARG_BYTES=2048 -DCM_STDIO_OUT_BYTES=4096 \
               -DCM_SLUG_CACHE_ENTRIES=2 -DCM_SLUG_CACHE_BYTES=512
-TINY_LIMITS = -DCM_PROFILE='"tiny"' -DCM_STATIC_BUDGET=131072 $(TINY_SIZES)
+TINY_LIMITS = -DCM_PROFILE='"tiny"' -DCM_STATIC_BUDGET=131072 $(TINY_SIZES) -DCM_TLS_CONNS=0
 # The CAs calid_mcp-tiny trusts without --ca-file (a small --ca-file still fits the arena)
 TINY_ANCHORS_PEM ?= /etc/ssl/certs/ca-certificates.crt
 
@@ -47,9 +47,9 @@ tiny-test-lwip: $(BUILD)/lwip_test-tiny
 # The suites tests/run.sh runs at the tiny profile, one after the other
 tiny-test: $(BUILD)/calid_mcp-tiny $(BUILD)/lwip_test-tiny
 	CALID_MCP_BIN=$(abspath $(BUILD))/calid_mcp-tiny python3 tests/test_server.py
-	CALID_MCP_BIN=$(abspath $(BUILD))/calid_mcp-tiny CALID_TEST_CFLAGS="$(TINY_SIZES)" python3 tests/test_tools.py
+	CALID_MCP_BIN=$(abspath $(BUILD))/calid_mcp-tiny CALID_TEST_CFLAGS="$(TINY_SIZES) -DCM_TLS_CONNS=0" python3 tests/test_tools.py
 	$(MAKE) -s tiny-test-lwip
 
 # The limits alone, for test builds of the profile (tests/run.sh)
 tiny-flags:
-	@echo '$(TINY_SIZES)'
+	@echo '$(TINY_SIZES) -DCM_TLS_CONNS=0'

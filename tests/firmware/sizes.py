@@ -6,8 +6,9 @@
 import re
 import sys
 
-PARTS = [("calid-mcp", r"calid_mcp"), ("BearSSL", r"libbearssl\.a"), ("lwIP", r"liblwip\.a"),
-         ("LAN9118 driver", r"lan9118"), ("port + board", r"port_lwip_raw|main"), ("picolibc + libgcc", r".")]
+PARTS = [("calid-mcp", r"/calid_mcp\.o$"), ("BearSSL", r"libbearssl\.a"), ("lwIP", r"liblwip\.a"),
+         ("LAN9118 driver", r"/lan9118\.o$"), ("port + board", r"/(port_lwip_raw|main)\.o$"),
+         ("picolibc + libgcc", r".")]
 
 
 def part_of(obj):
