@@ -698,7 +698,8 @@ static int tok_is_str(const struct jdoc *d, int i, const char *s)
 }
 
 /* Value token of key in the object at obj, or -1. Keys are compared raw:
- * the keys we look for have no escapes. */
+ * the keys we look for have no escapes, and a client message's keys are
+ * canonical (json_message_rules, below). */
 static int obj_get(const struct jdoc *d, int obj, const char *key)
 {
     int i, k, count;
@@ -847,6 +848,133 @@ static int jdoc_parse(struct jdoc *d, const char *js, size_t n, jsmntok_t *toks,
     d->js = js;
     d->t = toks;
     d->n = r;
+    return 0;
+}
+
+/*
+ * Rules for a message a client sent, on top of well-formed JSON: a reader
+ * that keeps the first of two equal keys and one that keeps the last must
+ * not see different requests, and text that names what runs must not hide
+ * anything after a NUL. So every object key, and the method, tool name and
+ * resource URI of each message, is first rewritten in place to one
+ * canonical spelling (escapes decoded except \" \\ and control characters,
+ * hex in lower case; the text only ever gets shorter, the gap becomes white
+ * space after the closing quote). Raw comparisons then compare what the
+ * strings spell, and a duplicate key is two equal raw keys.
+ */
+
+/* Rewrites the string body p[0..n) canonically; returns the new length and
+ * sets *control when it spells a control character (U+0000-U+001F, U+007F). */
+static size_t json_canon_string(char *p, size_t n, int *control)
+{
+    static const char short_esc[] = "\bb\ff\nn\rr\tt\"\"\\\\";
+    size_t r = 0, w = 0;
+    while (r < n) {
+        unsigned cp;
+        const char *se;
+        if (p[r] != '\\') {
+            *control |= (unsigned char)p[r] == 0x7f;
+            p[w++] = p[r++];
+            continue;
+        }
+        if (p[r + 1] != 'u') {
+            cp = p[r + 1] == 'b' ? '\b' : p[r + 1] == 'f' ? '\f' : p[r + 1] == 'n' ? '\n' : p[r + 1] == 'r' ? '\r'
+               : p[r + 1] == 't' ? '\t' : (unsigned char)p[r + 1];
+            r += 2;
+        } else {
+            cp = (unsigned)(hexval(p[r + 2]) << 12 | hexval(p[r + 3]) << 8 | hexval(p[r + 4]) << 4 | hexval(p[r + 5]));
+            if (cp >= 0xd800 && cp <= 0xdbff && r + 12 <= n && p[r + 6] == '\\' && p[r + 7] == 'u') {
+                unsigned lo = (unsigned)(hexval(p[r + 8]) << 12 | hexval(p[r + 9]) << 8 |
+                                         hexval(p[r + 10]) << 4 | hexval(p[r + 11]));
+                if (lo >= 0xdc00 && lo <= 0xdfff) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    r += 6;
+                }
+            }
+            r += 6;
+        }
+        *control |= cp < 0x20 || cp == 0x7f;
+        se = cp && cp < 0x80 ? strchr(short_esc, (int)cp) : NULL;
+        if (se && (se - short_esc) % 2 == 0) {
+            p[w++] = '\\';
+            p[w++] = se[1];
+        } else if (cp < 0x20 || (cp >= 0xd800 && cp <= 0xdfff)) { /* kept as an escape */
+            static const char hex[] = "0123456789abcdef";
+            p[w++] = '\\';
+            p[w++] = 'u';
+            p[w++] = hex[cp >> 12];
+            p[w++] = hex[(cp >> 8) & 15];
+            p[w++] = hex[(cp >> 4) & 15];
+            p[w++] = hex[cp & 15];
+        } else if (cp < 0x80) {
+            p[w++] = (char)cp;
+        } else if (cp < 0x800) {
+            p[w++] = (char)(0xc0 | (cp >> 6));
+            p[w++] = (char)(0x80 | (cp & 0x3f));
+        } else if (cp < 0x10000) {
+            p[w++] = (char)(0xe0 | (cp >> 12));
+            p[w++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+            p[w++] = (char)(0x80 | (cp & 0x3f));
+        } else {
+            p[w++] = (char)(0xf0 | (cp >> 18));
+            p[w++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+            p[w++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+            p[w++] = (char)(0x80 | (cp & 0x3f));
+        }
+    }
+    return w;
+}
+
+/* Canonicalises string token i of d (whose text is the writable text). */
+static int tok_canon(struct jdoc *d, char *text, int i)
+{
+    int control = 0;
+    size_t old_n = (size_t)(d->t[i].end - d->t[i].start);
+    size_t n = json_canon_string(text + d->t[i].start, old_n, &control);
+    if (n < old_n) {
+        text[d->t[i].start + n] = '"';
+        memset(text + d->t[i].start + n + 1, ' ', old_n - n);
+        d->t[i].end = d->t[i].start + (int)n;
+    }
+    return control;
+}
+
+/* The string token as text for a message, at most 64 bytes. */
+#define TOK_FOR_MSG(d, i) (int)(tok_view(d, i).n > 64 ? 64 : tok_view(d, i).n), tok_view(d, i).p
+
+/* Applies the rules above to a parsed client message (the top value or each
+ * element of a batch). 0 ok, or -1 with why (for an Invalid Request). */
+static int json_message_rules(struct jdoc *d, char *text, char *why, size_t cap)
+{
+    static const char *const named[][2] = {{"", "method"}, {"params", "name"}, {"params", "uri"}};
+    int i, u, k, el, n_msgs;
+    for (i = 1; i < d->n; i++) {
+        int p = d->t[i].parent;
+        if (p < 0 || d->t[p].type != JSMN_OBJECT)
+            continue; /* not a key */
+        if (tok_canon(d, text, i)) {
+            snprintf(why, cap, "the key \"%.*s\" holds a control character", TOK_FOR_MSG(d, i));
+            return -1;
+        }
+        for (u = i - 1; u > p; u--)
+            if (d->t[u].parent == p && d->t[u].end - d->t[u].start == d->t[i].end - d->t[i].start &&
+                memcmp(text + d->t[u].start, text + d->t[i].start, (size_t)(d->t[i].end - d->t[i].start)) == 0) {
+                snprintf(why, cap, "the key \"%.*s\" appears twice in one object", TOK_FOR_MSG(d, i));
+                return -1;
+            }
+    }
+    n_msgs = d->t[0].type == JSMN_ARRAY ? d->t[0].size : 1;
+    for (k = 0, el = d->t[0].type == JSMN_ARRAY ? 1 : 0; k < n_msgs; k++, el = tok_next(d, el)) {
+        size_t m;
+        for (m = 0; m < sizeof named / sizeof named[0]; m++) {
+            int holder = named[m][0][0] ? obj_get(d, el, named[m][0]) : el, v = obj_get(d, holder, named[m][1]);
+            if (v >= 0 && d->t[v].type == JSMN_STRING && tok_canon(d, text, v)) {
+                snprintf(why, cap, "%s%s%s holds a control character", named[m][0], named[m][0][0] ? "." : "",
+                         named[m][1]);
+                return -1;
+            }
+        }
+    }
     return 0;
 }
 
@@ -4395,7 +4523,7 @@ enum { ERA_SESSION = 1, ERA_MODERN = 2 };
 struct pending_call {
     int active;
     int tool;
-    char id[80];      /* the JSON-RPC id, raw JSON text */
+    struct view id;   /* the JSON-RPC id, raw JSON text in the request (which outlives the call) */
     int modern;
     int handle;       /* upstream handle, -1 until submitted */
     int jdoc_args;    /* token index of the arguments, for resubmission */
@@ -4435,10 +4563,24 @@ static struct view rpc_id(const struct jdoc *d, int msg)
     return v;
 }
 
-static void rpc_error(struct resp *r, struct view id, int code, const char *message, const char *data_json)
+/* Opens a message with its id, byte for byte as the client wrote it. A long
+ * id is referenced where it lies (the request text outlives the answer), so
+ * any id a body can hold comes back whole. */
+#define ID_COPY_BYTES 64
+static void msg_head(struct resp *r, struct view id)
 {
     msg_begin(r);
-    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"error\":{\"code\":%d,\"message\":", (int)id.n, id.p, code);
+    rs_str(r, "{\"jsonrpc\":\"2.0\",\"id\":");
+    if (id.n <= ID_COPY_BYTES)
+        rs_put(r, id.p, id.n);
+    else
+        rs_ext(r, id.p, id.n, 0);
+}
+
+static void rpc_error(struct resp *r, struct view id, int code, const char *message, const char *data_json)
+{
+    msg_head(r, id);
+    rs_printf(r, ",\"error\":{\"code\":%d,\"message\":", code);
     rs_json_string(r, message, strlen(message));
     if (data_json) {
         rs_str(r, ",\"data\":");
@@ -4450,8 +4592,8 @@ static void rpc_error(struct resp *r, struct view id, int code, const char *mess
 
 static void result_begin(struct resp *r, struct view id)
 {
-    msg_begin(r);
-    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"result\":{", (int)id.n, id.p);
+    msg_head(r, id);
+    rs_str(r, ",\"result\":{");
 }
 
 /* Closes a result; modern results carry resultType and serverInfo. */
@@ -4542,7 +4684,7 @@ static int start_tool_call(struct rpc_ctx *c, const struct jdoc *d, int msg, str
     pc->modern = c->era == ERA_MODERN;
     pc->handle = -1;
     pc->jdoc_args = args;
-    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
+    pc->id = id;
     return D_PENDING;
 }
 
@@ -4635,11 +4777,9 @@ static const char *status_reason(int status)
  * caller must keep the upstream slot until the answer is written. */
 static void render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
-    struct view id;
+    struct view id = pc->id;
     char head[600];
     int is_error = 0, show_body = 1;
-    id.p = pc->id;
-    id.n = strlen(pc->id);
     head[0] = 0;
     if (u->status == 0) {
         is_error = 1;
@@ -5257,21 +5397,22 @@ static int resolve_token(const struct http_req *q, const char **tok, size_t *n, 
     return 401;
 }
 
-/* Decodes an Mcp-Name style header value (=?base64?...?= or plain). */
-static int header_value_decode(struct view v, char *out, size_t cap)
+/* Decodes an Mcp-Name style header value (=?base64?...?= or plain).
+ * Returns its length (it may hold a NUL), or -1. */
+static long header_value_decode(struct view v, char *out, size_t cap)
 {
     if (v.n >= 12 && memcmp(v.p, "=?base64?", 9) == 0 && memcmp(v.p + v.n - 2, "?=", 2) == 0) {
         long n = base64_decode(v.p + 9, v.n - 11, (unsigned char *)out, cap - 1);
         if (n < 0)
             return -1;
         out[n] = 0;
-        return 0;
+        return n;
     }
     if (v.n >= cap)
         return -1;
     memcpy(out, v.p, v.n);
     out[v.n] = 0;
-    return 0;
+    return (long)v.n;
 }
 
 static void conn_process(struct conn *c);
@@ -5299,9 +5440,7 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
         return; /* every upstream slot is busy: retried from the loop */
     /* could not even build the request: answer with a tool error */
     {
-        struct view id;
-        id.p = c->pc.id;
-        id.n = strlen(c->pc.id);
+        struct view id = c->pc.id;
         c->pc.active = 0;
         if (c->batch_len) {
             if (c->batch_replies++)
@@ -5423,9 +5562,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
     render_tool_result(&c->resp, &c->pc, u, 0);
     c->held_handle = handle;
     if (c->resp.overflow) {
-        struct view id;
-        id.p = c->pc.id;
-        id.n = strlen(c->pc.id);
+        struct view id = c->pc.id;
         rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
         rpc_error(&c->resp, id, E_INTERNAL, "Internal error: the answer did not fit the output buffer", NULL);
     }
@@ -5558,6 +5695,14 @@ static void conn_process(struct conn *c)
         conn_reject(c, 400, E_PARSE, m, NULL);
         return;
     }
+    {
+        char m[200], rule[150];
+        if (json_message_rules(&d, c->body, rule, sizeof rule) < 0) {
+            snprintf(m, sizeof m, "Invalid Request: %s", rule);
+            conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+            return;
+        }
+    }
     rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
 
     /* Which era? A message whose params._meta names a protocol version is modern. */
@@ -5617,8 +5762,8 @@ static void conn_process(struct conn *c)
         if (tok_is_str(&d, method, "tools/call")) {
             int nm = obj_get(&d, obj_get(&d, 0, "params"), "name");
             char hv[256], bv[256];
-            if (!hn || header_value_decode(*hn, hv, sizeof hv) < 0 || nm < 0 ||
-                tok_unescape(&d, nm, bv, sizeof bv) < 0 || strcmp(hv, bv) != 0) {
+            long hl = hn ? header_value_decode(*hn, hv, sizeof hv) : -1, bl = nm < 0 ? -1 : tok_unescape(&d, nm, bv, sizeof bv);
+            if (!hn || hl < 0 || bl < 0 || hl != bl || memcmp(hv, bv, (size_t)hl) != 0) {
                 rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH,
                           !hn ? "Bad Request: the Mcp-Name header is required for tools/call"
                               : "Bad Request: the request headers and body disagree: Mcp-Name differs from params.name",
@@ -6010,9 +6155,7 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     while ((h = submit_tool_call(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
         loop_step(10);
     if (h == -2) {
-        struct view id;
-        id.p = pc->id;
-        id.n = strlen(pc->id);
+        struct view id = pc->id;
         tool_text_result(r, id, pc->modern, 1, msg);
         return -1;
     }
@@ -6073,9 +6216,18 @@ int cm_stdio_run(void)
     struct view nullid = {"null", 4};
     while (fgets(stdio_line, sizeof stdio_line, stdin)) {
         size_t n = strlen(stdio_line), at;
+        char *nl = memchr(stdio_line, '\n', sizeof stdio_line - 1), rule[150];
         const char *why;
         int pr, h = -1;
         rs_init(&r, stdio_out, sizeof stdio_out, 0);
+        if (nl && (size_t)(nl - stdio_line) >= n) { /* a NUL byte before the end of the line */
+            char m[120];
+            *nl = 0; /* (each line's newline is cleared, so none is left from an earlier line) */
+            snprintf(m, sizeof m, "Parse error: a NUL byte at byte %lu", (unsigned long)n);
+            rpc_error(&r, nullid, E_PARSE, m, NULL);
+            stdio_emit(&r);
+            continue;
+        }
         if (n == sizeof stdio_line - 1 && stdio_line[n - 1] != '\n') {
             int ch;
             while ((ch = getchar()) != EOF && ch != '\n')
@@ -6095,6 +6247,10 @@ int cm_stdio_run(void)
             char m[160];
             snprintf(m, sizeof m, "Parse error: %s at byte %lu", why ? why : "invalid JSON", (unsigned long)at);
             rpc_error(&r, nullid, E_PARSE, m, NULL);
+        } else if (json_message_rules(&d, stdio_line, rule, sizeof rule) < 0) {
+            char m[200];
+            snprintf(m, sizeof m, "Invalid Request: %s", rule);
+            rpc_error(&r, nullid, E_INVALID_REQUEST, m, NULL);
         } else if (d.t[0].type == JSMN_ARRAY) {
             int k, el, replies = 0;
             if (d.t[0].size == 0 || d.t[0].size > MAX_BATCH) {

@@ -157,6 +157,51 @@ static void test_strings(void)
           "constant-time compare");
 }
 
+/* json_message_rules on a copy of s: 0 ok (the canonical text in rules_text),
+ * or -1 with the reason in rules_why. */
+static char rules_text[1024], rules_why[160];
+static int rules(const char *s)
+{
+    static jsmntok_t t[128];
+    struct jdoc d;
+    const char *why;
+    size_t at;
+    strcpy(rules_text, s);
+    rules_why[0] = 0;
+    if (jdoc_parse(&d, rules_text, strlen(rules_text), t, 128, &why, &at) != 0)
+        return -100;
+    return json_message_rules(&d, rules_text, rules_why, sizeof rules_why);
+}
+
+static void test_message_rules(void)
+{
+    CHECK(rules("{\"name\":\"delete_team\",\"a\":{\"name\":1},\"name\":\"get_teams\"}") == -1 &&
+              strstr(rules_why, "\"name\" appears twice"), "duplicate key at the top: %s", rules_why);
+    CHECK(rules("{\"p\":{\"a\":1,\"b\":[{\"x\":1,\"x\":2}]}}") == -1 && strstr(rules_why, "\"x\""),
+          "duplicate key deep inside: %s", rules_why);
+    CHECK(rules("{\"userId\":1,\"user\\u0049d\":2}") == -1 && strstr(rules_why, "\"userId\" appears twice"),
+          "an escaped key is the key it spells: %s", rules_why);
+    CHECK(rules("{\"a\":{\"k\":1},\"b\":{\"k\":1},\"k\":[{\"k\":1},{\"k\":2}]}") == 0, "same key in sibling objects is fine");
+    CHECK(rules("{\"user\\u0049d\":5,\"t\\/x\":\"\\u0041\"}") == 0 && strstr(rules_text, "{\"userId\"     :5,\"t/x\" :\"\\u0041\"}"),
+          "keys rewritten canonically, values left alone: %s", rules_text);
+    CHECK(rules("{\"a\\u0000b\":1}") == -1 && strstr(rules_why, "control character"), "NUL in a key: %s", rules_why);
+    CHECK(rules("{\"a\\u007f\":1}") == -1 && strstr(rules_why, "control character"), "DEL in a key");
+    CHECK(rules("{\"a\x7f\":1}") == -1, "raw DEL in a key");
+    CHECK(rules("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"delete_team\\u0000-harmless\"}}") == -1 &&
+              strstr(rules_why, "params.name holds a control character"), "NUL in a tool name: %s", rules_why);
+    CHECK(rules("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\\n\"}") == -1 && strstr(rules_why, "method"), "newline in a method");
+    CHECK(rules("[{\"method\":\"ping\"},{\"method\":\"x\",\"params\":{\"uri\":\"cal://\\u0001\"}}]") == -1 &&
+              strstr(rules_why, "params.uri"), "control character in a resource URI, in a batch: %s", rules_why);
+    CHECK(rules("{\"method\":\"tools\\/list\",\"params\":{\"name\":\"get_\\u0075sers_me\"}}") == 0 &&
+              strstr(rules_text, "\"tools/list\"") && strstr(rules_text, "\"get_users_me\""),
+          "method and tool name rewritten canonically: %s", rules_text);
+    CHECK(rules("{\"params\":{\"arguments\":{\"text\":\"a\\u0000b\"}}}") == 0, "a NUL inside an argument value is data");
+    CHECK(rules("{\"\\ud83d\\ude00\":1,\"\\uD83D\\uDE00\":2}") == -1, "surrogate pair keys compared decoded");
+    CHECK(rules("{\"\\ud800\":1,\"\\uD800\":2}") == -1, "lone surrogate keys compared case-blind in hex");
+    CHECK(rules("{\"\\\"\":1,\"\\u0022\":2}") == -1 && strstr(rules_why, "\"\\\"\""), "escaped quote keys: %s", rules_why);
+    CHECK(rules("{\"a\":1}") == 0 && rules("[1,2]") == 0 && rules("\"x\"") == 0, "plain documents pass");
+}
+
 /* Runs dispatch on one message; returns the rendered answer text. */
 static char answer[CM_TOOLS_JSON_BYTES + 4096];
 static int run_dispatch(const char *msg, int era, struct pending_call *pc)
@@ -238,8 +283,26 @@ static void test_dispatch(void)
                        ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "-32602"), "arguments not an object");
     memset(&pc, 0, sizeof pc);
     CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\"}}", ERA_SESSION, &pc) ==
-              D_PENDING && pc.active && strcmp(pc.id, "9") == 0 && strcmp(tools[pc.tool].name, "get_users_me") == 0,
+              D_PENDING && pc.active && view_eq(pc.id, "9") && strcmp(tools[pc.tool].name, "get_users_me") == 0,
           "valid call is pending");
+    {   /* a long id is kept whole for the answer, string or number */
+        static char msg[2048], want[1100];
+        char digits[1001];
+        memset(digits, '7', 1000);
+        digits[1000] = 0;
+        snprintf(want, sizeof want, "\"%.300s\\u00e9\"", digits);
+        snprintf(msg, sizeof msg, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\"}}", want);
+        memset(&pc, 0, sizeof pc);
+        CHECK(run_dispatch(msg, ERA_SESSION, &pc) == D_PENDING && pc.id.n == strlen(want) && memcmp(pc.id.p, want, pc.id.n) == 0,
+              "a 307-byte string id is kept whole");
+        snprintf(msg, sizeof msg, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\"}}", digits);
+        memset(&pc, 0, sizeof pc);
+        CHECK(run_dispatch(msg, ERA_SESSION, &pc) == D_PENDING && pc.id.n == 1000 && memcmp(pc.id.p, digits, 1000) == 0,
+              "a 1000-digit number id is kept whole");
+        snprintf(msg, sizeof msg, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"nope\"}", digits);
+        CHECK(run_dispatch(msg, ERA_SESSION, &pc) == D_REPLIED && strstr(answer, digits) && strstr(answer, "-32601"),
+              "an error answer carries the long id");
+    }
 }
 
 /* Builds the API request for a tool call and checks path and body. */
@@ -312,6 +375,7 @@ int main(void)
     test_http_parser();
     test_chunked();
     test_json_check();
+    test_message_rules();
     test_strings();
     test_dispatch();
     test_routes();
