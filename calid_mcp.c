@@ -1188,11 +1188,13 @@ static int chunked_scan(const char *p, size_t n, size_t max, size_t *enc_len, si
         }
         if (i >= n)
             return 0;
-        if (digits == 0)
-            return -1;
+        if (digits == 0 || (p[i] != ';' && p[i] != '\r' && p[i] != '\n' && p[i] != ' ' && p[i] != '\t'))
+            return -1; /* "0x5" is not a size of 0 with an extension "x5" */
         while (i < n && p[i] != '\n') { /* chunk extensions are skipped */
             if (p[i] != ';' && p[i] != '\r' && p[i] != ' ' && p[i] != '\t' && !is_tchar((unsigned char)p[i]) && p[i] != '=' && p[i] != '"')
                 return -1;
+            if (p[i] == '\r' && i + 1 < n && p[i + 1] != '\n')
+                return -1; /* a CR ends the line only together with LF */
             i++;
         }
         if (i >= n)
@@ -1201,8 +1203,11 @@ static int chunked_scan(const char *p, size_t n, size_t max, size_t *enc_len, si
         if (size == 0) {
             for (;;) { /* trailer fields until the blank line */
                 size_t ls = i;
-                while (i < n && p[i] != '\n')
+                while (i < n && p[i] != '\n') {
+                    if (p[i] == '\r' && i + 1 < n && p[i + 1] != '\n')
+                        return -1;
                     i++;
+                }
                 if (i >= n)
                     return 0;
                 i++;
@@ -4720,7 +4725,8 @@ static int submit_tool_call(unsigned owner, struct pending_call *pc, const struc
     if (h == -2)
         snprintf(msg, cap, "The request for %s does not fit CM_UPSTREAM_REQ_BYTES (%u)", t->name,
                  (unsigned)CM_UPSTREAM_REQ_BYTES);
-    cm_logf(CM_LOG_DEBUG, "tool %s -> %s %s%s", t->name, t->method, upstream_host_for_log, req_path);
+    /* the path without its query: query values are user data */
+    cm_logf(CM_LOG_DEBUG, "tool %s -> %s %s%.*s", t->name, t->method, upstream_host_for_log, (int)strcspn(req_path, "?"), req_path);
     return h;
 }
 
@@ -5592,6 +5598,22 @@ static void conn_process(struct conn *c)
     c->ctx.new_session = -1;
     cm_logf(CM_LOG_DEBUG, "%.*s %.*s", (int)q->method.n, q->method.p, (int)(q->path.n > 100 ? 100 : q->path.n), q->path.p);
 
+    /* DNS rebinding protection, for every path: /healthz tells version and counters */
+    if (!host && q->minor >= 1) {
+        conn_reject(c, 400, E_SERVER, "Bad Request: the Host header is required", NULL);
+        return;
+    }
+    if (listener_on_loopback && host && !host_is_loopback_name(*host) && !host_allowed_by_origin_list(*host)) {
+        conn_reject(c, 403, E_SERVER, "Forbidden: Host is not localhost, 127.0.0.1 or [::1] (DNS rebinding protection; see --allow-origin)", NULL);
+        return;
+    }
+    if (origin) {
+        if (!origin_allowed(*origin)) {
+            conn_reject(c, 403, E_SERVER, "Forbidden: Origin not allowed (see --allow-origin)", NULL);
+            return;
+        }
+        snprintf(c->origin_ok, sizeof c->origin_ok, "%.*s", (int)(origin->n < 150 ? origin->n : 0), origin->p);
+    }
     if (view_eq(q->path, "/healthz")) {
         if (!view_eq(q->method, "GET") && !view_eq(q->method, "HEAD")) {
             conn_simple(c, 405, "{\"error\":\"GET /healthz\"}", "Allow: GET\r\n");
@@ -5609,22 +5631,6 @@ static void conn_process(struct conn *c)
     if (!view_eq(q->path, "/mcp")) {
         conn_simple(c, 404, "{\"error\":\"not found: the MCP endpoint is /mcp\"}", NULL);
         return;
-    }
-    /* DNS rebinding protection */
-    if (!host && q->minor >= 1) {
-        conn_reject(c, 400, E_SERVER, "Bad Request: the Host header is required", NULL);
-        return;
-    }
-    if (listener_on_loopback && host && !host_is_loopback_name(*host) && !host_allowed_by_origin_list(*host)) {
-        conn_reject(c, 403, E_SERVER, "Forbidden: Host is not localhost, 127.0.0.1 or [::1] (DNS rebinding protection; see --allow-origin)", NULL);
-        return;
-    }
-    if (origin) {
-        if (!origin_allowed(*origin)) {
-            conn_reject(c, 403, E_SERVER, "Forbidden: Origin not allowed (see --allow-origin)", NULL);
-            return;
-        }
-        snprintf(c->origin_ok, sizeof c->origin_ok, "%.*s", (int)(origin->n < 150 ? origin->n : 0), origin->p);
     }
     if (view_eq(q->method, "OPTIONS")) {
         rs_init(&c->resp, c->out, sizeof c->out, 0);

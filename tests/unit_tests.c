@@ -91,6 +91,11 @@ static void test_chunked(void)
     CHECK(chunked_scan("123456789\r\n", 11, 1u << 30, &enc, &dec) == -1, "too many hex digits");
     CHECK(chunked_scan("ff\r\n", 4, 100, &enc, &dec) == -2, "chunk over the body limit");
     CHECK(chunked_scan("3\r\nabcX\r\n0\r\n\r\n", 14, 100, &enc, &dec) == -1, "missing CRLF after data");
+    CHECK(chunked_scan("0x5\r\nhello\r\n0\r\n\r\n", 20, 100, &enc, &dec) == -1, "0x5 is not a chunk size");
+    CHECK(chunked_scan("5 ;a=b\r\nhello\r\n0\r\n\r\n", 22, 100, &enc, &dec) == 1 && dec == 5, "white space before an extension");
+    CHECK(chunked_scan("5;a\rb\r\nhello\r\n0\r\n\r\n", 22, 100, &enc, &dec) == -1, "bare CR in a chunk extension");
+    CHECK(chunked_scan("5;a\r", 4, 100, &enc, &dec) == 0, "CR at the end of what arrived: wait for LF");
+    CHECK(chunked_scan("0\r\nX: a\rb\r\n\r\n", 15, 100, &enc, &dec) == -1, "bare CR in a trailer");
 }
 
 static int jok(const char *s)
