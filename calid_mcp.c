@@ -5039,9 +5039,15 @@ enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 #define IN_BYTES (CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES)
 #define STDIO_OWNER 0xffffffffu
 
+#if CM_MAX_CONNS_PER_ADDR < 1
+#error "CM_MAX_CONNS_PER_ADDR must be at least 1"
+#endif
+
 struct conn {
     int state;
     cm_sock_t sock;
+    unsigned char peer[16];       /* the client's address (see cm_port_accept) */
+    unsigned served;              /* answers finished on this connection */
     unsigned gen;                 /* bumps on reuse: stale API answers are recognised */
     uint64_t last_ms;             /* last progress */
     uint64_t req_start_ms;        /* first byte of the current request */
@@ -5081,7 +5087,7 @@ static struct conn conns[CM_MAX_CONNS];
  * now was read must not wrap around into a huge age). */
 static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
 static jsmntok_t toks[CM_JSON_TOKENS];
-static unsigned long stat_requests, stat_refused_busy;
+static unsigned long stat_requests, stat_refused_busy, stat_refused_addr, stat_evicted;
 
 static int conns_in_use(void)
 {
@@ -5213,6 +5219,7 @@ static void conn_finish_answer(struct conn *c)
     c->in_len = rest;
     conn_reset_request(c);
     c->state = C_READ;
+    c->served++;
     c->parse_pending = rest > 0; /* parsed by the loop, so answers never recurse */
     c->last_ms = c->req_start_ms = cm_port_now_ms();
 }
@@ -5622,9 +5629,10 @@ static void conn_process(struct conn *c)
         rs_init(&c->resp, c->out, sizeof c->out, 0);
         rs_printf(&c->resp,
                   "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d,\"connections\":%d,"
-                  "\"requests\":%lu,\"refusedBusy\":%lu,\"apiFullHandshakes\":%u}",
+                  "\"requests\":%lu,\"refusedBusy\":%lu,\"refusedPerAddress\":%lu,\"evictedStalled\":%lu,"
+                  "\"apiFullHandshakes\":%u}",
                   (unsigned)N_TOOLS, sessions_in_use(), conns_in_use(), stat_requests, stat_refused_busy,
-                  up_full_handshakes);
+                  stat_refused_addr, stat_evicted, up_full_handshakes);
         conn_answer(c, 200, "application/json", NULL);
         return;
     }
@@ -5954,45 +5962,134 @@ need_more:
     }
 }
 
+/*
+ * Admission. One client address holds at most CM_MAX_CONNS_PER_ADDR
+ * connections; a newcomer from an address at that limit can only replace
+ * one of its own. Otherwise, when the table is full, a connection that is
+ * stalled (CM_SLOW_GRACE_MS into a request still incomplete, connected
+ * without a word, or not taking its answer) makes room, and only when none
+ * is, a kept-alive one idle CM_EVICT_IDLE_MS. Either must belong to an
+ * address that holds more connections than the newcomer's would, unless the
+ * newcomer's holds none yet: room goes from the heavy to the light, and slow
+ * sockets from a few addresses, however fast they reconnect, neither lock
+ * the others out nor push a healthy client off.
+ */
+
+/* One client: the same IPv4 address, or the same IPv6 /64. */
+static int same_client(const unsigned char *a, const unsigned char *b)
+{
+    static const unsigned char v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    int a4 = memcmp(a, v4_prefix, 12) == 0, b4 = memcmp(b, v4_prefix, 12) == 0;
+    return a4 == b4 && memcmp(a, b, a4 ? 16 : 8) == 0;
+}
+
+static int conns_from(const unsigned char *peer)
+{
+    int k, n = 0;
+    for (k = 0; k < CM_MAX_CONNS; k++)
+        n += conns[k].state != C_FREE && same_client(conns[k].peer, peer);
+    return n;
+}
+
+/* 1 when c is stalled, with *since the moment it stopped making progress. */
+static int conn_stalled(const struct conn *c, uint64_t now, uint64_t *since)
+{
+    if (c->state == C_READ && !c->parse_pending && (c->in_len > 0 || c->served == 0))
+        *since = c->req_start_ms; /* a request incomplete, or none yet */
+    else if (c->state == C_WRITE)
+        *since = c->last_ms;      /* its answer is not being read */
+    else
+        return 0;
+    return ms_since(now, *since) >= CM_SLOW_GRACE_MS;
+}
+
+/* The connection to close so a newcomer from peer fits, or -1: the stalled
+ * first (from the address holding the most, then stalled the longest), then
+ * idle kept-alive ones, as above. own_only: the newcomer's address is full,
+ * so only its own connections are considered. */
+static int pick_victim(const unsigned char *peer, int own_only, uint64_t now)
+{
+    int k, best = -1, best_class = 0, best_count = 0, held = conns_from(peer);
+    uint64_t best_since = 0;
+    for (k = 0; k < CM_MAX_CONNS; k++) {
+        const struct conn *c = &conns[k];
+        int cls, count;
+        uint64_t since;
+        if (c->state == C_FREE || (own_only && !same_client(c->peer, peer)))
+            continue;
+        count = conns_from(c->peer);
+        if (!own_only && held > 0 && count <= held + 1)
+            continue; /* not heavier than the newcomer's address would be */
+        if (conn_stalled(c, now, &since))
+            cls = 0;
+        else if (c->state == C_READ && c->in_len == 0 && !c->parse_pending && ms_since(now, c->last_ms) >= CM_EVICT_IDLE_MS)
+            cls = 1, since = c->last_ms;
+        else
+            continue;
+        if (best < 0 || cls < best_class ||
+            (cls == best_class && (count > best_count || (count == best_count && since < best_since)))) {
+            best = k;
+            best_class = cls;
+            best_count = count;
+            best_since = since;
+        }
+    }
+    return best;
+}
+
+/* A refusal in one small write (best effort), for sockets about to close. */
+static void send_refusal(cm_sock_t s, int status, const char *message)
+{
+    char body[300], head[600];
+    int bn = snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"%s\"}}", message);
+    int hn = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%sConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+                      status, status_reason(status), status == 503 ? "Retry-After: 1\r\n" : "", bn, body);
+    if (bn > 0 && hn > 0 && (size_t)hn < sizeof head)
+        (void)cm_port_send(s, head, (size_t)hn);
+}
+
+/* Closes a stalled or idle connection to make room; one caught inside a
+ * request is told why. */
+static void conn_evict(struct conn *c)
+{
+    if (c->state == C_READ && c->in_len > 0)
+        send_refusal(c->sock, 408, "Request Timeout: the request was still incomplete when its connection was needed for another client");
+    stat_evicted++;
+    conn_close(c);
+}
+
 static void accept_all(void)
 {
     for (;;) {
-        cm_sock_t s = cm_port_accept(listener);
-        int i;
+        unsigned char peer[16];
+        cm_sock_t s = cm_port_accept(listener, peer);
+        int i = -1, k, own_full;
         if (s == CM_SOCK_INVALID)
             return;
-        for (i = 0; i < CM_MAX_CONNS; i++)
-            if (conns[i].state == C_FREE)
-                break;
-        if (i == CM_MAX_CONNS) {
-            /* full: a kept-alive connection idle between requests makes room
-             * (HTTP lets a server close those at any time) */
-            int idle = -1, k;
-            uint64_t now = cm_port_now_ms();
-            for (k = 0; k < CM_MAX_CONNS; k++)
-                if (conns[k].state == C_READ && conns[k].in_len == 0 && !conns[k].parse_pending &&
-                    ms_since(now, conns[k].last_ms) >= CM_EVICT_IDLE_MS &&
-                    (idle < 0 || conns[k].last_ms < conns[idle].last_ms))
-                    idle = k;
-            if (idle >= 0) {
-                conn_close(&conns[idle]);
-                i = idle;
+        own_full = conns_from(peer) >= CM_MAX_CONNS_PER_ADDR;
+        for (k = 0; k < CM_MAX_CONNS && !own_full && i < 0; k++)
+            if (conns[k].state == C_FREE)
+                i = k;
+        if (i < 0 && (i = pick_victim(peer, own_full, cm_port_now_ms())) >= 0)
+            conn_evict(&conns[i]);
+        if (i < 0) {
+            char m[200];
+            if (own_full) {
+                stat_refused_addr++;
+                snprintf(m, sizeof m, "Service Unavailable: this client address already holds %d connections (CM_MAX_CONNS_PER_ADDR), none of them idle or stalled; retry",
+                         CM_MAX_CONNS_PER_ADDR);
+            } else {
+                stat_refused_busy++;
+                snprintf(m, sizeof m, "Service Unavailable: all connections are busy, retry");
             }
-        }
-        if (i == CM_MAX_CONNS) {
-            static const char body[] =
-                "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"Service Unavailable: all connections are busy, retry\"}}";
-            char busy[400];
-            int n = snprintf(busy, sizeof busy,
-                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                             "Connection: close\r\nContent-Length: %u\r\n\r\n%s",
-                             (unsigned)(sizeof body - 1), body);
-            stat_refused_busy++;
-            (void)cm_port_send(s, busy, (size_t)n); /* one small write: best effort, then close */
+            send_refusal(s, 503, m);
             cm_port_close(s);
             continue;
         }
         conns[i].sock = s;
+        memcpy(conns[i].peer, peer, sizeof peer);
+        conns[i].served = 0;
         conns[i].state = C_READ;
         conns[i].in_len = 0;
         conns[i].held_handle = -1;
@@ -6008,10 +6105,19 @@ static void conn_timeouts(uint64_t now)
     int i;
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
-        if (c->state == C_READ && c->in_len > 0 && ms_since(now, c->req_start_ms) > CM_HEADER_TIMEOUT_MS) {
+        uint64_t age = ms_since(now, c->req_start_ms);
+        if (c->state == C_READ && c->in_len > 0 && age > CM_HEADER_TIMEOUT_MS) {
             c->keep_alive = 0;
             c->req_total = c->in_len;
             conn_reject(c, 408, E_SERVER, "Request Timeout: the request did not arrive in time", NULL);
+        } else if (c->state == C_READ && c->in_len > 0 && !c->parse_pending && CM_MIN_RECV_BYTES_PER_S > 0 &&
+                   age > CM_MIN_RECV_AFTER_MS && c->in_len < age * CM_MIN_RECV_BYTES_PER_S / 1000) {
+            char m[160];
+            snprintf(m, sizeof m, "Request Timeout: the request arrived slower than %d bytes a second (CM_MIN_RECV_BYTES_PER_S)",
+                     CM_MIN_RECV_BYTES_PER_S);
+            c->keep_alive = 0;
+            c->req_total = c->in_len;
+            conn_reject(c, 408, E_SERVER, m, NULL);
         } else if ((c->state == C_READ || c->state == C_WRITE) && (c->in_len == 0 || c->state == C_WRITE) &&
                    ms_since(now, c->last_ms) > CM_IDLE_TIMEOUT_MS) {
             conn_close(c);

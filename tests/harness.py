@@ -335,9 +335,12 @@ class Response:
 class Conn:
     """One client connection; answers are read one at a time, in order."""
 
-    def __init__(self, port, timeout=IO_TIMEOUT):
+    def __init__(self, port, timeout=IO_TIMEOUT, source=None):
+        """source: the local address to connect from, e.g. "127.0.0.2" (any
+        127.0.0.0/8 address is loopback), so one test can be several clients."""
         self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False

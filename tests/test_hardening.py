@@ -47,7 +47,8 @@ ROOT = H.ROOT
 TOKEN = H.DEFAULT_TOKEN                # what the harness helpers send by default
 OTHER_TOKEN = "calid_hardening_bob_02"
 FLAGS_TTL = ["-DCM_SESSION_TTL_MS=1500"]
-FLAGS_SHORT = ["-DCM_HEADER_TIMEOUT_MS=1500", "-DCM_UPSTREAM_ANSWER_MS=1500"]
+# (the minimum data rate off: the trickle test checks the whole-request timeout)
+FLAGS_SHORT = ["-DCM_HEADER_TIMEOUT_MS=1500", "-DCM_UPSTREAM_ANSWER_MS=1500", "-DCM_MIN_RECV_BYTES_PER_S=0"]
 ANY = object()              # "any value" in an expectation
 
 FAKE = None                 # the shared fake Cal ID API
@@ -1039,11 +1040,11 @@ def test_bad_input_zz_no_slot_leaked_after_the_table():
 # Slow clients
 # ---------------------------------------------------------------------------
 
-def _trickler(port, data, head_at_once, out, started):
+def _trickler(port, data, head_at_once, out, started, source=None):
     """Sends data one byte every 200 ms (the head at once when head_at_once)
     until the server answers; stores (status, message, closed) in out."""
     try:
-        c = Conn(port, timeout=10)
+        c = Conn(port, timeout=10, source=source)
     except OSError as e:
         out["error"] = f"connect: {e}"
         started.set()
@@ -1093,7 +1094,9 @@ def test_slow_clients_trickle_then_408_and_slots_free():
         outs, threads, starts = [], [], []
         for i in range(12):
             out, ev = {}, threading.Event()
-            t = threading.Thread(target=_trickler, args=(port, data, i % 2 == 1, out, ev), daemon=True)
+            # each from its own loopback address: one address holds at most CM_MAX_CONNS_PER_ADDR
+            t = threading.Thread(target=_trickler, args=(port, data, i % 2 == 1, out, ev, f"127.0.0.{20 + i}"),
+                                 daemon=True)
             outs.append(out)
             starts.append(ev)
             threads.append(t)
@@ -1130,6 +1133,198 @@ def test_slow_clients_trickle_then_408_and_slots_free():
         assert H.session_post(port, sid, rpc("ping", 2)).status == 200
         assert s.alive()
     finally:
+        stop(s)
+
+
+def _slow_socket_loop(port, source, slow_post, stop, stats, lock):
+    """One hostile client slot: a slowloris (the head one byte every 250 ms)
+    or a slow POST (the head at once, then the body one byte every 250 ms),
+    reconnecting from source as soon as the server closes it. Counts what the
+    server answered in stats: "408 rate" (cut at the minimum data rate),
+    "408 room" (closed to make room), "408 other", "503", "closed" (closed
+    without an answer)."""
+    head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Length: 4000\r\n\r\n").encode()
+    while not stop.is_set():
+        try:
+            c = Conn(port, timeout=5, source=source)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        kind = "closed"
+        try:
+            data = b"{" + b" " * 3999 if slow_post else head
+            if slow_post:
+                c.sock.sendall(head)
+            pos = 0
+            while not stop.is_set():
+                readable, _, _ = select.select([c.sock], [], [], 0.25)
+                if readable:
+                    break
+                if pos < len(data):
+                    c.sock.sendall(data[pos:pos + 1])
+                    pos += 1
+            if not stop.is_set():
+                answer = c.sock.recv(4096)
+                if answer.startswith(b"HTTP/1.1 408 "):
+                    kind = ("408 rate" if b"CM_MIN_RECV_BYTES_PER_S" in answer else
+                            "408 room" if b"needed for another client" in answer else "408 other")
+                elif answer.startswith(b"HTTP/1.1 503 "):
+                    kind = "503"
+                elif answer:
+                    kind = answer[:12].decode("latin-1")
+        except OSError:
+            pass
+        finally:
+            c.close()
+        if not stop.is_set():
+            with lock:
+                stats[kind] = stats.get(kind, 0) + 1
+        time.sleep(0.1 if kind == "503" else 0.02)
+
+
+class Attack:
+    """Slow-socket loops (see _slow_socket_loop), n from each source address."""
+
+    def __init__(self, port, sources, n):
+        self.stop_ev, self.lock, self.stats, self.threads = threading.Event(), threading.Lock(), {}, []
+        for src in sources:
+            for i in range(n):
+                t = threading.Thread(target=_slow_socket_loop, daemon=True,
+                                     args=(port, src, i % 2 == 1, self.stop_ev, self.stats, self.lock))
+                t.start()
+                self.threads.append(t)
+
+    def stop(self):
+        """Ends every loop; True when all ended."""
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(10)
+        return not any(t.is_alive() for t in self.threads)
+
+
+def test_slow_sockets_from_one_address_lock_no_one_out():
+    """16 slowloris and slow-POST sockets from 127.0.0.2, reconnecting as
+    they are closed, against the default build: a client on 127.0.0.1 gets
+    every answer, a kept-alive client idle meanwhile keeps its connection;
+    the slow sockets hold at most their address's share, and their
+    reconnections, meeting the per-address limit, close their own stalled
+    ones (408) or are refused (503). A lone slow socket from 127.0.0.6 is
+    cut at the minimum data rate, long before the whole-request timeout."""
+    s = start(H.Server(*FAKE.server_flags()))
+    attacks = []
+    try:
+        port = s.port
+        idle = Conn(port)
+        idle.send(build_request("GET", "/healthz", port=port))
+        assert idle.read_response("GET").status == 200
+        attack, lone = Attack(port, ["127.0.0.2"], 16), Attack(port, ["127.0.0.6"], 1)
+        attacks = [attack, lone]
+        deadline = time.monotonic() + 8
+        while healthz(port)["connections"] < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answered, failures = 0, []
+        for i in range(40):  # about 5 s: past the minimum-rate cut (3 s)
+            try:
+                if i % 10 == 9:
+                    call_ok(port)
+                else:
+                    tools_list_ok(port, id=f"during-{i}")
+                answered += 1
+            except (AssertionError, OSError, H.ConnectionClosed) as e:
+                failures.append(f"request {i}: {e}"[:200])
+            time.sleep(0.1)
+        j = healthz(port)
+        idle.send(build_request("GET", "/healthz", port=port))
+        try:
+            idle_status = idle.read_response("GET").status
+        except H.ConnectionClosed:
+            idle_status = "closed"
+        stopped = all([a.stop() for a in attacks])
+        attacks = []
+        assert answered == 40, f"the client on 127.0.0.1 got {answered} of 40 answers during the attack: {failures[:3]}"
+        assert idle_status == 200, f"the kept-alive idle client was pushed off ({idle_status}); attack: {attack.stats}"
+        assert attack.stats.get("408 room", 0) >= 8 and attack.stats.get("503", 0) > 0, f"attack: {attack.stats}"
+        assert j["refusedPerAddress"] > 0, f"no reconnection met the per-address limit: {j} {attack.stats}"
+        assert lone.stats.get("408 rate", 0) >= 1, f"the lone slow socket was not cut at the minimum data rate: {lone.stats}"
+        assert not lone.stats.get("408 other"), f"the lone slow socket met another timeout first: {lone.stats}"
+        assert stopped, "an attacking thread did not stop"
+        assert s.alive()
+    finally:
+        for a in attacks:
+            a.stop()
+        stop(s)
+
+
+def _half_request(port, source):
+    c = Conn(port, timeout=5, source=source)
+    c.send(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Le".encode())
+    return c
+
+
+def test_full_table_makes_room_from_stalled_not_from_idle():
+    """The table full of stalled half-requests from two addresses and one
+    idle kept-alive client: past CM_SLOW_GRACE_MS a newcomer from a third
+    address gets in by closing a stalled one (which is told 408), a newcomer
+    from a heavy address does not take a slot from the other heavy one, and
+    the idle client is never the one closed."""
+    s = start(H.Server(*FAKE.server_flags()))
+    held = []
+    try:
+        port = s.port
+        idle = Conn(port)
+        idle.send(build_request("GET", "/healthz", port=port))
+        assert idle.read_response("GET").status == 200
+        held = [_half_request(port, "127.0.0.2") for _ in range(8)] + [_half_request(port, "127.0.0.3") for _ in range(7)]
+        time.sleep(1.3)  # past CM_SLOW_GRACE_MS (1 s), well before the minimum-rate cut (3 s)
+        with Conn(port, source="127.0.0.3") as heavy:
+            heavy.send(build_request("GET", "/healthz", port=port))
+            r = heavy.read_response("GET")
+            assert r.status == 503, f"a newcomer from the heavy 127.0.0.3 took a slot: {r.status} {r.text[:200]}"
+        served = 0
+        for i in range(5):
+            with Conn(port, source="127.0.0.9") as c:
+                c.send(build_request("GET", "/healthz", port=port))
+                served += c.read_response("GET").status == 200
+        told = 0
+        for c in held:
+            readable, _, _ = select.select([c.sock], [], [], 0)
+            if readable:
+                data = c.sock.recv(4096)
+                told += data.startswith(b"HTTP/1.1 408 ") and b"needed for another client" in data
+        idle.send(build_request("GET", "/healthz", port=port))
+        r = idle.read_response("GET")
+        assert served == 5, f"only {served} of 5 newcomers served from a table of stalled connections"
+        assert told >= 1, "no stalled connection was told why it was closed"
+        assert r.status == 200 and r.json()["evictedStalled"] >= 1, f"idle client: {r.status} {r.text[:200]}"
+        assert s.alive()
+    finally:
+        for c in held:
+            c.close()
+        stop(s)
+
+
+def test_per_address_limit_names_itself():
+    """8 busy connections from 127.0.0.4: the 9th from there gets 503 naming
+    CM_MAX_CONNS_PER_ADDR, one from 127.0.0.5 is served meanwhile."""
+    s = start(H.Server(*FAKE.server_flags()))
+    held = []
+    try:
+        port = s.port
+        held = [_half_request(port, "127.0.0.4") for _ in range(8)]
+        time.sleep(0.1)
+        with Conn(port, source="127.0.0.4") as c:
+            c.send(build_request("GET", "/healthz", port=port))
+            r = c.read_response("GET")
+        assert r.status == 503 and "CM_MAX_CONNS_PER_ADDR" in r.json()["error"]["message"], f"{r.status} {r.text[:300]}"
+        assert "retry-after" in r.headers, r.headers
+        with Conn(port, source="127.0.0.5") as c:
+            c.send(build_request("GET", "/healthz", port=port))
+            assert c.read_response("GET").status == 200
+        assert s.alive()
+    finally:
+        for c in held:
+            c.close()
         stop(s)
 
 

@@ -252,11 +252,16 @@ cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_
     return S_LISTEN;
 }
 
-cm_sock_t cm_port_accept(cm_sock_t l)
+cm_sock_t cm_port_accept(cm_sock_t l, unsigned char peer[16])
 {
     FUZZ_ASSERT(l == S_LISTEN && F.listener_open, "accept on socket %ld", (long)l);
+    /* every client its own IPv4 loopback address, 127.0.0.(1 + k) */
+    memset(peer, 0, 16);
+    peer[10] = peer[11] = 0xff;
+    peer[12] = 127;
     if (F.extra_accepted < F.extra_total) {
         F.extra_open |= 1 << F.extra_accepted;
+        peer[15] = (unsigned char)(100 + F.extra_accepted);
         return S_EXTRA + F.extra_accepted++;
     }
     {
@@ -264,6 +269,7 @@ cm_sock_t cm_port_accept(cm_sock_t l)
         for (i = 0; i < F.n_clients; i++)
             if (!F.cl[i].accepted) {
                 F.cl[i].accepted = 1;
+                peer[15] = (unsigned char)(1 + i);
                 return S_CLIENT + i;
             }
     }
