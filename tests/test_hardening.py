@@ -772,6 +772,143 @@ def test_bad_input_ids_of_every_type_in_both_eras():
     delete_session(port, sid)
 
 
+def _result_text_check(*words):
+    def check(r):
+        try:
+            res = r.json().get("result", {})
+            text = res["content"][0]["text"]
+        except (AssertionError, KeyError, IndexError, TypeError):
+            return [f"expected a tool result: {r.text[:200]}"]
+        return [f"the result does not say {w!r}: {text[:200]}" for w in words if w not in text]
+    return check
+
+
+def test_bad_input_parser_differentials():
+    """Issue 16, item 4: what a first-wins and a last-wins JSON reader would
+    see differently is refused: duplicate keys anywhere, control characters
+    in method, tool name, resource URI and keys; an escaped key is the key it
+    spells (a duplicate of the plain one, and checked against the schema)."""
+    port = P()
+    sid = open_session(port)
+    call = '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":%s}'
+    dup_name = call % ("31", '{"name":"delete_team","arguments":{"teamId":7},"name":"get_teams"}')
+    dup_deep = call % ("32", '{"name":"get_booking","arguments":{"filters":[{"a":1,"a":2}]}}')
+    dup_escaped = call % ("33", '{"name":"get_contact","arguments":{"contactId":1,"contact\\u0049d":2}}')
+    nul_name = call % ("34", '{"name":"delete_team\\u0000-harmless","arguments":{"teamId":7}}')
+    nul_key = call % ("35", '{"name":"get_users_me","arguments":{"a\\u0000":1}}')
+    escaped_alone = call % ("36", '{"name":"get_booking_by_id","arguments":{"booking\\u0049d":[1]}}')
+    escaped_name = call % ("37", '{"name":"get_\\u0075sers_me","arguments":{}}')
+    nul_method = '{"jsonrpc":"2.0","id":38,"method":"tools/list\\u0000x"}'
+    uri = '{"jsonrpc":"2.0","id":39,"method":"resources/read","params":{"uri":"cal://x\\u0001"}}'
+    meta = '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}'
+    modern_nul = '{"jsonrpc":"2.0","id":40,"method":"tools/call","params":{"name":"delete_team\\u0000x","arguments":{"teamId":7},' + meta + '}}'
+    modern_dup = '{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"get_users_me","arguments":{},' + meta + ',"name":"delete_team"}}'
+    import base64
+    nul_header = "=?base64?" + base64.b64encode(b"get_users_me\x00x").decode() + "?="
+    cases = [
+        Case("duplicate key name (first delete_team, last get_teams)", session_send(sid, dup_name), 400, -32600,
+             ["name", "twice"], id=None),
+        Case("duplicate key deep in the arguments", session_send(sid, dup_deep), 400, -32600, ['"a"', "twice"]),
+        Case("escaped key duplicates the plain one", session_send(sid, dup_escaped), 400, -32600,
+             ['"contactId"', "twice"]),
+        Case("NUL in the tool name", session_send(sid, nul_name), 400, -32600, ["params.name", "control character"]),
+        Case("NUL in an argument key", session_send(sid, nul_key), 400, -32600, ["key", "control character"]),
+        Case("NUL in the method", session_send(sid, nul_method), 400, -32600, ["method", "control character"]),
+        Case("control character in a resource URI", session_send(sid, uri), 400, -32600, ["params.uri"]),
+        Case("an escaped key alone is checked against the schema", session_send(sid, escaped_alone), 200,
+             check=_result_text_check("bookingId", "got array")),
+        Case("an escaped tool name is the tool it spells", session_send(sid, escaped_name), 200,
+             check=_result_text_check('"id"')),
+        Case("2026-07-28: NUL in the tool name", modern_send("tools/call", body=modern_nul, id=40,
+                                                              headers={"Mcp-Name": "delete_team"}),
+             400, -32600, ["params.name"]),
+        Case("2026-07-28: duplicate name in params", modern_send("tools/call", body=modern_dup, id=41,
+                                                                  headers={"Mcp-Name": "get_users_me"}),
+             400, -32600, ["name", "twice"]),
+        Case("2026-07-28: a NUL in the decoded Mcp-Name does not hide a difference",
+             modern_send("tools/call", {"name": "get_users_me", "arguments": {}}, id=42,
+                         headers={"Mcp-Name": nul_header}), 400, -32020, ["Mcp-Name"]),
+    ]
+    run_cases(port, cases)
+    delete_session(port, sid)
+
+
+def _long_id_check(raw):
+    def check(r):
+        m = re.search(r'"id":(\S+?),"(?:result|error)"', r.text)
+        if not m or m.group(1) != raw:
+            return [f"id not echoed byte for byte: sent {len(raw)} bytes, got {m and m.group(1)[:60]!r}"]
+        return []
+    return check
+
+
+LONG_IDS = ['"' + "i" * 76 + '"', '"' + "x" * 300 + '\\u00e9\\"' + '"', '"' + "L" * 5000 + '"', "7" * 78, "9" * 3000]
+
+
+def test_long_ids_come_back_byte_for_byte():
+    """Issue 16, item 5: tools/call ids of 78 bytes and more, string or
+    number, in both eras, in a batch and over stdio, come back whole."""
+    port = P()
+    sid = open_session(port)
+    sid_batch = open_session(port, version="2025-03-26")
+    call = '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"get_users_me","arguments":{}}}'
+    meta = '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}'
+    modern = '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"get_users_me","arguments":{},' + meta + '}}'
+    cases = []
+    for raw in LONG_IDS:
+        cases.append(Case(f"session era tools/call, id of {len(raw)} bytes", session_send(sid, call % raw), 200,
+                          check=_long_id_check(raw)))
+        cases.append(Case(f"2026-07-28 tools/call, id of {len(raw)} bytes",
+                          modern_send("tools/call", body=modern % raw, headers={"Mcp-Name": "get_users_me"}), 200,
+                          check=_long_id_check(raw)))
+        cases.append(Case(f"an error answer, id of {len(raw)} bytes",
+                          session_send(sid, '{"jsonrpc":"2.0","id":%s,"method":"no/such"}' % raw), 200,
+                          check=_long_id_check(raw)))
+
+    def batch_check(r):
+        got = re.findall(r'"id":(\S+?),"result"', r.text)
+        want = [LONG_IDS[0], LONG_IDS[1], LONG_IDS[3]]
+        return [] if sorted(got) == sorted(want) else [f"batch ids {[g[:20] for g in got]}"]
+    batch = "[" + ",".join(call % raw for raw in (LONG_IDS[0], LONG_IDS[1], LONG_IDS[3])) + "]"
+    cases.append(Case("2025-03-26 batch of three calls with long ids", session_send(sid_batch, batch), 200,
+                      check=batch_check))
+    run_cases(port, cases)
+    delete_session(port, sid)
+    delete_session(port, sid_batch)
+    # stdio: one call and a batch
+    lines = (call % LONG_IDS[2]) + "\n" + "[" + call % LONG_IDS[0] + "," + call % LONG_IDS[4] + "]\n"
+    p = subprocess.run([H.BIN, "--stdio"] + FAKE.server_flags(), input=lines.encode(), capture_output=True,
+                       timeout=30, env=H.clean_env({"CALID_API_KEY": TOKEN}), cwd=ROOT)
+    out = p.stdout.decode()
+    got = re.findall(r'"id":(\S+?),"result"', out)
+    assert sorted(got) == sorted([LONG_IDS[2], LONG_IDS[0], LONG_IDS[4]]), \
+        f"stdio ids: {[g[:20] for g in got]}; stderr {p.stderr.decode()[-300:]}"
+
+
+def test_bad_input_chunk_lines_and_healthz_host():
+    """Issue 16, item 6: a chunk-size like 0x5 and a bare CR in a chunk line
+    are 400; /healthz has the Host and Origin checks of /mcp."""
+    port = P()
+    head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    body = json.dumps(rpc("ping", 1)).encode()
+    hexlen = b"%x" % len(body)
+    cases = [
+        Case("chunk size 0x.. (nginx: 400)", raw_send(head + b"0x" + hexlen + b"\r\n" + body + b"\r\n0\r\n\r\n"), 400,
+             -32000, ["chunked"], closes=True),
+        Case("bare CR in a chunk extension", raw_send(head + hexlen + b";a\rb\r\n" + body + b"\r\n0\r\n\r\n"), 400,
+             -32000, ["chunked"], closes=True),
+        Case("bare CR in a trailer", raw_send(head + hexlen + b"\r\n" + body + b"\r\n0\r\nX: a\rb\r\n\r\n"), 400,
+             -32000, ["chunked"], closes=True),
+        Case("/healthz with a foreign Host (DNS rebinding)",
+             raw_send(b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"), 403, -32000, ["Host"]),
+        Case("/healthz with a foreign Origin",
+             raw_send(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n".encode()),
+             403, -32000, ["Origin"]),
+    ]
+    run_cases(port, cases)
+
+
 def _batch_answers(r):
     if r.status != 200:
         return None, [f"HTTP {r.status}"]
@@ -1513,6 +1650,8 @@ def _exercise_with_token(port, token):
     CTL.fault(path="/teams", mode="reset")
     H.session_post(port, sid, rpc("tools/call", 5, {"name": "get_teams", "arguments": {}}), token=token)
     H.session_post(port, sid, rpc("tools/call", 6, {"name": "get_booking_by_id", "arguments": {}}), token=token)
+    H.session_post(port, sid, rpc("tools/call", 8, {"name": "list_contacts", "arguments": {"search": "qsecret4711"}}),
+                   token=token)
     H.modern_post(port, "tools/call", {"name": "get_users_me", "arguments": {}}, token=token)
     H.session_post(port, sid, rpc("ping", 7), token=token + "x")
     H.initialize_response(port, token=None, headers={"Authorization": "Basic " + token})
@@ -1545,6 +1684,9 @@ def test_token_never_in_stderr_at_any_log_level():
             if secret in log or frag in log:
                 lines = [ln for ln in log.splitlines() if frag in ln]
                 problems.append(f"--log-level {level}: the caller's token is in stderr: {lines[:3]}")
+        if "qsecret4711" in log:
+            lines = [ln for ln in log.splitlines() if "qsecret4711" in ln]
+            problems.append(f"--log-level {level}: a query string value is in stderr: {lines[:3]}")
         if level == "debug" and "debug" not in log:
             problems.append(f"--log-level debug wrote no debug lines: {log[:200]!r}")
         # a key held by the server and the access token clients present
