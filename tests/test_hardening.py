@@ -885,6 +885,21 @@ def test_long_ids_come_back_byte_for_byte():
         f"stdio ids: {[g[:20] for g in got]}; stderr {p.stderr.decode()[-300:]}"
 
 
+def test_stdio_refuses_nul_bytes_and_duplicate_keys():
+    """stdio reads the same rules: a raw NUL inside a line is a parse error
+    (not the end of the line), a duplicate key is -32600 naming it."""
+    lines = (b'{"jsonrpc":"2.0","id":1,"method":"ping"}\x00{"jsonrpc":"2.0","id":2,"method":"ping"}\n'
+             b'{"jsonrpc":"2.0","id":3,"method":"ping","id":4}\n'
+             b'{"jsonrpc":"2.0","id":5,"method":"ping"}\n')
+    p = subprocess.run([H.BIN, "--stdio"] + FAKE.server_flags(), input=lines, capture_output=True, timeout=30,
+                       env=H.clean_env({"CALID_API_KEY": TOKEN}), cwd=ROOT)
+    out = [json.loads(line) for line in p.stdout.decode().splitlines() if line.strip()]
+    assert len(out) == 3, f"expected 3 answers: {out}"
+    assert out[0]["error"]["code"] == -32700 and "NUL" in out[0]["error"]["message"], out[0]
+    assert out[1]["error"]["code"] == -32600 and '"id" appears twice' in out[1]["error"]["message"], out[1]
+    assert out[2].get("id") == 5 and "result" in out[2], out[2]
+
+
 def test_bad_input_chunk_lines_and_healthz_host():
     """Issue 16, item 6: a chunk-size like 0x5 and a bare CR in a chunk line
     are 400; /healthz has the Host and Origin checks of /mcp."""

@@ -372,6 +372,62 @@ static void test_sessions(void)
     CHECK(session_find(v, 1000 + (uint64_t)CM_SESSION_TTL_MS + 10) < 0, "session expires");
 }
 
+static void set_peer(unsigned char *p, int a, int b)
+{
+    memset(p, 0, 16);
+    p[10] = p[11] = 0xff;
+    p[12] = 127;
+    p[14] = (unsigned char)a;
+    p[15] = (unsigned char)b;
+}
+
+static void test_admission(void)
+{
+    unsigned char a[16], b[16];
+    int k, v;
+    set_peer(a, 0, 1);
+    set_peer(b, 0, 1);
+    CHECK(same_client(a, b), "same IPv4 address");
+    b[15] = 2;
+    CHECK(!same_client(a, b), "another IPv4 address");
+    memset(a, 0, 16);
+    memset(b, 0, 16);
+    a[0] = b[0] = 0x20;
+    a[1] = b[1] = 0x01;
+    a[15] = 1;
+    b[15] = 2;
+    CHECK(same_client(a, b), "one IPv6 /64");
+    b[7] = 1;
+    CHECK(!same_client(a, b), "another IPv6 /64");
+    set_peer(b, 0, 1);
+    memset(a, 0, 16);
+    CHECK(!same_client(a, b), "an IPv6 address is not an IPv4 one");
+    /* a table: 8 stalled half-requests from .2, 7 from .3, one idle client on .1 */
+    memset(conns, 0, sizeof conns);
+    for (k = 0; k < CM_MAX_CONNS; k++) {
+        conns[k].state = C_READ;
+        conns[k].served = 1;
+        conns[k].in_len = k < 15 ? 20 : 0;
+        conns[k].req_start_ms = 1000 + (uint64_t)k;
+        conns[k].last_ms = 1000 + (uint64_t)k;
+        set_peer(conns[k].peer, 0, k < 8 ? 2 : k < 15 ? 3 : 1);
+    }
+    set_peer(a, 0, 9);
+    CHECK(pick_victim(a, 0, 1500) < 0, "nothing is stalled before the grace");
+    v = pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100);
+    CHECK(v == 0, "past the grace: the oldest stalled one of the heaviest address (%d)", v);
+    set_peer(a, 0, 3);
+    CHECK(pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100) < 0, "a heavy address takes no slot from another as heavy");
+    CHECK(pick_victim(a, 1, 1000 + CM_SLOW_GRACE_MS + 100) == 8, "an address at its limit replaces its own");
+    for (k = 0; k < 15; k++)
+        conns[k].state = C_WAIT_API; /* all busy but the idle one */
+    set_peer(a, 0, 9);
+    CHECK(pick_victim(a, 0, 1000 + CM_EVICT_IDLE_MS + 100) == 15, "a newcomer holding none may ask an idle one to leave");
+    set_peer(a, 0, 2);
+    CHECK(pick_victim(a, 0, 1000 + CM_EVICT_IDLE_MS + 100) < 0, "a heavy address does not push an idle light one off");
+    memset(conns, 0, sizeof conns);
+}
+
 int main(void)
 {
     cm_config_defaults(&cfg);
@@ -385,6 +441,7 @@ int main(void)
     test_dispatch();
     test_routes();
     test_sessions();
+    test_admission();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
