@@ -5582,8 +5582,115 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
     conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
 }
 
-/* A full request is in c->in: route it and start the answer. */
+static void serve_healthz(struct conn *c)
+{
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_printf(&c->resp,
+              "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d,\"connections\":%d,"
+              "\"requests\":%lu,\"refusedBusy\":%lu,\"refusedPerAddress\":%lu,\"evictedStalled\":%lu,"
+              "\"apiFullHandshakes\":%u}",
+              (unsigned)N_TOOLS, sessions_in_use(), conns_in_use(), stat_requests, stat_refused_busy,
+              stat_refused_addr, stat_evicted, up_full_handshakes);
+    conn_answer(c, 200, "application/json", NULL);
+}
+
+/* DNS rebinding protection: a page in a browser must not reach a loopback
+ * server under another name, nor any server from an origin not allowed.
+ * 0 to go on; else the answer is already started. */
+static int conn_check_host(struct conn *c)
+{
+    const struct http_req *q = &c->req;
+    const struct view *origin = http_header(q, "origin");
+    const struct view *host = http_header(q, "host");
+    if (!host && q->minor >= 1) {
+        conn_reject(c, 400, E_SERVER, "Bad Request: the Host header is required", NULL);
+        return -1;
+    }
+    if (listener_on_loopback && host && !host_is_loopback_name(*host) && !host_allowed_by_origin_list(*host)) {
+        conn_reject(c, 403, E_SERVER, "Forbidden: Host is not localhost, 127.0.0.1 or [::1] (DNS rebinding protection; see --allow-origin)", NULL);
+        return -1;
+    }
+    if (origin) {
+        if (!origin_allowed(*origin)) {
+            conn_reject(c, 403, E_SERVER, "Forbidden: Origin not allowed (see --allow-origin)", NULL);
+            return -1;
+        }
+        snprintf(c->origin_ok, sizeof c->origin_ok, "%.*s", (int)(origin->n < 150 ? origin->n : 0), origin->p);
+    }
+    return 0;
+}
+
+static void serve_mcp(struct conn *c);
+
+/*
+ * The HTTP endpoints, one row each: the path, the methods it takes (NULL: the
+ * handler answers every method itself, with the reason), and whether the DNS
+ * rebinding check applies. HEAD is allowed wherever GET is.
+ */
+struct endpoint {
+    const char *path;
+    const char *allow;
+    int host_check;
+    void (*serve)(struct conn *c);
+};
+
+static const struct endpoint endpoints[] = {
+    {"/mcp", NULL, 1, serve_mcp},
+    {"/healthz", "GET, HEAD", 1, serve_healthz},
+};
+#define N_ENDPOINTS (sizeof endpoints / sizeof endpoints[0])
+
+static int method_allowed(const char *allow, struct view method)
+{
+    size_t n = strlen(allow), i = 0;
+    if (view_eq(method, "HEAD")) {
+        method.p = "GET";
+        method.n = 3;
+    }
+    while (i < n) {
+        size_t j = i;
+        while (j < n && allow[j] != ',')
+            j++;
+        if (j - i == method.n && memcmp(allow + i, method.p, method.n) == 0)
+            return 1;
+        i = j + (j < n ? 2 : 0); /* ", " */
+    }
+    return 0;
+}
+
+/* A full request is in c->in: route it to its endpoint. */
 static void conn_process(struct conn *c)
+{
+    struct http_req *q = &c->req;
+    size_t i;
+    stat_requests++;
+    c->head_only = view_eq(q->method, "HEAD");
+    c->ctx.http_status = 200;
+    c->ctx.batch = 0;
+    c->ctx.new_session = -1;
+    cm_logf(CM_LOG_DEBUG, "%.*s %.*s", (int)q->method.n, q->method.p, (int)(q->path.n > 100 ? 100 : q->path.n), q->path.p);
+    for (i = 0; i < N_ENDPOINTS; i++) {
+        const struct endpoint *e = &endpoints[i];
+        char allow[80];
+        if (!view_eq(q->path, e->path))
+            continue;
+        if (e->allow && !method_allowed(e->allow, q->method)) {
+            char m[120];
+            snprintf(m, sizeof m, "{\"error\":\"%s takes %s\"}", e->path, e->allow);
+            snprintf(allow, sizeof allow, "Allow: %s\r\n", e->allow);
+            conn_simple(c, 405, m, allow);
+            return;
+        }
+        if (e->host_check && conn_check_host(c) < 0)
+            return;
+        e->serve(c);
+        return;
+    }
+    conn_simple(c, 404, "{\"error\":\"not found: the MCP endpoint is /mcp\"}", NULL);
+}
+
+/* POST, DELETE and OPTIONS on /mcp. */
+static void serve_mcp(struct conn *c)
 {
     struct http_req *q = &c->req;
     const struct view *h;
@@ -5593,53 +5700,9 @@ static void conn_process(struct conn *c)
     int r, claims_modern = 0;
     const struct view *sid = http_header(q, "mcp-session-id");
     const struct view *pver = http_header(q, "mcp-protocol-version");
-    const struct view *origin = http_header(q, "origin");
-    const struct view *host = http_header(q, "host");
     uint64_t now = cm_port_now_ms();
     char extra[200];
 
-    stat_requests++;
-    c->head_only = view_eq(q->method, "HEAD");
-    c->ctx.http_status = 200;
-    c->ctx.batch = 0;
-    c->ctx.new_session = -1;
-    cm_logf(CM_LOG_DEBUG, "%.*s %.*s", (int)q->method.n, q->method.p, (int)(q->path.n > 100 ? 100 : q->path.n), q->path.p);
-
-    /* DNS rebinding protection, for every path: /healthz tells version and counters */
-    if (!host && q->minor >= 1) {
-        conn_reject(c, 400, E_SERVER, "Bad Request: the Host header is required", NULL);
-        return;
-    }
-    if (listener_on_loopback && host && !host_is_loopback_name(*host) && !host_allowed_by_origin_list(*host)) {
-        conn_reject(c, 403, E_SERVER, "Forbidden: Host is not localhost, 127.0.0.1 or [::1] (DNS rebinding protection; see --allow-origin)", NULL);
-        return;
-    }
-    if (origin) {
-        if (!origin_allowed(*origin)) {
-            conn_reject(c, 403, E_SERVER, "Forbidden: Origin not allowed (see --allow-origin)", NULL);
-            return;
-        }
-        snprintf(c->origin_ok, sizeof c->origin_ok, "%.*s", (int)(origin->n < 150 ? origin->n : 0), origin->p);
-    }
-    if (view_eq(q->path, "/healthz")) {
-        if (!view_eq(q->method, "GET") && !view_eq(q->method, "HEAD")) {
-            conn_simple(c, 405, "{\"error\":\"GET /healthz\"}", "Allow: GET\r\n");
-            return;
-        }
-        rs_init(&c->resp, c->out, sizeof c->out, 0);
-        rs_printf(&c->resp,
-                  "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d,\"connections\":%d,"
-                  "\"requests\":%lu,\"refusedBusy\":%lu,\"refusedPerAddress\":%lu,\"evictedStalled\":%lu,"
-                  "\"apiFullHandshakes\":%u}",
-                  (unsigned)N_TOOLS, sessions_in_use(), conns_in_use(), stat_requests, stat_refused_busy,
-                  stat_refused_addr, stat_evicted, up_full_handshakes);
-        conn_answer(c, 200, "application/json", NULL);
-        return;
-    }
-    if (!view_eq(q->path, "/mcp")) {
-        conn_simple(c, 404, "{\"error\":\"not found: the MCP endpoint is /mcp\"}", NULL);
-        return;
-    }
     if (view_eq(q->method, "OPTIONS")) {
         rs_init(&c->resp, c->out, sizeof c->out, 0);
         conn_answer(c, 204, NULL,
@@ -6418,6 +6481,58 @@ size_t cm_static_bytes(void)
            sizeof stdio_out + up_static_bytes();
 }
 
+/*
+ * The server secret keys everything that must hold across a restart or
+ * between instances (token fingerprints, and what is derived from it). With
+ * --secret-file it is the file's 32 bytes, made from the random source (mode
+ * 0600) when the file does not exist yet; without, it is random per process.
+ */
+static int load_server_secret(const char *path, char *err, size_t errlen)
+{
+    FILE *f;
+    size_t n;
+    int extra;
+    if (!path) {
+        if (cm_port_random(server_secret, sizeof server_secret) == 0)
+            return 0;
+        snprintf(err, errlen, "no secure random source (needed for the server secret)");
+        return -1;
+    }
+    f = fopen(path, "rb");
+    if (!f) {
+        if (cm_port_random(server_secret, sizeof server_secret) != 0) {
+            snprintf(err, errlen, "no secure random source to make the secret file %s", path);
+            return -1;
+        }
+        if (cm_port_create_private_file(path, server_secret, sizeof server_secret) != 0) {
+            snprintf(err, errlen, "cannot read or create the secret file %s", path);
+            return -1;
+        }
+        cm_logf(CM_LOG_INFO, "created the secret file %s (32 random bytes; give the same file to every instance)", path);
+        return 0;
+    }
+    n = fread(server_secret, 1, sizeof server_secret, f);
+    extra = fgetc(f);
+    fclose(f);
+    if (n != sizeof server_secret || extra != EOF) {
+        snprintf(err, errlen, "the secret file %s must hold exactly 32 bytes (delete it to have a new one made)", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* A 32-byte key for one purpose, derived from the server secret:
+ * HMAC-SHA256(secret, label), so that keys for different uses never meet. */
+static void secret_derive(const char *label, unsigned char out[32])
+{
+    br_hmac_key_context kc;
+    br_hmac_context hc;
+    br_hmac_key_init(&kc, &br_sha256_vtable, server_secret, sizeof server_secret);
+    br_hmac_init(&hc, &kc, 0);
+    br_hmac_update(&hc, label, strlen(label));
+    br_hmac_out(&hc, out);
+}
+
 static int is_loopback_addr(const char *host)
 {
     return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
@@ -6443,11 +6558,13 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         snprintf(err, errlen, "the platform layer did not start");
         return -1;
     }
-    if (cm_port_random(server_secret, sizeof server_secret) != 0) {
-        snprintf(err, errlen, "no secure random source (needed for session ids)");
+    if (load_server_secret(cfg.secret_file, err, errlen) < 0)
         return -1;
+    {
+        unsigned char k[32];
+        secret_derive("calid-mcp token fingerprint", k);
+        br_hmac_key_init(&fp_key, &br_sha256_vtable, k, sizeof k);
     }
-    br_hmac_key_init(&fp_key, &br_sha256_vtable, server_secret, sizeof server_secret);
     if (build_tools_json(err, errlen) < 0)
         return -1;
     if (up_init(cfg.upstream, cfg.ca_file ? cfg.ca_file : cm_port_default_ca_file(), err, errlen) < 0)
@@ -6523,23 +6640,75 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/*
+ * The command line, as data: one row per option with its environment
+ * variable, what it sets and its help line. A flag wins over its variable.
+ */
+struct cli {
+    struct cm_config c;
+    int stdio;
+};
+
+enum opt_kind {
+    OPT_TEXT,   /* takes a value: a string field */
+    OPT_ORIGIN, /* takes a value, repeatable: appended to allow_origins */
+    OPT_LEVEL,  /* takes a value: error, warn, info, debug */
+    OPT_SWITCH, /* no value: an int field set to 1 */
+    OPT_HELP,
+    OPT_VERSION
+};
+
+struct cli_option {
+    const char *flag;
+    const char *arg;    /* the value's name in --help, NULL for a switch */
+    const char *env;    /* environment variable, or NULL */
+    enum opt_kind kind;
+    size_t field;       /* offset in struct cli */
+    const char *help;
+};
+
+#define CLI_FIELD(member) offsetof(struct cli, member)
+#define CM_XSTR(x) #x
+#define CM_STR(x) CM_XSTR(x) /* a limit's value inside a help string */
+
+static const struct cli_option cli_options[] = {
+    {"--listen", "ADDR:PORT", "CALID_MCP_LISTEN", OPT_TEXT, CLI_FIELD(c.listen),
+     "where to serve MCP over HTTP at /mcp (default 127.0.0.1:8080)"},
+    {"--upstream", "URL", "CALID_API_BASE", OPT_TEXT, CLI_FIELD(c.upstream),
+     "the Cal ID API base URL (default https://api.cal.id)"},
+    {"--ca-file", "PEM", "CALID_CA_FILE", OPT_TEXT, CLI_FIELD(c.ca_file),
+     "CA certificates to trust for the API (default the system bundle)"},
+    {"--api-key", "KEY", "CALID_API_KEY", OPT_TEXT, CLI_FIELD(c.api_key),
+     "a Cal ID key held by the server (default none: clients send their own)"},
+    {"--access-token", "TOKEN", "CALID_MCP_ACCESS_TOKEN", OPT_TEXT, CLI_FIELD(c.access_token),
+     "token clients must present when --api-key is used off loopback"},
+    {"--secret-file", "PATH", "CALID_MCP_SECRET_FILE", OPT_TEXT, CLI_FIELD(c.secret_file),
+     "32-byte server secret, made (mode 0600) if absent; instances sharing it trust each other"},
+    {"--allow-origin", "ORIGIN", NULL, OPT_ORIGIN, 0,
+     "allow this browser Origin (repeatable, up to " CM_STR(CM_MAX_ORIGINS) "; default loopback origins)"},
+    {"--stdio", NULL, NULL, OPT_SWITCH, CLI_FIELD(stdio),
+     "speak MCP over stdin/stdout instead of HTTP (key from CALID_API_KEY)"},
+    {"--log-level", "LEVEL", NULL, OPT_LEVEL, CLI_FIELD(c.log_level),
+     "error, warn, info or debug (default info)"},
+    {"--help", NULL, NULL, OPT_HELP, 0, "this text"},
+    {"--version", NULL, NULL, OPT_VERSION, 0, "version and the static memory reserved at the compiled limits"},
+};
+#define N_CLI_OPTIONS (sizeof cli_options / sizeof cli_options[0])
+
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "calid-mcp " CM_VERSION " - an MCP server for the Cal ID scheduling API\n"
-            "\n"
-            "usage: calid_mcp [options]\n"
-            "  --listen ADDR:PORT     where to serve MCP over HTTP at /mcp     (CALID_MCP_LISTEN; default 127.0.0.1:8080)\n"
-            "  --upstream URL         the Cal ID API base URL                  (CALID_API_BASE; default https://api.cal.id)\n"
-            "  --ca-file PEM          CA certificates to trust for the API     (CALID_CA_FILE; default the system bundle, %s)\n"
-            "  --api-key KEY          a Cal ID key held by the server          (CALID_API_KEY; default none: clients send their own)\n"
-            "  --access-token TOKEN   token clients must present when --api-key is used off loopback (CALID_MCP_ACCESS_TOKEN)\n"
-            "  --allow-origin ORIGIN  allow this browser Origin (repeatable, up to %d; default loopback origins only)\n"
-            "  --stdio                speak MCP over stdin/stdout instead of HTTP (key from CALID_API_KEY)\n"
-            "  --log-level LEVEL      error, warn, info or debug               (default info)\n"
-            "  --help                 this text\n"
-            "  --version              version and the static memory reserved at the compiled limits\n",
-            cm_port_default_ca_file() ? cm_port_default_ca_file() : "none", CM_MAX_ORIGINS);
+    size_t i;
+    fprintf(f, "calid-mcp " CM_VERSION " - an MCP server for the Cal ID scheduling API\n\nusage: calid_mcp [options]\n");
+    for (i = 0; i < N_CLI_OPTIONS; i++) {
+        const struct cli_option *o = &cli_options[i];
+        char left[40];
+        snprintf(left, sizeof left, "%s%s%s", o->flag, o->arg ? " " : "", o->arg ? o->arg : "");
+        fprintf(f, "  %-24s %s", left, o->help);
+        if (o->env)
+            fprintf(f, " [%s]", o->env);
+        fputc('\n', f);
+    }
+    fprintf(f, "\nThe system CA bundle here: %s\n", cm_port_default_ca_file() ? cm_port_default_ca_file() : "none");
 }
 
 static const char *env_or(const char *name, const char *fallback)
@@ -6548,77 +6717,97 @@ static const char *env_or(const char *name, const char *fallback)
     return v && v[0] ? v : fallback;
 }
 
-int main(int argc, char **argv)
+static int parse_level(const char *v)
 {
-    struct cm_config c;
-    char err[400];
-    int i, stdio_mode = 0;
-    cm_config_defaults(&c);
-    c.listen = env_or("CALID_MCP_LISTEN", c.listen);
-    c.upstream = env_or("CALID_API_BASE", c.upstream);
-    c.ca_file = env_or("CALID_CA_FILE", NULL);
-    c.api_key = env_or("CALID_API_KEY", NULL);
-    c.access_token = env_or("CALID_MCP_ACCESS_TOKEN", NULL);
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define TAKE(flag, field)                                                     \
-    if (strcmp(a, flag) == 0) {                                               \
-        if (!v) {                                                             \
-            fprintf(stderr, "calid-mcp: %s needs a value (see --help)\n", a); \
-            return 2;                                                         \
-        }                                                                     \
-        field = v;                                                            \
-        i++;                                                                  \
-        continue;                                                             \
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    int l;
+    for (l = 0; l < 4; l++)
+        if (strcmp(v, levels[l]) == 0)
+            return l;
+    return -1;
+}
+
+/* Applies one option's value to *cl. 0 ok, 2 (the exit code) with a message. */
+static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
+{
+    char *field = (char *)cl + o->field;
+    switch (o->kind) {
+    case OPT_TEXT:
+        memcpy(field, &v, sizeof v);
+        return 0;
+    case OPT_ORIGIN:
+        if (cl->c.n_allow_origins == CM_MAX_ORIGINS) {
+            fprintf(stderr, "calid-mcp: at most %d --allow-origin values (CM_MAX_ORIGINS)\n", CM_MAX_ORIGINS);
+            return 2;
+        }
+        cl->c.allow_origins[cl->c.n_allow_origins++] = v;
+        return 0;
+    case OPT_LEVEL: {
+        int l = parse_level(v);
+        if (l < 0) {
+            fprintf(stderr, "calid-mcp: unknown log level '%s' (error, warn, info, debug)\n", v);
+            return 2;
+        }
+        memcpy(field, &l, sizeof l);
+        return 0;
     }
-        TAKE("--listen", c.listen)
-        TAKE("--upstream", c.upstream)
-        TAKE("--ca-file", c.ca_file)
-        TAKE("--api-key", c.api_key)
-        TAKE("--access-token", c.access_token)
-#undef TAKE
-        if (strcmp(a, "--allow-origin") == 0) {
-            if (!v) {
-                fprintf(stderr, "calid-mcp: --allow-origin needs a value (see --help)\n");
-                return 2;
-            }
-            if (c.n_allow_origins == CM_MAX_ORIGINS) {
-                fprintf(stderr, "calid-mcp: at most %d --allow-origin values (CM_MAX_ORIGINS)\n", CM_MAX_ORIGINS);
-                return 2;
-            }
-            c.allow_origins[c.n_allow_origins++] = v;
-            i++;
-        } else if (strcmp(a, "--log-level") == 0) {
-            static const char *const levels[] = {"error", "warn", "info", "debug"};
-            int l;
-            if (!v) {
-                fprintf(stderr, "calid-mcp: --log-level needs a value (error, warn, info, debug)\n");
-                return 2;
-            }
-            for (l = 0; l < 4 && strcmp(v, levels[l]) != 0; l++)
-                ;
-            if (l == 4) {
-                fprintf(stderr, "calid-mcp: unknown log level '%s' (error, warn, info, debug)\n", v);
-                return 2;
-            }
-            c.log_level = l;
-            i++;
-        } else if (strcmp(a, "--stdio") == 0) {
-            stdio_mode = 1;
-        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    default: {
+        int one = 1;
+        memcpy(field, &one, sizeof one);
+        return 0;
+    }
+    }
+}
+
+/* Fills *cl from the environment, then argv. -1 to go on; else the exit code. */
+static int cli_parse(struct cli *cl, int argc, char **argv)
+{
+    size_t k;
+    int i;
+    memset(cl, 0, sizeof *cl);
+    cm_config_defaults(&cl->c);
+    for (k = 0; k < N_CLI_OPTIONS; k++)
+        if (cli_options[k].env && env_or(cli_options[k].env, NULL) && cli_apply(cl, &cli_options[k], getenv(cli_options[k].env)))
+            return 2;
+    for (i = 1; i < argc; i++) {
+        const struct cli_option *o = NULL;
+        for (k = 0; k < N_CLI_OPTIONS && !o; k++)
+            if (strcmp(argv[i], cli_options[k].flag) == 0 || (cli_options[k].kind == OPT_HELP && strcmp(argv[i], "-h") == 0))
+                o = &cli_options[k];
+        if (!o) {
+            fprintf(stderr, "calid-mcp: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+        if (o->kind == OPT_HELP) {
             usage(stdout);
             return 0;
-        } else if (strcmp(a, "--version") == 0) {
+        }
+        if (o->kind == OPT_VERSION) {
             printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
                    CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
             return 0;
-        } else {
-            fprintf(stderr, "calid-mcp: unknown option '%s' (see --help)\n", a);
+        }
+        if (o->arg && i + 1 >= argc) {
+            fprintf(stderr, "calid-mcp: %s needs a value (see --help)\n", o->flag);
             return 2;
         }
+        if (cli_apply(cl, o, o->arg ? argv[++i] : NULL))
+            return 2;
     }
+    return -1;
+}
+
+int cm_main(int argc, char **argv)
+{
+    struct cli cl;
+    struct cm_config c;
+    char err[400];
+    int stdio_mode, rc = cli_parse(&cl, argc, argv);
+    if (rc >= 0)
+        return rc;
+    c = cl.c;
+    stdio_mode = cl.stdio;
     if (cm_start(&c, stdio_mode, err, sizeof err) != 0) {
         fprintf(stderr, "calid-mcp: %s\n", err);
         return 1;
@@ -6640,4 +6829,10 @@ int main(int argc, char **argv)
     cm_stop();
     return 0;
 }
+#ifndef CM_OWN_MAIN /* a firmware's main() brings its board up, then calls cm_main() */
+int main(int argc, char **argv)
+{
+    return cm_main(argc, argv);
+}
+#endif
 #endif

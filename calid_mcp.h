@@ -115,6 +115,7 @@ struct cm_config {
     const char *ca_file;       /* PEM trust anchors; NULL = the system bundle */
     const char *api_key;       /* server-held Cal ID key, or NULL */
     const char *access_token;  /* token clients must present when api_key is set off loopback */
+    const char *secret_file;   /* 32-byte server secret shared by instances; NULL = random per process */
     const char *allow_origins[CM_MAX_ORIGINS];
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
@@ -137,6 +138,11 @@ void cm_stop(void);
 /* Serves MCP over stdin/stdout (one JSON-RPC message per line) until stdin
  * ends. Logs go to stderr only. Returns 0 at end of input. */
 int cm_stdio_run(void);
+
+/* The calid_mcp command: parses the flags of --help (and their environment
+ * variables), starts, and serves until SIGINT or SIGTERM. Compiled with
+ * CALID_MCP_MAIN, which also defines main() unless CM_OWN_MAIN is set. */
+int cm_main(int argc, char **argv);
 
 /* Bytes of static memory the server reserves at its compiled limits. */
 size_t cm_static_bytes(void);
@@ -193,5 +199,9 @@ int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms);
 int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out);
 /* Path of the system CA bundle, or NULL if the platform has none. */
 const char *cm_port_default_ca_file(void);
+/* Creates the file path, which must not exist yet, readable and writable by
+ * its owner only (mode 0600 where the platform has modes), and writes the len
+ * bytes of buf to it. 0 ok, -1 failed (it exists, or no write access). */
+int cm_port_create_private_file(const char *path, const void *buf, size_t len);
 
 #endif /* CALID_MCP_H */

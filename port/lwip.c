@@ -77,6 +77,7 @@
 #if (defined(__unix__) || defined(__APPLE__)) && !defined(CM_LWIP_EXTERNAL_HOOKS)
 #define CM_LWIP_UNIX_HOST 1
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #else
@@ -516,3 +517,23 @@ int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out)
 #endif
 
 const char *cm_port_default_ca_file(void) { return CM_LWIP_CA_FILE; }
+
+/* The host's file system, as for the CA bundle ("x": fails if it exists).
+ * A firmware build without one keeps its secret in its own storage and
+ * passes no --secret-file. */
+int cm_port_create_private_file(const char *path, const void *buf, size_t len)
+{
+    FILE *f = fopen(path, "wbx");
+    size_t w;
+    if (!f)
+        return -1;
+#ifdef CM_LWIP_UNIX_HOST
+    chmod(path, 0600);
+#endif
+    w = fwrite(buf, 1, len, f);
+    if (fclose(f) != 0 || w != len) {
+        remove(path);
+        return -1;
+    }
+    return 0;
+}

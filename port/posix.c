@@ -374,6 +374,20 @@ int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out)
     return CM_PORT_AGAIN;
 }
 
+int cm_port_create_private_file(const char *path, const void *buf, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    long w;
+    if (fd < 0)
+        return -1;
+    w = (long)write(fd, buf, len);
+    if (close(fd) != 0 || w != (long)len) {
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
 const char *cm_port_default_ca_file(void)
 {
     static const char *const candidates[] = {

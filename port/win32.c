@@ -31,6 +31,7 @@
 #include <io.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../calid_mcp.h"
 
@@ -392,6 +393,22 @@ int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out)
 out:
     ReleaseSRWLockExclusive(&dns_lock);
     return r;
+}
+
+/* The new file gets the default ACL of its folder (the user's profile is
+ * private to the user); _S_IREAD | _S_IWRITE keeps it writable. */
+int cm_port_create_private_file(const char *path, const void *buf, size_t len)
+{
+    int fd = _open(path, _O_WRONLY | _O_CREAT | _O_EXCL | _O_BINARY, _S_IREAD | _S_IWRITE);
+    int w;
+    if (fd < 0)
+        return -1;
+    w = _write(fd, buf, (unsigned)len);
+    if (_close(fd) != 0 || w != (int)len) {
+        _unlink(path);
+        return -1;
+    }
+    return 0;
 }
 
 const char *cm_port_default_ca_file(void)

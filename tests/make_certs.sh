@@ -4,6 +4,7 @@
 # Creates in OUTDIR:
 #   ca.pem, ca.key                   test CA that the server under test trusts
 #   server.pem, server.key           leaf for localhost and 127.0.0.1, signed by ca
+#   guest.pem, guest.key             leaf for 10.0.2.2 (the host seen from a QEMU guest) and 127.0.0.1, signed by ca
 #   wronghost.pem, wronghost.key     leaf for DNS:wrong.example only, signed by ca
 #   untrusted.pem, untrusted.key     leaf for localhost and 127.0.0.1, signed by
 #   untrusted-ca.pem                 a second CA that nobody is told to trust
@@ -30,7 +31,7 @@ if [ $# -ne 1 ] || [ -z "$1" ]; then
 fi
 out=$1
 script=${BASH_SOURCE[0]}
-files="ca.key server.pem server.key wronghost.pem wronghost.key untrusted.pem untrusted.key untrusted-ca.pem"
+files="ca.key server.pem server.key guest.pem guest.key wronghost.pem wronghost.key untrusted.pem untrusted.key untrusted-ca.pem"
 
 complete=1
 for f in $files ca.pem; do
@@ -141,6 +142,8 @@ new_leaf() {
 new_ca "$work/ca" "calid-mcp test CA"
 new_ca "$work/other" "calid-mcp untrusted CA"
 new_leaf "$work/ca" "$work/server" localhost "DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1"
+# the host as a QEMU guest sees it, and as the test itself reaches the same server
+new_leaf "$work/ca" "$work/guest" 10.0.2.2 "DNS:10.0.2.2,IP:10.0.2.2,IP:127.0.0.1,DNS:127.0.0.1"
 new_leaf "$work/ca" "$work/wronghost" wrong.example "DNS:wrong.example"
 new_leaf "$work/other" "$work/untrusted" localhost "DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1"
 
@@ -154,7 +157,7 @@ fi
 chmod 600 "$work"/*.key "$work"/ca/ca.key "$work"/other/ca.key
 mv -f "$work/ca/ca.key" "$out/ca.key"
 mv -f "$work/other/ca.pem" "$out/untrusted-ca.pem"
-for f in server wronghost untrusted; do
+for f in server guest wronghost untrusted; do
   mv -f "$work/$f.key" "$out/$f.key"
   mv -f "$work/$f.pem" "$out/$f.pem"
 done

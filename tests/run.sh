@@ -59,6 +59,16 @@ if [ "${CALID_SKIP_PORTS:-0}" != 1 ]; then
     done
 fi
 
+# calid-mcp as Cortex-M4 firmware under qemu-system-arm (tests/firmware/)
+if [ "${CALID_SKIP_PORTS:-0}" != 1 ] && [ "${SANITIZE:-0}" != 1 ]; then
+    run_suite firmware ${MAKE:-make} -s firmware-test
+fi
+
+# The Debian and OpenWrt packages (built from the binaries above)
+if [ "${CALID_SKIP_PORTS:-0}" != 1 ] && [ "${SANITIZE:-0}" != 1 ]; then
+    run_suite packages ${MAKE:-make} -s pkg-test
+fi
+
 # The suites again under ASan+UBSan and under valgrind (skipped when this run
 # is itself the sanitizer build).
 if [ "${SANITIZE:-0}" != 1 ] && [ "${CALID_SKIP_SANITIZERS:-0}" != 1 ]; then

@@ -3,6 +3,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 pkgs="build-essential libbearssl-dev libjsmn-dev openssl curl python3 ca-certificates clang libclang-rt-14-dev valgrind wrk liblwip-dev musl-tools gcc-mingw-w64-x86-64 wine wine64 gcc-mipsel-linux-gnu gcc-aarch64-linux-gnu qemu-user-static dpkg-dev xz-utils"
+# firmware (tests/firmware): the Cortex-M4 toolchain, its C library and the board emulator
+pkgs="$pkgs gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm"
 missing=""
 for p in $pkgs; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
