@@ -28,10 +28,11 @@
 #endif
 #ifndef CM_MAX_CONNS_PER_ADDR
 /* connections one client address may hold (an IPv6 client: its /64), loopback
- * included: half the table, so one client can never fill it. A browser opens
- * up to 6 per host and an MCP client 1 or 2. Behind a reverse proxy on the
- * same host every client shares the proxy's address: set it to CM_MAX_CONNS */
-#define CM_MAX_CONNS_PER_ADDR ((CM_MAX_CONNS + 1) / 2)
+ * included: half the table (8 of 16), so one client can never fill it, but at
+ * least 4, as one MCP client may hold 3 at once (the SDK's POSTs and its GET).
+ * Behind a reverse proxy or NAT on the way every client shares one address:
+ * set it to CM_MAX_CONNS */
+#define CM_MAX_CONNS_PER_ADDR (CM_MAX_CONNS / 2 >= 4 ? CM_MAX_CONNS / 2 : CM_MAX_CONNS < 4 ? CM_MAX_CONNS : 4)
 #endif
 #ifndef CM_MAX_HEADER_BYTES
 #define CM_MAX_HEADER_BYTES 8192   /* request line + headers; more gets 431 */
