@@ -1425,996 +1425,691 @@ static void msg_end(struct resp *r)
  * hints) and the API side (method, path) together, so that correcting a route
  * is a one-line change. {x} in a path is the argument x, percent-encoded;
  * other arguments go to the query string (GET, DELETE) or the JSON body
- * (POST, PATCH), copied as the caller gave them.
+ * (POST, PUT, PATCH), copied as the caller gave them. Each row names its
+ * evidence: "source" rows follow the API's own route and schema (the section
+ * of the API reading in brackets), "inferred" rows (contacts) follow the
+ * API's conventions because the API publishes no such route.
+ *
+ * The input schemas use the API's field names, required lists, types, enums
+ * and limits. They offer the fields a person would ask for, not every column,
+ * and stay open (no additionalProperties:false), so other API fields still
+ * pass through to the request.
+ *
+ * The catalog is JSON built by the preprocessor: every tools/list entry is
+ * one string literal, and all of them are members of one const struct, back
+ * to back, so that tools/list is a single view of read-only data.
  */
 enum {
     T_READ = 1,        /* reads only: readOnlyHint */
     T_DESTRUCTIVE = 2, /* deletes, cancels or removes: destructiveHint */
     T_IDEMPOTENT = 4,  /* repeating it changes nothing more: idempotentHint */
     T_MULTIPART = 8,   /* sends multipart/form-data built from a base64 argument */
-    T_ALWAYS_BODY = 16 /* the API refuses an empty body: send {} at least */
+    T_ALWAYS_BODY = 16, /* the API refuses an empty body: send {} at least */
+    T_ACTS_BEFORE_5XX = 32 /* the API may answer 5xx after it acted: say so */
 };
+/* The tool error text of a 5xx answer to a T_ACTS_BEFORE_5XX tool (the API's
+ * reschedule answer schema wants a field the handler does not send). */
+#define ACTED_BEFORE_5XX                                                                                     \
+    "The booking may have been rescheduled even so: the API can answer 500 after rescheduling. Check with " \
+    "get_booking_by_id before retrying."
+
+/* --- JSON text at compile time ---------------------------------------- */
+/* JS(text): a JSON string. The texts below contain no " and no backslash;
+ * the start-up check (tool_list_check) refuses a catalog that is not JSON. */
+#define JS(text) "\"" text "\""
+#define ID_(x) x
+#define CM_CAT_(a, b) a##b
+#define CM_CAT(a, b) CM_CAT_(a, b)
+#define CM_NARGS(...) CM_NARGS_(__VA_ARGS__, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, \
+                                16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define CM_NARGS_(a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19, a20, \
+                  a21, a22, a23, a24, a25, a26, a27, a28, a29, a30, a31, a32, n, ...)                      \
+    n
+/* MAP(f, a, b, c) -> f(a) "," f(b) "," f(c): a JSON list of up to 32 items */
+#define MAP(f, ...) CM_CAT(MAP_, CM_NARGS(__VA_ARGS__))(f, __VA_ARGS__)
+#define MAP_1(f, a) f(a)
+#define MAP_2(f, a, ...) f(a) "," MAP_1(f, __VA_ARGS__)
+#define MAP_3(f, a, ...) f(a) "," MAP_2(f, __VA_ARGS__)
+#define MAP_4(f, a, ...) f(a) "," MAP_3(f, __VA_ARGS__)
+#define MAP_5(f, a, ...) f(a) "," MAP_4(f, __VA_ARGS__)
+#define MAP_6(f, a, ...) f(a) "," MAP_5(f, __VA_ARGS__)
+#define MAP_7(f, a, ...) f(a) "," MAP_6(f, __VA_ARGS__)
+#define MAP_8(f, a, ...) f(a) "," MAP_7(f, __VA_ARGS__)
+#define MAP_9(f, a, ...) f(a) "," MAP_8(f, __VA_ARGS__)
+#define MAP_10(f, a, ...) f(a) "," MAP_9(f, __VA_ARGS__)
+#define MAP_11(f, a, ...) f(a) "," MAP_10(f, __VA_ARGS__)
+#define MAP_12(f, a, ...) f(a) "," MAP_11(f, __VA_ARGS__)
+#define MAP_13(f, a, ...) f(a) "," MAP_12(f, __VA_ARGS__)
+#define MAP_14(f, a, ...) f(a) "," MAP_13(f, __VA_ARGS__)
+#define MAP_15(f, a, ...) f(a) "," MAP_14(f, __VA_ARGS__)
+#define MAP_16(f, a, ...) f(a) "," MAP_15(f, __VA_ARGS__)
+#define MAP_17(f, a, ...) f(a) "," MAP_16(f, __VA_ARGS__)
+#define MAP_18(f, a, ...) f(a) "," MAP_17(f, __VA_ARGS__)
+#define MAP_19(f, a, ...) f(a) "," MAP_18(f, __VA_ARGS__)
+#define MAP_20(f, a, ...) f(a) "," MAP_19(f, __VA_ARGS__)
+#define MAP_21(f, a, ...) f(a) "," MAP_20(f, __VA_ARGS__)
+#define MAP_22(f, a, ...) f(a) "," MAP_21(f, __VA_ARGS__)
+#define MAP_23(f, a, ...) f(a) "," MAP_22(f, __VA_ARGS__)
+#define MAP_24(f, a, ...) f(a) "," MAP_23(f, __VA_ARGS__)
+#define MAP_25(f, a, ...) f(a) "," MAP_24(f, __VA_ARGS__)
+#define MAP_26(f, a, ...) f(a) "," MAP_25(f, __VA_ARGS__)
+#define MAP_27(f, a, ...) f(a) "," MAP_26(f, __VA_ARGS__)
+#define MAP_28(f, a, ...) f(a) "," MAP_27(f, __VA_ARGS__)
+#define MAP_29(f, a, ...) f(a) "," MAP_28(f, __VA_ARGS__)
+#define MAP_30(f, a, ...) f(a) "," MAP_29(f, __VA_ARGS__)
+#define MAP_31(f, a, ...) f(a) "," MAP_30(f, __VA_ARGS__)
+#define MAP_32(f, a, ...) f(a) "," MAP_31(f, __VA_ARGS__)
+
+/* --- JSON Schema pieces ----------------------------------------------- */
+/* SCHEMA(PROPS(...), REQUIRED("a", "b")) or SCHEMA(PROPS(...), NONE) */
+#define SCHEMA(props, required) "{\"type\":\"object\",\"properties\":{" props "}" required "}"
+#define NO_PROPS ""
+#define PROPS(...) MAP(ID_, __VA_ARGS__)
+#define REQUIRED(...) ",\"required\":[" MAP(JS, __VA_ARGS__) "]"
+#define NONE ""
+#define VALUES(...) MAP(JS, __VA_ARGS__)
+/* keywords of a property, each with its leading comma */
+#define TYPE(t) ",\"type\":" JS(t)
+#define TYPE_EITHER(a, b) ",\"type\":[" JS(a) "," JS(b) "]"
+#define FORMAT(f) ",\"format\":" JS(f)
+#define MIN_LENGTH(n) ",\"minLength\":" #n
+#define MAX_LENGTH(n) ",\"maxLength\":" #n
+#define MINIMUM(n) ",\"minimum\":" #n
+#define MAXIMUM(n) ",\"maximum\":" #n
+#define ONE_OF(values) ",\"enum\":[" values "]"
+#define ITEMS(type, more) ",\"items\":{\"type\":" JS(type) more "}"
+/* one property: "name":{"description":...,<keywords>} */
+#define PROP(name, desc, keywords) JS(name) ":{\"description\":" JS(desc) keywords "}"
+#define STR(name, desc) PROP(name, desc, TYPE("string"))
+#define STR_FORMAT(name, format, desc) PROP(name, desc, TYPE("string") FORMAT(format))
+#define STR_NONEMPTY(name, desc) PROP(name, desc, TYPE("string") MIN_LENGTH(1))
+#define STR_LEN(name, lo, hi, desc) PROP(name, desc, TYPE("string") MIN_LENGTH(lo) MAX_LENGTH(hi))
+#define INT(name, desc) PROP(name, desc, TYPE("integer"))
+#define INT_AT_LEAST(name, lo, desc) PROP(name, desc, TYPE("integer") MINIMUM(lo))
+#define INT_RANGE(name, lo, hi, desc) PROP(name, desc, TYPE("integer") MINIMUM(lo) MAXIMUM(hi))
+#define BOOL(name, desc) PROP(name, desc, TYPE("boolean"))
+#define ENUM(name, values, desc) PROP(name, desc, TYPE("string") ONE_OF(values))
+#define ARRAY(name, items, desc) PROP(name, desc, TYPE("array") items)
+#define OBJECT(name, props, desc) PROP(name, desc, TYPE("object") ",\"properties\":{" props "}")
+#define OBJECT_REQ(name, props, required, desc) PROP(name, desc, TYPE("object") ",\"properties\":{" props "}" required)
+#define OPEN_OBJECT(name, desc) PROP(name, desc, TYPE("object"))
+#define ANY(name, desc) PROP(name, desc, "")
+/* array items */
+#define OF_STR ITEMS("string", "")
+#define OF_EMAIL ITEMS("string", FORMAT("email"))
+#define OF_ID ITEMS("integer", MINIMUM(1))
+#define OF_WEEKDAY ITEMS("integer", MINIMUM(0) MAXIMUM(6))
+#define OF_OBJECT ITEMS("object", "")
+#define OF_ENUM(values) ITEMS("string", ONE_OF(values))
+
+/* --- Shared properties, each written once ----------------------------- */
+/* Ids: integers wherever the API parses them with parseInt / z.coerce */
+#define ID(name, desc) PROP(name, desc, TYPE("integer") MINIMUM(1))
+#define ID_BOOKING ID("bookingId", "Numeric booking id (id, not uid), from get_booking or create_booking.")
+#define ID_EVENT_TYPE ID("eventTypeId", "Numeric event type id, from get_event_types or create_eventtype.")
+#define ID_TEAM ID("teamId", "Numeric team id, from get_teams or create_team.")
+#define ID_TEAM_EVENT_TYPE ID("eventTypeId", "Numeric id of the team's event type, from get_team_event_types.")
+#define ID_MEMBERSHIP                                                                                       \
+    ID("membershipId", "Numeric membership id (not the user id), from get_team_memberships or add_team_member.")
+#define ID_SCHEDULE ID("scheduleId", "Numeric schedule id, from get_schedule or create_schedule.")
+#define ID_AVAILABILITY                                                                                     \
+    ID("availabilityId", "Numeric id of one availability window, from get_schedule (availability[].id) or " \
+                         "create_availability.")
+#define ID_CONTACT ID("contactId", "Numeric contact id, from list_contacts or create_contact.")
+#define ID_WEBHOOK STR("webhookId", "Webhook id (a uuid string), from get_webhook or create_webhook.")
+#define ID_SLOT STR("uid", "The reservation's uid: reservationUid from create_slots_reserve.")
+/* Times */
+#define TZ_NAME "IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'."
+#define TIME_ZONE(what) STR("timeZone", what " " TZ_NAME)
+#define DATE_TIME(name, what) STR_FORMAT(name, "date-time", what " ISO 8601 date-time with an offset, e.g. '2026-03-02T14:30:00Z'.")
+#define WEEK_START(what) ENUM("weekStart", VALUES("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"), what)
+/* Paging: page-numbered lists answer meta.pagination {page, limit, total, totalPages} */
+#define PAGE INT_AT_LEAST("page", 1, "Page number, from 1 (default 1).")
+#define LIMIT(max, dflt) INT_RANGE("limit", 1, max, "Items per page, 1.." #max " (default " #dflt ").")
+#define ORDER_DIR ENUM("orderDir", VALUES("asc", "desc"), "Sort direction (default desc).")
+/* Availability windows (3.2, 3.3): the API needs all four fields, on update too */
+#define AVAILABILITY_WINDOW                                                                                  \
+    ID("scheduleId", "Numeric id of the schedule the window belongs to, from get_schedule."),                \
+    ARRAY("days", OF_WEEKDAY, "Weekdays: 0=Sunday, 1=Monday ... 6=Saturday."),                               \
+    STR("startTime", "Start time of day, in the schedule's time zone, as an ISO 8601 date-time of which "    \
+                     "only the time counts: '1970-01-01T09:00:00.000Z' for 09:00."),                           \
+    STR("endTime", "End time of day, written like startTime: '1970-01-01T17:00:00.000Z' for 17:00.")
+#define AVAILABILITY_REQUIRED "scheduleId", "days", "startTime", "endTime"
+/* Schedules (3.6, 3.7): name and timeZone, both always */
+#define SCHEDULE_FIELDS STR("name", "Schedule name, e.g. 'Working hours'."), TIME_ZONE("Time zone of its times:")
+/* Event types (4.18): the create body; updates take the same fields */
+#define EVENT_TYPE_FIELDS                                                                                    \
+    STR_LEN("title", 4, 255, "Title shown to bookers, e.g. 'Sales demo'."),                                  \
+    STR_LEN("slug", 4, 100, "Booking link part, unique per owner, e.g. 'sales-demo'."),                      \
+    INT_AT_LEAST("length", 10, "Duration in minutes (default 15)."),                                              \
+    STR("description", "Text on the booking page."),                                                         \
+    ARRAY("locations", OF_OBJECT,                                                                \
+          "Where meetings happen, objects with a type: [{type: 'integrations:daily'}], "                       \
+          "[{type: 'inPerson', address: 'Main St 1'}], [{type: 'link', link: 'https://...'}]."),               \
+    BOOL("hidden", "Hide from the public profile (default false)."),                                         \
+    ID("scheduleId", "Schedule whose availability applies (get_schedule); the default schedule if omitted."), \
+    BOOL("requiresConfirmation", "Bookings wait for the host to accept (default false)."),                   \
+    INT_AT_LEAST("minimumBookingNotice", 0, "Minimum notice in minutes (default 120)."),                          \
+    INT_AT_LEAST("beforeEventBuffer", 0, "Free minutes before each meeting (default 0)."),                        \
+    INT_AT_LEAST("afterEventBuffer", 0, "Free minutes after each meeting (default 0)."),                          \
+    INT_AT_LEAST("slotInterval", 1, "Minutes between offered start times (default: the length)."),                \
+    INT_AT_LEAST("seatsPerTimeSlot", 1, "Seats per slot for group events; omit for one booking per slot."),       \
+    INT_AT_LEAST("price", 0, "Price in the currency's smallest unit, e.g. cents (default 0: free)."),             \
+    STR("currency", "Currency of the price, e.g. 'usd' (default 'usd').")
+#define TEAM_EVENT_TYPE_FIELDS                                                                               \
+    EVENT_TYPE_FIELDS,                                                                                       \
+    ENUM("schedulingType", VALUES("ROUND_ROBIN", "COLLECTIVE", "MANAGED"),                                   \
+         "How hosts are assigned: ROUND_ROBIN (one free host per booking), COLLECTIVE (all hosts attend), "    \
+         "MANAGED (a copy per member)."),                                                                      \
+    BOOL("assignAllTeamMembers", "Make every current and future member a host (default false).")
+#define EVENT_TYPE_PATCH_NOTE                                                                                \
+    " The API may fill fields left out with their create defaults (length 15, hidden false, "               \
+    "minimumBookingNotice 120, buffers 0, price 0): send the current values of settings to keep (read them "  \
+    "first)."
+/* Event type lists (4.17, 4.27) */
+#define EVENT_TYPE_QUERY                                                                                     \
+    PAGE, LIMIT(100, 10),                                                                                    \
+    ENUM("orderBy", VALUES("id", "title", "slug", "length", "position"), "Sort field (none if omitted)."),   \
+    ORDER_DIR, STR("title", "Only titles containing this text (any case)."),                                 \
+    STR("slug", "Only slugs containing this text."), BOOL("hidden", "Only hidden (true) or visible (false) ones.")
+/* Teams (4.23): the create body; updates take the same fields */
+#define TEAM_FIELDS(time_zone)                                                                               \
+    STR_LEN("name", 1, 255, "Team name."),                                                                   \
+    STR_LEN("slug", 1, 100, "Team page link part; made from the name if omitted."),                          \
+    STR("bio", "About text on the team page."), STR_FORMAT("logoUrl", "uri", "URL of the team logo."),       \
+    BOOL("isTeamPrivate", "Make the team private (default false)."),                                         \
+    BOOL("hideBookATeamMember", "Hide the book-a-team-member option (default false)."),                      \
+    STR("brandColor", "Brand color, hex, e.g. '#292929'."), time_zone,                                       \
+    WEEK_START("First day of the week (default Monday)."),                                                   \
+    INT_RANGE("timeFormat", 12, 24, "Clock format: 12 or 24.")
+/* Memberships (4.33, 4.35) */
+#define ROLE(what) ENUM("role", VALUES("MEMBER", "ADMIN", "OWNER"), what)
+#define MEMBERSHIP_FIELDS(role_desc, accepted_desc, impersonation_desc)                                      \
+    ROLE(role_desc), BOOL("acceptedInvitation", accepted_desc), BOOL("impersonation", impersonation_desc)
+/* Slot reservations (4.39, 4.41) */
+#define SLOT_RESERVATION(event_type_desc)                                                                    \
+    ID("eventTypeId", event_type_desc), DATE_TIME("slotStart", "Start of the slot to hold:"),                \
+    PROP("slotDuration", "Length in minutes, for event types offering several lengths.",                     \
+         TYPE_EITHER("integer", "string")),                                                              \
+    INT_AT_LEAST("reservationDuration", 1, "How long to hold it, in minutes (default 5).")
+/* Webhooks (4.48, 4.50); the trigger list is Cal.com's, the fork's enum is unpublished */
+#define WEBHOOK_TRIGGERS                                                                                     \
+    VALUES("BOOKING_CREATED", "BOOKING_RESCHEDULED", "BOOKING_CANCELLED", "BOOKING_REQUESTED",               \
+           "BOOKING_REJECTED", "BOOKING_PAYMENT_INITIATED", "BOOKING_PAID", "BOOKING_NO_SHOW_UPDATED",        \
+           "MEETING_STARTED", "MEETING_ENDED", "RECORDING_READY", "RECORDING_TRANSCRIPTION_GENERATED",        \
+           "INSTANT_MEETING", "FORM_SUBMITTED", "FORM_SUBMITTED_NO_EVENT", "OOO_CREATED",                 \
+           "AFTER_HOSTS_CAL_VIDEO_NO_SHOW", "AFTER_GUESTS_CAL_VIDEO_NO_SHOW")
+#define WEBHOOK_FIELDS(url_desc)                                                                             \
+    STR("subscriberUrl", url_desc),                                                                          \
+    ARRAY("eventTriggers", OF_ENUM(WEBHOOK_TRIGGERS), "Events that fire it; it fires for none if empty."),   \
+    BOOL("active", "Delivering (true, the default) or paused (false)."),                                     \
+    STR("payloadTemplate", "Custom JSON payload with {{variables}} such as {{title}} or {{startTime}}."),    \
+    STR("secret", "Shared secret the deliveries are signed with.")
+/* Contacts (inferred: Cal ID's own contacts schema) */
+#define CONTACT_FIELDS                                                                                       \
+    STR_LEN("name", 1, 255, "Full name."),                                                                   \
+    PROP("email", "Email address.", TYPE("string") FORMAT("email") MAX_LENGTH(320)),                   \
+    STR_LEN("phone", 0, 50, "Phone number."), STR_LEN("notes", 0, 5000, "Free-form notes.")
+
+/* Hint sets per kind of tool: the flags and the annotations they show */
+#define HINTS(ro, de, id) ",\"readOnlyHint\":" #ro ",\"destructiveHint\":" #de ",\"idempotentHint\":" #id
+#define K_READS_FLAGS (T_READ | T_IDEMPOTENT)
+#define K_READS_HINTS HINTS(true, false, true)
+#define K_CREATES_FLAGS 0
+#define K_CREATES_HINTS HINTS(false, false, false)
+#define K_UPDATES_FLAGS T_IDEMPOTENT
+#define K_UPDATES_HINTS HINTS(false, false, true)
+#define K_DELETES_FLAGS (T_DESTRUCTIVE | T_IDEMPOTENT)
+#define K_DELETES_HINTS HINTS(false, true, true)
+#define K_CANCELS_FLAGS T_DESTRUCTIVE
+#define K_CANCELS_HINTS HINTS(false, true, false)
+#define K_DECIDES_FLAGS (T_DESTRUCTIVE | T_IDEMPOTENT) /* a decision that cannot be taken back */
+#define K_DECIDES_HINTS HINTS(false, true, true)
+
+/*
+ * The catalog, in tools/list order:
+ * X(name, method, path, kind, extra flags, title, description, input schema)
+ */
+#define CM_TOOLS(X)                                                                                          \
+/* ---- Availability & Schedules ---- */                                                                     \
+/* source [3.2] POST /availability */                                                                        \
+X(create_availability, "POST", "/availability", CREATES, 0, "Add availability window",                          \
+  "Add a weekly window of bookable time to one of the current user's schedules: weekdays plus start and "    \
+  "end time of day. Returns the window with its numeric id.",                                                 \
+  SCHEMA(PROPS(AVAILABILITY_WINDOW), REQUIRED(AVAILABILITY_REQUIRED)))                                        \
+/* source [3.6] POST /schedule */                                                                            \
+X(create_schedule, "POST", "/schedule", CREATES, 0, "Create schedule",                                           \
+  "Create a named availability schedule in one time zone. The API gives it Monday-Friday 09:00-17:00; "     \
+  "change the hours with create_availability / update_availability. Returns the schedule with its id.",      \
+  SCHEMA(PROPS(SCHEDULE_FIELDS), REQUIRED("name", "timeZone")))                                              \
+/* source [3.4] DELETE /availability/:availability */                                                        \
+X(delete_availability, "DELETE", "/availability/{availabilityId}", DELETES, 0, "Delete availability window",    \
+  "Delete one availability window of a schedule; the schedule itself stays.",                                 \
+  SCHEMA(PROPS(ID_AVAILABILITY), REQUIRED("availabilityId")))                                                 \
+/* source [3.8] DELETE /schedule/:schedule */                                                                \
+X(delete_schedule, "DELETE", "/schedule/{scheduleId}", DELETES, 0, "Delete schedule",                           \
+  "Delete one of the current user's schedules with all of its availability windows.",                        \
+  SCHEMA(PROPS(ID_SCHEDULE), REQUIRED("scheduleId")))                                                         \
+/* source [3.1] GET /availability */                                                                         \
+X(get_availability, "GET", "/availability", READS, 0, "Get availability",                                        \
+  "Get the current user's availability for one event type between two dates: working hours, date ranges, " \
+  "busy times and time zone. Use get_slots for bookable start times.",                                       \
+  SCHEMA(PROPS(STR("dateFrom", "Start of the range: a date 'YYYY-MM-DD' or an ISO 8601 date-time."),       \
+               STR("dateTo", "End of the range, written like dateFrom."),                                     \
+               ID("eventTypeId", "Numeric event type id, from get_event_types.")),                            \
+         REQUIRED("dateFrom", "dateTo", "eventTypeId")))                                                      \
+/* source [3.5] GET /schedule (no paging) */                                                                 \
+X(get_schedule, "GET", "/schedule", READS, 0, "List schedules",                                                  \
+  "List the current user's schedules, each with its numeric id, name, time zone and availability windows "  \
+  "(each window with its id, days, startTime, endTime).",                                                    \
+  SCHEMA(NO_PROPS, NONE))                                                                                     \
+/* source [3.3] PATCH /availability/:availability */                                                         \
+X(update_availability, "PATCH", "/availability/{availabilityId}", UPDATES, 0, "Update availability window",     \
+  "Change one availability window. The API needs all four fields even to change one: send the current "     \
+  "values (get_schedule) of those that stay.",                                                                \
+  SCHEMA(PROPS(ID_AVAILABILITY, AVAILABILITY_WINDOW), REQUIRED("availabilityId", AVAILABILITY_REQUIRED)))    \
+/* source [3.7] PATCH /schedule/:schedule */                                                                 \
+X(update_schedule, "PATCH", "/schedule/{scheduleId}", UPDATES, 0, "Update schedule",                            \
+  "Rename a schedule or change its time zone. The API needs both name and timeZone every time: send the "   \
+  "current value (get_schedule) of the one that stays. Hours: update_availability.",                         \
+  SCHEMA(PROPS(ID_SCHEDULE, SCHEDULE_FIELDS), REQUIRED("scheduleId", "name", "timeZone")))                  \
+                                                                                                              \
+/* ---- Booking ---- */                                                                                      \
+/* source [2.10] POST /booking */                                                                            \
+X(create_booking, "POST", "/booking", CREATES, 0, "Create booking",                                              \
+  "Book a meeting at a free time of an event type (find one with get_slots). end must be start plus the "   \
+  "event length. Without responses.location the API books a Google Meet call. Returns the booking with "    \
+  "its numeric id, uid and status.",                                                                           \
+  SCHEMA(PROPS(ID("eventTypeId", "Numeric event type id, from get_event_types; or give eventTypeSlug."),     \
+               STR_LEN("eventTypeSlug", 1, 255, "The event type's slug, instead of eventTypeId."),            \
+               DATE_TIME("start", "Start, one of the get_slots times:"),                                      \
+               DATE_TIME("end", "End, start plus the event type's length:"),                                  \
+               TIME_ZONE("Attendee's time zone (required here: the API would use Asia/Kolkata):"),            \
+               OBJECT_REQ("responses",                                                                        \
+                      PROPS(STR("name", "Attendee's full name."),                                             \
+                            STR_FORMAT("email", "email", "Attendee's email."),                                \
+                            ANY("location", "One of the event type's locations: a type such as "              \
+                                            "'integrations:daily' or 'inPerson', or {value, optionValue}. "   \
+                                            "Omitted: Google Meet."),                                         \
+                            STR("phone", "Attendee's phone number."),                                          \
+                            ARRAY("guests", OF_EMAIL, "Extra attendees' emails."),                            \
+                            STR("notes", "Message to the host.")),                                             \
+                      REQUIRED("name", "email"),                                                              \
+                      "Booking form answers; custom booking fields go here too, by field name."),             \
+               STR("language", "Language of the emails, e.g. 'en' (default 'en')."),                          \
+               OPEN_OBJECT("metadata", "Own key/value data stored with the booking.")),                       \
+         REQUIRED("start", "end", "timeZone", "responses")))                                                  \
+/* source [2.9] GET /booking */                                                                              \
+X(get_booking, "GET", "/booking", READS, 0, "List bookings",                                                     \
+  "List the current user's bookings (default: upcoming), each with its numeric id, uid, title, status, "    \
+  "startTime, endTime and attendees.",                                                                         \
+  SCHEMA(PROPS(ENUM("status", VALUES("upcoming", "recurring", "past", "cancelled", "unconfirmed"),           \
+                    "Which bookings (default upcoming); unconfirmed ones wait for the host."),                \
+               STR_FORMAT("attendeeEmail", "email", "Only bookings with this attendee email."),               \
+               STR("attendeeName", "Only bookings with this attendee name."),                                  \
+               ARRAY("eventTypeIds", OF_ID, "Only these event types."),                                        \
+               ARRAY("teamIds", OF_ID, "Only these teams' event types."),                                      \
+               DATE_TIME("afterStartDate", "Only bookings starting after:"),                                  \
+               DATE_TIME("beforeEndDate", "Only bookings ending before:"),                                    \
+               ENUM("sortStart", VALUES("asc", "desc"), "Order by start time."), PAGE, LIMIT(500, 100)),     \
+         NONE))                                                                                               \
+/* source [2.11] GET /booking/:id */                                                                         \
+X(get_booking_by_id, "GET", "/booking/{bookingId}", READS, 0, "Get booking",                                     \
+  "Get one booking: title, status, start and end time, event type, location, attendees and payment.",        \
+  SCHEMA(PROPS(ID_BOOKING), REQUIRED("bookingId")))                                                           \
+/* source [2.14] PATCH /booking/:id/reassignBookingAutomatically (no fields: {}) */                          \
+X(update_booking_reassignbookingautomatically, "PATCH", "/booking/{bookingId}/reassignBookingAutomatically",    \
+  CREATES, T_ALWAYS_BODY, "Reassign booking automatically",                                                    \
+  "Give a round robin booking to another of the event type's hosts, picked by the API; same time.",          \
+  SCHEMA(PROPS(ID_BOOKING), REQUIRED("bookingId")))                                                           \
+/* source [2.15] PATCH /booking/:id/reassignBookingToUser */                                                 \
+X(update_booking_reassignbookingtouser, "PATCH", "/booking/{bookingId}/reassignBookingToUser", UPDATES, 0,       \
+  "Reassign booking to user",                                                                                  \
+  "Give a round robin booking to a chosen host of its event type, who must be free then; same time.",        \
+  SCHEMA(PROPS(ID_BOOKING, ID("userId", "Numeric user id of the new host (get_team_memberships)."),          \
+               STR("reason", "Why, for the record.")),                                                         \
+         REQUIRED("bookingId", "userId")))                                                                    \
+                                                                                                              \
+/* ---- Contacts: the API publishes no contacts route; inferred from its conventions ---- */                 \
+/* inferred POST /contacts (create: name, email, phone, notes) */                                             \
+X(create_contact, "POST", "/contacts", CREATES, 0, "Create contact",                                             \
+  "Add a contact to the current user's address book. Returns it with its numeric id.",                        \
+  SCHEMA(PROPS(CONTACT_FIELDS), REQUIRED("name", "email")))                                                   \
+/* inferred DELETE /contacts/:id */                                                                          \
+X(delete_contact, "DELETE", "/contacts/{contactId}", DELETES, 0, "Delete contact",                               \
+  "Delete a contact; bookings with that person are not affected.",                                            \
+  SCHEMA(PROPS(ID_CONTACT), REQUIRED("contactId")))                                                           \
+/* inferred GET /contacts/:id */                                                                             \
+X(get_contact, "GET", "/contacts/{contactId}", READS, 0, "Get contact",                                          \
+  "Get one contact: name, email, phone and notes.",                                                            \
+  SCHEMA(PROPS(ID_CONTACT), REQUIRED("contactId")))                                                           \
+/* inferred GET /contacts/:id/meetings (limit 1..200) */                                                     \
+X(get_contact_meetings, "GET", "/contacts/{contactId}/meetings", READS, 0, "Get contact meetings",               \
+  "Get the meetings with one contact, newest first: booking id, title, date, duration, status "              \
+  "(upcoming, completed, cancelled) and meeting link.",                                                        \
+  SCHEMA(PROPS(ID_CONTACT, LIMIT(200, 100)), REQUIRED("contactId")))                                          \
+/* inferred PATCH /contacts/:id */                                                                           \
+X(update_contact, "PATCH", "/contacts/{contactId}", UPDATES, 0, "Update contact",                                \
+  "Change a contact's name, email, phone or notes (at least one). Only the fields given change.",            \
+  SCHEMA(PROPS(ID_CONTACT, CONTACT_FIELDS), REQUIRED("contactId")))                                           \
+                                                                                                              \
+/* ---- Event Types ---- */                                                                                  \
+/* source [4.17] GET /event-types */                                                                         \
+X(get_event_types, "GET", "/event-types", READS, 0, "List event types",                                          \
+  "List the current user's event types (the kinds of meeting people book), each with its numeric id, "      \
+  "title, slug and length in minutes.",                                                                        \
+  SCHEMA(PROPS(EVENT_TYPE_QUERY), NONE))                                                                      \
+/* source [4.19] GET /event-types/:id */                                                                     \
+X(get_event_types_by_id, "GET", "/event-types/{eventTypeId}", READS, 0, "Get event type",                       \
+  "Get one of the current user's event types with all of its settings.",                                      \
+  SCHEMA(PROPS(ID_EVENT_TYPE), REQUIRED("eventTypeId")))                                                      \
+/* source [4.18] POST /event-types (201) */                                                                  \
+X(create_eventtype, "POST", "/event-types", CREATES, 0, "Create event type",                                     \
+  "Create an event type (a bookable kind of meeting), e.g. a 30-minute demo. Returns it with its numeric "   \
+  "id; the booking link is the user's page plus the slug.",                                                    \
+  SCHEMA(PROPS(EVENT_TYPE_FIELDS), REQUIRED("title", "slug")))                                                \
+/* source [4.21] DELETE /event-types/:id */                                                                  \
+X(delete_eventtype, "DELETE", "/event-types/{eventTypeId}", DELETES, 0, "Delete event type",                    \
+  "Delete one of the current user's event types; its booking link stops working.",                           \
+  SCHEMA(PROPS(ID_EVENT_TYPE), REQUIRED("eventTypeId")))                                                      \
+/* source [4.20] PATCH /event-types/:id */                                                                   \
+X(update_eventtype, "PATCH", "/event-types/{eventTypeId}", UPDATES, 0, "Update event type",                     \
+  "Change the settings of one of the current user's event types." EVENT_TYPE_PATCH_NOTE,                     \
+  SCHEMA(PROPS(ID_EVENT_TYPE, EVENT_TYPE_FIELDS), REQUIRED("eventTypeId")))                                   \
+                                                                                                              \
+/* ---- Mixed group, in the order of the seed ---- */                                                      \
+/* source [4.33] POST /teams/:teamId/memberships (201) */                                                    \
+X(add_team_member, "POST", "/teams/{teamId}/memberships", CREATES, 0, "Add team member",                         \
+  "Add an existing user to a team; needs admin rights there. Returns the membership with its numeric id.",   \
+  SCHEMA(PROPS(ID_TEAM, ID("userId", "Numeric user id of the person to add."),                               \
+               MEMBERSHIP_FIELDS("Role in the team (default MEMBER).",                                        \
+                                 "Make the membership active at once (default false: an invitation).",       \
+                                 "Let admins act as this member (default true).")),                          \
+         REQUIRED("teamId", "userId")))                                                                       \
+/* source [2.12] POST /booking/:id/cancel (a JSON object body, {} at least) */                               \
+X(cancel_booking, "POST", "/booking/{bookingId}/cancel", CANCELS, T_ALWAYS_BODY, "Cancel booking",               \
+  "Cancel a booking; attendees are notified. Options: all remaining occurrences of a recurring series, "    \
+  "one seat of a seated event, a refund of a paid booking.",                                                   \
+  SCHEMA(PROPS(ID_BOOKING, STR("cancellationReason", "Reason given to attendees."),                          \
+               BOOL("allRemainingBookings", "Recurring: cancel this and all later occurrences."),            \
+               BOOL("cancelSubsequentBookings", "Recurring: cancel the occurrences after this one."),        \
+               STR("seatReferenceUid", "Seated event: the seat's reference uid, to cancel only that seat."), \
+               STR_FORMAT("cancelledBy", "email", "Email of the person cancelling."),                        \
+               BOOL("autoRefund", "Refund a paid booking (default false).")),                                 \
+         REQUIRED("bookingId")))                                                                              \
+/* source [2.13] PATCH /booking/:id/change_confirmation */                                                   \
+X(change_booking_confirmation_status, "PATCH", "/booking/{bookingId}/change_confirmation", DECIDES, 0,          \
+  "Accept or decline booking",                                                                  \
+  "Accept or decline a booking waiting for the host (status unconfirmed in get_booking). Declining "         \
+  "rejects it and notifies the attendee; it cannot be undone.",                                               \
+  SCHEMA(PROPS(ID_BOOKING, BOOL("confirmed", "true accepts the booking, false declines it."),               \
+               STR("reason", "Reason, shown to the attendee when declining."),                                \
+               STR("recurringEventId", "Recurring series: its recurringEventId, to answer all at once.")),   \
+         REQUIRED("bookingId", "confirmed")))                                                                 \
+/* inferred GET /contacts (search, sortBy, sortDirection, limit 1..100, offset) */                           \
+X(list_contacts, "GET", "/contacts", READS, 0, "List contacts",                                                  \
+  "List the current user's contacts, each with its numeric id, name, email and phone; paged by limit and "  \
+  "offset (meta.hasMore tells if more follow).",                                                              \
+  SCHEMA(PROPS(STR("search", "Only contacts whose name, email, phone or notes contain this text."),          \
+               ENUM("sortBy", VALUES("name", "email", "createdAt", "updatedAt"), "Sort field (default name)."), \
+               ENUM("sortDirection", VALUES("asc", "desc"), "Sort direction (default asc)."),               \
+               LIMIT(100, 10), INT_AT_LEAST("offset", 0, "Contacts to skip (default 0).")),                       \
+         NONE))                                                                                               \
+/* source [4.36] DELETE /teams/:teamId/memberships/:membershipId */                                         \
+X(remove_team_member, "DELETE", "/teams/{teamId}/memberships/{membershipId}", DELETES, 0, "Remove team member",   \
+  "Remove a member from a team by deleting their membership; they stop hosting its event types.",            \
+  SCHEMA(PROPS(ID_TEAM, ID_MEMBERSHIP), REQUIRED("teamId", "membershipId")))                                  \
+/* source [2.16] PATCH /booking/:id/reschedule (may answer 500 after rescheduling) */                         \
+X(reschedule_booking, "PATCH", "/booking/{bookingId}/reschedule", CREATES, T_ACTS_BEFORE_5XX,                    \
+  "Reschedule booking",                                                                                        \
+  "Move a booking to a new start time (find one with get_slots); the end follows from the event length "    \
+  "and attendees are notified. On an error answer, check get_booking_by_id before retrying: the API may "   \
+  "have rescheduled it anyway.",                                                                               \
+  SCHEMA(PROPS(ID_BOOKING, DATE_TIME("start", "New start:"),                                                  \
+               STR("reschedulingReason", "Reason given to attendees."),                                        \
+               STR_FORMAT("rescheduledBy", "email", "Email of the person rescheduling."),                    \
+               STR("seatUid", "Seated event: the seat's uid, to move only that seat.")),                      \
+         REQUIRED("bookingId", "start")))                                                                     \
+                                                                                                              \
+/* ---- Slots ---- */                                                                                        \
+/* source [4.39] POST /slots/reserve */                                                                      \
+X(create_slots_reserve, "POST", "/slots/reserve", CREATES, 0, "Reserve slot",                                    \
+  "Hold a time slot of an event type for a few minutes so nobody else books it meanwhile. Returns the "      \
+  "reservationUid for get_slot, update_slots and delete_slots.",                                              \
+  SCHEMA(PROPS(SLOT_RESERVATION("Numeric event type id, from get_event_types.")),                            \
+         REQUIRED("eventTypeId", "slotStart")))                                                               \
+/* source [4.42] DELETE /slots/:uid */                                                                       \
+X(delete_slots, "DELETE", "/slots/{uid}", DELETES, 0, "Release reserved slot",                                   \
+  "Release a slot reservation so the time is bookable by others again.",                                      \
+  SCHEMA(PROPS(ID_SLOT), REQUIRED("uid")))                                                                    \
+/* source [4.40] GET /slots/:uid */                                                                          \
+X(get_slot, "GET", "/slots/{uid}", READS, 0, "Get reserved slot",                                                \
+  "Get a slot reservation: event type, start and end (UTC) and when the hold ends.",                         \
+  SCHEMA(PROPS(ID_SLOT), REQUIRED("uid")))                                                                    \
+/* source [4.38] GET /slots */                                                                               \
+X(get_slots, "GET", "/slots", READS, 0, "Find available slots",                                                  \
+  "Find free start times of an event type between start and end. data.slots maps each date (YYYY-MM-DD) "   \
+  "to a list of {time}; pass a time as start to create_booking or reschedule_booking.",                      \
+  SCHEMA(PROPS(ID("eventTypeId", "Numeric event type id, from get_event_types; or give eventTypeSlug."),     \
+               STR("eventTypeSlug", "The event type's slug, instead of eventTypeId."),                        \
+               STR_NONEMPTY("start", "First day: 'YYYY-MM-DD' or an ISO 8601 date-time."),                   \
+               STR_NONEMPTY("end", "Last day, written like start."),                                                    \
+               TIME_ZONE("Time zone of the answer's times:")),                                                \
+         REQUIRED("start", "end")))                                                                           \
+/* source [4.41] PATCH /slots/:uid */                                                                        \
+X(update_slots, "PATCH", "/slots/{uid}", UPDATES, 0, "Update reserved slot",                                     \
+  "Move a slot reservation to another time, keeping its uid. The API needs eventTypeId and slotStart "      \
+  "every time; the event type cannot change.",                                                                \
+  SCHEMA(PROPS(ID_SLOT, SLOT_RESERVATION("Numeric event type id: the one it was reserved for.")),           \
+         REQUIRED("uid", "eventTypeId", "slotStart")))                                                        \
+                                                                                                              \
+/* ---- Teams ---- */                                                                                        \
+/* source [4.23] POST /teams (201) */                                                                        \
+X(create_team, "POST", "/teams", CREATES, 0, "Create team",                                                      \
+  "Create a team owned by the current user. Returns it with its numeric id; then add_team_member and "      \
+  "create_team_eventtype.",                                                                                    \
+  SCHEMA(PROPS(TEAM_FIELDS(TIME_ZONE("Team time zone (required here: the API would use Asia/Kolkata):"))),  \
+         REQUIRED("name", "timeZone")))                                                                       \
+/* source [4.28] POST /teams/:teamId/event-types (201) */                                                    \
+X(create_team_eventtype, "POST", "/teams/{teamId}/event-types", CREATES, 0, "Create team event type",           \
+  "Create an event type owned by a team, hosted round robin, collectively or managed; needs admin rights. " \
+  "Returns it with its numeric id.",                                                                           \
+  SCHEMA(PROPS(ID_TEAM, TEAM_EVENT_TYPE_FIELDS), REQUIRED("teamId", "title", "slug")))                       \
+/* source [4.26] DELETE /teams/:teamId */                                                                    \
+X(delete_team, "DELETE", "/teams/{teamId}", DELETES, 0, "Delete team",                                           \
+  "Delete a team with its memberships and event types; it cannot be undone.",                                 \
+  SCHEMA(PROPS(ID_TEAM), REQUIRED("teamId")))                                                                 \
+/* source [4.31] DELETE /teams/:teamId/event-types/:eventTypeId */                                          \
+X(delete_team_eventtype, "DELETE", "/teams/{teamId}/event-types/{eventTypeId}", DELETES, 0,                      \
+  "Delete team event type", "Delete one event type of a team; its booking link stops working.",              \
+  SCHEMA(PROPS(ID_TEAM, ID_TEAM_EVENT_TYPE), REQUIRED("teamId", "eventTypeId")))                              \
+/* source [4.24] GET /teams/:teamId */                                                                       \
+X(get_team, "GET", "/teams/{teamId}", READS, 0, "Get team",                                                      \
+  "Get one team the current user belongs to: name, slug, bio, logo, settings and counts.",                   \
+  SCHEMA(PROPS(ID_TEAM), REQUIRED("teamId")))                                                                 \
+/* source [4.29] GET /teams/:teamId/event-types/:eventTypeId */                                             \
+X(get_team_event_type, "GET", "/teams/{teamId}/event-types/{eventTypeId}", READS, 0, "Get team event type",    \
+  "Get one event type of a team with its settings and scheduling type.",                                      \
+  SCHEMA(PROPS(ID_TEAM, ID_TEAM_EVENT_TYPE), REQUIRED("teamId", "eventTypeId")))                              \
+/* source [4.27] GET /teams/:teamId/event-types */                                                           \
+X(get_team_event_types, "GET", "/teams/{teamId}/event-types", READS, 0, "List team event types",               \
+  "List the event types of a team, each with its numeric id, title, slug, length and scheduling type.",      \
+  SCHEMA(PROPS(ID_TEAM, EVENT_TYPE_QUERY), REQUIRED("teamId")))                                               \
+/* source [4.34] GET /teams/:teamId/memberships/:membershipId */                                            \
+X(get_team_membership, "GET", "/teams/{teamId}/memberships/{membershipId}", READS, 0, "Get team membership",   \
+  "Get one membership of a team: the member's user, role and whether the invitation was accepted.",          \
+  SCHEMA(PROPS(ID_TEAM, ID_MEMBERSHIP), REQUIRED("teamId", "membershipId")))                                  \
+/* source [4.32] GET /teams/:teamId/memberships */                                                           \
+X(get_team_memberships, "GET", "/teams/{teamId}/memberships", READS, 0, "List team memberships",                \
+  "List the memberships of a team: membership id, user (id, name, email), role, acceptedInvitation.",        \
+  SCHEMA(PROPS(ID_TEAM, PAGE, LIMIT(100, 10),                                                                 \
+               ENUM("orderBy", VALUES("id", "role", "acceptedInvitation", "createdAt"), "Sort field."),      \
+               ORDER_DIR, ROLE("Only members with this role."),                                               \
+               BOOL("acceptedInvitation", "Only accepted (true) or pending (false) memberships.")),          \
+         REQUIRED("teamId")))                                                                                 \
+/* source [4.37] GET /teams/:teamId/schedules (no paging; admins and owners) */                              \
+X(get_team_schedules, "GET", "/teams/{teamId}/schedules", READS, 0, "List team schedules",                      \
+  "List the schedules of every member of a team, to compare working hours; needs admin rights.",             \
+  SCHEMA(PROPS(ID_TEAM), REQUIRED("teamId")))                                                                 \
+/* source [4.22] GET /teams */                                                                               \
+X(get_teams, "GET", "/teams", READS, 0, "List teams",                                                            \
+  "List the teams the current user belongs to, each with its numeric id, name and slug.",                    \
+  SCHEMA(PROPS(PAGE, LIMIT(100, 10),                                                                          \
+               ENUM("orderBy", VALUES("id", "name", "slug", "createdAt"), "Sort field."), ORDER_DIR,          \
+               STR("name", "Only names containing this text."), STR("slug", "Only slugs containing this."),  \
+               BOOL("isTeamPrivate", "Only private (true) or public (false) teams.")),                        \
+         NONE))                                                                                               \
+/* source [4.25] PATCH /teams/:teamId */                                                                     \
+X(update_team_details, "PATCH", "/teams/{teamId}", UPDATES, 0, "Update team",                                    \
+  "Change a team's name, slug, bio, logo or settings; needs admin rights. The API may fill fields left "    \
+  "out with their create defaults (timeZone Asia/Kolkata, weekStart Monday, the booleans false): send the " \
+  "current values (get_team) of settings to keep.",                                                           \
+  SCHEMA(PROPS(ID_TEAM, TEAM_FIELDS(TIME_ZONE("Team time zone:"))), REQUIRED("teamId")))                     \
+/* source [4.30] PATCH /teams/:teamId/event-types/:eventTypeId */                                           \
+X(update_team_eventtype, "PATCH", "/teams/{teamId}/event-types/{eventTypeId}", UPDATES, 0,                       \
+  "Update team event type", "Change the settings of one team event type." EVENT_TYPE_PATCH_NOTE,             \
+  SCHEMA(PROPS(ID_TEAM, ID_TEAM_EVENT_TYPE, TEAM_EVENT_TYPE_FIELDS), REQUIRED("teamId", "eventTypeId")))     \
+/* source [4.35] PATCH /teams/:teamId/memberships/:membershipId */                                          \
+X(update_team_membership, "PATCH", "/teams/{teamId}/memberships/{membershipId}", UPDATES, 0,                     \
+  "Update team membership", "Change a member's role in a team, or accept the membership for them.",          \
+  SCHEMA(PROPS(ID_TEAM, ID_MEMBERSHIP,                                                                        \
+               MEMBERSHIP_FIELDS("New role.", "Accepted (true) or a pending invitation (false).",            \
+                                 "Let admins act as this member.")),                                          \
+         REQUIRED("teamId", "membershipId")))                                                                 \
+                                                                                                              \
+/* ---- User ---- */                                                                                         \
+/* source [4.44] PUT /users/edit-profile */                                                                  \
+X(update_user_profile, "PUT", "/users/edit-profile", UPDATES, 0, "Update profile",                               \
+  "Change the current user's profile and preferences. Only the fields given change; a new email may "       \
+  "need verification first.",                                                                                  \
+  SCHEMA(PROPS(STR("username", "Username: the handle in the booking page link."), STR_LEN("name", 0, 50, "Display name."), \
+               STR_FORMAT("email", "email", "Email address."), STR("bio", "Text on the public profile."),    \
+               TIME_ZONE("The user's time zone:"), WEEK_START("First day of the week in calendars."),       \
+               INT_RANGE("timeFormat", 12, 24, "Clock format: 12 or 24."),                                    \
+               STR("locale", "Language of the interface and emails, e.g. 'en' or 'de'."),                     \
+               STR("brandColor", "Brand color, hex, e.g. '#292929'."),                                        \
+               BOOL("hideBranding", "Hide Cal ID branding on the booking pages.")),                           \
+         NONE))                                                                                               \
+                                                                                                              \
+/* ---- Users ---- */                                                                                        \
+/* source [4.45] POST /users/edit-profile/avatar (multipart/form-data, one file part) */                     \
+X(create_users_edit_profile_avatar, "POST", "/users/edit-profile/avatar", UPDATES, T_MULTIPART, "Upload avatar", \
+  "Upload a new profile picture (PNG, JPEG or SVG, at most 10 MB), replacing the old one. Give the bytes "  \
+  "base64-encoded; they are sent as a multipart/form-data file.",                                              \
+  SCHEMA(PROPS(STR("image", "The image file's bytes, base64 (no data: URL prefix)."),                        \
+               STR("filename", "File name sent with the upload (default avatar.png)."),                       \
+               ENUM("contentType", VALUES("image/png", "image/jpeg", "image/jpg", "image/svg+xml"),            \
+                    "Type of the image (default image/png).")),                                                \
+         REQUIRED("image")))                                                                                  \
+/* source [4.46] GET /users/:user */                                                                         \
+X(get_users, "GET", "/users/{username}", READS, 0, "Get user's public profile",                                  \
+  "Get the public profile of a user by username: name, bio, avatar and brand colors.",                        \
+  SCHEMA(PROPS(STR("username", "The user's username: the handle in their booking page link.")),              \
+         REQUIRED("username")))                                                                               \
+/* source [4.43] GET /users/me */                                                                            \
+X(get_users_me, "GET", "/users/me", READS, 0, "Get my profile",                                                  \
+  "Get the current user's profile: numeric id, email, name, username and role.",                             \
+  SCHEMA(NO_PROPS, NONE))                                                                                     \
+                                                                                                              \
+/* ---- Webhook ---- */                                                                                      \
+/* source [4.48] POST /webhook */                                                                            \
+X(create_webhook, "POST", "/webhook", CREATES, 0, "Create webhook",                                              \
+  "Create a webhook: Cal ID POSTs a JSON payload to subscriberUrl whenever one of the chosen events "       \
+  "happens. One webhook per URL. Returns it with its id (a uuid).",                                            \
+  SCHEMA(PROPS(WEBHOOK_FIELDS("URL that receives a POST for each event.")), REQUIRED("subscriberUrl")))      \
+/* source [4.51] DELETE /webhook/:id */                                                                      \
+X(delete_webhook, "DELETE", "/webhook/{webhookId}", DELETES, 0, "Delete webhook",                                \
+  "Delete a webhook; its URL receives no more events.",                                                        \
+  SCHEMA(PROPS(ID_WEBHOOK), REQUIRED("webhookId")))                                                           \
+/* source [4.47] GET /webhook */                                                                             \
+X(get_webhook, "GET", "/webhook", READS, 0, "List webhooks",                                                     \
+  "List the current user's webhooks, each with its id, subscriber URL, event triggers and active state.",    \
+  SCHEMA(PROPS(PAGE, LIMIT(500, 100)), NONE))                                                                 \
+/* source [4.49] GET /webhook/:id */                                                                         \
+X(get_webhook_by_id, "GET", "/webhook/{webhookId}", READS, 0, "Get webhook",                                     \
+  "Get one webhook: subscriber URL, event triggers, active state and payload template.",                     \
+  SCHEMA(PROPS(ID_WEBHOOK), REQUIRED("webhookId")))                                                           \
+/* source [4.50] PATCH /webhook/:id */                                                                       \
+X(update_webhook, "PATCH", "/webhook/{webhookId}", UPDATES, 0, "Update webhook",                                 \
+  "Change a webhook's URL, triggers, template or secret, or pause it with active false. Only the fields "   \
+  "given change.",                                                                                             \
+  SCHEMA(PROPS(ID_WEBHOOK, WEBHOOK_FIELDS("URL that receives a POST for each event.")), REQUIRED("webhookId")))
+
+/* Each tools/list entry as one literal, with a comma before it */
+#define TOOL_ENTRY(name, kind, title, desc, schema)                                                          \
+    ",{\"name\":" JS(#name) ",\"title\":" JS(title) ",\"description\":" JS(desc) ",\"inputSchema\":" schema   \
+    ",\"annotations\":{\"title\":" JS(title) K_##kind##_HINTS ",\"openWorldHint\":true}}"
+
+#if defined(__has_attribute)
+#if __has_attribute(nonstring)
+#define CM_NONSTRING __attribute__((nonstring)) /* sized to the text: no NUL, on purpose */
+#endif
+#endif
+#ifndef CM_NONSTRING
+#define CM_NONSTRING
+#endif
+
+/* All entries back to back, then "]": tools/list is [ plus this, less the first comma */
+#define AS_MEMBER(name, method, path, kind, extra, title, desc, schema)                                      \
+    char name[sizeof TOOL_ENTRY(name, kind, title, desc, schema) - 1] CM_NONSTRING;
+#define AS_INIT(name, method, path, kind, extra, title, desc, schema) TOOL_ENTRY(name, kind, title, desc, schema),
+static const struct tool_list {
+    CM_TOOLS(AS_MEMBER)
+    char end[1] CM_NONSTRING;
+} tool_list = {CM_TOOLS(AS_INIT) "]"};
 
 struct cm_tool {
     const char *name;
     const char *method;
     const char *path;
     unsigned flags;
-    const char *title;
-    const char *description;
-    const char *input_schema;
+    size_t entry_at, entry_len; /* its tools/list entry in tool_list, without the comma */
 };
 
-static const struct cm_tool tools[] = {
-/* ---- Availability & Schedules ---- */
-{"create_availability", "POST", "/availability", 0,
- "Add availability window",
- "Add an availability window to one of the current user's schedules: the weekdays and "
- "the start and end time of day (HH:MM, in the schedule's time zone). Returns the new "
- "availability with its numeric id.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Numeric id of the schedule to "
-   "add the window to, as returned by get_schedule.\"},"
-   "\"days\":{\"type\":\"array\",\"description\":\"Weekdays as integers, 0=Sunday, 1=Monday "
-   "... 6=Saturday.\",\"items\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":6}},"
-   "\"startTime\":{\"type\":\"string\",\"description\":\"Start time of day, 24-hour 'HH:MM' "
-   "(e.g. '09:00'), in the schedule's time zone.\"},"
-   "\"endTime\":{\"type\":\"string\",\"description\":\"End time of day, 24-hour 'HH:MM' "
-   "(e.g. '17:00'), in the schedule's time zone.\"},"
-   "\"date\":{\"type\":\"string\",\"description\":\"Optional single date, YYYY-MM-DD, to "
-   "make this a one-day override instead of a weekly window.\"}"
- "},\"required\":[\"scheduleId\",\"startTime\",\"endTime\"],\"additionalProperties\":true}"},
-{"create_schedule", "POST", "/schedule", 0,
- "Create schedule",
- "Create a named availability schedule for the current user, in one time zone, with "
- "weekly windows and optional date overrides. Returns the schedule with its numeric "
- "id, which event types can point to via scheduleId.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"name\":{\"type\":\"string\",\"description\":\"Schedule name, e.g. 'Working hours'.\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone the schedule's times are "
-   "in; IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
-   "\"availability\":{\"type\":\"array\",\"description\":\"Weekly availability windows; on "
-   "update this list replaces the existing windows.\",\"items\":{\"type\":\"object\","
-   "\"description\":\"One weekly window of bookable time.\","
-   "\"properties\":{\"days\":{\"type\":\"array\",\"description\":\"Weekdays the window "
-   "covers: weekday names such as 'Monday' or numbers 0=Sunday..6=Saturday.\","
-   "\"items\":{\"type\":[\"string\",\"integer\"]}},\"startTime\":{\"type\":\"string\","
-   "\"description\":\"Start of the window, 24-hour 'HH:MM', e.g. '09:00'.\"},"
-   "\"endTime\":{\"type\":\"string\",\"description\":\"End of the window, 24-hour 'HH:MM', "
-   "e.g. '17:00'.\"}},\"required\":[\"days\",\"startTime\",\"endTime\"]}},"
-   "\"isDefault\":{\"type\":\"boolean\",\"description\":\"Make this the user's default "
-   "schedule (used by event types that do not name a schedule).\"},"
-   "\"overrides\":{\"type\":\"array\",\"description\":\"Date-specific exceptions to the "
-   "weekly windows.\",\"items\":{\"type\":\"object\",\"description\":\"Different hours on "
-   "one calendar date.\",\"properties\":{\"date\":{\"type\":\"string\","
-   "\"description\":\"Date in YYYY-MM-DD format.\"},\"startTime\":{\"type\":\"string\","
-   "\"description\":\"Start, 24-hour 'HH:MM'.\"},\"endTime\":{\"type\":\"string\","
-   "\"description\":\"End, 24-hour 'HH:MM'.\"}},\"required\":[\"date\",\"startTime\","
-   "\"endTime\"]}}"
- "},\"required\":[\"name\",\"timeZone\"],\"additionalProperties\":true}"},
-{"delete_availability", "DELETE",
- "/availability/{availabilityId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Delete availability window",
- "Delete one availability window from a schedule of the current user. The schedule "
- "itself stays; only this window's bookable time is removed.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"availabilityId\":{\"type\":\"integer\",\"description\":\"Numeric availability id: the "
-   "id of one availability window, as listed in a schedule's availability (get_schedule) or "
-   "returned by create_availability.\"}"
- "},\"required\":[\"availabilityId\"],\"additionalProperties\":true}"},
-{"delete_schedule", "DELETE", "/schedule/{scheduleId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Delete schedule",
- "Delete one of the current user's schedules with all of its availability windows. "
- "Event types using it fall back to the default schedule; the default schedule itself "
- "usually cannot be deleted.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Numeric schedule id, as returned "
-   "by get_schedule or create_schedule.\"}"
- "},\"required\":[\"scheduleId\"],\"additionalProperties\":true}"},
-{"get_availability", "GET", "/availability", T_READ | T_IDEMPOTENT,
- "Get availability",
- "Get the current user's availability between two dates: working hours, available date "
- "ranges and busy times, optionally for one event type. Use get_slots instead to get "
- "bookable start times.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"dateFrom\":{\"type\":\"string\",\"description\":\"Start of the range: YYYY-MM-DD or "
-   "an ISO 8601 date-time.\"},"
-   "\"dateTo\":{\"type\":\"string\",\"description\":\"End of the range: YYYY-MM-DD or an "
-   "ISO 8601 date-time.\"},"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Restrict to the availability of "
-   "this event type (get_event_types).\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone for the returned times; "
-   "IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"}"
- "},\"required\":[\"dateFrom\",\"dateTo\"],\"additionalProperties\":true}"},
-{"get_schedule", "GET", "/schedule", T_READ | T_IDEMPOTENT,
- "List schedules",
- "List the current user's availability schedules, each with its numeric id, name, time "
- "zone, weekly availability windows and whether it is the default.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"additionalProperties\":true}"},
-{"update_availability", "PATCH", "/availability/{availabilityId}", T_IDEMPOTENT,
- "Update availability window",
- "Change one availability window of a schedule: its weekdays or its start and end time "
- "(HH:MM, schedule time zone). Only the fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"availabilityId\":{\"type\":\"integer\",\"description\":\"Numeric availability id: the "
-   "id of one availability window, as listed in a schedule's availability (get_schedule) or "
-   "returned by create_availability.\"},"
-   "\"days\":{\"type\":\"array\",\"description\":\"Weekdays as integers, 0=Sunday, 1=Monday "
-   "... 6=Saturday.\",\"items\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":6}},"
-   "\"startTime\":{\"type\":\"string\",\"description\":\"Start time of day, 24-hour 'HH:MM' "
-   "(e.g. '09:00'), in the schedule's time zone.\"},"
-   "\"endTime\":{\"type\":\"string\",\"description\":\"End time of day, 24-hour 'HH:MM' "
-   "(e.g. '17:00'), in the schedule's time zone.\"},"
-   "\"date\":{\"type\":\"string\",\"description\":\"Optional single date, YYYY-MM-DD, to "
-   "make this a one-day override instead of a weekly window.\"}"
- "},\"required\":[\"availabilityId\"],\"additionalProperties\":true}"},
-{"update_schedule", "PATCH", "/schedule/{scheduleId}", T_IDEMPOTENT,
- "Update schedule",
- "Change one of the current user's schedules: name, time zone, weekly windows (the "
- "given list replaces the old one), date overrides, or make it the default. Only the "
- "fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Numeric schedule id, as returned "
-   "by get_schedule or create_schedule.\"},"
-   "\"name\":{\"type\":\"string\",\"description\":\"Schedule name, e.g. 'Working hours'.\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone the schedule's times are "
-   "in; IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
-   "\"availability\":{\"type\":\"array\",\"description\":\"Weekly availability windows; on "
-   "update this list replaces the existing windows.\",\"items\":{\"type\":\"object\","
-   "\"description\":\"One weekly window of bookable time.\","
-   "\"properties\":{\"days\":{\"type\":\"array\",\"description\":\"Weekdays the window "
-   "covers: weekday names such as 'Monday' or numbers 0=Sunday..6=Saturday.\","
-   "\"items\":{\"type\":[\"string\",\"integer\"]}},\"startTime\":{\"type\":\"string\","
-   "\"description\":\"Start of the window, 24-hour 'HH:MM', e.g. '09:00'.\"},"
-   "\"endTime\":{\"type\":\"string\",\"description\":\"End of the window, 24-hour 'HH:MM', "
-   "e.g. '17:00'.\"}},\"required\":[\"days\",\"startTime\",\"endTime\"]}},"
-   "\"isDefault\":{\"type\":\"boolean\",\"description\":\"Make this the user's default "
-   "schedule (used by event types that do not name a schedule).\"},"
-   "\"overrides\":{\"type\":\"array\",\"description\":\"Date-specific exceptions to the "
-   "weekly windows.\",\"items\":{\"type\":\"object\",\"description\":\"Different hours on "
-   "one calendar date.\",\"properties\":{\"date\":{\"type\":\"string\","
-   "\"description\":\"Date in YYYY-MM-DD format.\"},\"startTime\":{\"type\":\"string\","
-   "\"description\":\"Start, 24-hour 'HH:MM'.\"},\"endTime\":{\"type\":\"string\","
-   "\"description\":\"End, 24-hour 'HH:MM'.\"}},\"required\":[\"date\",\"startTime\","
-   "\"endTime\"]}}"
- "},\"required\":[\"scheduleId\"],\"additionalProperties\":true}"},
-
-/* ---- Booking ---- */
-{"create_booking", "POST", "/booking", 0,
- "Create booking",
- "Book a meeting on an event type at a free start time (find one with get_slots "
- "first). Attendee details go in responses; language ('en' if unsure) and metadata ({} "
- "if nothing to store) are expected by the API. Returns the booking with its numeric "
- "id, uid, status, startTime and endTime.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type to "
-   "book, as returned by get_event_types.\"},"
-   "\"start\":{\"type\":\"string\",\"description\":\"Start of the meeting, ISO 8601 "
-   "date-time in UTC, e.g. '2025-06-03T15:00:00Z'; should be one of the times from "
-   "get_slots.\",\"format\":\"date-time\"},"
-   "\"end\":{\"type\":\"string\",\"description\":\"End of the meeting, ISO 8601 date-time "
-   "in UTC; computed from the event type's length when omitted.\",\"format\":\"date-time\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"Attendee's time zone, used in "
-   "confirmation emails; IANA time zone name, e.g. 'Europe/Berlin' or "
-   "'America/New_York'.\"},"
-   "\"responses\":{\"type\":\"object\",\"description\":\"Answers to the event type's "
-   "booking form. Custom booking fields go here too, under their field name.\","
-   "\"properties\":{\"name\":{\"type\":\"string\",\"description\":\"Attendee's full "
-   "name.\"},\"email\":{\"type\":\"string\",\"description\":\"Attendee's email address.\","
-   "\"format\":\"email\"},\"location\":{\"type\":\"object\",\"description\":\"Chosen "
-   "meeting location, when the event type offers several.\","
-   "\"properties\":{\"value\":{\"type\":\"string\",\"description\":\"Location type, e.g. "
-   "'integrations:daily', 'inPerson', 'phone'.\"},\"optionValue\":{\"type\":\"string\","
-   "\"description\":\"Detail for that type, e.g. the attendee's phone number; empty string "
-   "if none.\"}},\"additionalProperties\":true},\"guests\":{\"type\":\"array\","
-   "\"description\":\"Extra attendees' email addresses.\",\"items\":{\"type\":\"string\","
-   "\"format\":\"email\"}},\"notes\":{\"type\":\"string\",\"description\":\"Message from "
-   "the attendee to the host.\"}},\"required\":[\"name\",\"email\"],"
-   "\"additionalProperties\":true},"
-   "\"language\":{\"type\":\"string\",\"description\":\"Attendee language code for emails, "
-   "e.g. 'en'.\"},"
-   "\"metadata\":{\"type\":\"object\",\"description\":\"Your own key/value data stored with "
-   "the booking; {} when none.\",\"additionalProperties\":true}"
- "},\"required\":[\"eventTypeId\",\"start\",\"timeZone\",\"responses\"],"
- "\"additionalProperties\":true}"},
-{"get_booking", "GET", "/booking", T_READ | T_IDEMPOTENT,
- "List bookings",
- "List the current user's bookings, filtered by status (default upcoming) and "
- "optionally by time. Paginated with limit and page; each booking has its numeric id, "
- "uid, title, status, startTime, endTime and attendees.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"status\":{\"type\":\"string\",\"enum\":[\"upcoming\",\"past\",\"cancelled\","
-   "\"unconfirmed\"],\"default\":\"upcoming\",\"description\":\"Which bookings: upcoming "
-   "(default), past, cancelled, or unconfirmed (waiting for the host to accept).\"},"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1},"
-   "\"afterStart\":{\"type\":\"string\",\"description\":\"Only bookings starting at or "
-   "after this instant, ISO 8601 date-time, e.g. '2025-06-01T00:00:00Z'.\","
-   "\"format\":\"date-time\"},"
-   "\"beforeEnd\":{\"type\":\"string\",\"description\":\"Only bookings ending at or before "
-   "this instant, ISO 8601 date-time.\",\"format\":\"date-time\"},"
-   "\"afterCreatedDate\":{\"type\":\"string\",\"description\":\"Only bookings created at or "
-   "after this instant, ISO 8601 date-time.\",\"format\":\"date-time\"}"
- "},\"additionalProperties\":true}"},
-{"get_booking_by_id", "GET", "/booking/{bookingId}", T_READ | T_IDEMPOTENT,
- "Get booking",
- "Get one booking with its full details: title, status, start and end time (ISO 8601 "
- "UTC), event type, location, attendees, responses and metadata.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
-   "numeric id or its string uid, as returned by get_booking or create_booking.\"}"
- "},\"required\":[\"bookingId\"],\"additionalProperties\":true}"},
-{"update_booking_reassignbookingautomatically", "PATCH",
- "/booking/{bookingId}/reassignBookingAutomatically", 0,
- "Reassign booking automatically",
- "Give a round robin booking to another host, picked automatically among the event "
- "type's available round robin hosts. Attendees keep the same time; the answer shows "
- "the new host.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
-   "numeric id or its string uid, as returned by get_booking or create_booking.\"}"
- "},\"required\":[\"bookingId\"],\"additionalProperties\":true}"},
-{"update_booking_reassignbookingtouser", "PATCH",
- "/booking/{bookingId}/reassignBookingToUser", T_IDEMPOTENT,
- "Reassign booking to user",
- "Give a round robin booking to a specific host, who must be one of the event type's "
- "hosts and free at that time. Attendees keep the same time.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
-   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
-   "\"userId\":{\"type\":\"integer\",\"description\":\"Numeric user id of the new host "
-   "(team members' user ids are in get_team_memberships).\"},"
-   "\"reason\":{\"type\":\"string\",\"description\":\"Why the booking is reassigned; may be "
-   "shown to the people involved.\"}"
- "},\"required\":[\"bookingId\",\"userId\"],\"additionalProperties\":true}"},
-
-/* ---- Contact ---- */
-{"create_contact", "POST", "/contacts", 0,
- "Create contact",
- "Add a contact to the current user's address book. Returns the contact with its "
- "numeric id.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"name\":{\"type\":\"string\",\"description\":\"Full name of the contact.\"},"
-   "\"email\":{\"type\":\"string\",\"description\":\"Email address.\",\"format\":\"email\"},"
-   "\"phone\":{\"type\":\"string\",\"description\":\"Phone number, preferably in "
-   "international format, e.g. '+14155550123'.\"},"
-   "\"notes\":{\"type\":\"string\",\"description\":\"Free-text notes about the contact.\"}"
- "},\"required\":[\"name\",\"email\"],\"additionalProperties\":true}"},
-{"delete_contact", "DELETE", "/contacts/{contactId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Delete contact",
- "Delete a contact from the current user's address book. Past bookings with that "
- "person are not affected.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
-   "by list_contacts or create_contact.\"}"
- "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
-{"get_contact", "GET", "/contacts/{contactId}", T_READ | T_IDEMPOTENT,
- "Get contact",
- "Get one contact of the current user: name, email, phone and notes.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
-   "by list_contacts or create_contact.\"}"
- "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
-{"get_contact_meetings", "GET", "/contacts/{contactId}/meetings", T_READ | T_IDEMPOTENT,
- "Get contact meetings",
- "Get the meeting history with one contact: past and upcoming bookings with their "
- "times and status. Paginated with limit and page.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
-   "by list_contacts or create_contact.\"},"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
-{"update_contact", "PATCH", "/contacts/{contactId}", T_IDEMPOTENT,
- "Update contact",
- "Change a contact's name, email, phone or notes. Only the fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"contactId\":{\"type\":\"integer\",\"description\":\"Numeric contact id, as returned "
-   "by list_contacts or create_contact.\"},"
-   "\"name\":{\"type\":\"string\",\"description\":\"Full name of the contact.\"},"
-   "\"email\":{\"type\":\"string\",\"description\":\"Email address.\",\"format\":\"email\"},"
-   "\"phone\":{\"type\":\"string\",\"description\":\"Phone number, preferably in "
-   "international format, e.g. '+14155550123'.\"},"
-   "\"notes\":{\"type\":\"string\",\"description\":\"Free-text notes about the contact.\"}"
- "},\"required\":[\"contactId\"],\"additionalProperties\":true}"},
-
-/* ---- Event ---- */
-{"get_event_types", "GET", "/event-types", T_READ | T_IDEMPOTENT,
- "List event types",
- "List the current user's event types (the kinds of meeting people can book), each "
- "with its numeric id, title, slug and length in minutes. Paginated with limit and "
- "page.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1},"
-   "\"orderBy\":{\"type\":\"string\",\"description\":\"Field to sort by, e.g. 'position', "
-   "'id' or 'title'.\"},"
-   "\"orderDir\":{\"type\":\"string\",\"enum\":[\"asc\",\"desc\"],\"description\":\"Sort "
-   "direction.\"},"
-   "\"hidden\":{\"type\":\"boolean\",\"description\":\"true: only hidden event types; "
-   "false: only visible ones; omit for both.\"}"
- "},\"additionalProperties\":true}"},
-{"get_event_types_by_id", "GET", "/event-types/{eventTypeId}", T_READ | T_IDEMPOTENT,
- "Get event type",
- "Get one of the current user's event types with its full settings: title, slug, "
- "length (minutes), locations, booking fields, schedule and limits.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric event type id, as "
-   "returned by get_event_types or create_eventtype.\"}"
- "},\"required\":[\"eventTypeId\"],\"additionalProperties\":true}"},
-
-/* ---- Eventtype ---- */
-{"create_eventtype", "POST", "/event-types", 0,
- "Create event type",
- "Create a new event type (a bookable kind of meeting) for the current user, e.g. a "
- "30-minute sales demo. Returns the event type with its numeric id; the booking link "
- "is the user's page plus the slug.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
-   "'Sales demo'.\"},"
-   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
-   "'sales-demo'; unique per owner.\"},"
-   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
-   "e.g. 30.\",\"minimum\":1},"
-   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
-   "page.\"},"
-   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
-   "profile page (it can still be booked through its link).\"},"
-   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
-   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
-   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
-   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
-   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
-   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
-   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
-   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
-   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
-   "\"description\":\"Host phone number, for 'userPhone'.\"},"
-   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
-   "link on the public booking page.\"}},\"required\":[\"type\"],"
-   "\"additionalProperties\":true}},"
-   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
-   "applies (get_schedule); the default schedule when omitted.\"},"
-   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
-   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
-   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
-   "a booking can start, in minutes.\",\"minimum\":0},"
-   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
-   "each meeting.\",\"minimum\":0},"
-   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
-   "each meeting.\",\"minimum\":0},"
-   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
-   "times in minutes; the length when omitted.\",\"minimum\":1},"
-   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
-   "events several people book into; omit for one booking per slot.\",\"minimum\":1}"
- "},\"required\":[\"title\",\"slug\",\"length\"],\"additionalProperties\":true}"},
-{"delete_eventtype", "DELETE", "/event-types/{eventTypeId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Delete event type",
- "Delete one of the current user's event types; its booking link stops working. "
- "Existing bookings are kept.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric event type id, as "
-   "returned by get_event_types or create_eventtype.\"}"
- "},\"required\":[\"eventTypeId\"],\"additionalProperties\":true}"},
-{"update_eventtype", "PATCH", "/event-types/{eventTypeId}", T_IDEMPOTENT,
- "Update event type",
- "Change the settings of one of the current user's event types (title, slug, length, "
- "locations, schedule, buffers, visibility...). Only the fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric event type id, as "
-   "returned by get_event_types or create_eventtype.\"},"
-   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
-   "'Sales demo'.\"},"
-   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
-   "'sales-demo'; unique per owner.\"},"
-   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
-   "e.g. 30.\",\"minimum\":1},"
-   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
-   "page.\"},"
-   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
-   "profile page (it can still be booked through its link).\"},"
-   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
-   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
-   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
-   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
-   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
-   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
-   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
-   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
-   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
-   "\"description\":\"Host phone number, for 'userPhone'.\"},"
-   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
-   "link on the public booking page.\"}},\"required\":[\"type\"],"
-   "\"additionalProperties\":true}},"
-   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
-   "applies (get_schedule); the default schedule when omitted.\"},"
-   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
-   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
-   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
-   "a booking can start, in minutes.\",\"minimum\":0},"
-   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
-   "each meeting.\",\"minimum\":0},"
-   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
-   "each meeting.\",\"minimum\":0},"
-   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
-   "times in minutes; the length when omitted.\",\"minimum\":1},"
-   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
-   "events several people book into; omit for one booking per slot.\",\"minimum\":1}"
- "},\"required\":[\"eventTypeId\"],\"additionalProperties\":true}"},
-
-/* ---- Other ---- */
-{"add_team_member", "POST", "/teams/{teamId}/memberships", 0,
- "Add team member",
- "Add an existing user to a team as MEMBER, ADMIN or OWNER. Returns the membership "
- "with its numeric id; requires admin rights on the team.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"userId\":{\"type\":\"integer\",\"description\":\"Numeric user id of the person to "
-   "add.\"},"
-   "\"role\":{\"type\":\"string\",\"enum\":[\"MEMBER\",\"ADMIN\",\"OWNER\"],"
-   "\"default\":\"MEMBER\",\"description\":\"Role in the team; MEMBER when omitted.\"},"
-   "\"accepted\":{\"type\":\"boolean\",\"description\":\"true adds the member directly; "
-   "false leaves the invitation pending until the user accepts.\"}"
- "},\"required\":[\"teamId\",\"userId\"],\"additionalProperties\":true}"},
-{"cancel_booking", "POST", "/booking/{bookingId}/cancel", T_DESTRUCTIVE | T_ALWAYS_BODY,
- "Cancel booking",
- "Cancel a booking; attendees are notified. Optional fields cancel all remaining "
- "occurrences of a recurring series, cancel only one seat of a seated event, or refund "
- "a paid booking.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
-   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
-   "\"cancellationReason\":{\"type\":\"string\",\"description\":\"Why the booking is "
-   "cancelled; included in the notification. The host may be required to give one.\"},"
-   "\"allRemainingBookings\":{\"type\":\"boolean\",\"description\":\"Recurring bookings: "
-   "also cancel every later occurrence of the series, not only this one.\"},"
-   "\"seatUid\":{\"type\":\"string\",\"description\":\"Seated events: uid of the one seat "
-   "(attendee) to cancel, leaving the other seats booked. Omit to cancel the whole "
-   "booking.\"},"
-   "\"autoRefund\":{\"type\":\"boolean\",\"description\":\"Paid bookings: refund the "
-   "attendee's payment automatically as part of the cancellation.\"}"
- "},\"required\":[\"bookingId\"],\"additionalProperties\":true}"},
-{"change_booking_confirmation_status", "PATCH",
- "/booking/{bookingId}/confirmation", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Accept or decline booking",
- "Accept or decline a booking that is waiting for the host's confirmation (status "
- "unconfirmed in get_booking). Declining rejects the request and notifies the "
- "attendee; it cannot be undone.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
-   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
-   "\"status\":{\"type\":\"string\",\"enum\":[\"accept\",\"decline\"],"
-   "\"description\":\"accept confirms the booking; decline rejects it.\"},"
-   "\"reason\":{\"type\":\"string\",\"description\":\"Reason for declining, sent to the "
-   "attendee.\"}"
- "},\"required\":[\"bookingId\",\"status\"],\"additionalProperties\":true}"},
-{"list_contacts", "GET", "/contacts", T_READ | T_IDEMPOTENT,
- "List contacts",
- "List the current user's contacts, each with its numeric id, name, email and phone. "
- "Paginated with limit and page.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"additionalProperties\":true}"},
-{"remove_team_member", "DELETE",
- "/teams/{teamId}/memberships/{membershipId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Remove team member",
- "Remove a member from a team by deleting their membership; they lose access to the "
- "team and stop hosting its event types.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"membershipId\":{\"type\":\"integer\",\"description\":\"Numeric membership id (not the "
-   "user id), as returned by get_team_memberships or add_team_member.\"}"
- "},\"required\":[\"teamId\",\"membershipId\"],\"additionalProperties\":true}"},
-{"reschedule_booking", "POST", "/booking/{bookingId}/reschedule", 0,
- "Reschedule booking",
- "Move a booking to a new start time (find free times with get_slots); attendees are "
- "notified. The answer is the rescheduled booking, which may carry a new id and uid: "
- "use those from then on.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"bookingId\":{\"type\":[\"integer\",\"string\"],\"description\":\"The booking: its "
-   "numeric id or its string uid, as returned by get_booking or create_booking.\"},"
-   "\"start\":{\"type\":\"string\",\"description\":\"New start, ISO 8601 date-time in UTC, "
-   "e.g. '2025-06-04T10:00:00Z'.\",\"format\":\"date-time\"},"
-   "\"rescheduledReason\":{\"type\":\"string\",\"description\":\"Why the booking is moved; "
-   "included in the notification.\"}"
- "},\"required\":[\"bookingId\",\"start\"],\"additionalProperties\":true}"},
-
-/* ---- Slots ---- */
-{"create_slots_reserve", "POST", "/slots/reserve", 0,
- "Reserve slot",
- "Hold a time slot of an event type for a few minutes so nobody else can book it while "
- "the booking is being completed. Returns a reservation uid for get_slot, update_slots "
- "and delete_slots.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type "
-   "the slot belongs to (get_event_types).\"},"
-   "\"slotUtcStartDate\":{\"type\":\"string\",\"description\":\"Slot start, ISO 8601 "
-   "date-time in UTC, as returned by get_slots.\",\"format\":\"date-time\"},"
-   "\"slotUtcEndDate\":{\"type\":\"string\",\"description\":\"Slot end, ISO 8601 date-time "
-   "in UTC (start plus the event length).\",\"format\":\"date-time\"},"
-   "\"bookingUid\":{\"type\":\"string\",\"description\":\"Uid of the booking being "
-   "rescheduled, when the slot is reserved for a reschedule.\"}"
- "},\"required\":[\"eventTypeId\",\"slotUtcStartDate\",\"slotUtcEndDate\"],"
- "\"additionalProperties\":true}"},
-{"delete_slots", "DELETE", "/slots/{uid}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Release reserved slot",
- "Release a slot reservation so the time becomes bookable by others again.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"uid\":{\"type\":\"string\",\"description\":\"Reservation uid of a reserved slot, as "
-   "returned by create_slots_reserve.\"}"
- "},\"required\":[\"uid\"],\"additionalProperties\":true}"},
-{"get_slot", "GET", "/slots/{uid}", T_READ | T_IDEMPOTENT,
- "Get reserved slot",
- "Get a slot reservation: its event type, start and end (ISO 8601 UTC) and when the "
- "hold expires.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"uid\":{\"type\":\"string\",\"description\":\"Reservation uid of a reserved slot, as "
-   "returned by create_slots_reserve.\"}"
- "},\"required\":[\"uid\"],\"additionalProperties\":true}"},
-{"get_slots", "GET", "/slots", T_READ | T_IDEMPOTENT,
- "Find available slots",
- "Find free start times of an event type between start and end. The answer's "
- "data.slots is an object keyed by date (YYYY-MM-DD), each an array of {time} in ISO "
- "8601; pass a time as start to create_booking or reschedule_booking.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type to "
-   "book, as returned by get_event_types.\"},"
-   "\"start\":{\"type\":\"string\",\"description\":\"Beginning of the search range: a date "
-   "YYYY-MM-DD or an ISO 8601 date-time, e.g. '2025-06-02' or '2025-06-02T00:00:00Z'.\"},"
-   "\"end\":{\"type\":\"string\",\"description\":\"End of the search range, same format as "
-   "start, e.g. '2025-06-08'.\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"Time zone for grouping slots by day "
-   "and for the returned times; IANA time zone name, e.g. 'Europe/Berlin' or "
-   "'America/New_York'.\"},"
-   "\"usernameList\":{\"type\":\"array\",\"description\":\"Usernames whose common free time "
-   "is wanted (for dynamic group bookings).\",\"items\":{\"type\":\"string\"}},"
-   "\"duration\":{\"type\":\"integer\",\"description\":\"Meeting length in minutes, for "
-   "event types that offer several durations.\",\"minimum\":1}"
- "},\"required\":[\"eventTypeId\",\"start\",\"end\"],\"additionalProperties\":true}"},
-{"update_slots", "PATCH", "/slots/{uid}", T_IDEMPOTENT,
- "Update reserved slot",
- "Move an existing slot reservation to another time or event type, keeping its uid.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"uid\":{\"type\":\"string\",\"description\":\"Reservation uid of a reserved slot, as "
-   "returned by create_slots_reserve.\"},"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the event type "
-   "the slot belongs to (get_event_types).\"},"
-   "\"slotUtcStartDate\":{\"type\":\"string\",\"description\":\"Slot start, ISO 8601 "
-   "date-time in UTC, as returned by get_slots.\",\"format\":\"date-time\"},"
-   "\"slotUtcEndDate\":{\"type\":\"string\",\"description\":\"Slot end, ISO 8601 date-time "
-   "in UTC (start plus the event length).\",\"format\":\"date-time\"}"
- "},\"required\":[\"uid\"],\"additionalProperties\":true}"},
-
-/* ---- Teams ---- */
-{"create_team", "POST", "/teams", 0,
- "Create team",
- "Create a new team owned by the current user. Returns the team with its numeric id; "
- "add people with add_team_member and team event types with create_team_eventtype.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"name\":{\"type\":\"string\",\"description\":\"Team name.\"},"
-   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug of the team page, lowercase "
-   "with hyphens.\"},"
-   "\"bio\":{\"type\":\"string\",\"description\":\"Short description shown on the team "
-   "page.\"},"
-   "\"logoUrl\":{\"type\":\"string\",\"description\":\"URL of the team logo image.\","
-   "\"format\":\"uri\"},"
-   "\"brandColor\":{\"type\":\"string\",\"description\":\"Brand color as hex, e.g. "
-   "'#292929'.\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"Default time zone of the team; IANA "
-   "time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
-   "\"isPrivate\":{\"type\":\"boolean\",\"description\":\"Hide the member list from the "
-   "public team page.\"},"
-   "\"hideBookATeamMember\":{\"type\":\"boolean\",\"description\":\"Hide the 'book a team "
-   "member' option on the team page.\"}"
- "},\"required\":[\"name\"],\"additionalProperties\":true}"},
-{"create_team_eventtype", "POST", "/teams/{teamId}/event-types", 0,
- "Create team event type",
- "Create an event type owned by a team, hosted round robin, collectively or as a "
- "managed event by its members. Returns the event type with its numeric id.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
-   "'Sales demo'.\"},"
-   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
-   "'sales-demo'; unique per owner.\"},"
-   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
-   "e.g. 30.\",\"minimum\":1},"
-   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
-   "page.\"},"
-   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
-   "profile page (it can still be booked through its link).\"},"
-   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
-   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
-   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
-   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
-   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
-   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
-   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
-   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
-   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
-   "\"description\":\"Host phone number, for 'userPhone'.\"},"
-   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
-   "link on the public booking page.\"}},\"required\":[\"type\"],"
-   "\"additionalProperties\":true}},"
-   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
-   "applies; each host's default schedule when omitted.\"},"
-   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
-   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
-   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
-   "a booking can start, in minutes.\",\"minimum\":0},"
-   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
-   "each meeting.\",\"minimum\":0},"
-   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
-   "each meeting.\",\"minimum\":0},"
-   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
-   "times in minutes; the length when omitted.\",\"minimum\":1},"
-   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
-   "events several people book into; omit for one booking per slot.\",\"minimum\":1},"
-   "\"schedulingType\":{\"type\":\"string\",\"enum\":[\"ROUND_ROBIN\",\"COLLECTIVE\","
-   "\"MANAGED\"],\"description\":\"How hosts are assigned: ROUND_ROBIN (one available host "
-   "per booking), COLLECTIVE (all hosts attend), MANAGED (a copy for each assigned "
-   "member).\"},"
-   "\"hosts\":{\"type\":\"array\",\"description\":\"Team members who host this event "
-   "type.\",\"items\":{\"type\":\"object\",\"properties\":{\"userId\":{\"type\":\"integer\","
-   "\"description\":\"User id of a team member (from get_team_memberships).\"},"
-   "\"isFixed\":{\"type\":\"boolean\",\"description\":\"Round robin only: this host attends "
-   "every booking.\"}},\"required\":[\"userId\"],\"additionalProperties\":true}},"
-   "\"assignAllTeamMembers\":{\"type\":\"boolean\",\"description\":\"Make every current and "
-   "future team member a host.\"}"
- "},\"required\":[\"teamId\",\"title\",\"slug\",\"length\",\"schedulingType\"],"
- "\"additionalProperties\":true}"},
-{"delete_team", "DELETE", "/teams/{teamId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Delete team",
- "Delete a team with its memberships and team event types. Only a team owner can do "
- "this; it cannot be undone.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"}"
- "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
-{"delete_team_eventtype", "DELETE",
- "/teams/{teamId}/event-types/{eventTypeId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Delete team event type",
- "Delete one event type of a team; its booking link stops working.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the team's event "
-   "type, as returned by get_team_event_types or create_team_eventtype.\"}"
- "},\"required\":[\"teamId\",\"eventTypeId\"],\"additionalProperties\":true}"},
-{"get_team", "GET", "/teams/{teamId}", T_READ | T_IDEMPOTENT,
- "Get team",
- "Get one team the current user belongs to: name, slug, bio, logo and settings.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"}"
- "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
-{"get_team_event_type", "GET",
- "/teams/{teamId}/event-types/{eventTypeId}", T_READ | T_IDEMPOTENT,
- "Get team event type",
- "Get one event type of a team with its settings, scheduling type and hosts.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the team's event "
-   "type, as returned by get_team_event_types or create_team_eventtype.\"}"
- "},\"required\":[\"teamId\",\"eventTypeId\"],\"additionalProperties\":true}"},
-{"get_team_event_types", "GET", "/teams/{teamId}/event-types", T_READ | T_IDEMPOTENT,
- "List team event types",
- "List the event types of a team, each with its numeric id, title, slug, length and "
- "scheduling type.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
-{"get_team_membership", "GET",
- "/teams/{teamId}/memberships/{membershipId}", T_READ | T_IDEMPOTENT,
- "Get team membership",
- "Get one membership of a team: the member's user id, role and whether the invitation "
- "was accepted.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"membershipId\":{\"type\":\"integer\",\"description\":\"Numeric membership id (not the "
-   "user id), as returned by get_team_memberships or add_team_member.\"}"
- "},\"required\":[\"teamId\",\"membershipId\"],\"additionalProperties\":true}"},
-{"get_team_memberships", "GET", "/teams/{teamId}/memberships", T_READ | T_IDEMPOTENT,
- "List team memberships",
- "List the memberships of a team: for each, the membership id, the user (id, name, "
- "email), role and accepted status. Paginated with limit and page.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
-{"get_team_schedules", "GET", "/teams/{teamId}/schedules", T_READ | T_IDEMPOTENT,
- "List team schedules",
- "List the availability schedules of all members of a team, to compare working hours "
- "across the team. Paginated with limit and page.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
-{"get_teams", "GET", "/teams", T_READ | T_IDEMPOTENT,
- "List teams",
- "List the teams the current user belongs to, each with its numeric id, name and slug. "
- "Paginated with limit and page.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"additionalProperties\":true}"},
-{"update_team_details", "PATCH", "/teams/{teamId}", T_IDEMPOTENT,
- "Update team",
- "Change a team's name, slug, bio, logo or settings; requires admin rights on the "
- "team. Only the fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"name\":{\"type\":\"string\",\"description\":\"Team name.\"},"
-   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug of the team page, lowercase "
-   "with hyphens.\"},"
-   "\"bio\":{\"type\":\"string\",\"description\":\"Short description shown on the team "
-   "page.\"},"
-   "\"logoUrl\":{\"type\":\"string\",\"description\":\"URL of the team logo image.\","
-   "\"format\":\"uri\"},"
-   "\"brandColor\":{\"type\":\"string\",\"description\":\"Brand color as hex, e.g. "
-   "'#292929'.\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"Default time zone of the team; IANA "
-   "time zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
-   "\"isPrivate\":{\"type\":\"boolean\",\"description\":\"Hide the member list from the "
-   "public team page.\"},"
-   "\"hideBookATeamMember\":{\"type\":\"boolean\",\"description\":\"Hide the 'book a team "
-   "member' option on the team page.\"}"
- "},\"required\":[\"teamId\"],\"additionalProperties\":true}"},
-{"update_team_eventtype", "PATCH", "/teams/{teamId}/event-types/{eventTypeId}", T_IDEMPOTENT,
- "Update team event type",
- "Change the settings or hosts of one team event type. Only the fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Numeric id of the team's event "
-   "type, as returned by get_team_event_types or create_team_eventtype.\"},"
-   "\"title\":{\"type\":\"string\",\"description\":\"Event type name shown to bookers, e.g. "
-   "'Sales demo'.\"},"
-   "\"slug\":{\"type\":\"string\",\"description\":\"URL slug, lowercase with hyphens, e.g. "
-   "'sales-demo'; unique per owner.\"},"
-   "\"length\":{\"type\":\"integer\",\"description\":\"Duration of a meeting in minutes, "
-   "e.g. 30.\",\"minimum\":1},"
-   "\"description\":{\"type\":\"string\",\"description\":\"Text shown on the booking "
-   "page.\"},"
-   "\"hidden\":{\"type\":\"boolean\",\"description\":\"Hide the event type from the public "
-   "profile page (it can still be booked through its link).\"},"
-   "\"locations\":{\"type\":\"array\",\"description\":\"Where the meeting happens. Each "
-   "item has a type, e.g. {'type':'integrations:daily'} for Cal Video, {'type':'inPerson',"
-   "'address':'...'}, {'type':'link','link':'https://...'} or {'type':'userPhone',"
-   "'hostPhoneNumber':'+...'}.\",\"items\":{\"type\":\"object\","
-   "\"properties\":{\"type\":{\"type\":\"string\",\"description\":\"Location kind, e.g. "
-   "'integrations:daily', 'integrations:google:meet', 'integrations:zoom', 'inPerson', "
-   "'link', 'userPhone', 'phone'.\"},\"address\":{\"type\":\"string\","
-   "\"description\":\"Street address, for 'inPerson'.\"},\"link\":{\"type\":\"string\","
-   "\"description\":\"Meeting URL, for 'link'.\"},\"hostPhoneNumber\":{\"type\":\"string\","
-   "\"description\":\"Host phone number, for 'userPhone'.\"},"
-   "\"displayLocationPublicly\":{\"type\":\"boolean\",\"description\":\"Show the address or "
-   "link on the public booking page.\"}},\"required\":[\"type\"],"
-   "\"additionalProperties\":true}},"
-   "\"scheduleId\":{\"type\":\"integer\",\"description\":\"Schedule whose availability "
-   "applies; each host's default schedule when omitted.\"},"
-   "\"requiresConfirmation\":{\"type\":\"boolean\",\"description\":\"Bookings stay "
-   "unconfirmed until the host accepts them (see change_booking_confirmation_status).\"},"
-   "\"minimumBookingNotice\":{\"type\":\"integer\",\"description\":\"Minimum notice before "
-   "a booking can start, in minutes.\",\"minimum\":0},"
-   "\"beforeEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept before "
-   "each meeting.\",\"minimum\":0},"
-   "\"afterEventBuffer\":{\"type\":\"integer\",\"description\":\"Free minutes kept after "
-   "each meeting.\",\"minimum\":0},"
-   "\"slotInterval\":{\"type\":\"integer\",\"description\":\"Step between offered start "
-   "times in minutes; the length when omitted.\",\"minimum\":1},"
-   "\"seatsPerTimeSlot\":{\"type\":\"integer\",\"description\":\"Seats per slot, for group "
-   "events several people book into; omit for one booking per slot.\",\"minimum\":1},"
-   "\"schedulingType\":{\"type\":\"string\",\"enum\":[\"ROUND_ROBIN\",\"COLLECTIVE\","
-   "\"MANAGED\"],\"description\":\"How hosts are assigned: ROUND_ROBIN (one available host "
-   "per booking), COLLECTIVE (all hosts attend), MANAGED (a copy for each assigned "
-   "member).\"},"
-   "\"hosts\":{\"type\":\"array\",\"description\":\"Team members who host this event "
-   "type.\",\"items\":{\"type\":\"object\",\"properties\":{\"userId\":{\"type\":\"integer\","
-   "\"description\":\"User id of a team member (from get_team_memberships).\"},"
-   "\"isFixed\":{\"type\":\"boolean\",\"description\":\"Round robin only: this host attends "
-   "every booking.\"}},\"required\":[\"userId\"],\"additionalProperties\":true}},"
-   "\"assignAllTeamMembers\":{\"type\":\"boolean\",\"description\":\"Make every current and "
-   "future team member a host.\"}"
- "},\"required\":[\"teamId\",\"eventTypeId\"],\"additionalProperties\":true}"},
-{"update_team_membership", "PATCH", "/teams/{teamId}/memberships/{membershipId}", T_IDEMPOTENT,
- "Update team membership",
- "Change a member's role in a team (MEMBER, ADMIN or OWNER) or the accepted state of "
- "the membership.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"teamId\":{\"type\":\"integer\",\"description\":\"Numeric team id, as returned by "
-   "get_teams or create_team.\"},"
-   "\"membershipId\":{\"type\":\"integer\",\"description\":\"Numeric membership id (not the "
-   "user id), as returned by get_team_memberships or add_team_member.\"},"
-   "\"role\":{\"type\":\"string\",\"enum\":[\"MEMBER\",\"ADMIN\",\"OWNER\"],"
-   "\"description\":\"New role in the team.\"},"
-   "\"accepted\":{\"type\":\"boolean\",\"description\":\"Whether the membership is active "
-   "(true) or still a pending invitation (false).\"}"
- "},\"required\":[\"teamId\",\"membershipId\"],\"additionalProperties\":true}"},
-
-/* ---- User ---- */
-{"update_user_profile", "PATCH", "/user/profile", T_IDEMPOTENT,
- "Update profile",
- "Change the current user's profile and preferences: name, email, bio, time zone, week "
- "start, time format, language or default schedule. Only the fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"name\":{\"type\":\"string\",\"description\":\"Display name.\"},"
-   "\"email\":{\"type\":\"string\",\"description\":\"Email address; a change may need to be "
-   "verified.\",\"format\":\"email\"},"
-   "\"bio\":{\"type\":\"string\",\"description\":\"Short text shown on the public profile "
-   "page.\"},"
-   "\"timeZone\":{\"type\":\"string\",\"description\":\"The user's time zone; IANA time "
-   "zone name, e.g. 'Europe/Berlin' or 'America/New_York'.\"},"
-   "\"weekStart\":{\"type\":\"string\",\"enum\":[\"Sunday\",\"Monday\",\"Tuesday\","
-   "\"Wednesday\",\"Thursday\",\"Friday\",\"Saturday\"],\"description\":\"First day of the "
-   "week in calendars.\"},"
-   "\"timeFormat\":{\"type\":\"integer\",\"enum\":[12,24],\"description\":\"Clock format: "
-   "12 or 24 hours.\"},"
-   "\"locale\":{\"type\":\"string\",\"description\":\"Interface and email language, e.g. "
-   "'en' or 'de'.\"},"
-   "\"defaultScheduleId\":{\"type\":\"integer\",\"description\":\"Schedule to use as the "
-   "default (get_schedule).\"}"
- "},\"additionalProperties\":true}"},
-
-/* ---- Users ---- */
-{"create_users_edit_profile_avatar", "POST",
- "/users/edit-profile/avatar", T_MULTIPART | T_IDEMPOTENT,
- "Upload avatar",
- "Upload a new profile picture for the current user, replacing the old one. Give the "
- "image bytes base64-encoded; the server sends them as a multipart/form-data file "
- "upload.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"image\":{\"type\":\"string\",\"description\":\"The image file's bytes, base64-encoded "
-   "(no data: URL prefix).\"},"
-   "\"filename\":{\"type\":\"string\",\"description\":\"File name sent with the upload.\","
-   "\"default\":\"avatar.png\"},"
-   "\"contentType\":{\"type\":\"string\",\"description\":\"MIME type of the image, e.g. "
-   "'image/png' or 'image/jpeg'.\",\"default\":\"image/png\"}"
- "},\"required\":[\"image\"],\"additionalProperties\":true}"},
-{"get_users", "GET", "/users/{username}", T_READ | T_IDEMPOTENT,
- "Get user's public event types",
- "Get the public profile of a user by username and the event types they offer "
- "publicly, each with its numeric id, title, slug and length.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"username\":{\"type\":\"string\",\"description\":\"The user's username: the handle in "
-   "their public booking page URL.\"}"
- "},\"required\":[\"username\"],\"additionalProperties\":true}"},
-{"get_users_me", "GET", "/users/me", T_READ | T_IDEMPOTENT,
- "Get my profile",
- "Get the current user's profile: numeric id, username, name, email, time zone, week "
- "start, time format and default schedule id.",
- "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":true}"},
-
-/* ---- Webhook ---- */
-{"create_webhook", "POST", "/webhook", 0,
- "Create webhook",
- "Create a webhook: Cal ID will POST a JSON payload to subscriberUrl whenever one of "
- "the chosen events happens (booking created, cancelled...). Returns the webhook with "
- "its id.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"subscriberUrl\":{\"type\":\"string\",\"description\":\"HTTPS URL that receives a POST "
-   "for each event.\",\"format\":\"uri\"},"
-   "\"eventTriggers\":{\"type\":\"array\",\"description\":\"Events that fire the webhook.\","
-   "\"items\":{\"type\":\"string\",\"enum\":[\"BOOKING_CREATED\",\"BOOKING_RESCHEDULED\","
-   "\"BOOKING_CANCELLED\",\"BOOKING_REQUESTED\",\"BOOKING_REJECTED\","
-   "\"BOOKING_PAYMENT_INITIATED\",\"BOOKING_PAID\",\"BOOKING_NO_SHOW_UPDATED\","
-   "\"MEETING_STARTED\",\"MEETING_ENDED\",\"RECORDING_READY\","
-   "\"RECORDING_TRANSCRIPTION_GENERATED\",\"INSTANT_MEETING\",\"FORM_SUBMITTED\","
-   "\"OOO_CREATED\"]},\"minItems\":1},"
-   "\"active\":{\"type\":\"boolean\",\"description\":\"Whether the webhook is delivering; "
-   "false pauses it.\"},"
-   "\"payloadTemplate\":{\"type\":\"string\",\"description\":\"Custom JSON payload template "
-   "with {{variables}} such as {{title}}, {{startTime}} or {{attendees.0.email}}; the "
-   "default payload when omitted.\"},"
-   "\"secret\":{\"type\":\"string\",\"description\":\"Shared secret used to sign each "
-   "delivery (HMAC-SHA256 in the X-Cal-Signature-256 header).\"},"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Limit the webhook to one event "
-   "type (get_event_types); all of the user's event types when omitted.\"}"
- "},\"required\":[\"subscriberUrl\",\"eventTriggers\",\"active\"],"
- "\"additionalProperties\":true}"},
-{"delete_webhook", "DELETE", "/webhook/{webhookId}", T_DESTRUCTIVE | T_IDEMPOTENT,
- "Delete webhook",
- "Delete a webhook; its URL receives no more events.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"webhookId\":{\"type\":[\"string\",\"integer\"],\"description\":\"Webhook id, as "
-   "returned by get_webhook or create_webhook (pass it exactly as returned).\"}"
- "},\"required\":[\"webhookId\"],\"additionalProperties\":true}"},
-{"get_webhook", "GET", "/webhook", T_READ | T_IDEMPOTENT,
- "List webhooks",
- "List the current user's webhooks, each with its id, subscriber URL, event triggers "
- "and active state. Paginated with limit and page.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"limit\":{\"type\":\"integer\",\"description\":\"Maximum number of items to return in "
-   "one page.\",\"minimum\":1},"
-   "\"page\":{\"type\":\"integer\",\"description\":\"Page number to return, starting at 1; "
-   "use with limit to walk through long lists (the answer's meta.pagination tells how many "
-   "pages exist).\",\"minimum\":1}"
- "},\"additionalProperties\":true}"},
-{"get_webhook_by_id", "GET", "/webhook/{webhookId}", T_READ | T_IDEMPOTENT,
- "Get webhook",
- "Get one webhook: subscriber URL, event triggers, active state and payload template.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"webhookId\":{\"type\":[\"string\",\"integer\"],\"description\":\"Webhook id, as "
-   "returned by get_webhook or create_webhook (pass it exactly as returned).\"}"
- "},\"required\":[\"webhookId\"],\"additionalProperties\":true}"},
-{"update_webhook", "PATCH", "/webhook/{webhookId}", T_IDEMPOTENT,
- "Update webhook",
- "Change a webhook's URL, triggers, payload template or secret, or pause it with "
- "active=false. Only the fields given change.",
- "{\"type\":\"object\",\"properties\":{"
-   "\"webhookId\":{\"type\":[\"string\",\"integer\"],\"description\":\"Webhook id, as "
-   "returned by get_webhook or create_webhook (pass it exactly as returned).\"},"
-   "\"subscriberUrl\":{\"type\":\"string\",\"description\":\"HTTPS URL that receives a POST "
-   "for each event.\",\"format\":\"uri\"},"
-   "\"eventTriggers\":{\"type\":\"array\",\"description\":\"Events that fire the webhook.\","
-   "\"items\":{\"type\":\"string\",\"enum\":[\"BOOKING_CREATED\",\"BOOKING_RESCHEDULED\","
-   "\"BOOKING_CANCELLED\",\"BOOKING_REQUESTED\",\"BOOKING_REJECTED\","
-   "\"BOOKING_PAYMENT_INITIATED\",\"BOOKING_PAID\",\"BOOKING_NO_SHOW_UPDATED\","
-   "\"MEETING_STARTED\",\"MEETING_ENDED\",\"RECORDING_READY\","
-   "\"RECORDING_TRANSCRIPTION_GENERATED\",\"INSTANT_MEETING\",\"FORM_SUBMITTED\","
-   "\"OOO_CREATED\"]},\"minItems\":1},"
-   "\"active\":{\"type\":\"boolean\",\"description\":\"Whether the webhook is delivering; "
-   "false pauses it.\"},"
-   "\"payloadTemplate\":{\"type\":\"string\",\"description\":\"Custom JSON payload template "
-   "with {{variables}} such as {{title}}, {{startTime}} or {{attendees.0.email}}; the "
-   "default payload when omitted.\"},"
-   "\"secret\":{\"type\":\"string\",\"description\":\"Shared secret used to sign each "
-   "delivery (HMAC-SHA256 in the X-Cal-Signature-256 header).\"},"
-   "\"eventTypeId\":{\"type\":\"integer\",\"description\":\"Limit the webhook to one event "
-   "type (get_event_types); all of the user's event types when omitted.\"}"
- "},\"required\":[\"webhookId\"],\"additionalProperties\":true}"},
-};
+#define AS_ROW(name, method, path, kind, extra, title, desc, schema)                                         \
+    {#name, method, path, K_##kind##_FLAGS | (extra), offsetof(struct tool_list, name) + 1,                 \
+     sizeof tool_list.name - 1},
+static const struct cm_tool tools[] = {CM_TOOLS(AS_ROW)};
 #define N_TOOLS (sizeof tools / sizeof tools[0])
 
-#ifndef CM_TOOLS_JSON_BYTES
-#define CM_TOOLS_JSON_BYTES 98304 /* the prebuilt tools/list array; checked at start */
-#endif
-static char tools_json[CM_TOOLS_JSON_BYTES];
-static size_t tools_json_len;
+/* The schema vocabulary ends with the catalog: these short names stay free */
+#undef JS
+#undef SCHEMA
+#undef NO_PROPS
+#undef PROPS
+#undef REQUIRED
+#undef NONE
+#undef VALUES
+#undef TYPE
+#undef TYPE_EITHER
+#undef FORMAT
+#undef MIN_LENGTH
+#undef MAX_LENGTH
+#undef MINIMUM
+#undef MAXIMUM
+#undef ONE_OF
+#undef ITEMS
+#undef PROP
+#undef STR
+#undef STR_FORMAT
+#undef STR_NONEMPTY
+#undef STR_LEN
+#undef INT
+#undef INT_AT_LEAST
+#undef INT_RANGE
+#undef BOOL
+#undef ENUM
+#undef ARRAY
+#undef OBJECT
+#undef OBJECT_REQ
+#undef OPEN_OBJECT
+#undef ANY
+#undef ID
+#undef PAGE
+#undef LIMIT
+#undef HINTS
+
+static const char *tool_entry(const struct cm_tool *t) { return (const char *)&tool_list + t->entry_at; }
 
 static int find_tool(const char *name)
 {
@@ -2423,43 +2118,6 @@ static int find_tool(const char *name)
         if (strcmp(tools[i].name, name) == 0)
             return (int)i;
     return -1;
-}
-
-/* Builds the tools array once: every tools/list answer points at it. */
-static int build_tools_json(char *err, size_t errlen)
-{
-    struct textbuf b;
-    size_t i;
-    b.p = tools_json;
-    b.cap = sizeof tools_json;
-    b.len = 0;
-    b.overflow = 0;
-    tb_str(&b, "[");
-    for (i = 0; i < N_TOOLS; i++) {
-        const struct cm_tool *t = &tools[i];
-        if (i)
-            tb_str(&b, ",");
-        tb_str(&b, "{\"name\":");
-        tb_json_string(&b, t->name, strlen(t->name));
-        tb_str(&b, ",\"title\":");
-        tb_json_string(&b, t->title, strlen(t->title));
-        tb_str(&b, ",\"description\":");
-        tb_json_string(&b, t->description, strlen(t->description));
-        tb_str(&b, ",\"inputSchema\":");
-        tb_str(&b, t->input_schema);
-        tb_str(&b, ",\"annotations\":{\"title\":");
-        tb_json_string(&b, t->title, strlen(t->title));
-        tb_printf(&b, ",\"readOnlyHint\":%s,\"destructiveHint\":%s,\"idempotentHint\":%s,\"openWorldHint\":true}}",
-                  (t->flags & T_READ) ? "true" : "false", (t->flags & T_DESTRUCTIVE) ? "true" : "false",
-                  (t->flags & T_IDEMPOTENT) ? "true" : "false");
-    }
-    tb_str(&b, "]");
-    if (b.overflow) {
-        snprintf(err, errlen, "the tool list does not fit CM_TOOLS_JSON_BYTES (%u)", (unsigned)sizeof tools_json);
-        return -1;
-    }
-    tools_json_len = b.len;
-    return 0;
 }
 
 /* ===================================================================== */
@@ -2490,55 +2148,126 @@ static int type_matches(const struct jdoc *sd, int type_tok, const char *actual)
     return 0;
 }
 
+/* The tool's inputSchema, parsed from its catalog entry: the token of the
+ * schema object, or -1. */
 static int parse_schema(const struct cm_tool *t, struct jdoc *sd)
 {
     jsmn_parser p;
     int r;
     jsmn_init(&p);
-    r = jsmn_parse(&p, t->input_schema, strlen(t->input_schema), schema_toks, SCHEMA_TOKENS);
+    r = jsmn_parse(&p, tool_entry(t), t->entry_len, schema_toks, SCHEMA_TOKENS);
     if (r < 1)
         return -1;
-    sd->js = t->input_schema;
+    sd->js = tool_entry(t);
     sd->t = schema_toks;
     sd->n = r;
+    return obj_get(sd, 0, "inputSchema");
+}
+
+/* A whole-number keyword of a schema property ("minimum"...), or fallback. */
+static double schema_number(const struct jdoc *sd, int prop, const char *key, double fallback)
+{
+    char num[32];
+    int v = obj_get(sd, prop, key);
+    if (v < 0)
+        return fallback;
+    snprintf(num, sizeof num, "%.*s", (int)tok_view(sd, v).n, tok_view(sd, v).p);
+    return strtod(num, NULL);
+}
+
+/* Code points of a decoded UTF-8 string. */
+static size_t utf8_length(const char *s, size_t n)
+{
+    size_t i, count = 0;
+    for (i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xc0) != 0x80)
+            count++;
+    return count;
+}
+
+/* The limits of one property: minimum/maximum, minLength/maxLength, enum. */
+static int check_limits(const struct jdoc *sd, int prop, struct view key, const struct jdoc *d, int v, char *msg,
+                        size_t cap)
+{
+    struct view raw = tok_raw(d, v);
+    int en = obj_get(sd, prop, "enum");
+    if (d->t[v].type == JSMN_PRIMITIVE && raw.p[0] != 't' && raw.p[0] != 'f') {
+        char num[64];
+        double x, lo = schema_number(sd, prop, "minimum", -1e300), hi = schema_number(sd, prop, "maximum", 1e300);
+        snprintf(num, sizeof num, "%.*s", (int)(raw.n < sizeof num ? raw.n : sizeof num - 1), raw.p);
+        x = strtod(num, NULL);
+        if (x < lo || x > hi) {
+            snprintf(msg, cap, "Argument '%.*s' must be %s %.0f, got %.*s", (int)key.n, key.p, x < lo ? ">=" : "<=",
+                     x < lo ? lo : hi, (int)raw.n, raw.p);
+            return -1;
+        }
+    }
+    if (d->t[v].type == JSMN_STRING) {
+        long n = tok_unescape(d, v, arg_buf, sizeof arg_buf);
+        double len = n < 0 ? 0 : (double)utf8_length(arg_buf, (size_t)n);
+        double lo = schema_number(sd, prop, "minLength", 0), hi = schema_number(sd, prop, "maxLength", 1e300);
+        if (n >= 0 && (len < lo || len > hi)) {
+            snprintf(msg, cap, "Argument '%.*s' must be %.0f to %.0f characters long, got %.0f", (int)key.n, key.p, lo,
+                     hi < 1e300 ? hi : len, len);
+            return -1;
+        }
+    }
+    if (en >= 0 && sd->t[en].type == JSMN_ARRAY) {
+        int e, q;
+        for (e = en + 1, q = 0; q < sd->t[en].size; q++, e = tok_next(sd, e)) {
+            struct view allowed = tok_raw(sd, e);
+            if (allowed.n == raw.n && memcmp(allowed.p, raw.p, raw.n) == 0)
+                return 0;
+        }
+        snprintf(msg, cap, "Argument '%.*s' must be one of [%.*s], got %.*s", (int)key.n, key.p,
+                 (int)tok_view(sd, en).n, tok_view(sd, en).p, (int)raw.n, raw.p);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every required property is given (and not null). */
+static int check_required(const struct jdoc *sd, int schema, const struct jdoc *d, int args, char *msg, size_t cap)
+{
+    int props = obj_get(sd, schema, "properties"), req = obj_get(sd, schema, "required"), i, k;
+    if (req < 0 || sd->t[req].type != JSMN_ARRAY)
+        return 0;
+    for (i = req + 1, k = 0; k < sd->t[req].size; k++, i = tok_next(sd, i)) {
+        struct view name = tok_view(sd, i);
+        char key[64];
+        int v, pd;
+        snprintf(key, sizeof key, "%.*s", (int)name.n, name.p);
+        v = obj_get(d, args, key);
+        if (v >= 0 && !tok_is_null(d, v))
+            continue;
+        pd = obj_get(sd, obj_get(sd, props, key), "description");
+        snprintf(msg, cap, "Missing required argument '%s'%s%.*s", key, pd >= 0 ? ": " : "",
+                 pd >= 0 ? (int)tok_view(sd, pd).n : 0, pd >= 0 ? tok_view(sd, pd).p : "");
+        return -1;
+    }
     return 0;
 }
 
 /* Checks arguments against the tool's schema: required present, declared
- * properties of the declared type, enums respected. 0 ok, or -1 with msg. */
+ * properties of the declared type, within their limits and enums. Other
+ * arguments pass through to the API unchecked. 0 ok, or -1 with msg. */
 static int validate_args(const struct cm_tool *t, const struct jdoc *d, int args, char *msg, size_t cap)
 {
     struct jdoc sd;
-    int props, req, i, k;
-    if (parse_schema(t, &sd) < 0) {
+    int schema = parse_schema(t, &sd), props, i, k;
+    if (schema < 0) {
         snprintf(msg, cap, "internal error: the schema of %s does not parse", t->name);
         return -1;
     }
-    props = obj_get(&sd, 0, "properties");
-    req = obj_get(&sd, 0, "required");
-    if (req >= 0 && sd.t[req].type == JSMN_ARRAY) {
-        for (i = req + 1, k = 0; k < sd.t[req].size; k++, i = tok_next(&sd, i)) {
-            struct view name = tok_view(&sd, i);
-            char key[64];
-            int v;
-            snprintf(key, sizeof key, "%.*s", (int)name.n, name.p);
-            v = obj_get(d, args, key);
-            if (v < 0 || tok_is_null(d, v)) {
-                int pd = obj_get(&sd, obj_get(&sd, props, key), "description");
-                struct view desc = pd >= 0 ? tok_view(&sd, pd) : name;
-                snprintf(msg, cap, "Missing required argument '%s'%s%.*s", key, pd >= 0 ? ": " : "",
-                         pd >= 0 ? (int)desc.n : 0, desc.p);
-                return -1;
-            }
-        }
-    }
+    if (check_required(&sd, schema, d, args, msg, cap) < 0)
+        return -1;
+    props = obj_get(&sd, schema, "properties");
     if (args < 0 || props < 0)
         return 0;
     for (i = args + 1, k = 0; k < d->t[args].size; k++, i = tok_next(d, i + 1)) {
         struct view key = tok_view(d, i);
-        int v = i + 1, prop = -1, j, m;
+        int v = i + 1, prop = -1, j, m, type;
         const char *actual;
-        /* find the property in the schema (keys compared raw) */
         for (j = props + 1, m = 0; m < sd.t[props].size; m++, j = tok_next(&sd, j + 1))
             if (tok_view(&sd, j).n == key.n && memcmp(tok_view(&sd, j).p, key.p, key.n) == 0) {
                 prop = j + 1;
@@ -2547,32 +2276,51 @@ static int validate_args(const struct cm_tool *t, const struct jdoc *d, int args
         if (prop < 0 || tok_is_null(d, v))
             continue; /* extra arguments pass through; null means not given */
         actual = tok_type_name(d, v);
-        if (!type_matches(&sd, obj_get(&sd, prop, "type"), actual)) {
-            struct view want = tok_view(&sd, obj_get(&sd, prop, "type"));
-            snprintf(msg, cap, "Argument '%.*s' must be %.*s, got %s", (int)key.n, key.p,
-                     (int)want.n, want.p, actual);
+        type = obj_get(&sd, prop, "type");
+        if (!type_matches(&sd, type, actual)) {
+            snprintf(msg, cap, "Argument '%.*s' must be %.*s, got %s", (int)key.n, key.p, (int)tok_view(&sd, type).n,
+                     tok_view(&sd, type).p, actual);
             return -1;
         }
-        {
-            int en = obj_get(&sd, prop, "enum");
-            if (en >= 0 && sd.t[en].type == JSMN_ARRAY) {
-                int e, q, found = 0;
-                struct view raw = tok_raw(d, v);
-                for (e = en + 1, q = 0; q < sd.t[en].size; q++, e = tok_next(&sd, e)) {
-                    struct view allowed = tok_raw(&sd, e);
-                    if (allowed.n == raw.n && memcmp(allowed.p, raw.p, raw.n) == 0)
-                        found = 1;
-                }
-                if (!found) {
-                    struct view all = tok_view(&sd, en);
-                    snprintf(msg, cap, "Argument '%.*s' must be one of [%.*s], got %.*s", (int)key.n,
-                             key.p, (int)all.n, all.p, (int)raw.n, raw.p);
-                    return -1;
-                }
-            }
-        }
+        if (check_limits(&sd, prop, key, d, v, msg, cap) < 0)
+            return -1;
     }
     return 0;
+}
+
+/* At start: every catalog entry is JSON whose inputSchema parses within
+ * SCHEMA_TOKENS, and the entries lie back to back, so that "[" followed by
+ * tool_list less its first comma is one JSON array. */
+static int tool_list_check(char *err, size_t errlen)
+{
+    size_t i, next = 1;
+    for (i = 0; i < N_TOOLS; i++) {
+        const struct cm_tool *t = &tools[i];
+        const char *e = tool_entry(t), *why = "misplaced";
+        char head[160];
+        size_t at = 0;
+        struct jdoc sd;
+        int n = snprintf(head, sizeof head, "{\"name\":\"%s\",", t->name);
+        if (t->entry_at != next || strncmp(e, head, (size_t)n) != 0 || json_check(e, t->entry_len, &why, &at) < 0 ||
+            parse_schema(t, &sd) < 0) {
+            snprintf(err, errlen, "the catalog entry of %s is not JSON (%s at byte %lu) or needs over %d tokens",
+                     t->name, why, (unsigned long)at, SCHEMA_TOKENS);
+            return -1;
+        }
+        next = t->entry_at + t->entry_len + 1;
+    }
+    if (next != sizeof tool_list || tool_list.end[0] != ']') {
+        snprintf(err, errlen, "the catalog entries do not lie back to back");
+        return -1;
+    }
+    return 0;
+}
+
+/* POST, PUT and PATCH carry the arguments as a JSON body; GET and DELETE as a query. */
+static int method_has_body(const struct cm_tool *t)
+{
+    return strcmp(t->method, "POST") == 0 || strcmp(t->method, "PUT") == 0 || strcmp(t->method, "PATCH") == 0 ||
+           (t->flags & T_ALWAYS_BODY);
 }
 
 /* Is key one of the {placeholders} of the path? */
@@ -2606,14 +2354,71 @@ static int put_url_value(const struct jdoc *d, int v, char *out, size_t cap, siz
     }
 }
 
+/* A string path id names one resource: not empty, no '/', not '.' or '..'. */
+static int check_path_id(const struct jdoc *d, int v, const char *key, char *msg, size_t cap)
+{
+    long n;
+    if (v < 0 || (d->t[v].type != JSMN_STRING && d->t[v].type != JSMN_PRIMITIVE) || tok_view(d, v).n == 0) {
+        snprintf(msg, cap, "Argument '%s' must be a non-empty id", key);
+        return -1;
+    }
+    if (d->t[v].type != JSMN_STRING)
+        return 0;
+    n = tok_unescape(d, v, arg_buf, sizeof arg_buf);
+    if (n < 0 || memchr(arg_buf, '/', (size_t)n) || (n == 1 && arg_buf[0] == '.') ||
+        (n == 2 && arg_buf[0] == '.' && arg_buf[1] == '.')) {
+        /* would name another path of the API instead of an id */
+        snprintf(msg, cap, "Argument '%s' must be one id as returned by the API: no '/', not '.' or '..'", key);
+        return -1;
+    }
+    return 0;
+}
+
+/* Appends sep, key=value (key decoded, then percent-encoded like the value). */
+static int put_query_pair(const struct jdoc *d, int key_tok, int v, char sep, size_t *len)
+{
+    char key[256];
+    long n = tok_unescape(d, key_tok, key, sizeof key);
+    if (n < 0 || *len + 2 >= sizeof req_path)
+        return -1;
+    req_path[(*len)++] = sep;
+    if (percent_encode(key, (size_t)n, req_path, sizeof req_path, len) < 0 || *len + 2 >= sizeof req_path)
+        return -1;
+    req_path[(*len)++] = '=';
+    return put_url_value(d, v, req_path, sizeof req_path, len);
+}
+
+/* The query string: every argument but the path parameters; arrays as
+ * repeated keys (key=a&key=b). */
+static int build_query(const struct cm_tool *t, const struct jdoc *d, int args, size_t *len)
+{
+    int i, k;
+    char sep = '?';
+    for (i = args + 1, k = 0; k < d->t[args].size; k++, i = tok_next(d, i + 1)) {
+        int v = i + 1, e, q;
+        if (is_path_param(t->path, tok_view(d, i)) || tok_is_null(d, v))
+            continue;
+        if (d->t[v].type != JSMN_ARRAY) {
+            if (put_query_pair(d, i, v, sep, len) < 0)
+                return -1;
+            sep = '&';
+            continue;
+        }
+        for (e = v + 1, q = 0; q < d->t[v].size; q++, e = tok_next(d, e)) {
+            if (put_query_pair(d, i, e, sep, len) < 0)
+                return -1;
+            sep = '&';
+        }
+    }
+    return 0;
+}
+
 /* Builds req_path (path with parameters filled in, then the query string). */
 static int build_path(const struct cm_tool *t, const struct jdoc *d, int args, char *msg, size_t cap)
 {
     size_t len = 0;
     const char *p = t->path;
-    int with_query = strcmp(t->method, "GET") == 0 || strcmp(t->method, "DELETE") == 0;
-    int i, k;
-    char sep = '?';
+    req_path[0] = 0;
     while (*p) {
         if (*p == '{') {
             const char *e = strchr(p, '}');
@@ -2621,19 +2426,8 @@ static int build_path(const struct cm_tool *t, const struct jdoc *d, int args, c
             int v;
             snprintf(key, sizeof key, "%.*s", (int)(e - p - 1), p + 1);
             v = obj_get(d, args, key);
-            if (v < 0 || (d->t[v].type != JSMN_STRING && d->t[v].type != JSMN_PRIMITIVE) ||
-                tok_view(d, v).n == 0) {
-                snprintf(msg, cap, "Argument '%s' must be a non-empty id", key);
+            if (check_path_id(d, v, key, msg, cap) < 0)
                 return -1;
-            }
-            if (d->t[v].type == JSMN_STRING) {
-                long n = tok_unescape(d, v, arg_buf, sizeof arg_buf);
-                if ((n == 1 && arg_buf[0] == '.') || (n == 2 && arg_buf[0] == '.' && arg_buf[1] == '.')) {
-                    /* would climb the API's path instead of naming an id */
-                    snprintf(msg, cap, "Argument '%s' cannot be '.' or '..'", key);
-                    return -1;
-                }
-            }
             if (put_url_value(d, v, req_path, sizeof req_path, &len) < 0)
                 goto too_long;
             p = e + 1;
@@ -2644,38 +2438,10 @@ static int build_path(const struct cm_tool *t, const struct jdoc *d, int args, c
             req_path[len] = 0;
         }
     }
-    if (!with_query || args < 0)
+    if (method_has_body(t) || args < 0)
         return 0;
-    for (i = args + 1, k = 0; k < d->t[args].size; k++, i = tok_next(d, i + 1)) {
-        struct view key = tok_view(d, i);
-        int v = i + 1;
-        if (is_path_param(t->path, key) || tok_is_null(d, v))
-            continue;
-        if (d->t[v].type == JSMN_ARRAY) { /* key=a&key=b */
-            int e, q;
-            for (e = v + 1, q = 0; q < d->t[v].size; q++, e = tok_next(d, e)) {
-                if (len + 2 >= sizeof req_path)
-                    goto too_long;
-                req_path[len++] = sep;
-                sep = '&';
-                if (percent_encode(key.p, key.n, req_path, sizeof req_path, &len) < 0 || len + 2 >= sizeof req_path)
-                    goto too_long;
-                req_path[len++] = '=';
-                if (put_url_value(d, e, req_path, sizeof req_path, &len) < 0)
-                    goto too_long;
-            }
-            continue;
-        }
-        if (len + 2 >= sizeof req_path)
-            goto too_long;
-        req_path[len++] = sep;
-        sep = '&';
-        if (percent_encode(key.p, key.n, req_path, sizeof req_path, &len) < 0 || len + 2 >= sizeof req_path)
-            goto too_long;
-        req_path[len++] = '=';
-        if (put_url_value(d, v, req_path, sizeof req_path, &len) < 0)
-            goto too_long;
-    }
+    if (build_query(t, d, args, &len) < 0)
+        goto too_long;
     return 0;
 too_long:
     snprintf(msg, cap, "The arguments make a URL longer than %u bytes", (unsigned)sizeof req_path);
@@ -2773,9 +2539,18 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
  *     has its handle before on_upstream_done() can fire for it.
  *   - Every failure is delivered once, with status 0 and an error text that
  *     names it (DNS, refused, which timeout, which TLS check, reset,
- *     truncated, malformed, too large). A request that fails on a reused
- *     kept-alive connection before any answer byte arrived is retried once
- *     on a new connection first (the server closed it meanwhile).
+ *     truncated, malformed, too large).
+ *   - No write is sent twice. A request that fails on a reused kept-alive
+ *     connection before any answer byte arrived (the server closed it
+ *     meanwhile) is retried once on a new connection only if repeating it is
+ *     harmless (GET, HEAD, PUT, DELETE, OPTIONS: RFC 9110 9.2.2) or none of
+ *     it was sent. POST and PATCH go out only on a connection known to be
+ *     alive: a new one, or one idle for less than CM_UPSTREAM_WRITE_IDLE_MS
+ *     whose close has not already arrived. When a request that changes
+ *     something was sent and no whole answer came, the error text says that
+ *     the change may have been made, and whether sending it again is safe.
+ *   - An answer delimited by the connection's close is whole only if the
+ *     close is TLS close_notify; a bare TCP close is a truncation.
  *   - on_upstream_done() is only called from up_on_ready() and up_tick(). It
  *     may call up_release(), up_cancel() and up_submit() (even for the same
  *     handle); this code never touches a slot after calling back for it.
@@ -2795,7 +2570,7 @@ struct up_result {
     size_t body_len;
     char retry_after[32];     /* Retry-After header value if any, else "" */
     char content_type[64];    /* Content-Type of the answer, else "" */
-    char error[200];          /* transport failure, human readable; "" when status != 0 */
+    char error[448];          /* transport failure, human readable (with the outcome note); "" when status != 0 */
 };
 
 /* Defined in section 11: where finished requests are handed back. */
@@ -3212,6 +2987,23 @@ static int up_parse_eof(struct up_parser *p)
     return -1;
 }
 
+/*
+ * The connection ended without TLS close_notify (a bare TCP close): nothing
+ * shows that the server meant to end there, so an answer delimited by the
+ * close is a truncation too. Returns 0 only for an answer already complete.
+ */
+static int up_parse_cut(struct up_parser *p)
+{
+    if (p->state == UP_P_BODY_CLOSE) {
+        snprintf(p->error, sizeof p->error,
+                 "the Cal ID API closed the connection without TLS close_notify, so the answer "
+                 "(delimited by the close) may be cut short (truncated)");
+        p->state = UP_P_ERROR;
+        return -1;
+    }
+    return up_parse_eof(p);
+}
+
 /* ======================================================================
  * Static state
  * ====================================================================== */
@@ -3248,6 +3040,8 @@ struct up_slot {
     unsigned char kick;            /* has work that does not wait on the socket: run in up_tick */
     unsigned char reused;          /* this request runs on a kept-alive connection */
     unsigned char retried;         /* already retried once on a fresh connection */
+    unsigned char replay_safe;     /* the method may be repeated (GET, HEAD, PUT, DELETE, OPTIONS) */
+    unsigned char changes;         /* the method may change something (not GET, HEAD, OPTIONS) */
     unsigned char keep_conn;       /* (DONE) connection stays open for the next request */
     unsigned char early;           /* the answer began before the request was fully sent */
     unsigned char tls_started;     /* the engine was reset for the current connection */
@@ -3257,6 +3051,7 @@ struct up_slot {
     size_t req_len, req_off;       /* request bytes, and bytes already given to the engine */
     uint64_t started_ms;           /* up_submit time (for debug timing) */
     uint64_t deadline_ms;          /* the current phase times out here; 0 = none */
+    uint64_t idle_since_ms;        /* (IDLE) when the connection's last answer ended */
     unsigned conn_requests;        /* requests served on the current connection */
     char what[96];                 /* "METHOD /path" for logs: no query string, no token */
 };
@@ -3803,6 +3598,26 @@ static void up_deliver(int h)
     /* the slot may have been released or reused by now: do not touch it */
 }
 
+/* What a failed request that was sent (in part or whole) may have done. */
+#define UP_NOTE_NOT_RESENT                                                                     \
+    ". The request was sent, so the API may have made the change although no answer came; "   \
+    "it was not sent again. Check whether it took effect (with the matching get_ or list_ "    \
+    "tool) before retrying, or it may be made twice."
+#define UP_NOTE_RESENDABLE                                                                     \
+    ". The request was sent, so the API may have made the change although no answer came; "   \
+    "sending it again is safe (it sets the same state)."
+
+/* Appends the outcome note when the request may have taken effect. */
+static void up_note_outcome(struct up_slot *s)
+{
+    size_t n = strlen(s->result.error);
+    int sent = s->state == UP_S_RECEIVING || (s->state == UP_S_SENDING && s->req_off > 0);
+    if (!s->changes || !sent)
+        return;
+    snprintf(s->result.error + n, sizeof s->result.error - n, "%s",
+             s->replay_safe ? UP_NOTE_RESENDABLE : UP_NOTE_NOT_RESENT);
+}
+
 static void up_fail(int h, const char *fmt, ...)
 {
     struct up_slot *s = &up.slots[h];
@@ -3811,6 +3626,7 @@ static void up_fail(int h, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->result.error, sizeof s->result.error, fmt, ap);
     va_end(ap);
+    up_note_outcome(s);
     s->result.status = 0;
     s->result.body = "";
     s->result.body_len = 0;
@@ -3908,6 +3724,15 @@ static void up_handshake_done(struct up_slot *s)
             resumed ? "resumed" : "full");
 }
 
+/* Whether the server ended the connection with TLS close_notify: BearSSL
+   sets shutdown_recv (a documented field of the engine context) once the
+   peer's close_notify arrived, and this side never closes first while it
+   reads an answer. */
+static int up_closed_by_notify(const struct up_slot *s)
+{
+    return s->cc.eng.shutdown_recv && br_ssl_engine_last_error(&s->cc.eng) == BR_ERR_OK;
+}
+
 /* How a connection ended under a request. */
 enum up_lost_kind { UP_LOST_EOF, UP_LOST_RESET, UP_LOST_TLS, UP_LOST_JUNK };
 
@@ -3933,9 +3758,11 @@ static void up_lost(int h, int kind, int tls_err)
         return;
     case UP_S_SENDING:
     case UP_S_RECEIVING:
-        if (kind != UP_LOST_TLS && s->reused && !s->retried && s->parser.seen == 0) {
+        if (kind != UP_LOST_TLS && s->reused && !s->retried && s->parser.seen == 0 &&
+            (s->replay_safe || s->req_off == 0)) {
             /* the server closed the kept-alive connection while we reused it:
-               nothing of the answer came, so try once more on a new one */
+               nothing of the answer came and repeating the request is
+               harmless, so try once more on a new one */
             cm_logf(CM_LOG_DEBUG, "upstream: kept-alive connection closed by the server; retrying %s", s->what);
             up_drop_conn(s, 0);
             s->retried = 1;
@@ -3957,7 +3784,7 @@ static void up_lost(int h, int kind, int tls_err)
             up_fail(h, "the Cal ID API closed the connection while the request was being sent");
         } else if (s->parser.seen == 0) {
             up_fail(h, "the Cal ID API closed the connection without answering");
-        } else if (up_parse_eof(&s->parser) == 0) {
+        } else if ((up_closed_by_notify(s) ? up_parse_eof(&s->parser) : up_parse_cut(&s->parser)) == 0) {
             s->keep_conn = 0;
             up_complete(h);
         } else {
@@ -4169,28 +3996,76 @@ static const char *up_bad_arguments(const char *method, const char *path_query, 
     return NULL;
 }
 
+/* Repeating these has the effect of sending them once (RFC 9110 9.2.2). */
+static int up_method_replay_safe(const char *method)
+{
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "DELETE") == 0 || strcmp(method, "OPTIONS") == 0;
+}
+
+static int up_method_changes(const char *method)
+{
+    return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && strcmp(method, "OPTIONS") != 0;
+}
+
+/*
+ * Whether slot i holds a kept-alive connection fit for a request now. A close
+ * the server already sent is read here (the slot becomes FREE, without a
+ * callback); a request that must not be sent twice also needs a connection
+ * idle for less than CM_UPSTREAM_WRITE_IDLE_MS, well inside the server's
+ * keep-alive, so that it cannot be closed under the request.
+ */
+static int up_idle_fit(int i, int replay_safe, uint64_t now)
+{
+    struct up_slot *s = &up.slots[i];
+    if (s->state != UP_S_IDLE)
+        return 0;
+    up_pump(i);
+    if (s->state != UP_S_IDLE)
+        return 0;
+    return replay_safe || (now >= s->idle_since_ms && now - s->idle_since_ms < CM_UPSTREAM_WRITE_IDLE_MS);
+}
+
+/* The slot for a new request, or -1 when all are busy. A fit kept-alive
+   connection first, then a free slot, then an idle slot whose connection is
+   replaced by a new one; a request that fails anyway takes a free slot first. */
+static int up_pick_slot(const char *bad, int replay_safe)
+{
+    uint64_t now = cm_port_now_ms();
+    int i;
+    for (i = 0; i < CM_MAX_UPSTREAMS && !bad; i++)
+        if (up_idle_fit(i, replay_safe, now))
+            return i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++)
+        if (up.slots[i].state == UP_S_FREE)
+            return i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++)
+        if (up.slots[i].state == UP_S_IDLE) {
+            up_drop_conn(&up.slots[i], 1);
+            up.slots[i].state = UP_S_FREE;
+            up.slots[i].deadline_ms = 0;
+            return i;
+        }
+    return -1;
+}
+
 /*
  * Starts one request. Returns the handle (>= 0), -1 when every slot is busy
  * (retry later), or -2 when the request does not fit CM_UPSTREAM_REQ_BYTES.
  * Arguments that cannot make a request (CR/LF or non-ASCII in the token or
  * path, a bad method...) still get a handle: the failure arrives through
  * on_upstream_done() from the next up_tick(), like any transport failure.
+ * The only I/O here is reading a close that already sits on an idle
+ * connection; it never calls back.
  */
 static int up_submit(unsigned owner, const char *method, const char *path_query, const char *bearer,
                      const char *content_type, const char *body, size_t body_len)
 {
-    int i, h = -1;
+    int h;
     struct up_slot *s;
     size_t mlen;
     const char *bad = up_bad_arguments(method, path_query, bearer, content_type, body, body_len);
-    /* a slot with a live idle connection first, then a free one (the other
-       way round for a request that fails anyway) */
-    for (i = 0; i < CM_MAX_UPSTREAMS && h < 0; i++)
-        if (up.slots[i].state == (bad ? UP_S_FREE : UP_S_IDLE))
-            h = i;
-    for (i = 0; i < CM_MAX_UPSTREAMS && h < 0; i++)
-        if (up.slots[i].state == (bad ? UP_S_IDLE : UP_S_FREE))
-            h = i;
+    h = up_pick_slot(bad, bad ? 0 : up_method_replay_safe(method));
     if (h < 0) {
         /* busy, but say "too large" first if it would never fit anyway */
         if (body_len > CM_UPSTREAM_REQ_BYTES)
@@ -4201,9 +4076,8 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     if (bad) {
         if (!up.ready)
             s->sock = CM_SOCK_INVALID; /* never initialised: not fd 0 of the zeroed statics */
-        if (s->state == UP_S_IDLE)
-            up_drop_conn(s, 1);
         s->owner = owner;
+        s->changes = 0;
         s->reused = 0;
         s->req_len = s->req_off = 0;
         s->started_ms = cm_port_now_ms();
@@ -4225,6 +4099,8 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     s->owner = owner;
     s->req_off = 0;
     s->retried = 0;
+    s->replay_safe = (unsigned char)up_method_replay_safe(method);
+    s->changes = (unsigned char)up_method_changes(method);
     s->early = 0;
     s->keep_conn = 0;
     s->started_ms = cm_port_now_ms();
@@ -4270,7 +4146,8 @@ static void up_release(int handle)
     s->result.body_len = 0;
     if (s->keep_conn && s->sock != CM_SOCK_INVALID) {
         s->state = UP_S_IDLE;
-        s->deadline_ms = cm_port_now_ms() + CM_UPSTREAM_IDLE_MS;
+        s->idle_since_ms = cm_port_now_ms();
+        s->deadline_ms = s->idle_since_ms + CM_UPSTREAM_IDLE_MS;
         s->kick = 1; /* notice a close_notify that already sits in the engine */
     } else {
         up_drop_conn(s, 1);
@@ -4705,7 +4582,7 @@ static int submit_tool_call(unsigned owner, struct pending_call *pc, const struc
     int h;
     if (build_path(t, d, pc->jdoc_args, msg, cap) < 0)
         return -2;
-    if (strcmp(t->method, "POST") == 0 || strcmp(t->method, "PATCH") == 0 || (t->flags & T_ALWAYS_BODY)) {
+    if (method_has_body(t)) {
         if (t->flags & T_MULTIPART) {
             body_len = build_multipart(d, pc->jdoc_args, ctype, sizeof ctype, msg, cap);
             content_type = ctype;
@@ -4798,6 +4675,8 @@ static void render_tool_result(struct resp *r, const struct pending_call *pc, co
         snprintf(head, sizeof head, "Cal ID API error %d %s%s%s%s%s%s\n", u->status, status_reason(u->status),
                  m[0] ? ": " : "", m, u->retry_after[0] ? ". Retry after " : "", u->retry_after,
                  u->retry_after[0] ? " seconds (Retry-After)." : "");
+        if (u->status >= 500 && (tools[pc->tool].flags & T_ACTS_BEFORE_5XX))
+            snprintf(head + strlen(head), sizeof head - strlen(head), "%s\n", ACTED_BEFORE_5XX);
     } else {
         const char *why;
         size_t at;
@@ -4901,8 +4780,8 @@ static void render_discover(struct resp *r, struct view id)
 static void render_tools_list(struct resp *r, struct view id, int modern)
 {
     result_begin(r, id);
-    rs_str(r, "\"tools\":");
-    rs_ext(r, tools_json, tools_json_len, 0); /* static: safe to reference, even in a batch */
+    rs_str(r, "\"tools\":[");
+    rs_ext(r, (const char *)&tool_list + 1, sizeof tool_list - 1, 0); /* const: safe to reference, even in a batch */
     result_end(r, modern, 1);
 }
 
@@ -5064,6 +4943,7 @@ struct conn {
     /* the request being served */
     struct rpc_ctx ctx;
     struct pending_call pc;
+    uint64_t queued_ms;           /* (pc.handle == PC_IN_LINE) since when the call waits for an API slot */
     int batch_pos, batch_len, batch_replies; /* 2025-03-26 batches */
     int session;
     int want_sse;
@@ -5438,17 +5318,55 @@ static int conn_parse_body(struct conn *c, struct jdoc *d, const char **why, siz
     return jdoc_parse(d, c->body, c->body_len, toks, CM_JSON_TOKENS, why, at);
 }
 
-/* Submits (or resubmits) the pending tool call of a connection. */
+/* pc.handle of a tool call that waits in line for a free API slot */
+#define PC_IN_LINE (-2)
+
+/* Puts c's tool call in line the first time it asks for an API slot, and
+ * tells whether another call has waited longer: first come, first served. */
+static int conn_in_line_behind(struct conn *c)
+{
+    int i;
+    if (c->pc.handle != PC_IN_LINE) {
+        c->pc.handle = PC_IN_LINE;
+        c->queued_ms = cm_port_now_ms();
+    }
+    for (i = 0; i < CM_MAX_CONNS; i++) {
+        const struct conn *o = &conns[i];
+        if (o != c && o->state == C_WAIT_API && o->pc.active && o->pc.handle == PC_IN_LINE &&
+            (o->queued_ms < c->queued_ms || (o->queued_ms == c->queued_ms && o < c)))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether c's call has waited CM_UPSTREAM_WAIT_MS for a slot; msg says so. */
+static int conn_wait_expired(const struct conn *c, char *msg, size_t cap)
+{
+    if (ms_since(cm_port_now_ms(), c->queued_ms) < CM_UPSTREAM_WAIT_MS)
+        return 0;
+    snprintf(msg, cap,
+             "The Cal ID API is busy: all %d connections to it stayed in use while this call waited %lu ms "
+             "(CM_UPSTREAM_WAIT_MS), so it was not sent. Try again in a moment.",
+             CM_MAX_UPSTREAMS, (unsigned long)CM_UPSTREAM_WAIT_MS);
+    return 1;
+}
+
+/* Submits (or resubmits) the pending tool call of a connection; it waits
+ * its turn behind older calls (retry_waiting_calls) up to a deadline. */
 static void conn_submit(struct conn *c, const struct jdoc *d)
 {
     char msg[300];
     int h;
+    if (conn_in_line_behind(c))
+        return;
     msg[0] = 0;
     h = submit_tool_call(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
     if (h >= 0) {
         c->pc.handle = h;
         return;
     }
+    if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
+        h = -2;
     if (h == -1)
         return; /* every upstream slot is busy: retried from the loop */
     /* could not even build the request: answer with a tool error */
@@ -6188,28 +6106,55 @@ static void conn_timeouts(uint64_t now)
     }
 }
 
-/* Connections whose tool call waits for a free upstream slot try again. */
-static void retry_waiting_calls(void)
+/* The tool call that has waited longest for an API slot, or NULL. */
+static struct conn *oldest_waiting_call(void)
 {
+    struct conn *best = NULL;
     int i;
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
+        if (c->state == C_WAIT_API && c->pc.active && c->pc.handle == PC_IN_LINE &&
+            (!best || c->queued_ms < best->queued_ms))
+            best = c;
+    }
+    return best;
+}
+
+/* Milliseconds until the oldest waiting call's deadline, or -1 when none waits. */
+static int waiting_call_timeout_ms(uint64_t now)
+{
+    const struct conn *c = oldest_waiting_call();
+    uint64_t waited;
+    if (!c)
+        return -1;
+    waited = ms_since(now, c->queued_ms);
+    return waited >= CM_UPSTREAM_WAIT_MS ? 0 : (int)(CM_UPSTREAM_WAIT_MS - waited);
+}
+
+/* Waiting tool calls get free API slots in the order they came (one that
+ * waited CM_UPSTREAM_WAIT_MS ends in a tool error instead). Each turn serves
+ * or ends the oldest call; the turns stop when it still finds no slot. */
+static void retry_waiting_calls(void)
+{
+    struct conn *c;
+    int turns;
+    for (turns = 0; turns < 2 * CM_MAX_CONNS && (c = oldest_waiting_call()) != NULL; turns++) {
         struct jdoc d;
         const char *why;
         size_t at;
-        if (c->state != C_WAIT_API || !c->pc.active || c->pc.handle >= 0)
+        if (conn_parse_body(c, &d, &why, &at) != 0) { /* it parsed before: cannot happen */
+            conn_close(c);
             continue;
-        if (conn_parse_body(c, &d, &why, &at) == 0) {
-            if (c->batch_len)
-                c->pc.jdoc_args = obj_get(&d, obj_get(&d, batch_element(&d, c->batch_pos), "params"), "arguments");
-            else
-                c->pc.jdoc_args = obj_get(&d, obj_get(&d, 0, "params"), "arguments");
-            if (c->pc.jdoc_args >= 0 && tok_is_null(&d, c->pc.jdoc_args))
-                c->pc.jdoc_args = -1;
-            conn_submit(c, &d);
         }
-        if (c->state == C_WAIT_API && c->pc.handle < 0)
-            return; /* still no slot: the others wait their turn too */
+        if (c->batch_len)
+            c->pc.jdoc_args = obj_get(&d, obj_get(&d, batch_element(&d, c->batch_pos), "params"), "arguments");
+        else
+            c->pc.jdoc_args = obj_get(&d, obj_get(&d, 0, "params"), "arguments");
+        if (c->pc.jdoc_args >= 0 && tok_is_null(&d, c->pc.jdoc_args))
+            c->pc.jdoc_args = -1;
+        conn_submit(c, &d);
+        if (c->state == C_WAIT_API && c->pc.active && c->pc.handle == PC_IN_LINE)
+            return; /* still no slot: the others wait behind it */
     }
 }
 
@@ -6247,6 +6192,9 @@ static int loop_step(int timeout_ms)
         owner[n + i] = -2 - up_handle[i];
     n += nu;
     t = up_next_timeout_ms(now);
+    if (t >= 0 && (timeout_ms < 0 || t < timeout_ms))
+        timeout_ms = t;
+    t = waiting_call_timeout_ms(now);
     if (t >= 0 && (timeout_ms < 0 || t < timeout_ms))
         timeout_ms = t;
     if (timeout_ms < 0 || timeout_ms > 1000)
@@ -6476,9 +6424,9 @@ void cm_config_defaults(struct cm_config *c)
 
 size_t cm_static_bytes(void)
 {
-    return sizeof conns + sizeof toks + sizeof sessions + sizeof tools_json + sizeof schema_toks +
+    return sizeof conns + sizeof toks + sizeof sessions + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + up_static_bytes();
+           sizeof stdio_out + sizeof stdio_wait + up_static_bytes();
 }
 
 /*
@@ -6565,7 +6513,7 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         secret_derive("calid-mcp token fingerprint", k);
         br_hmac_key_init(&fp_key, &br_sha256_vtable, k, sizeof k);
     }
-    if (build_tools_json(err, errlen) < 0)
+    if (tool_list_check(err, errlen) < 0)
         return -1;
     if (up_init(cfg.upstream, cfg.ca_file ? cfg.ca_file : cm_port_default_ca_file(), err, errlen) < 0)
         return -1;

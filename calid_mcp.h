@@ -106,6 +106,22 @@
 #ifndef CM_UPSTREAM_IDLE_MS
 #define CM_UPSTREAM_IDLE_MS 60000     /* an idle kept-alive API connection is closed after this */
 #endif
+#ifndef CM_UPSTREAM_WRITE_IDLE_MS
+/* POST and PATCH reuse a kept-alive API connection only if it has been idle
+ * for less than this, else they open a new one (a resumed TLS handshake):
+ * a write cannot be re-sent safely if the server closes the connection under
+ * it. The API is Fastify 4 on Node, which closes idle connections after 72 s
+ * (Fastify's keepAliveTimeout); a proxy in front may keep Node's own 5 s
+ * default, so 2 s stays well inside either. */
+#define CM_UPSTREAM_WRITE_IDLE_MS 2000
+#endif
+#ifndef CM_UPSTREAM_WAIT_MS
+/* A tool call waits at most this long, first come first served, for one of
+ * the CM_MAX_UPSTREAMS API connections; then it ends in a tool error and is
+ * not sent. With CM_UPSTREAM_ANSWER_MS on top the call ends within 45 s,
+ * inside the 60 s request timeout of the MCP SDKs. */
+#define CM_UPSTREAM_WAIT_MS 15000
+#endif
 
 /* ---- Configuration ---- */
 enum cm_log_level { CM_LOG_ERROR = 0, CM_LOG_WARN, CM_LOG_INFO, CM_LOG_DEBUG };

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue #3: the 57 tools against the fake Cal ID API, end to end.
+"""The 57 tools against the fake Cal ID API (a double of the real API), end to end.
 
     python3 tests/test_tools.py             # every test
     python3 tests/test_tools.py fail_ slow  # tests whose names contain a word
@@ -7,7 +7,12 @@
 Starts tests/fake_calid.py (HTTPS, test CA from tests/make_certs.sh) and
 build/calid_mcp pointed at it (--upstream https://localhost:PORT), then calls
 tools through /mcp and checks both sides: the API request the fake recorded
-(method, path, query or body, headers) and the tool result (the fake's answer).
+(exact method, path, query or body, headers, and that the API dropped none of
+it as unknown) and the tool result (the fake's answer). Each tool's
+inputSchema is also held against the API's own request schema
+(tests/fake_calid_api.py): no field the API drops, its required fields, types,
+enums and limits; and the mistakes a model makes (a missing field, a uid for a
+numeric id, an out-of-range limit) come back as tool errors it can act on.
 
 Also: the seed's "Try These Prompts" as chains of tool calls, every transport
 and API failure as a tool error that says which failure it was, a slow API call
@@ -22,7 +27,6 @@ Ends with "N passed, N failed"; exits 1 when anything failed.
 """
 import base64
 import datetime as dt
-import hashlib
 import http.client
 import json
 import os
@@ -53,8 +57,9 @@ SHORT_FLAGS = ["-DCM_UPSTREAM_ANSWER_MS=1500", "-DCM_UPSTREAM_CONNECT_MS=1500",
 TOKEN_SESSION = "calid_session_alice_0001"   # the caller's token in session-era calls
 TOKEN_MODERN = "calid_modern_bob_0002"       # ... and in modern (2026-07-28) calls
 
-# The route map of shared/calid-api.md: tool -> (method, path). This is the
-# specification the tests hold the server to (not the server's own catalog).
+# The route map of shared/calid-api.md: tool -> (method, path), with the
+# tools' argument names for the path parameters. This is the specification
+# the tests hold the server to (not the server's own catalog).
 ROUTES = {
     "get_availability": ("GET", "/availability"),
     "create_availability": ("POST", "/availability"),
@@ -68,8 +73,8 @@ ROUTES = {
     "get_booking_by_id": ("GET", "/booking/{bookingId}"),
     "create_booking": ("POST", "/booking"),
     "cancel_booking": ("POST", "/booking/{bookingId}/cancel"),
-    "reschedule_booking": ("POST", "/booking/{bookingId}/reschedule"),
-    "change_booking_confirmation_status": ("PATCH", "/booking/{bookingId}/confirmation"),
+    "reschedule_booking": ("PATCH", "/booking/{bookingId}/reschedule"),
+    "change_booking_confirmation_status": ("PATCH", "/booking/{bookingId}/change_confirmation"),
     "update_booking_reassignbookingautomatically": ("PATCH", "/booking/{bookingId}/reassignBookingAutomatically"),
     "update_booking_reassignbookingtouser": ("PATCH", "/booking/{bookingId}/reassignBookingToUser"),
     "list_contacts": ("GET", "/contacts"),
@@ -106,7 +111,7 @@ ROUTES = {
     "get_team_schedules": ("GET", "/teams/{teamId}/schedules"),
     "get_users_me": ("GET", "/users/me"),
     "get_users": ("GET", "/users/{username}"),
-    "update_user_profile": ("PATCH", "/user/profile"),
+    "update_user_profile": ("PUT", "/users/edit-profile"),
     "create_users_edit_profile_avatar": ("POST", "/users/edit-profile/avatar"),
     "get_webhook": ("GET", "/webhook"),
     "get_webhook_by_id": ("GET", "/webhook/{webhookId}"),
@@ -397,6 +402,7 @@ def check_request(rec, name, args, token):
     assert rec["method"] == method and rec["path"] == path, \
         f"{name}: fake received {rec['method']} {rec['path']}, expected {method} {path}"
     check_common_headers(rec, token, name)
+    assert rec.get("dropped") == [], f"{name}: the API dropped {rec.get('dropped')} of the request (unknown to it)"
     if method in ("GET", "DELETE"):
         got = sorted(urllib.parse.parse_qsl(rec["query"], keep_blank_values=True))
         want = sorted(expected_query(name, args))
@@ -431,17 +437,6 @@ def parse_iso(s):
     return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-def iso_z(t):
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def future(st, days, h, m=0):
-    """UTC midnight of the fake's today + days, at h:m UTC, as ISO Z."""
-    now = parse_iso(st["now"])
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return iso_z(day + dt.timedelta(days=days, hours=h, minutes=m))
-
-
 def tz_of(name):
     if ZoneInfo is None or not name or name in ("UTC", "Etc/UTC"):
         return dt.timezone.utc
@@ -465,29 +460,27 @@ def me(st):
 
 
 def sched_nondefault(st):
-    return next(s for s in st["schedules"] if s["userId"] == me(st)["id"] and not s["isDefault"])
-
-
-def booking_where(st, **kv):
-    return next(b for b in st["bookings"] if all(b[k] == v for k, v in kv.items()))
+    return next(s for s in st["schedules"] if s["userId"] == me(st)["id"] and s["id"] != me(st)["defaultScheduleId"])
 
 
 def upcoming_accepted(st):
+    """The current user's own upcoming accepted bookings, soonest first."""
     now = parse_iso(st["now"])
-    return sorted((b for b in st["bookings"] if b["status"] == "accepted" and parse_iso(b["startTime"]) > now),
-                  key=lambda b: b["startTime"])
+    return sorted((b for b in st["bookings"] if b["status"] == "ACCEPTED" and b["_userId"] == me(st)["id"]
+                   and parse_iso(b["startTime"]) > now), key=lambda b: b["startTime"])
 
 
 def own_event_types(st):
-    return [e for e in st["eventTypes"] if e["teamId"] is None]
+    return sorted((e for e in st["eventTypes"] if e["teamId"] is None and e["userId"] == me(st)["id"]),
+                  key=lambda e: e["id"])
 
 
-def team_with_types(st, n=2):
-    return next(t for t in st["teams"] if sum(1 for e in st["eventTypes"] if e["teamId"] == t["id"]) >= n)
+def team_types(st, team_id):
+    return [e for e in st["eventTypes"] if e["teamId"] == team_id]
 
 
-def team_types(st, team):
-    return [e for e in st["eventTypes"] if e["teamId"] == team["id"]]
+def memberships_of(st, team_id):
+    return [m for m in st["memberships"] if m["teamId"] == team_id]
 
 
 def contact_named(st, name):
@@ -501,6 +494,22 @@ def next_weekday(tz, weekday, min_days=1):
     while d.weekday() != weekday:
         d += dt.timedelta(days=1)
     return d
+
+
+def local_time(st, day, h, m=0):
+    """day at h:m in the current user's time zone, as ISO with its offset."""
+    tz = tz_of(me(st)["timeZone"])
+    return dt.datetime(day.year, day.month, day.day, h, m, tzinfo=tz).isoformat()
+
+
+def free_start(st, days_out, h, m=0):
+    """A Wednesday at least days_out ahead, h:m in the user's zone: inside the
+    default working hours (Mon-Fri 9-17) and past every seeded booking."""
+    return local_time(st, next_weekday(tz_of(me(st)["timeZone"]), 2, days_out), h, m)
+
+
+def plus_minutes(iso, minutes):
+    return (parse_iso(iso) + dt.timedelta(minutes=minutes)).isoformat()
 
 
 AVATAR = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8 + b"\x00\r\n--\xff"
@@ -531,300 +540,255 @@ def multipart_parts(raw, ctype):
 # ---------------------------------------------------------------------------
 
 def chk_availability(d, st, a):
-    want(d["eventTypeId"] == a["eventTypeId"] and d["timeZone"] == a["timeZone"] and d["workingHours"],
-         f"availability answer {d}")
+    want(d["workingHours"] and d["timeZone"] == me(st)["timeZone"] and "busy" in d, f"availability answer {d}")
 
 
-def chk_create_availability(d, st, a):
-    ids = {b["id"] for s in st["schedules"] for b in s["availability"]}
-    want(isinstance(d["id"], int) and d["id"] not in ids, f"new availability id {d.get('id')} not new")
-    want(d["scheduleId"] == a["scheduleId"] and d["startTime"] == a["startTime"] and d["days"] == a["days"],
-         f"created availability {d}")
+def chk_window(d, st, a):
+    want(d["scheduleId"] == a["scheduleId"] and d["days"] == a["days"] and d["startTime"] == a["startTime"] and
+         d["endTime"] == a["endTime"], f"availability window {d} vs {a}")
     sched = by_id(CTL.state()["schedules"], a["scheduleId"])
-    want(d["id"] in [b["id"] for b in sched["availability"]], "the new window is not in the fake's schedule")
+    want(d["id"] in [w["id"] for w in sched["availability"]], "the window is not in the fake's schedule")
 
 
-def chk_update_availability(d, st, a):
-    want(d["id"] == a["availabilityId"] and d["startTime"] == a["startTime"] and d["endTime"] == a["endTime"],
-         f"updated availability {d}")
-
-
-def chk_deleted(kind, key, arg, container=None):
+def chk_deleted(kind, key, arg, items=None):
     def check(d, st, a):
-        want(d[key] == a[arg], f"deleted {kind}: answer {key}={d.get(key)!r}, expected {a[arg]!r}")
         after = CTL.state()
-        items = container(after) if container else after[kind]
-        want(all(it[key] != a[arg] for it in items), f"{kind} {a[arg]} still in the fake's state")
+        left = items(after) if items else after[kind]
+        want(all(it[key] != a[arg] for it in left), f"{kind} {a[arg]} still in the fake's state")
     return check
 
 
-def chk_list_ids(kind, expected_fn):
+def rows_of(d):
+    """A list answer: the items (contacts answer {rows, meta})."""
+    return d["rows"] if isinstance(d, dict) and "rows" in d else d
+
+
+def chk_list(kind, expected_fn, key="id"):
     def check(d, st, a):
+        d = rows_of(d)
         want(isinstance(d, list), f"{kind}: data is not a list: {d}")
-        got = [x["id"] for x in d]
-        exp = expected_fn(st, a)
-        want(sorted(got) == sorted(exp), f"{kind}: ids {got}, expected {exp}")
+        got, exp = [x[key] for x in d], expected_fn(st, a)
+        want(sorted(got) == sorted(exp), f"{kind}: {got}, expected {exp}")
     return check
 
 
-def chk_equal_state(kind, key, arg):
+def chk_same_ids(kind, arg, key="id"):
     def check(d, st, a):
-        exp = by_id(st[kind], a[arg], key)
-        want(d == exp, f"{kind} {a[arg]}: answer {d} differs from the fake's state {exp}")
+        want(d[key] == a[arg], f"{kind}: answer {key}={d.get(key)!r}, asked for {a[arg]!r}")
     return check
 
 
-def chk_create_schedule(d, st, a):
-    want(isinstance(d["id"], int) and d["id"] not in [s["id"] for s in st["schedules"]], f"schedule id {d.get('id')}")
-    want(d["name"] == a["name"] and d["timeZone"] == a["timeZone"] and len(d["availability"]) == 1 and
-         d["availability"][0]["days"] == [0, 6], f"created schedule {d}")
+def chk_schedule(d, st, a):
+    want(d["name"] == a["name"] and d["timeZone"] == a["timeZone"] and d["availability"], f"schedule {d}")
 
 
-def chk_update_schedule(d, st, a):
-    want(d["id"] == a["scheduleId"] and d["name"] == a["name"] and
-         [b["startTime"] for b in d["availability"]] == ["19:00"], f"updated schedule {d}")
+def visible(st, b):
+    """Bookings the API shows the current user: its own, and those of teams it administers."""
+    et = next((e for e in st["eventTypes"] if e["id"] == b["_eventTypeId"]), None)
+    if et and et["teamId"]:
+        return any(m["teamId"] == et["teamId"] and m["userId"] == me(st)["id"] and m["role"] in ("ADMIN", "OWNER")
+                   for m in st["memberships"])
+    return b["_userId"] == me(st)["id"]
+
+
+def live_upcoming(st):
+    now = parse_iso(st["now"])
+    return sorted((b for b in st["bookings"] if visible(st, b) and b["status"] not in ("CANCELLED", "REJECTED")
+                   and parse_iso(b["endTime"]) >= now), key=lambda b: b["startTime"])
 
 
 def chk_get_booking(d, st, a):
-    exp = [b["id"] for b in upcoming_accepted(st)]
-    got = [b["id"] for b in d]
-    want(got == exp, f"upcoming bookings {got}, expected {exp}")
-
-
-def chk_get_booking_by_id(d, st, a):
-    exp = by_id(st["bookings"], a["bookingId"], "uid")
-    want(d == exp, f"booking {a['bookingId']}: answer differs from the fake's state: {d} vs {exp}")
+    """The API's "upcoming": every live booking not over yet, its own and its teams'."""
+    exp = [b["id"] for b in live_upcoming(st)]
+    want([b["id"] for b in d] == exp, f"upcoming bookings {[b['id'] for b in d]}, expected {exp}")
 
 
 def chk_create_booking(d, st, a):
-    want(isinstance(d["id"], int) and d["uid"] and d["status"] == "accepted", f"created booking {d}")
-    want(parse_iso(d["startTime"]) == parse_iso(a["start"]), f"booking start {d['startTime']} != {a['start']}")
-    want(d["attendees"][0]["email"] == a["responses"]["email"] and d["responses"] == a["responses"] and
-         d["metadata"] == a["metadata"], f"booking attendees/responses/metadata {d}")
-    by_id(CTL.state()["bookings"], d["id"])
+    want(isinstance(d["id"], int) and d["uid"] and d["status"] == "ACCEPTED", f"created booking {d}")
+    want(parse_iso(d["startTime"]) == parse_iso(a["start"]) and parse_iso(d["endTime"]) == parse_iso(a["end"]),
+         f"booking {d['startTime']}..{d['endTime']}, asked {a['start']}..{a['end']}")
+    b = by_id(CTL.state()["bookings"], d["id"])
+    want(b["attendees"][0]["email"] == a["responses"]["email"] and b["attendees"][0]["timeZone"] == a["timeZone"] and
+         b["location"] == a["responses"]["location"], f"stored booking {b}")
 
 
 def chk_cancel(d, st, a):
-    want(d["id"] == a["bookingId"] and d["status"] == "cancelled", f"cancelled booking {d}")
-    want(by_id(CTL.state()["bookings"], a["bookingId"])["status"] == "cancelled", "booking not cancelled in state")
-
-
-def chk_reschedule(d, st, a):
-    old = by_id(st["bookings"], a["bookingId"])
-    want(d["id"] != old["id"] and d["fromReschedule"] == old["uid"] and
-         parse_iso(d["startTime"]) == parse_iso(a["start"]), f"rescheduled booking {d}")
+    want(d["bookingId"] == a["bookingId"], f"cancel answer {d}")
+    want(by_id(CTL.state()["bookings"], a["bookingId"])["status"] == "CANCELLED", "booking not cancelled in state")
 
 
 def chk_confirm(d, st, a):
-    want(d["id"] == a["bookingId"] and d["status"] == "accepted", f"confirmed booking {d}")
+    want(d["bookingId"] == a["bookingId"] and d["status"] == "REJECTED", f"declined booking {d}")
 
 
 def chk_reassign_auto(d, st, a):
     old = by_id(st["bookings"], a["bookingId"])
-    want(d["id"] == a["bookingId"] and d["userId"] != old["userId"], f"reassigned booking {d}")
+    now = by_id(CTL.state()["bookings"], a["bookingId"])
+    want(d["bookingId"] == a["bookingId"] and now["_userId"] != old["_userId"], f"reassigned booking {now['_userId']}")
 
 
 def chk_reassign_user(d, st, a):
-    want(d["id"] == a["bookingId"] and d["userId"] == a["userId"] and d["reassignReason"] == a["reason"],
-         f"reassigned booking {d}")
+    want(d["bookingId"] == a["bookingId"] and d["newUserId"] == a["userId"], f"reassigned booking {d}")
+    want(by_id(CTL.state()["bookings"], a["bookingId"])["_userId"] == a["userId"], "not reassigned in state")
 
 
-def chk_create_contact(d, st, a):
-    want(isinstance(d["id"], int) and d["id"] not in [c["id"] for c in st["contacts"]], f"contact id {d.get('id')}")
-    want(all(d[k] == a[k] for k in ("name", "email", "phone", "notes")), f"created contact {d}")
-
-
-def chk_update_contact(d, st, a):
-    want(d["id"] == a["contactId"] and d["notes"] == a["notes"] and d["phone"] == a["phone"], f"updated contact {d}")
+def chk_contact(d, st, a):
+    want(all(d[k] == a[k] for k in a if k != "contactId"), f"contact {d} vs {a}")
 
 
 def chk_meetings(d, st, a):
     email = by_id(st["contacts"], a["contactId"])["email"]
-    exp = sorted(b["id"] for b in st["bookings"] if email in [x["email"] for x in b["attendees"]])
-    want(sorted(b["id"] for b in d) == exp, f"meetings {[b['id'] for b in d]}, expected {exp}")
+    exp = sorted(b["id"] for b in st["bookings"] if b["_userId"] == me(st)["id"] and
+                 email in [x["email"] for x in b["attendees"]])
+    got = rows_of(d)
+    want(exp and sorted(m["id"] for m in got) == exp, f"meetings {[m['id'] for m in got]}, expected {exp}")
 
 
 def chk_event_types(d, st, a):
     exp = [e["id"] for e in sorted(own_event_types(st), key=lambda e: (e["length"], e["id"]))]
-    want([e["id"] for e in d] == exp, f"event types by length {[e['id'] for e in d]}, expected {exp}")
+    want(sorted([e["id"] for e in d]) == sorted(exp) and [e["length"] for e in d] == sorted(e["length"] for e in d),
+         f"event types by length {[(e['id'], e['length']) for e in d]}, expected {exp}")
 
 
-def chk_create_eventtype(d, st, a):
-    want(isinstance(d["id"], int) and d["id"] not in [e["id"] for e in st["eventTypes"]], f"event type id {d.get('id')}")
-    want(d["title"] == a["title"] and d["slug"] == a["slug"] and d["length"] == a["length"] and
-         d["locations"] == a["locations"], f"created event type {d}")
-
-
-def chk_update_eventtype(d, st, a):
-    want(d["id"] == a["eventTypeId"] and d["length"] == a["length"] and d["title"] == a["title"],
-         f"updated event type {d}")
+def chk_event_type(d, st, a):
+    want(all(d[k] == v for k, v in a.items() if k not in ("eventTypeId", "teamId")), f"event type {d} vs {a}")
 
 
 def chk_slots(d, st, a):
     slots = d["slots"]
     want(isinstance(slots, dict) and slots, f"no slots in {d}")
-    for day, items in slots.items():
-        want(a["start"] <= day <= a["end"], f"slot day {day} outside {a['start']}..{a['end']}")
-        want(all(s["time"].startswith(day) for s in items), f"slot times of {day}: {items[:3]}")
+    want(all(a["start"] <= day <= a["end"] for day in slots), f"slot days {list(slots)} outside {a['start']}..{a['end']}")
 
 
 def chk_reserve(d, st, a):
-    want(d["uid"] and d["eventTypeId"] == a["eventTypeId"] and
-         parse_iso(d["slotUtcStartDate"]) == parse_iso(a["slotUtcStartDate"]), f"reservation {d}")
+    want(d["reservationUid"] and d["eventTypeId"] == a["eventTypeId"] and
+         parse_iso(d["slotStart"]) == parse_iso(a["slotStart"]), f"reservation {d}")
+    by_id(CTL.state()["reservedSlots"], d["reservationUid"], "uid")
 
 
 def chk_update_slot(d, st, a):
-    want(d["uid"] == a["uid"] and parse_iso(d["slotUtcStartDate"]) == parse_iso(a["slotUtcStartDate"]),
-         f"updated reservation {d}")
-
-
-def chk_create_team(d, st, a):
-    want(isinstance(d["id"], int) and d["name"] == a["name"] and d["slug"] == a["slug"], f"created team {d}")
+    r = by_id(CTL.state()["reservedSlots"], a["uid"], "uid")
+    want(parse_iso(r["slotUtcStartDate"]) == parse_iso(a["slotStart"]), f"moved reservation {r}")
 
 
 def chk_team(d, st, a):
-    exp = by_id(st["teams"], a["teamId"])
-    want(all(d[k] == v for k, v in exp.items()), f"team answer {d} vs state {exp}")
-
-
-def chk_update_team(d, st, a):
-    want(d["id"] == a["teamId"] and d["bio"] == a["bio"] and d["isPrivate"] == a["isPrivate"], f"updated team {d}")
-
-
-def chk_create_team_et(d, st, a):
-    want(isinstance(d["id"], int) and d["teamId"] == a["teamId"] and d["hosts"] == a["hosts"] and
-         d["schedulingType"] == a["schedulingType"], f"created team event type {d}")
-
-
-def chk_update_team_et(d, st, a):
-    want(d["id"] == a["eventTypeId"] and d["teamId"] == a["teamId"] and d["length"] == a["length"],
-         f"updated team event type {d}")
+    want(all(d[k] == v for k, v in a.items() if k != "teamId"), f"team {d} vs {a}")
 
 
 def chk_membership(d, st, a):
-    want(d["id"] == a["membershipId"] and d["teamId"] == a["teamId"], f"membership {d}")
-
-
-def chk_add_member(d, st, a):
-    want(isinstance(d["id"], int) and d["teamId"] == a["teamId"] and d["userId"] == a["userId"] and
-         d["role"] == a["role"] and d["accepted"] == a["accepted"], f"added membership {d}")
-
-
-def chk_update_membership(d, st, a):
-    want(d["id"] == a["membershipId"] and d["role"] == a["role"] and d["accepted"] == a["accepted"],
-         f"updated membership {d}")
+    want(all(d[k] == v for k, v in a.items() if k not in ("teamId", "membershipId")) and d["teamId"] == a["teamId"],
+         f"membership {d} vs {a}")
 
 
 def chk_team_schedules(d, st, a):
-    members = {m["userId"] for m in st["memberships"] if m["teamId"] == a["teamId"] and m["accepted"]}
+    members = {m["userId"] for m in memberships_of(st, a["teamId"]) if m["acceptedInvitation"]}
     want(d and {s["userId"] for s in d} <= members, f"team schedules {d}")
 
 
 def chk_me(d, st, a):
-    want(d == me(st), f"get_users_me: {d} vs state {me(st)}")
+    want(d["id"] == me(st)["id"] and d["email"] == me(st)["email"] and d["username"] == me(st)["username"], f"me {d}")
 
 
 def chk_users(d, st, a):
-    want(d["user"]["username"] == a["username"] and
-         sorted(e["id"] for e in d["eventTypes"]) == sorted(e["id"] for e in own_event_types(st)),
-         f"public profile {d}")
+    want(isinstance(d, list) and d and d[0]["username"] == a["username"], f"public profile {d}")
 
 
 def chk_profile(d, st, a):
-    want(all(d[k] == a[k] for k in a), f"updated profile {d}")
+    u = me(CTL.state())
+    want(all(u[k] == v for k, v in a.items()), f"profile in state {u} vs {a}")
 
 
-def chk_avatar(d, st, a):
-    want(d["size"] == len(AVATAR), f"avatar size {d.get('size')}, sent {len(AVATAR)} bytes")
-    want(d["sha256"] == hashlib.sha256(AVATAR).hexdigest(), "avatar bytes differ (sha256)")
-    want(d["filename"] == a["filename"] and d["contentType"] == a["contentType"], f"avatar answer {d}")
-
-
-def chk_create_webhook(d, st, a):
-    want(isinstance(d["id"], int) and all(d[k] == a[k] for k in a), f"created webhook {d}")
-
-
-def chk_update_webhook(d, st, a):
-    want(d["id"] == int(a["webhookId"]) and d["active"] is True and d["eventTriggers"] == a["eventTriggers"],
-         f"updated webhook {d}")
-
-
-def _args_get_availability(st):
-    d = next_weekday(tz_of(me(st)["timeZone"]), 0)
-    return {"dateFrom": d.isoformat(), "dateTo": (d + dt.timedelta(days=4)).isoformat(),
-            "eventTypeId": own_event_types(st)[1]["id"], "timeZone": me(st)["timeZone"]}
+def chk_webhook(d, st, a):
+    want(all(d[k] == v for k, v in a.items() if k != "webhookId"), f"webhook {d} vs {a}")
 
 
 def _args_get_slots(st):
-    d = next_weekday(tz_of(me(st)["timeZone"]), 2)
+    d = next_weekday(tz_of(me(st)["timeZone"]), 2, 14)
     return {"eventTypeId": own_event_types(st)[1]["id"], "start": d.isoformat(),
-            "end": (d + dt.timedelta(days=1)).isoformat(), "timeZone": me(st)["timeZone"],
-            "usernameList": [me(st)["username"], "jordan"]}
+            "end": (d + dt.timedelta(days=1)).isoformat(), "timeZone": me(st)["timeZone"]}
+
+
+def _args_create_booking(st):
+    start = free_start(st, 20, 10)
+    return {"eventTypeId": own_event_types(st)[1]["id"], "start": start,
+            "end": plus_minutes(start, own_event_types(st)[1]["length"]), "timeZone": "America/New_York",
+            "responses": {"name": "Test Person", "email": "test.person@example.com", "location": "integrations:daily",
+                          "guests": ["guest.one@example.com"], "notes": "Agenda: pricing & \"terms\""},
+            "language": "en", "metadata": {"source": "test_tools", "ids": [1, 2, 3]}}
+
+
+def _pending(st):
+    """A booking waiting for the host, or else one to decline."""
+    return next((b for b in st["bookings"] if b["status"] == "PENDING" and b["_userId"] == me(st)["id"]),
+                upcoming_accepted(st)[0])
+
+
+def _round_robin_booking(st):
+    return next(b for b in upcoming_accepted(st)
+                if by_id(st["eventTypes"], b["_eventTypeId"])["schedulingType"] == "ROUND_ROBIN")
+
+
+TEAM = 21     # Acme Sales: the current user owns it; event types 201, 202
+OTHER_TEAM = 22
 
 
 # (tool, era, args(state), check(data, state, args))
 TOOL_SPECS = [
-    ("get_availability", "modern", _args_get_availability, chk_availability),
+    ("get_availability", "modern",
+     lambda st: {"dateFrom": next_weekday(tz_of(me(st)["timeZone"]), 0).isoformat(),
+                 "dateTo": next_weekday(tz_of(me(st)["timeZone"]), 4).isoformat(),
+                 "eventTypeId": own_event_types(st)[1]["id"]},
+     chk_availability),
     ("create_availability", "session",
-     lambda st: {"scheduleId": sched_nondefault(st)["id"], "days": [1, 3], "startTime": "07:00", "endTime": "08:30"},
-     chk_create_availability),
+     lambda st: {"scheduleId": sched_nondefault(st)["id"], "days": [1, 3],
+                 "startTime": "1970-01-01T07:00:00.000Z", "endTime": "1970-01-01T08:30:00.000Z"},
+     chk_window),
     ("update_availability", "session",
-     lambda st: {"availabilityId": sched_nondefault(st)["availability"][0]["id"], "days": [2, 4],
-                 "startTime": "18:30", "endTime": "21:00"},
-     chk_update_availability),
+     lambda st: {"availabilityId": sched_nondefault(st)["availability"][0]["id"],
+                 "scheduleId": sched_nondefault(st)["id"], "days": [2, 4],
+                 "startTime": "1970-01-01T18:30:00.000Z", "endTime": "1970-01-01T21:00:00.000Z"},
+     chk_window),
     ("delete_availability", "session",
      lambda st: {"availabilityId": sched_nondefault(st)["availability"][0]["id"]},
      chk_deleted("availability", "id", "availabilityId",
-                 lambda s: [b for x in s["schedules"] for b in x["availability"]])),
-    ("get_schedule", "session", lambda st: {"limit": 5, "page": 1},
-     chk_list_ids("schedules", lambda st, a: [s["id"] for s in st["schedules"] if s["userId"] == 1])),
-    ("create_schedule", "session",
-     lambda st: {"name": "Weekend hours", "timeZone": "Europe/Berlin",
-                 "availability": [{"days": ["Saturday", "Sunday"], "startTime": "10:00", "endTime": "14:00"}],
-                 "isDefault": False},
-     chk_create_schedule),
+                 lambda s: [w for x in s["schedules"] for w in x["availability"]])),
+    ("get_schedule", "session", lambda st: {},
+     chk_list("schedules", lambda st, a: [s["id"] for s in st["schedules"] if s["userId"] == 1])),
+    ("create_schedule", "session", lambda st: {"name": "Weekend hours", "timeZone": "Europe/Lisbon"}, chk_schedule),
     ("update_schedule", "modern",
-     lambda st: {"scheduleId": sched_nondefault(st)["id"], "name": "Late evenings",
-                 "availability": [{"days": [2, 4], "startTime": "19:00", "endTime": "21:00"}]},
-     chk_update_schedule),
+     lambda st: {"scheduleId": sched_nondefault(st)["id"], "name": "Late evenings", "timeZone": "Europe/Berlin"},
+     chk_schedule),
     ("delete_schedule", "session", lambda st: {"scheduleId": sched_nondefault(st)["id"]},
      chk_deleted("schedules", "id", "scheduleId")),
     ("get_booking", "session", lambda st: {"status": "upcoming", "limit": 50, "page": 1}, chk_get_booking),
-    ("get_booking_by_id", "modern", lambda st: {"bookingId": upcoming_accepted(st)[0]["uid"]}, chk_get_booking_by_id),
-    ("create_booking", "modern",
-     lambda st: {"eventTypeId": own_event_types(st)[1]["id"], "start": future(st, 20, 7, 0),
-                 "timeZone": "Europe/Berlin",
-                 "responses": {"name": "Test Person", "email": "test.person@example.com",
-                               "location": {"value": "integrations:google:meet", "optionValue": ""},
-                               "guests": ["guest.one@example.com"], "notes": "Agenda: pricing & \"terms\""},
-                 "language": "en", "metadata": {"source": "test_tools", "ids": [1, 2, 3]}},
-     chk_create_booking),
-    ("cancel_booking", "session", lambda st: {"bookingId": upcoming_accepted(st)[0]["id"]}, chk_cancel),
-    ("reschedule_booking", "session",
-     lambda st: {"bookingId": upcoming_accepted(st)[1]["id"], "start": future(st, 21, 10, 0),
-                 "rescheduledReason": "Host travelling"},
-     chk_reschedule),
+    ("get_booking_by_id", "modern", lambda st: {"bookingId": upcoming_accepted(st)[0]["id"]},
+     chk_same_ids("booking", "bookingId")),
+    ("create_booking", "modern", _args_create_booking, chk_create_booking),
+    ("cancel_booking", "session",
+     lambda st: {"bookingId": upcoming_accepted(st)[0]["id"], "cancellationReason": "Client asked",
+                 "cancelledBy": "alex@example.com"},
+     chk_cancel),
+    # reschedule_booking: its own test (the API answers 500 after rescheduling)
     ("change_booking_confirmation_status", "session",
-     lambda st: {"bookingId": booking_where(st, status="pending")["id"], "status": "accept"}, chk_confirm),
+     lambda st: {"bookingId": _pending(st)["id"], "confirmed": False, "reason": "Fully booked that week"},
+     chk_confirm),
     ("update_booking_reassignbookingautomatically", "session",
-     lambda st: {"bookingId": next(b["id"] for b in upcoming_accepted(st)
-                                   if len(by_id(st["eventTypes"], b["eventTypeId"])["hosts"]) >= 2)},
-     chk_reassign_auto),
+     lambda st: {"bookingId": _round_robin_booking(st)["id"]}, chk_reassign_auto),
     ("update_booking_reassignbookingtouser", "session",
      lambda st: {"bookingId": upcoming_accepted(st)[0]["id"], "userId": 3, "reason": "Out of office"},
      chk_reassign_user),
-    ("list_contacts", "modern", lambda st: {"limit": 10, "page": 1},
-     chk_list_ids("contacts", lambda st, a: [c["id"] for c in st["contacts"]])),
+    ("list_contacts", "modern", lambda st: {"limit": 10, "offset": 0, "sortBy": "email", "sortDirection": "desc"},
+     chk_list("contacts", lambda st, a: [c["id"] for c in st["contacts"]])),
     ("create_contact", "session",
      lambda st: {"name": "Dana Scully", "email": "dana.scully@example.com", "phone": "+1 202 555 0147",
                  "notes": "Met at the FBI conference; wants a demo."},
-     chk_create_contact),
+     chk_contact),
     ("get_contact", "session", lambda st: {"contactId": contact_named(st, "John Doe")["id"]},
-     chk_equal_state("contacts", "id", "contactId")),
+     chk_same_ids("contact", "contactId")),
     ("update_contact", "modern",
      lambda st: {"contactId": contact_named(st, "Maria Garcia")["id"], "notes": "Prefers afternoons now.",
                  "phone": "+34 600 000 111"},
-     chk_update_contact),
+     chk_contact),
     ("delete_contact", "session", lambda st: {"contactId": st["contacts"][-1]["id"]},
      chk_deleted("contacts", "id", "contactId")),
     ("get_contact_meetings", "session", lambda st: {"contactId": contact_named(st, "John Doe")["id"], "limit": 20},
@@ -832,100 +796,97 @@ TOOL_SPECS = [
     ("get_event_types", "modern", lambda st: {"limit": 10, "orderBy": "length", "orderDir": "asc", "hidden": False},
      chk_event_types),
     ("get_event_types_by_id", "session", lambda st: {"eventTypeId": own_event_types(st)[2]["id"]},
-     chk_equal_state("eventTypes", "id", "eventTypeId")),
+     chk_same_ids("event type", "eventTypeId")),
     ("create_eventtype", "session",
-     lambda st: {"title": "Quick chat", "slug": "quick-chat", "length": 10,
-                 "description": "Ten minutes, no agenda.", "locations": [{"type": "integrations:daily"}]},
-     chk_create_eventtype),
+     lambda st: {"title": "Quick chat", "slug": "quick-chat", "length": 10, "description": "Ten minutes, no agenda.",
+                 "locations": [{"type": "integrations:daily"}], "minimumBookingNotice": 60},
+     chk_event_type),
     ("update_eventtype", "session",
      lambda st: {"eventTypeId": own_event_types(st)[0]["id"], "title": "Intro call (20 min)", "length": 20},
-     chk_update_eventtype),
+     chk_event_type),
     ("delete_eventtype", "session", lambda st: {"eventTypeId": own_event_types(st)[2]["id"]},
      chk_deleted("eventTypes", "id", "eventTypeId")),
     ("get_slots", "modern", _args_get_slots, chk_slots),
     ("create_slots_reserve", "session",
-     lambda st: {"eventTypeId": own_event_types(st)[0]["id"], "slotUtcStartDate": future(st, 22, 9, 0),
-                 "slotUtcEndDate": future(st, 22, 9, 15)},
+     lambda st: {"eventTypeId": own_event_types(st)[1]["id"], "slotStart": free_start(st, 22, 11),
+                 "reservationDuration": 10},
      chk_reserve),
-    ("get_slot", "session", lambda st: {"uid": st["reservedSlots"][0]["uid"]},
-     chk_equal_state("reservedSlots", "uid", "uid")),
+    ("get_slot", "session", lambda st: {"uid": st["reservedSlots"][0]["uid"]}, chk_same_ids("slot", "uid", "uid")),
     ("update_slots", "session",
-     lambda st: {"uid": st["reservedSlots"][0]["uid"], "slotUtcStartDate": future(st, 23, 11, 0),
-                 "slotUtcEndDate": future(st, 23, 11, 30)},
+     lambda st: {"uid": st["reservedSlots"][0]["uid"], "eventTypeId": st["reservedSlots"][0]["eventTypeId"],
+                 "slotStart": free_start(st, 23, 14)},
      chk_update_slot),
     ("delete_slots", "session", lambda st: {"uid": st["reservedSlots"][1]["uid"]},
      chk_deleted("reservedSlots", "uid", "uid")),
-    ("get_teams", "session", lambda st: {"limit": 10},
-     chk_list_ids("teams", lambda st, a: [t["id"] for t in st["teams"]])),
+    ("get_teams", "session", lambda st: {"limit": 10, "orderBy": "name", "orderDir": "asc"},
+     chk_list("teams", lambda st, a: [m["teamId"] for m in st["memberships"] if m["userId"] == 1])),
     ("create_team", "session",
      lambda st: {"name": "Partner Success", "slug": "partner-success", "timeZone": "Europe/Berlin",
-                 "isPrivate": False, "bio": "Partners first."},
-     chk_create_team),
-    ("get_team", "modern", lambda st: {"teamId": st["teams"][0]["id"]}, chk_team),
+                 "isTeamPrivate": True, "bio": "Partners first.", "weekStart": "Sunday"},
+     chk_team),
+    ("get_team", "modern", lambda st: {"teamId": TEAM}, chk_same_ids("team", "teamId")),
     ("update_team_details", "session",
-     lambda st: {"teamId": st["teams"][1]["id"], "bio": "Customer support, EMEA.", "isPrivate": False},
-     chk_update_team),
-    ("delete_team", "session", lambda st: {"teamId": st["teams"][1]["id"]}, chk_deleted("teams", "id", "teamId")),
-    ("get_team_event_types", "session", lambda st: {"teamId": team_with_types(st)["id"], "limit": 10},
-     chk_list_ids("team event types", lambda st, a: [e["id"] for e in st["eventTypes"] if e["teamId"] == a["teamId"]])),
+     lambda st: {"teamId": TEAM, "bio": "Sales, EMEA.", "isTeamPrivate": True, "timeZone": "Europe/Berlin"},
+     chk_team),
+    ("delete_team", "session", lambda st: {"teamId": OTHER_TEAM}, chk_deleted("teams", "id", "teamId")),
+    ("get_team_event_types", "session", lambda st: {"teamId": TEAM, "limit": 10},
+     chk_list("team event types", lambda st, a: [e["id"] for e in team_types(st, TEAM)])),
     ("get_team_event_type", "session",
-     lambda st: {"teamId": team_with_types(st)["id"], "eventTypeId": team_types(st, team_with_types(st))[1]["id"]},
-     chk_equal_state("eventTypes", "id", "eventTypeId")),
+     lambda st: {"teamId": TEAM, "eventTypeId": team_types(st, TEAM)[1]["id"]},
+     chk_same_ids("team event type", "eventTypeId", "id")),
     ("create_team_eventtype", "session",
-     lambda st: {"teamId": team_with_types(st)["id"], "title": "Pricing Q&A", "slug": "pricing-qa", "length": 25,
-                 "schedulingType": "ROUND_ROBIN",
-                 "hosts": [{"userId": 1, "isFixed": False, "priority": 2}, {"userId": 2, "isFixed": False, "priority": 3}]},
-     chk_create_team_et),
+     lambda st: {"teamId": TEAM, "title": "Pricing Q&A", "slug": "pricing-qa", "length": 25,
+                 "schedulingType": "ROUND_ROBIN", "assignAllTeamMembers": True},
+     chk_event_type),
     ("update_team_eventtype", "session",
-     lambda st: {"teamId": team_with_types(st)["id"], "eventTypeId": team_types(st, team_with_types(st))[0]["id"],
-                 "length": 45, "description": "Longer demo."},
-     chk_update_team_et),
+     lambda st: {"teamId": TEAM, "eventTypeId": team_types(st, TEAM)[0]["id"], "length": 45,
+                 "description": "Longer demo."},
+     chk_event_type),
     ("delete_team_eventtype", "session",
-     lambda st: {"teamId": team_with_types(st)["id"], "eventTypeId": team_types(st, team_with_types(st))[1]["id"]},
+     lambda st: {"teamId": TEAM, "eventTypeId": team_types(st, TEAM)[1]["id"]},
      chk_deleted("eventTypes", "id", "eventTypeId")),
-    ("get_team_memberships", "session", lambda st: {"teamId": st["teams"][0]["id"], "limit": 10},
-     chk_list_ids("memberships", lambda st, a: [m["id"] for m in st["memberships"] if m["teamId"] == a["teamId"]])),
+    ("get_team_memberships", "session", lambda st: {"teamId": TEAM, "limit": 10, "role": "MEMBER"},
+     chk_list("memberships", lambda st, a: [m["id"] for m in memberships_of(st, TEAM) if m["role"] == "MEMBER"])),
     ("get_team_membership", "session",
-     lambda st: {"teamId": st["teams"][0]["id"],
-                 "membershipId": [m for m in st["memberships"] if m["teamId"] == st["teams"][0]["id"]][1]["id"]},
-     chk_membership),
+     lambda st: {"teamId": TEAM, "membershipId": memberships_of(st, TEAM)[1]["id"]},
+     chk_same_ids("membership", "membershipId")),
     ("add_team_member", "session",
-     lambda st: {"teamId": st["teams"][1]["id"], "userId": 2, "role": "MEMBER", "accepted": True}, chk_add_member),
+     lambda st: {"teamId": OTHER_TEAM, "userId": 2, "role": "ADMIN", "acceptedInvitation": True}, chk_membership),
     ("update_team_membership", "modern",
-     lambda st: {"teamId": st["teams"][0]["id"],
-                 "membershipId": next(m["id"] for m in st["memberships"]
-                                      if m["teamId"] == st["teams"][0]["id"] and not m["accepted"]),
-                 "role": "ADMIN", "accepted": True},
-     chk_update_membership),
+     lambda st: {"teamId": TEAM, "membershipId": next(m["id"] for m in memberships_of(st, TEAM)
+                                                       if not m["acceptedInvitation"]),
+                 "role": "ADMIN", "acceptedInvitation": True},
+     chk_membership),
     ("remove_team_member", "session",
-     lambda st: {"teamId": st["teams"][0]["id"],
-                 "membershipId": [m for m in st["memberships"] if m["teamId"] == st["teams"][0]["id"]][2]["id"]},
+     lambda st: {"teamId": TEAM, "membershipId": memberships_of(st, TEAM)[2]["id"]},
      chk_deleted("memberships", "id", "membershipId")),
-    ("get_team_schedules", "session", lambda st: {"teamId": st["teams"][0]["id"], "limit": 10}, chk_team_schedules),
+    ("get_team_schedules", "session", lambda st: {"teamId": TEAM}, chk_team_schedules),
     ("get_users_me", "modern", lambda st: {}, chk_me),
     ("get_users", "session", lambda st: {"username": me(st)["username"]}, chk_users),
     ("update_user_profile", "session",
-     lambda st: {"bio": "Consulting & workshops.", "weekStart": "Sunday", "timeFormat": 12, "locale": "de"},
+     lambda st: {"bio": "Consulting & workshops.", "weekStart": "Sunday", "timeFormat": 12, "locale": "de",
+                 "timeZone": "Europe/Vienna"},
      chk_profile),
-    ("create_users_edit_profile_avatar", "modern",
-     lambda st: {"image": base64.b64encode(AVATAR).decode(), "filename": "me.png", "contentType": "image/png"},
-     chk_avatar),
+    # create_users_edit_profile_avatar: its own test (the API refuses multipart, 4.45)
     ("get_webhook", "session", lambda st: {"limit": 10},
-     chk_list_ids("webhooks", lambda st, a: [w["id"] for w in st["webhooks"]])),
+     chk_list("webhooks", lambda st, a: [w["id"] for w in st["webhooks"]])),
     ("get_webhook_by_id", "session", lambda st: {"webhookId": st["webhooks"][0]["id"]},
-     chk_equal_state("webhooks", "id", "webhookId")),
+     chk_same_ids("webhook", "webhookId")),
     ("create_webhook", "session",
      lambda st: {"subscriberUrl": "https://hooks.example.com/calid/new?x=1&y=2",
                  "eventTriggers": ["BOOKING_CREATED", "MEETING_ENDED"], "active": True,
                  "payloadTemplate": "{\"type\":\"{{type}}\"}"},
-     chk_create_webhook),
+     chk_webhook),
     ("update_webhook", "session",
-     lambda st: {"webhookId": str(st["webhooks"][1]["id"]), "active": True,
+     lambda st: {"webhookId": st["webhooks"][1]["id"], "active": True,
                  "eventTriggers": ["MEETING_STARTED", "MEETING_ENDED"]},
-     chk_update_webhook),
+     chk_webhook),
     ("delete_webhook", "modern", lambda st: {"webhookId": st["webhooks"][0]["id"]},
      chk_deleted("webhooks", "id", "webhookId")),
 ]
+
+
+OWN_TESTS = {"reschedule_booking", "create_users_edit_profile_avatar"}   # tools tested by a test of their own below
 
 
 def check_avatar_request(rec, args):
@@ -936,6 +897,7 @@ def check_avatar_request(rec, args):
     files = [(h, d) for h, d in parts if "filename=" in h.get("content-disposition", "")]
     assert len(files) == 1, f"expected one file part, got {len(parts)} parts: {[h for h, _ in parts]}"
     h, data = files[0]
+    assert 'name="avatar"' in h["content-disposition"], f"file part headers {h}"
     assert f'filename="{args["filename"]}"' in h["content-disposition"], f"file part headers {h}"
     assert h.get("content-type") == args["contentType"], f"file part Content-Type {h.get('content-type')!r}"
     assert data == AVATAR, f"file part carries {len(data)} bytes that differ from the {len(AVATAR)} decoded ones"
@@ -950,14 +912,8 @@ def run_tool_spec(spec):
     res = call_tool(server, name, args, era=era, token=token)
     ans = ok_answer(res, name)
     rec = only_request(name)
-    if name == "create_users_edit_profile_avatar":
-        method, path = expected_path(name, args)
-        assert (rec["method"], rec["path"]) == (method, path), f"{name}: {rec['method']} {rec['path']}"
-        check_common_headers(rec, token, name)
-        check_avatar_request(rec, args)
-    else:
-        check_request(rec, name, args, token)
-    check(ans["data"], st, args)
+    check_request(rec, name, args, token)
+    check(ans.get("data"), st, args)
 
 
 def _make_tool_test(spec):
@@ -971,13 +927,121 @@ def _make_tool_test(spec):
 # Catalog and argument passing
 # ---------------------------------------------------------------------------
 
-def test_tools_list_names_the_57_tools_of_the_route_map():
+def tools_list():
     r = H.modern_post(srv().port, "tools/list")
     assert r.status == 200, r.text[:300]
-    names = [t["name"] for t in r.json()["result"]["tools"]]
+    return r, r.json()["result"]["tools"]
+
+
+def test_tools_list_names_the_57_tools_of_the_route_map():
+    r, tools = tools_list()
+    names = [t["name"] for t in tools]
     assert len(names) == 57 and sorted(names) == sorted(ROUTES), \
         f"tools/list: {len(names)} tools; missing {sorted(set(ROUTES) - set(names))}, extra {sorted(set(names) - set(ROUTES))}"
-    assert len(TOOL_SPECS) == 57 and sorted(s[0] for s in TOOL_SPECS) == sorted(ROUTES)
+    assert sorted([s[0] for s in TOOL_SPECS] + sorted(OWN_TESTS)) == sorted(ROUTES)
+
+
+def test_tools_list_fits_its_budget():
+    r, tools = tools_list()
+    size = len(json.dumps(tools, separators=(",", ":"), ensure_ascii=False).encode())
+    print(f"  tools/list: {size} bytes of tools, {len(r.body if hasattr(r, 'body') else r.text.encode())} in the answer")
+    assert size <= 61000, f"tools/list grew to {size} bytes (budget 61000)"
+
+
+def _api_schemas():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import fake_calid_api as API
+    return API
+
+
+def _api_types(s):
+    t = s.get("type")
+    if t is None:
+        return None if "anyOf" not in s else {x for a in s["anyOf"] for x in (_api_types(a) or {"any"})}
+    return set(t if isinstance(t, list) else [t])
+
+
+def _fits(ours, api, where, query=False):
+    """Our property schema asks for nothing the API's would refuse or drop.
+    In a query every value travels as text, so a number fits a string."""
+    problems = []
+    at = _api_types(api)
+    ot = _api_types(ours)
+    if "format" in ours and "minLength" not in ours:
+        ours = dict(ours, minLength=1)   # a date-time, an email: never empty
+    if at is not None and "any" not in at and ot is not None:
+        widened = at | ({"integer"} if "number" in at else set()) | ({"integer", "number"} if query and "string" in at else set())
+        if not ot <= widened:
+            problems.append(f"{where}: our type {sorted(ot)}, the API's {sorted(at)}")
+    if "enum" in ours and "enum" in api and not set(ours["enum"]) <= set(api["enum"]):
+        problems.append(f"{where}: enum values the API refuses: {sorted(set(ours['enum']) - set(api['enum']))}")
+    for k in ("minimum", "minLength"):
+        if k in api and (ours.get(k) is None or ours[k] < api[k]):
+            problems.append(f"{where}: {k} {ours.get(k)} below the API's {api[k]}")
+    if "exclusiveMinimum" in api and (ours.get("minimum") is None or ours["minimum"] <= api["exclusiveMinimum"]):
+        problems.append(f"{where}: minimum {ours.get('minimum')} allows the API's excluded {api['exclusiveMinimum']}")
+    for k in ("maximum", "maxLength"):
+        if k in api and (ours.get(k) is None or ours[k] > api[k]):
+            problems.append(f"{where}: {k} {ours.get(k)} above the API's {api[k]}")
+    if ours.get("type") == "object" and api.get("type") == "object" and api.get("additionalProperties") is False:
+        for name, sub in ours.get("properties", {}).items():
+            if name not in api["properties"]:
+                problems.append(f"{where}.{name}: the API drops it")
+            else:
+                problems += _fits(sub, api["properties"][name], f"{where}.{name}", query)
+        missing = set(api.get("required", [])) - set(ours.get("required", []))
+        if missing:
+            problems.append(f"{where}: the API requires {sorted(missing)}, the tool does not")
+    if ours.get("type") == "array" and "items" in ours and api.get("items"):
+        problems += _fits(ours["items"], api["items"], where + "[]", query)
+    return problems
+
+
+def test_every_tool_schema_matches_the_api_schema():
+    """Each tool's inputSchema against the API's own (tests/fake_calid_api.py,
+    read from the API source): no property the API drops, no required field
+    missing, types, enums and limits within the API's."""
+    API = _api_schemas()
+    _, tools = tools_list()
+    routes = {r.tool: r for r in API.ROUTES}
+    problems = []
+    for t in tools:
+        name, schema = t["name"], t["inputSchema"]
+        route = routes[name]
+        method, path = ROUTES[name]
+        assert (route.method, re.sub(r":\w+", "{}", route.path)) == (method, re.sub(r"\{\w+\}", "{}", path)), \
+            f"{name}: the fake's route {route.method} {route.path} vs the route map {method} {path}"
+        params = path_params(path)
+        for p in params:
+            want(p in schema.get("required", []), f"{name}: path parameter {p} not required")
+            api_param = (route.params or {}).get("properties", {}).get(route.names[params.index(p)])
+            # no params schema: the handler parseInts the id, except for the string ids
+            api_type = api_param["type"] if api_param else ("string" if p in ("uid", "username") else "integer")
+            ours = schema["properties"][p]
+            if api_type == "integer":
+                want(ours["type"] == "integer" and ours.get("minimum") == 1,
+                     f"{name}: path id {p} typed {ours}, the API parses an integer > 0")
+            else:
+                want(ours["type"] == "string", f"{name}: path id {p} typed {ours}, the API takes a string")
+        if name == "create_users_edit_profile_avatar":
+            continue
+        part = route.body if method in ("POST", "PUT", "PATCH") else route.query
+        body_props = {k: v for k, v in schema.get("properties", {}).items() if k not in params}
+        ours = dict(schema, properties=body_props, required=[r for r in schema.get("required", []) if r not in params])
+        if part is None:
+            want(not body_props, f"{name}: offers {sorted(body_props)}, the route reads no {'body' if method != 'GET' else 'query'}")
+            continue
+        problems += _fits(ours, part, name, query=method in ("GET", "DELETE"))
+    assert not problems, "catalog vs API schemas:\n  " + "\n  ".join(problems)
+
+
+def test_write_tools_carry_the_right_hints():
+    _, tools = tools_list()
+    for t in tools:
+        a, method = t["annotations"], ROUTES[t["name"]][0]
+        assert a["readOnlyHint"] == (method == "GET"), f"{t['name']}: readOnlyHint {a['readOnlyHint']} for {method}"
+        if method == "DELETE":
+            assert a["destructiveHint"] and a["idempotentHint"], f"{t['name']}: {a}"
 
 
 for _spec in TOOL_SPECS:
@@ -985,36 +1049,88 @@ for _spec in TOOL_SPECS:
 del _spec
 
 
-def test_path_parameter_is_percent_encoded():
+def test_tool_create_users_edit_profile_avatar_sends_one_file_part():
+    """The upload goes out as multipart/form-data with one file part named
+    avatar. The API's route declares a JSON body schema, so Fastify refuses
+    multipart with 400 "body must be object" (calid-api-source.md 4.45): the
+    tool error relays that message as it is."""
     fresh_state()
-    odd = "uid with/slash ?&#%+é"
-    res = call_tool(srv(), "get_booking_by_id", {"bookingId": odd})
-    rec = only_request("get_booking_by_id")
-    exp = "/booking/" + urllib.parse.quote(odd, safe="")
-    assert rec["path"] == exp, f"path {rec['path']!r}, expected {exp!r}"
-    assert rec["query"] == "", f"query {rec['query']!r}: the ? of the id leaked into the URL"
-    text = err_text(res, "get_booking_by_id")
-    assert "404" in text and f"Booking {odd} not found" in text, f"error text: {text[:300]}"
-    # and a real uid (mixed case, digits) reaches the booking
-    st = CTL.state()
-    b = st["bookings"][0]
+    args = {"image": base64.b64encode(AVATAR).decode(), "filename": "me.png", "contentType": "image/png"}
+    res = call_tool(srv(), "create_users_edit_profile_avatar", args, era="modern")
+    rec = only_request("create_users_edit_profile_avatar")
+    method, path = expected_path("create_users_edit_profile_avatar", args)
+    assert (rec["method"], rec["path"], rec["query"]) == (method, path, ""), f"{rec['method']} {rec['path']}"
+    check_common_headers(rec, TOKEN_MODERN, "create_users_edit_profile_avatar")
+    check_avatar_request(rec, args)
+    text = err_text(res, "create_users_edit_profile_avatar")
+    assert "400" in text and "body must be object" in text, text[:300]
+
+
+def test_tool_reschedule_booking_500_after_acting_says_check_first():
+    """The API answers 500 after a reschedule that happened (its answer schema
+    wants newUserId): the tool error tells the model to check before retrying."""
+    st = fresh_state()
+    b = upcoming_accepted(st)[1]
+    args = {"bookingId": b["id"], "start": free_start(st, 21, 10), "reschedulingReason": "Host travelling",
+            "rescheduledBy": "alex@example.com"}
+    res = call_tool(srv(), "reschedule_booking", args)
+    rec = only_request("reschedule_booking")
+    check_request(rec, "reschedule_booking", args, TOKEN_SESSION)
+    text = err_text(res, "reschedule_booking")
+    assert "500" in text and "may have been rescheduled" in text and "get_booking_by_id" in text, text[:400]
+    after = CTL.state()["bookings"]
+    moved = [x for x in after if x.get("fromReschedule") == b["uid"]]
+    assert moved and parse_iso(moved[0]["startTime"]) == parse_iso(args["start"]), \
+        "the fake did not reschedule: the test proves nothing"
+    # another API error on that tool is not mistaken for one that acted
     CTL.clear_requests()
-    d = tool("get_booking_by_id", {"bookingId": b["uid"]})
-    assert d["id"] == b["id"] and only_request("get_booking_by_id")["path"] == "/booking/" + b["uid"]
+    res = call_tool(srv(), "reschedule_booking", {"bookingId": 999999, "start": args["start"]})
+    text = err_text(res, "reschedule_booking")
+    assert "404" in text and "may have been rescheduled" not in text, text[:300]
 
 
-def test_query_values_are_percent_encoded_and_arrays_repeat():
+def test_path_ids_are_typed_as_the_api_parses_them():
+    """A uid where the numeric booking id belongs is refused before any
+    request; a string id is percent-encoded; '/' and '..' never reach a path."""
+    st = fresh_state()
+    b = upcoming_accepted(st)[0]
+    for args, words in [({"bookingId": b["uid"]}, ["'bookingId'", "must be integer", "got string"]),
+                        ({"bookingId": 0}, ["'bookingId'", ">= 1"]),
+                        ({"bookingId": 1.5}, ["'bookingId'", "integer"])]:
+        text = err_text(call_tool(srv(), "get_booking_by_id", args), "get_booking_by_id")
+        assert all(w in text for w in words), f"{args}: {text[:300]}"
+    for name, args in [("get_slot", {"uid": "../users/me"}), ("get_slot", {"uid": ".."}),
+                       ("get_webhook_by_id", {"webhookId": "a/b"}), ("get_users", {"username": "."}),
+                       ("delete_slots", {"uid": "x/../../teams/21"})]:
+        text = err_text(call_tool(srv(), name, args), name)
+        assert "no '/'" in text or "'..'" in text, f"{name} {args}: {text[:300]}"
+    assert CTL.requests() == [], f"refused ids reached the API: {[(r['method'], r['path']) for r in CTL.requests()]}"
+    odd = "uid with space ?&#%+é"
+    res = call_tool(srv(), "get_slot", {"uid": odd})
+    rec = only_request("get_slot")
+    exp = "/slots/" + urllib.parse.quote(odd, safe="")
+    assert rec["path"] == exp and rec["query"] == "", f"path {rec['path']!r} query {rec['query']!r}, expected {exp!r}"
+    assert "404" in err_text(res, "get_slot") and "Slot not found" in text_of(res), text_of(res)[:300]
+
+
+def test_query_values_and_keys_are_percent_encoded_and_arrays_repeat():
     fresh_state()
     tricky = "a&b=c+d/é %"
-    res = call_tool(srv(), "list_contacts", {"search": "john doe", "note": tricky, "limit": 5,
-                                             "tag": ["x y", "z&w"], "flag": True, "skip": None})
+    raw_args = json.dumps({"search": "john doe", "limit": 5}).rstrip("}") + \
+        ', "x\\r\\ny": "1", "note": %s, "tag": ["x y", "z&w"], "flag": true, "skip": null}' % json.dumps(tricky)
+    res = call_tool(srv(), "list_contacts", None, raw_args=raw_args)
     ans = ok_answer(res, "list_contacts")
     rec = only_request("list_contacts")
     got = urllib.parse.parse_qsl(rec["query"], keep_blank_values=True)
-    expq = [("search", "john doe"), ("note", tricky), ("limit", "5"), ("tag", "x y"), ("tag", "z&w"), ("flag", "true")]
+    expq = [("search", "john doe"), ("limit", "5"), ("x\r\ny", "1"), ("note", tricky), ("tag", "x y"), ("tag", "z&w"),
+            ("flag", "true")]
     assert sorted(got) == sorted(expq), f"query {rec['query']!r} decodes to {got}, expected {expq}"
+    assert "x%0D%0Ay=1" in rec["query"], f"the key is encoded from its decoded text: {rec['query']!r}"
     assert "+" not in rec["query"].replace("%2B", ""), f"a raw + in the query would read as a space: {rec['query']!r}"
-    assert [c["name"] for c in ans["data"]] == ["John Doe"], f"search answer {ans['data']}"
+    assert [c["name"] for c in rows_of(ans["data"])] == ["John Doe"], f"search answer {ans['data']}"
+    # the API drops what it does not know, silently: the fake records it
+    assert sorted(rec["dropped"]) == sorted(["querystring.x\r\ny", "querystring.note", "querystring.tag",
+                                              "querystring.flag"]), rec["dropped"]
 
 
 def test_post_body_copied_verbatim_with_nested_values():
@@ -1023,30 +1139,95 @@ def test_post_body_copied_verbatim_with_nested_values():
               '"deep": {"list": [true, null, {"k": "v\\u00e9 \\"q\\""}], "empty": {}}}')
     raw_args = '{"name": "Verbatim Tester", "email": "verbatim@example.com", "customFields": %s}' % nested
     res = call_tool(srv(), "create_contact", None, raw_args=raw_args)
-    ans = ok_answer(res, "create_contact")
+    ok_answer(res, "create_contact")
     rec = only_request("create_contact")
     assert nested in rec["body"], f"nested value not copied verbatim; body: {rec['body']!r}"
     assert json.loads(rec["body"]) == json.loads(raw_args), f"body {rec['body']!r}"
-    assert ans["data"]["customFields"] == json.loads(nested), f"answer {ans['data']}"
+    assert rec["dropped"] == ["body.customFields"], f"the fake's record of dropped keys: {rec['dropped']}"
 
 
-def test_cancel_booking_sends_json_body_even_without_options():
+def test_always_body_tools_send_an_empty_object():
     st = fresh_state()
     b = upcoming_accepted(st)[0]
-    res = call_tool(srv(), "cancel_booking", {"bookingId": b["uid"]}, era="modern")
-    ans = ok_answer(res, "cancel_booking")
+    res = call_tool(srv(), "cancel_booking", {"bookingId": b["id"]}, era="modern")
+    ok_answer(res, "cancel_booking")
     rec = only_request("cancel_booking")
-    assert rec["method"] == "POST" and rec["path"] == f"/booking/{b['uid']}/cancel", rec["path"]
+    assert rec["method"] == "POST" and rec["path"] == f"/booking/{b['id']}/cancel", rec["path"]
     assert rec["headers"].get("content-type", "").startswith("application/json"), rec["headers"]
     assert json.loads(rec["body"] or "null") == {}, f"body {rec['body']!r}, expected {{}}"
-    assert ans["data"]["status"] == "cancelled"
-    # with options: they travel in the body
-    b2 = upcoming_accepted(st)[1]
+    assert "body.cancellationReason" in rec["defaulted"], rec["defaulted"]
+
+
+def test_put_sends_a_json_body():
+    fresh_state()
+    args = {"name": "Alex M.", "brandColor": "#112233", "hideBranding": True}
+    ok_answer(call_tool(srv(), "update_user_profile", args), "update_user_profile")
+    rec = only_request("update_user_profile")
+    check_request(rec, "update_user_profile", args, TOKEN_SESSION)
+    assert int(rec["headers"].get("content-length", "-1")) == len(rec["body"].encode()), rec["headers"]
+
+
+# ---------------------------------------------------------------------------
+# The mistakes a model makes: each a tool error it can correct from
+# ---------------------------------------------------------------------------
+
+def test_mistake_missing_required_field_is_refused_before_sending():
+    st = fresh_state()
+    args = _args_create_booking(st)
+    for drop, word in [("end", "'end'"), ("timeZone", "'timeZone'"), ("responses", "'responses'")]:
+        text = err_text(call_tool(srv(), "create_booking", {k: v for k, v in args.items() if k != drop}),
+                        "create_booking")
+        assert text.startswith("Missing required argument") and word in text, text[:300]
+    text = err_text(call_tool(srv(), "update_schedule", {"scheduleId": 2, "name": "Evenings only"}), "update_schedule")
+    assert "'timeZone'" in text, text[:300]
+    text = err_text(call_tool(srv(), "update_availability", {"availabilityId": 12, "startTime": "x"}),
+                    "update_availability")
+    assert "'scheduleId'" in text, text[:300]
+    assert CTL.requests() == [], "a refused call reached the API"
+
+
+def test_mistake_the_apis_own_message_reaches_the_model():
+    """What only the API checks comes back as a tool error with its message."""
+    st = fresh_state()
+    args = _args_create_booking(st)
+    del args["eventTypeId"]
+    text = err_text(call_tool(srv(), "create_booking", args), "create_booking")
+    assert "400" in text and "Either eventTypeId or eventTypeSlug is required" in text, text[:300]
     CTL.clear_requests()
-    args = {"bookingId": b2["id"], "cancellationReason": "Client asked", "allRemainingBookings": False}
-    d = tool("cancel_booking", args)
-    check_request(only_request("cancel_booking"), "cancel_booking", args, TOKEN_SESSION)
-    assert d["cancellationReason"] == "Client asked"
+    text = err_text(call_tool(srv(), "create_eventtype", {"title": "Long one", "slug": "long-one",
+                                                          "periodType": "FOREVER"}), "create_eventtype")
+    assert "400" in text and "periodType" in text, text[:300]
+    CTL.clear_requests()
+    et = own_event_types(st)[1]
+    start = free_start(st, 20, 10)
+    text = err_text(call_tool(srv(), "create_booking", dict(args, eventTypeId=et["id"], end=plus_minutes(start, 7),
+                                                            start=start)), "create_booking")
+    assert "Invalid event length" in text, text[:300]
+
+
+def test_mistake_uid_where_a_numeric_id_belongs():
+    st = fresh_state()
+    b = upcoming_accepted(st)[0]
+    for name, args in [("cancel_booking", {"bookingId": b["uid"]}),
+                       ("reschedule_booking", {"bookingId": b["uid"], "start": free_start(st, 21, 10)}),
+                       ("update_booking_reassignbookingtouser", {"bookingId": b["id"], "userId": "jordan"})]:
+        text = err_text(call_tool(srv(), name, args), name)
+        assert "must be integer, got string" in text, f"{name}: {text[:300]}"
+    assert CTL.requests() == [], "a refused call reached the API"
+
+
+def test_mistake_out_of_range_limit():
+    fresh_state()
+    for name, args, word in [("get_event_types", {"limit": 500}, "<= 100"), ("get_booking", {"limit": 1000}, "<= 500"),
+                             ("get_teams", {"page": 0}, ">= 1"), ("list_contacts", {"offset": -1}, ">= 0"),
+                             ("create_eventtype", {"title": "Hi", "slug": "hello"}, "4 to 255 characters"),
+                             ("get_booking", {"status": "someday"}, "must be one of")]:
+        text = err_text(call_tool(srv(), name, args), name)
+        assert word in text, f"{name} {args}: {text[:300]}"
+    assert CTL.requests() == [], "a refused call reached the API"
+    # a field the catalog does not offer passes through, and the API's own check answers
+    text = err_text(call_tool(srv(), "get_booking", {"userIds": [0]}), "get_booking")
+    assert "400" in text and "userIds" in text and "> 0" in text, text[:300]
 
 
 def test_server_held_api_key_used_when_client_sends_none():
@@ -1074,53 +1255,40 @@ def test_server_held_api_key_used_when_client_sends_none():
 # "Try These Prompts" as chains of tool calls
 # ---------------------------------------------------------------------------
 
-def booking_class(b, now):
-    if b["status"] in ("cancelled", "rejected"):
-        return "cancelled"
-    if parse_iso(b["endTime"]) < now:
-        return "past"
-    return "unconfirmed" if b["status"] == "pending" else "upcoming"
-
-
 def test_prompt_what_bookings_do_i_have_this_week():
     st = fresh_state()
     user = tool("get_users_me", {})
-    tz = tz_of(user["timeZone"])
+    tz = tz_of(me(st)["timeZone"])
     today = dt.datetime.now(tz).date()
     monday = today - dt.timedelta(days=today.weekday())
     start = dt.datetime(monday.year, monday.month, monday.day, tzinfo=tz)
     end = start + dt.timedelta(days=7)
-    got = []
-    for status in ("upcoming", "past", "unconfirmed"):
+    got = set()
+    for status in ("upcoming", "past"):
         CTL.clear_requests()
-        args = {"status": status, "afterStart": start.isoformat(), "beforeEnd": end.isoformat(), "limit": 100}
-        got += [b["id"] for b in tool("get_booking", args)]
+        args = {"status": status, "afterStartDate": start.isoformat(), "beforeEndDate": end.isoformat(), "limit": 100}
+        got |= {b["id"] for b in tool("get_booking", args)}
         check_request(only_request("get_booking"), "get_booking", args, TOKEN_SESSION)
-    now = dt.datetime.now(dt.timezone.utc)
-    exp = [b["id"] for b in st["bookings"]
-           if booking_class(b, now) in ("upcoming", "past", "unconfirmed")
-           and parse_iso(b["startTime"]) >= start and parse_iso(b["endTime"]) <= end]
-    assert sorted(got) == sorted(exp), f"this week's bookings {sorted(got)}, expected {sorted(exp)}"
-    print(f"  this week ({monday} .. {monday + dt.timedelta(days=6)}, {user['timeZone']}): bookings {sorted(got)}")
+    exp = {b["id"] for b in st["bookings"] if visible(st, b) and b["status"] not in ("CANCELLED", "REJECTED")
+           and parse_iso(b["startTime"]) >= start and parse_iso(b["endTime"]) <= end}
+    assert got == exp, f"this week's bookings {sorted(got)}, expected {sorted(exp)}"
+    print(f"  this week ({monday} .. {monday + dt.timedelta(days=6)}, {user['username']}): bookings {sorted(got)}")
 
 
 def test_prompt_available_slots_for_next_monday():
-    fresh_state()
-    user = tool("get_users_me", {})
-    tz = tz_of(user["timeZone"])
+    st = fresh_state()
+    tz_name = me(st)["timeZone"]
+    tz = tz_of(tz_name)
     ets = tool("get_event_types", {})
     assert ets, "no event types"
     et = ets[0]
     monday = next_weekday(tz, 0)
-    args = {"eventTypeId": et["id"], "start": monday.isoformat(), "end": monday.isoformat(),
-            "timeZone": user["timeZone"]}
+    args = {"eventTypeId": et["id"], "start": monday.isoformat(), "end": monday.isoformat(), "timeZone": tz_name}
     CTL.clear_requests()
     d = tool("get_slots", args)
     check_request(only_request("get_slots"), "get_slots", args, TOKEN_SESSION)
-    slots = d["slots"]
-    assert list(slots) == [monday.isoformat()], f"slot days {list(slots)}, expected only {monday}"
-    times = [parse_iso(s["time"]) for s in slots[monday.isoformat()]]
-    assert times and all(t.astimezone(tz).date() == monday for t in times), f"slots {slots}"
+    times = [parse_iso(s["time"]) for day in d["slots"].values() for s in day]
+    assert times and all(t.astimezone(tz).date() == monday for t in times), f"slots {d['slots']}"
     print(f"  next Monday {monday}: {len(times)} slots of '{et['title']}' from "
           f"{times[0].astimezone(tz):%H:%M} to {times[-1].astimezone(tz):%H:%M}")
 
@@ -1138,52 +1306,49 @@ def test_prompt_create_30_minute_sales_demo_event_type():
 
 def test_prompt_contacts_and_meeting_history():
     st = fresh_state()
-    contacts = tool("list_contacts", {})
+    contacts = rows_of(tool("list_contacts", {}))
     assert contacts, "no contacts"
     john = next(c for c in contacts if c["name"] == "John Doe")
     CTL.clear_requests()
     meetings = tool("get_contact_meetings", {"contactId": john["id"]})
     rec = only_request("get_contact_meetings")
     assert rec["path"] == f"/contacts/{john['id']}/meetings", rec["path"]
-    exp = sorted(b["id"] for b in st["bookings"] if john["email"] in [a["email"] for a in b["attendees"]])
-    assert exp and sorted(m["id"] for m in meetings) == exp, f"meetings {[m['id'] for m in meetings]}, expected {exp}"
-    assert all(john["email"] in [a["email"] for a in m["attendees"]] for m in meetings)
+    rows = rows_of(meetings)
+    exp = sorted(b["id"] for b in st["bookings"] if b["_userId"] == me(st)["id"] and
+                 john["email"] in [a["email"] for a in b["attendees"]])
+    assert exp and sorted(m["id"] for m in rows) == exp, f"meetings {[m['id'] for m in rows]}, expected {exp}"
 
 
 def test_prompt_booking_with_john_doe_next_tuesday_3pm():
-    fresh_state()
-    user = tool("get_users_me", {})
-    tz_name = user["timeZone"]
+    st = fresh_state()
+    tz_name = me(st)["timeZone"]
     tz = tz_of(tz_name)
     ets = tool("get_event_types", {})
     et = next((e for e in ets if e["title"] == "Consultation"), ets[0])
-    john = next(c for c in tool("list_contacts", {}) if c["name"] == "John Doe")
+    john = next(c for c in rows_of(tool("list_contacts", {})) if c["name"] == "John Doe")
     tuesday = next_weekday(tz, 1)
     chosen = None
     while chosen is None and tuesday <= dt.datetime.now(tz).date() + dt.timedelta(days=60):
         d = tool("get_slots", {"eventTypeId": et["id"], "start": tuesday.isoformat(), "end": tuesday.isoformat(),
                                "timeZone": tz_name})
-        at_15 = [s for s in d["slots"].get(tuesday.isoformat(), [])
-                 if parse_iso(s["time"]).astimezone(tz).strftime("%H:%M") == "15:00"]
+        at_15 = [s for day in d["slots"].values() for s in day
+                 if parse_iso(s["time"]).astimezone(tz).strftime("%Y-%m-%d %H:%M") == f"{tuesday} 15:00"]
         if at_15:
             chosen = tuesday
         else:
-            # next Tuesday collides: book one at least 10 days out
-            days_out = max(10, (tuesday - dt.datetime.now(tz).date()).days + 1)
-            print(f"  Tuesday {tuesday} 15:00 is not free; trying a Tuesday at least {days_out} days out")
-            tuesday = next_weekday(tz, 1, min_days=days_out)
+            print(f"  Tuesday {tuesday} 15:00 is not free; trying the next one")
+            tuesday = next_weekday(tz, 1, (tuesday - dt.datetime.now(tz).date()).days + 1)
     assert chosen, "no free Tuesday 15:00 slot within 60 days"
-    args = {"eventTypeId": et["id"], "start": f"{chosen.isoformat()}T15:00:00", "timeZone": tz_name,
+    start = local_time(st, chosen, 15)
+    args = {"eventTypeId": et["id"], "start": start, "end": plus_minutes(start, et["length"]), "timeZone": tz_name,
             "responses": {"name": john["name"], "email": john["email"]}}
     CTL.clear_requests()
-    res = call_tool(srv(), "create_booking", args)
-    b = ok_answer(res, "create_booking")["data"]
+    b = ok_answer(call_tool(srv(), "create_booking", args), "create_booking")["data"]
     check_request(only_request("create_booking"), "create_booking", args, TOKEN_SESSION)
-    start_local = dt.datetime(chosen.year, chosen.month, chosen.day, 15, 0, tzinfo=tz)
-    assert parse_iso(b["startTime"]) == start_local, f"booked {b['startTime']}, wanted {start_local.isoformat()}"
+    assert parse_iso(b["startTime"]) == parse_iso(start), f"booked {b['startTime']}, wanted {start}"
     assert parse_iso(b["endTime"]) - parse_iso(b["startTime"]) == dt.timedelta(minutes=et["length"])
-    assert b["attendees"][0]["email"] == john["email"]
-    assert by_id(CTL.state()["bookings"], b["id"])["status"] == "accepted"
+    stored = by_id(CTL.state()["bookings"], b["id"])
+    assert stored["attendees"][0]["email"] == john["email"] and stored["status"] == "ACCEPTED", stored
     print(f"  booked '{et['title']}' with John Doe on {chosen} 15:00 {tz_name} (booking {b['id']})")
 
 
@@ -1290,7 +1455,8 @@ def test_chunked_and_close_delimited_answers_succeed():
         CTL.fault(**fault)
         res = call_tool(s, "get_contact", {"contactId": st["contacts"][0]["id"]}, era="modern")
         d = ok_answer(res, f"get_contact with {fault}")["data"]
-        assert d == st["contacts"][0], f"{fault}: answer {d}"
+        stored = {k: v for k, v in st["contacts"][0].items() if not k.startswith("_")}
+        assert d == stored, f"{fault}: answer {d}"
         assert CTL.state()["contacts"] == st["contacts"]
     # the connection the fake closed after close_after is not a problem for the next call
     ok_answer(call_tool(s, "get_users_me", {}, era="modern"))
@@ -1298,14 +1464,14 @@ def test_chunked_and_close_delimited_answers_succeed():
 
 def test_api_401_carries_status_and_message():
     text = failing_call(srv(), token="not-a-calid-token")
-    assert "401" in text and "Unauthorized: missing or invalid API key" in text, f"text: {text}"
+    assert "401" in text and "Unauthorized: Invalid bearer token" in text, f"text: {text}"
     rec = CTL.requests()[-1]
     assert rec["headers"].get("authorization") == "Bearer not-a-calid-token"
 
 
 def test_api_404_carries_status_and_message():
     text = failing_call(srv(), name="get_contact", args={"contactId": 987654})
-    assert "404" in text and "Contact 987654 not found" in text, f"text: {text}"
+    assert "404" in text and "Contact not found" in text, f"text: {text}"
 
 
 def test_api_500_carries_status_and_message():

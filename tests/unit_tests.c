@@ -208,7 +208,7 @@ static void test_message_rules(void)
 }
 
 /* Runs dispatch on one message; returns the rendered answer text. */
-static char answer[CM_TOOLS_JSON_BYTES + 4096];
+static char answer[sizeof tool_list + 4096];
 static int run_dispatch(const char *msg, int era, struct pending_call *pc)
 {
     static char body[4096];
@@ -253,9 +253,15 @@ static void test_dispatch(void)
     char err[128];
     const char *why;
     size_t at;
-    CHECK(build_tools_json(err, sizeof err) == 0, "tool list builds");
+    CHECK(tool_list_check(err, sizeof err) == 0, "tool list checks: %s", err);
     CHECK(N_TOOLS == 57, "57 tools, got %u", (unsigned)N_TOOLS);
-    CHECK(json_check(tools_json, tools_json_len, &why, &at) == 0, "tool list is valid JSON");
+    {
+        static char list[70000];
+        size_t n = sizeof tool_list - 1;
+        list[0] = '[';
+        memcpy(list + 1, (const char *)&tool_list + 1, n);
+        CHECK(n + 1 < sizeof list && json_check(list, n + 1, &why, &at) == 0, "tool list is valid JSON");
+    }
     memset(&pc, 0, sizeof pc);
     CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", ERA_SESSION, &pc) == D_REPLIED &&
               strcmp(answer, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}") == 0, "ping: %s", answer);
@@ -334,6 +340,41 @@ static void check_route(const char *tool, const char *args, const char *want_pat
     }
 }
 
+/* Arguments the schema check refuses, with a message naming the problem. */
+static void check_refused(const char *tool, const char *args, const char *want)
+{
+    static char js[1024];
+    static jsmntok_t t[64];
+    struct jdoc d;
+    const char *why;
+    size_t at;
+    char msg[512];
+    int ti = find_tool(tool);
+    snprintf(js, sizeof js, "%s", args);
+    msg[0] = 0;
+    CHECK(ti >= 0 && jdoc_parse(&d, js, strlen(js), t, 64, &why, &at) == 0 &&
+              validate_args(&tools[ti], &d, 0, msg, sizeof msg) < 0 && strstr(msg, want),
+          "%s %s refused with '%s': %s", tool, args, want, msg);
+}
+
+/* Arguments that pass the schema but cannot become a path. */
+static void check_refused_path(const char *tool, const char *args, const char *want)
+{
+    static char js[1024];
+    static jsmntok_t t[64];
+    struct jdoc d;
+    const char *why;
+    size_t at;
+    char msg[512];
+    int ti = find_tool(tool);
+    snprintf(js, sizeof js, "%s", args);
+    msg[0] = 0;
+    CHECK(ti >= 0 && jdoc_parse(&d, js, strlen(js), t, 64, &why, &at) == 0 &&
+              validate_args(&tools[ti], &d, 0, msg, sizeof msg) == 0 && build_path(&tools[ti], &d, 0, msg, sizeof msg) < 0 &&
+              strstr(msg, want),
+          "%s %s refused with '%s': %s", tool, args, want, msg);
+}
+
 static void test_routes(void)
 {
     size_t i;
@@ -343,17 +384,29 @@ static void test_routes(void)
             get_read = 0;
     CHECK(get_read, "every GET and only GETs are read-only");
     check_route("get_booking", "{\"status\":\"past\",\"limit\":5}", "/booking?status=past&limit=5", NULL);
-    check_route("get_booking_by_id", "{\"bookingId\":\"uid with/slash\"}", "/booking/uid%20with%2Fslash", NULL);
     check_route("get_booking_by_id", "{\"bookingId\":42}", "/booking/42", NULL);
     check_route("cancel_booking", "{\"bookingId\":42,\"cancellationReason\":\"sick\"}", "/booking/42/cancel",
                 "{\"cancellationReason\":\"sick\"}");
     check_route("cancel_booking", "{\"bookingId\":42}", "/booking/42/cancel", "{}");
     check_route("create_booking",
-                "{\"eventTypeId\":3,\"start\":\"2026-12-01T15:00:00Z\",\"timeZone\":\"Europe/Berlin\",\"responses\":{\"name\":\"John Doe\",\"email\":\"j@x.io\",\"guests\":[]}}",
+                "{\"eventTypeId\":3,\"start\":\"2026-12-01T15:00:00Z\",\"end\":\"2026-12-01T15:30:00Z\",\"timeZone\":\"Europe/Berlin\",\"responses\":{\"name\":\"John Doe\",\"email\":\"j@x.io\",\"guests\":[]}}",
                 "/booking",
-                "{\"eventTypeId\":3,\"start\":\"2026-12-01T15:00:00Z\",\"timeZone\":\"Europe/Berlin\",\"responses\":{\"name\":\"John Doe\",\"email\":\"j@x.io\",\"guests\":[]}}");
-    check_route("get_slots", "{\"eventTypeId\":3,\"start\":\"2026-11-30\",\"end\":\"2026-11-30\",\"usernameList\":[\"a\",\"b c\"]}",
-                "/slots?eventTypeId=3&start=2026-11-30&end=2026-11-30&usernameList=a&usernameList=b%20c", NULL);
+                "{\"eventTypeId\":3,\"start\":\"2026-12-01T15:00:00Z\",\"end\":\"2026-12-01T15:30:00Z\",\"timeZone\":\"Europe/Berlin\",\"responses\":{\"name\":\"John Doe\",\"email\":\"j@x.io\",\"guests\":[]}}");
+    check_route("get_slots", "{\"eventTypeId\":3,\"start\":\"2026-11-30\",\"end\":\"2026-11-30\",\"x\\r\\ny\":[\"a\",\"b c\"]}",
+                "/slots?eventTypeId=3&start=2026-11-30&end=2026-11-30&x%0D%0Ay=a&x%0D%0Ay=b%20c", NULL);
+    check_route("get_slot", "{\"uid\":\"a b?c\"}", "/slots/a%20b%3Fc", NULL);
+    check_route("update_user_profile", "{\"bio\":\"hi\"}", "/users/edit-profile", "{\"bio\":\"hi\"}");
+    check_route("change_booking_confirmation_status", "{\"bookingId\":5,\"confirmed\":false}",
+                "/booking/5/change_confirmation", "{\"confirmed\":false}");
+    check_refused("get_booking_by_id", "{\"bookingId\":\"abc\"}", "must be integer");
+    check_refused("get_booking_by_id", "{\"bookingId\":0}", "must be >= 1");
+    check_refused("get_event_types", "{\"limit\":500}", "must be <= 100");
+    check_refused("create_eventtype", "{\"title\":\"abc\",\"slug\":\"abcd\"}", "4 to 255 characters");
+    check_refused("create_booking", "{\"start\":\"2026-12-01T15:00:00Z\",\"end\":\"2026-12-01T15:30:00Z\",\"responses\":{}}",
+                  "'timeZone'");
+    check_refused_path("get_slot", "{\"uid\":\"a/b\"}", "no '/'");
+    check_refused_path("get_webhook_by_id", "{\"webhookId\":\"..\"}", "not '.' or '..'");
+    check_refused_path("get_users", "{\"username\":\".\"}", "not '.' or '..'");
     check_route("get_team_membership", "{\"teamId\":7,\"membershipId\":9}", "/teams/7/memberships/9", NULL);
     check_route("update_team_membership", "{\"teamId\":7,\"membershipId\":9,\"role\":\"ADMIN\"}", "/teams/7/memberships/9",
                 "{\"role\":\"ADMIN\"}");

@@ -9,6 +9,9 @@
  *   upstream_harness URL CA --expect-error TEXT [PATH]
  *                                            one GET (default /json) must fail with TEXT
  *                                            (or up_init must fail with TEXT)
+ *   upstream_harness URL CA --drop-suite     what is re-sent when the server drops the
+ *                                            2nd request of each connection (server:
+ *                                            upstream_tls_server.py --drop-nth 2)
  *   upstream_harness URL CA --get PATH [N]   N GETs (default 1) one after the other, prints
  *                                            the last answer (any server, e.g.
  *                                            tests/fake_calid.py)
@@ -37,7 +40,7 @@ static const char *token = "test-token-123"; /* --token T changes it (the fake w
 
 static void harness_log(int level, const char *line)
 {
-    if (strstr(line, "retrying"))
+    if (strstr(line, "connection closed by the server; retrying"))
         log_retries++;
     if (strstr(line, token)) {
         fprintf(stderr, "FAIL: the bearer token reached the log: %s\n", line);
@@ -111,7 +114,7 @@ struct pcase {
     const char *name;
     const char *in;
     int head;          /* HEAD request */
-    int eof;           /* the connection closes after the input */
+    int eof;           /* the connection closes after the input: 1 with close_notify, 2 without */
     int status;        /* expected status, or 0 for an error */
     const char *body;  /* expected body (status != 0) */
     int keep;          /* expected keep_alive */
@@ -181,6 +184,14 @@ static const struct pcase pcases[] = {
       "before the answer was complete (truncated)", 0, 0 },
     { "truncated head", "HTTP/1.1 200 OK\r\nContent-Le", 0, 1, 0, NULL, 0, "truncated", 0, 0 },
     { "truncated chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 0, 1, 0, NULL, 0, "truncated", 0, 0 },
+    /* a bare TCP close (no close_notify) cannot end an answer */
+    { "close-delimited, bare close", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc", 0, 2, 0, NULL, 0,
+      "without TLS close_notify, so the answer (delimited by the close) may be cut short (truncated)", 0, 0 },
+    { "no-length 1.1, bare close", "HTTP/1.1 200 OK\r\n\r\n", 0, 2, 0, NULL, 0, "without TLS close_notify", 0, 0 },
+    { "length, bare close after it", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", 0, 2, 200, "ok",
+      0, NULL, 0, 0 },
+    { "truncated length, bare close", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345", 0, 2, 0, NULL, 0,
+      "before the answer was complete (truncated)", 0, 0 },
 };
 
 static void run_pcase(const struct pcase *c, size_t split, const char *how)
@@ -200,8 +211,12 @@ static void run_pcase(const struct pcase *c, size_t split, const char *how)
         if (used < n)
             break;
     }
-    if (c->eof && p.state != UP_P_ERROR && p.state != UP_P_DONE)
-        up_parse_eof(&p);
+    if (c->eof && p.state != UP_P_ERROR && p.state != UP_P_DONE) {
+        if (c->eof == 2)
+            up_parse_cut(&p);
+        else
+            up_parse_eof(&p);
+    }
     keep = p.keep_alive;
     if (c->status) {
         CHECK(p.state == UP_P_DONE, "%s (%s): state %d, error '%s'", c->name, how, p.state, p.error);
@@ -341,8 +356,10 @@ static void test_parser_fuzz(unsigned iterations)
             if (used < n)
                 break;
         }
-        if (rnd() & 1)
+        if (rnd() % 3 == 0)
             up_parse_eof(&p);
+        else if (rnd() % 2 == 0)
+            up_parse_cut(&p);
         if (p.body_len > cap || (p.state == UP_P_ERROR && p.error[0] == '\0') ||
             (p.state == UP_P_DONE && (p.status < 200 || p.status > 599)))
             bad++;
@@ -530,6 +547,33 @@ static void server_stats(long *conns, long *resumed)
         up_release(h);
 }
 
+/* Requests of one method the server received (/stats "methods"), or -1. */
+static long server_count(const char *method)
+{
+    char key[32];
+    long n = -1;
+    int h = do_req("GET", "/stats", NULL, NULL, 0, 5000);
+    if (h >= 0 && recs[h].done && recs[h].r.status == 200) {
+        const char *m = strstr(recs[h].r.body, "\"methods\": {"), *k;
+        snprintf(key, sizeof key, "\"%s\": ", method);
+        n = 0;
+        if (m && (k = strstr(m, key)) != NULL && k < strchr(m, '}'))
+            n = atol(k + strlen(key));
+    }
+    if (h >= 0)
+        up_release(h);
+    return n;
+}
+
+/* Closes every kept-alive connection (the next request opens a new one). */
+static void drop_idle_conns(void)
+{
+    int i;
+    for (i = 0; i < CM_MAX_UPSTREAMS; i++)
+        if (up.slots[i].state == UP_S_IDLE)
+            up_drop_conn(&up.slots[i], 1), up.slots[i].state = UP_S_FREE;
+}
+
 static int expect_fail(const char *path, const char *text, long limit_ms)
 {
     int h = do_req("GET", path, NULL, NULL, 0, limit_ms);
@@ -599,6 +643,19 @@ static void suite(const char *url, const char *ca)
             up_release(h);
     }
 
+    /* PUT carries its JSON body like PATCH */
+    {
+        const char *json = "{\"name\":\"Ada\",\"timeZone\":\"Europe/Berlin\"}";
+        h = do_req("PUT", "/echo", "application/json", json, strlen(json), 10000);
+        snprintf(want, sizeof want, "Content-Type: application/json\r\nContent-Length: %lu\r\nConnection: keep-alive\r\n\r\n%s",
+                 (unsigned long)strlen(json), json);
+        CHECK(h >= 0 && recs[h].r.status == 200 && strncmp(recs[h].r.body, "PUT /echo HTTP/1.1\r\n", 20) == 0 &&
+                  strstr(recs[h].r.body, want) != NULL,
+              "PUT echo: %s", h >= 0 ? recs[h].r.body : "");
+        if (h >= 0)
+            up_release(h);
+    }
+
     /* a body much larger than one TLS record */
     {
         static char big[60001];
@@ -625,11 +682,9 @@ static void suite(const char *url, const char *ca)
           "close-delimited (close_notify): '%s' %s", h >= 0 ? recs[h].r.body : "", h >= 0 ? recs[h].r.error : "");
     if (h >= 0)
         up_release(h);
-    h = do_req("GET", "/close-eof", NULL, NULL, 0, 10000);
-    CHECK(h >= 0 && recs[h].r.status == 200 && strcmp(recs[h].r.body, "body until TCP EOF") == 0,
-          "close-delimited (TCP EOF): '%s' %s", h >= 0 ? recs[h].r.body : "", h >= 0 ? recs[h].r.error : "");
-    if (h >= 0)
-        up_release(h);
+    CHECK(expect_fail("/close-eof", "closed the connection without TLS close_notify, so the answer "
+                      "(delimited by the close) may be cut short (truncated)", 10000),
+          "close-delimited answer ended by a bare TCP close is a truncation");
     CHECK(get_ok("/http10", &st) && st == 200, "HTTP/1.0 answer: %d", st);
     CHECK(get_ok("/continue", &st) && st == 201, "100 Continue skipped: %d", st);
     CHECK(get_ok("/slow", &st) && st == 200, "dribbled answer: %d", st);
@@ -662,6 +717,24 @@ static void suite(const char *url, const char *ca)
     CHECK(expect_fail("/truncated", "closed the connection before the answer was complete (truncated)", 10000),
           "truncated");
     CHECK(expect_fail("/reset", "connection reset by the Cal ID API", 10000), "reset");
+    h = do_req("GET", "/reset", NULL, NULL, 0, 10000);
+    CHECK(h >= 0 && recs[h].r.status == 0 && strstr(recs[h].r.error, "may have made the change") == NULL,
+          "a failed GET has no outcome note: '%s'", h >= 0 ? recs[h].r.error : "");
+    if (h >= 0)
+        up_release(h);
+    h = do_req("POST", "/reset", "application/json", "{}", 2, 10000);
+    CHECK(h >= 0 && recs[h].r.status == 0 && strstr(recs[h].r.error, "connection reset") != NULL &&
+              strstr(recs[h].r.error, UP_NOTE_NOT_RESENT) != NULL,
+          "a failed POST says the change may have been made: '%s'", h >= 0 ? recs[h].r.error : "");
+    if (h >= 0) {
+        printf("  POST /reset -> %s\n", recs[h].r.error);
+        up_release(h);
+    }
+    h = do_req("DELETE", "/reset", NULL, NULL, 0, 10000);
+    CHECK(h >= 0 && recs[h].r.status == 0 && strstr(recs[h].r.error, UP_NOTE_RESENDABLE) != NULL,
+          "a failed DELETE says sending it again is safe: '%s'", h >= 0 ? recs[h].r.error : "");
+    if (h >= 0)
+        up_release(h);
 
     /* keep-alive: 100 sequential requests from a fresh start (no saved session) */
     server_stats(&c0, &r0);
@@ -717,22 +790,23 @@ static void suite(const char *url, const char *ca)
         CHECK(cm_port_now_ms() - t0 < 400 * CM_MAX_UPSTREAMS - 200, "parallel requests did not overlap");
     }
 
-    /* the server drops an idle kept-alive connection; we do not notice (no loop
-       while idle), so the next request fails on it and is retried transparently */
+    /* the server drops an idle kept-alive connection while no loop runs: the
+       close is read when the next request picks the slot, so that request
+       goes on a new connection and nothing needs a retry */
     {
         unsigned retries0 = log_retries;
+        long posts0 = server_count("POST");
         int hd;
-        for (i = 0; i < CM_MAX_UPSTREAMS; i++) /* only one live connection, so the next request reuses it */
-            if (up.slots[i].state == UP_S_IDLE)
-                up_drop_conn(&up.slots[i], 1), up.slots[i].state = UP_S_FREE;
+        drop_idle_conns(); /* only one live connection, so the next request reuses it */
         CHECK(get_ok("/json-drop", &st) && st == 200, "json-drop");
         sleep_ms(400);
-        h = do_req("POST", "/echo", "application/json", "{}", 2, 10000); /* hits the dropped connection */
-        CHECK(h >= 0 && recs[h].r.status == 200 && log_retries == retries0 + 1,
+        h = do_req("POST", "/echo", "application/json", "{}", 2, 10000); /* the slot's connection is gone */
+        CHECK(h >= 0 && recs[h].r.status == 200 && !recs[h].r.error[0] && log_retries == retries0,
               "POST after a server-side idle close: %d '%s', %u retries", h >= 0 ? recs[h].r.status : -1,
               h >= 0 ? recs[h].r.error : "", log_retries - retries0);
         if (h >= 0)
             up_release(h);
+        CHECK(server_count("POST") == posts0 + 1, "the POST reached the server %ld times", server_count("POST") - posts0);
         /* the same with the loop running while idle: dropped silently, no retry */
         hd = do_req("GET", "/json-drop", NULL, NULL, 0, 10000);
         CHECK(hd >= 0 && recs[hd].r.status == 200, "json-drop 2");
@@ -742,8 +816,8 @@ static void suite(const char *url, const char *ca)
         run_for(400);
         CHECK(hd >= 0 && up.slots[hd].state == UP_S_FREE && up.slots[hd].sock == CM_SOCK_INVALID,
               "idle connection closed by the server was dropped silently (state %d)", hd >= 0 ? up.slots[hd].state : -1);
-        CHECK(get_ok("/json", &st) && st == 200 && log_retries == retries0 + 1, "request after a noticed idle close");
-        printf("  server closed an idle connection: unnoticed -> %u transparent retry; noticed -> dropped silently\n",
+        CHECK(get_ok("/json", &st) && st == 200 && log_retries == retries0, "request after a noticed idle close");
+        printf("  server closed an idle connection: noticed before the next request -> %u retries, 1 POST sent\n",
                log_retries - retries0);
     }
 
@@ -852,6 +926,80 @@ static void suite(const char *url, const char *ca)
     up_close_all();
 }
 
+/*
+ * Against upstream_tls_server.py --drop-nth 2 (the second request of every
+ * connection is read, then the connection closes unanswered): what is re-sent
+ * and what is not. Build with -DCM_UPSTREAM_WRITE_IDLE_MS=300.
+ */
+static void drop_suite(const char *url, const char *ca)
+{
+    static const struct {
+        const char *method;
+        int dropped_ok;      /* the dropped request is re-sent and succeeds */
+        const char *note;    /* else its error ends with this */
+    } writes[] = {
+        { "POST", 0, UP_NOTE_NOT_RESENT },
+        { "PATCH", 0, UP_NOTE_NOT_RESENT },
+        { "PUT", 1, NULL },
+        { "DELETE", 1, NULL },
+    };
+    char err[256];
+    unsigned retries0;
+    int h, st;
+    size_t k;
+    CHECK(up_init(url, ca, err, sizeof err) == 0, "up_init: %s", err);
+    if (!up.ready)
+        return;
+    retries0 = log_retries;
+    CHECK(get_ok("/json", &st) && st == 200, "GET 1");
+    CHECK(get_ok("/json", &st) && st == 200 && log_retries == retries0 + 1,
+          "GET dropped on a kept-alive connection is retried: %d, %u retries", st, log_retries - retries0);
+    for (k = 0; k < sizeof writes / sizeof writes[0]; k++) {
+        const char *m = writes[k].method;
+        unsigned r0 = log_retries;
+        drop_idle_conns();
+        h = do_req(m, "/echo", "application/json", "{}", 2, 10000); /* request 1 of a new connection */
+        CHECK(h >= 0 && recs[h].r.status == 200, "%s 1: %s", m, h >= 0 ? recs[h].r.error : "");
+        if (h >= 0)
+            up_release(h);
+        h = do_req(m, "/echo", "application/json", "{}", 2, 10000); /* request 2: dropped */
+        if (h < 0)
+            continue;
+        if (writes[k].dropped_ok) {
+            CHECK(recs[h].r.status == 200 && log_retries == r0 + 1, "%s 2 re-sent: %d '%s', %u retries", m,
+                  recs[h].r.status, recs[h].r.error, log_retries - r0);
+        } else {
+            const char *e = recs[h].r.error;
+            size_t n = strlen(e), t = strlen(writes[k].note);
+            CHECK(recs[h].r.status == 0 && log_retries == r0 && strstr(e, "closed the connection without answering") &&
+                      n > t && strcmp(e + n - t, writes[k].note) == 0,
+                  "%s 2 not re-sent: %d '%s', %u retries", m, recs[h].r.status, e, log_retries - r0);
+            if (k == 0)
+                printf("  POST dropped on a kept-alive connection -> %s\n", e);
+        }
+        up_release(h);
+    }
+    /* a POST after the kept-alive connection idled past CM_UPSTREAM_WRITE_IDLE_MS
+       takes a new connection, where it is request 1 (not dropped) */
+    drop_idle_conns();
+    CHECK(get_ok("/json", &st) && st == 200, "GET before idling");
+    sleep_ms(CM_UPSTREAM_WRITE_IDLE_MS + 200);
+    h = do_req("POST", "/echo", "application/json", "{}", 2, 10000);
+    CHECK(h >= 0 && recs[h].r.status == 200, "POST after idling takes a new connection: %d '%s'",
+          h >= 0 ? recs[h].r.status : -1, h >= 0 ? recs[h].r.error : "");
+    if (h >= 0)
+        up_release(h);
+    {
+        long post = server_count("POST"), patch = server_count("PATCH"), put = server_count("PUT"),
+             del = server_count("DELETE");
+        printf("  the server received POST %ld, PATCH %ld, PUT %ld, DELETE %ld (each: 1 + dropped [+ re-sent])\n",
+               post, patch, put, del);
+        CHECK(post == 3 && patch == 2 && put == 3 && del == 3, "requests received: POST %ld PATCH %ld PUT %ld DELETE %ld",
+              post, patch, put, del);
+    }
+    up_close_all();
+}
+
 /* One GET must fail with text (or up_init must). */
 static void expect_error_mode(const char *url, const char *ca, const char *text, const char *path)
 {
@@ -927,6 +1075,8 @@ int main(int argc, char **argv)
         return 2;
     if (n >= 4 && strcmp(args[2], "--expect-error") == 0) {
         expect_error_mode(args[0], args[1], args[3], n >= 5 ? args[4] : "/json");
+    } else if (n >= 3 && strcmp(args[2], "--drop-suite") == 0) {
+        drop_suite(args[0], args[1]);
     } else if (n >= 4 && strcmp(args[2], "--get") == 0) {
         get_mode(args[0], args[1], args[3], n >= 5 ? atoi(args[4]) : 1);
     } else {

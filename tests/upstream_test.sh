@@ -50,6 +50,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then # make test SANITIZE=1: the harness too
     FLAGS="$FLAGS -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 fi
 SHORT="-DCM_UPSTREAM_ANSWER_MS=2000 -DCM_UPSTREAM_HANDSHAKE_MS=1500 -DCM_UPSTREAM_CONNECT_MS=1500"
+SHORT="$SHORT -DCM_UPSTREAM_WRITE_IDLE_MS=300"
 $CC $FLAGS $SHORT "$HERE/tests/upstream_harness.c" "$HERE/port/posix.c" -lbearssl -lpthread -o "$D/h" || exit 1
 
 # ---- servers (started in this shell, not in $(...), so that PIDS reaches the trap) ----
@@ -68,8 +69,9 @@ start tls13 --cert "$D/srv.pem" --key "$D/srv.key" --tls13-only
 start plain --plain
 start stall --no-tls-stall
 start full --backlog-full
+start drop --cert "$D/srv.pem" --key "$D/srv.key" --drop-nth 2
 P=$(port_of main); PEXP=$(port_of expired); P13=$(port_of tls13)
-PPLAIN=$(port_of plain); PSTALL=$(port_of stall); PFULL=$(port_of full)
+PPLAIN=$(port_of plain); PSTALL=$(port_of stall); PFULL=$(port_of full); PDROP=$(port_of drop)
 
 fails=0
 runs=0
@@ -85,6 +87,7 @@ run() { # description, args...
 
 : > "$D/empty.pem"
 run "unit tests + network suite" "https://localhost:$P" "$D/ca.pem"
+run "the server drops the 2nd request of each connection" "https://localhost:$PDROP" "$D/ca.pem" --drop-suite
 run "untrusted CA" "https://localhost:$P" "$D/other-ca.pem" --expect-error \
     "TLS failure: the server certificate is not trusted (BearSSL error 62: BR_ERR_X509_NOT_TRUSTED)"
 run "wrong host name" "https://127.0.0.1:$P" "$D/ca.pem" --expect-error \

@@ -3,6 +3,8 @@
 
 Usage: upstream_tls_server.py --cert CERT --key KEY [--port 0] [--port-file F]
                               [--tls13-only | --plain | --no-tls-stall | --backlog-full]
+                              [--api] [--api-delay-ms N] [--api-close notify|eof]
+                              [--drop-nth N]
 
 Writes the port it listens on to --port-file (or stdout) once ready.
 Each connection runs on its own thread and serves requests until it closes.
@@ -27,7 +29,19 @@ Routes (answers are written as raw bytes so framing is exact):
   /malformed       "HELLO WORLD" instead of a status line
   /truncated       Content-Length: 100 but 10 bytes, then close
   /reset           Content-Length: 100 but 4 bytes, then a TCP RST
-  /stats           {"connections":N,"resumed":N,"requests":N}
+  /stats           {"connections":N,"resumed":N,"requests":N,"methods":{"POST":N,...}}
+                   ("methods" counts every request but /stats, dropped ones too)
+  any other path   404 {"message":"no such route"}; with --api, a Cal ID-like
+                   success instead: 201 for POST, else 200, {"status":"success",
+                   "data":{"id":N,"method":M,"path":P}}, after --api-delay-ms;
+                   with --api-close, without Content-Length: the body ends
+                   with the connection, by close_notify (notify) or by a bare
+                   TCP close (eof)
+
+--drop-nth N: the Nth request on every connection is read whole and then the
+connection is closed (close_notify + close) without an answer, as an API that
+crashed or restarted mid-request would: the client cannot know whether the
+request took effect.
 """
 import argparse
 import json
@@ -39,8 +53,9 @@ import threading
 import time
 import urllib.parse
 
-stats = {"connections": 0, "resumed": 0, "requests": 0}
+stats = {"connections": 0, "resumed": 0, "requests": 0, "methods": {}}
 lock = threading.Lock()
+opts = argparse.Namespace(api=False, api_delay_ms=0, api_close=None, drop_nth=0)
 
 
 def read_request(conn, buf):
@@ -154,6 +169,16 @@ def route(conn, method, target, headers, raw_head, body):
         with lock:
             body = json.dumps(stats).encode()
         conn.sendall(answer(200, body))
+    elif opts.api:
+        time.sleep(opts.api_delay_ms / 1000.0)
+        data = {"id": n_req, "method": method, "path": path}
+        body = json.dumps({"status": "success", "data": data}).encode()
+        status = 201 if method == "POST" else 200
+        if opts.api_close:
+            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" % status
+                         + body)
+            return opts.api_close
+        conn.sendall(answer(status, body))
     else:
         conn.sendall(answer(404, b'{"message":"no such route"}'))
     return "keep"
@@ -188,6 +213,7 @@ def serve_conn(ctx, raw):
             stats["resumed"] += 1
     buf = b""
     idle_drop = False
+    served = 0
     try:
         while True:
             conn.settimeout(0.1 if idle_drop else 60)
@@ -197,6 +223,13 @@ def serve_conn(ctx, raw):
                 close_notify(conn)  # the server's idle timeout
                 return
             if req is None:  # the client closed: answer its close_notify
+                close_notify(conn)
+                return
+            served += 1
+            if not req[1].startswith("/stats"):
+                with lock:
+                    stats["methods"][req[0]] = stats["methods"].get(req[0], 0) + 1
+            if served == opts.drop_nth:  # read, then gone without an answer
                 close_notify(conn)
                 return
             what = route(conn, *req)
@@ -225,7 +258,12 @@ def main():
     ap.add_argument("--plain", action="store_true", help="speak plain HTTP on the port")
     ap.add_argument("--no-tls-stall", action="store_true", help="accept TCP, never answer")
     ap.add_argument("--backlog-full", action="store_true", help="never accept; connects hang")
+    ap.add_argument("--api", action="store_true", help="unknown paths answer like a Cal ID API success")
+    ap.add_argument("--api-delay-ms", type=int, default=0, help="--api answers wait this long")
+    ap.add_argument("--api-close", choices=["notify", "eof"], help="--api answers end with the connection")
+    ap.add_argument("--drop-nth", type=int, default=0, help="drop every connection at its Nth request")
     a = ap.parse_args()
+    opts.api, opts.api_delay_ms, opts.api_close, opts.drop_nth = a.api, a.api_delay_ms, a.api_close, a.drop_nth
 
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
