@@ -475,6 +475,12 @@ static void test_admission(void)
     for (k = 0; k < 15; k++)
         conns[k].state = C_WAIT_API; /* all busy but the idle one */
     set_peer(a, 0, 9);
+    conns[9].state = C_WRITE;        /* ... and one answer not being read since 1009 */
+    CHECK(pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100) == 9, "an answer without write progress is stalled");
+    conns[9].last_ms = 1000 + CM_SLOW_GRACE_MS;
+    CHECK(pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100) == 15, "an answer still moving is not (the idle one goes)");
+    conns[9].state = C_WAIT_API;
+    set_peer(a, 0, 9);
     CHECK(pick_victim(a, 0, 1000 + CM_EVICT_IDLE_MS + 100) == 15, "a newcomer holding none may ask an idle one to leave");
     set_peer(a, 0, 2);
     CHECK(pick_victim(a, 0, 1000 + CM_EVICT_IDLE_MS + 100) < 0, "a heavy address does not push an idle light one off");
