@@ -8,6 +8,7 @@
  *   4. HTTP/1.1 request parser         9. sessions
  *   5. response builder                10. MCP dispatch (both protocol eras)
  *                                      11. connections and the event loop
+ *                                          (11a. HTTPS: BearSSL server engine)
  *                                      12. stdio transport
  *                                      13. main (only with CALID_MCP_MAIN)
  *
@@ -40,13 +41,6 @@ static const char *const session_versions[] = {"2025-11-25", "2025-06-18", "2025
 
 #define SERVER_NAME "calid-mcp"
 #define SERVER_TITLE "Cal ID"
-#define SERVER_INSTRUCTIONS                                                                        \
-    "Tools for the user's Cal ID scheduling account. Times are ISO 8601; pass timeZone as an "      \
-    "IANA name (e.g. Europe/Berlin). Look ids up before using them: get_event_types for "          \
-    "eventTypeId, get_booking for bookingId, list_contacts for contactId, get_teams for teamId. "  \
-    "To book: get_slots for free times, then create_booking. Each tool returns the API's JSON "    \
-    "answer; isError results carry the API's status and message."
-
 #define MAX_BATCH 16            /* JSON-RPC messages in one 2025-03-26 batch */
 #define MAX_SEGS (4 * MAX_BATCH + 4)
 #define STAGE_BYTES 1024        /* escaped bytes staged per connection while writing */
@@ -2118,6 +2112,15 @@ static int find_tool(const char *name)
         if (strcmp(tools[i].name, name) == 0)
             return (int)i;
     return -1;
+}
+
+/* One tool's entry of the tools/list array, in the const catalog. */
+static struct view tool_json(size_t i)
+{
+    struct view v;
+    v.p = tool_entry(&tools[i]);
+    v.n = tools[i].entry_len;
+    return v;
 }
 
 /* ===================================================================== */
@@ -4325,6 +4328,7 @@ struct session {
     char version[11];
     unsigned char token_fp[16];
     uint64_t last_ms;
+    unsigned char log_level; /* logging/setLevel: 0 none, else 1 + the level */
 };
 static struct session sessions[CM_MAX_SESSIONS];
 static unsigned long sessions_evicted;
@@ -4372,6 +4376,7 @@ static int session_create(const char *version, const char *token, size_t token_l
     snprintf(sessions[pick].version, sizeof sessions[pick].version, "%s", version);
     token_fingerprint(token, token_len, sessions[pick].token_fp);
     sessions[pick].last_ms = now;
+    sessions[pick].log_level = 0;
     sessions[pick].used = 1;
     return pick;
 }
@@ -4401,14 +4406,24 @@ enum { ERA_SESSION = 1, ERA_MODERN = 2 };
 #define E_MISSING_CAPABILITY (-32021)
 #define E_UNSUPPORTED_VERSION (-32022)
 
+/* What waits on the API: a tool call, a resource read, or the event type
+ * list behind a completion. */
+enum { PC_TOOL = 0, PC_RESOURCE = 1, PC_SLUGS = 2 };
+
 /* What one request needs once the API has answered. */
 struct pending_call {
     int active;
-    int tool;
+    int kind;         /* PC_TOOL, PC_RESOURCE or PC_SLUGS */
+    int tool;         /* index into tools[], or resources[] for a read */
+    char res_id[65];  /* a resource template's id, or the typed start of a slug */
+    unsigned char token_fp[16]; /* whose slugs a completion fetches */
     struct view id;   /* the JSON-RPC id, raw JSON text in the request (which outlives the call) */
     int modern;
     int handle;       /* upstream handle, -1 until submitted */
     int jdoc_args;    /* token index of the arguments, for resubmission */
+    int log_level;    /* 0, or 1 + the lowest log level the request asked for */
+    uint64_t start_ms;
+    char api_method[8], api_path[96]; /* for the log message: no query, no token */
 };
 
 /* Everything dispatch needs to know about where a message came from. */
@@ -4420,6 +4435,8 @@ struct rpc_ctx {
     int http_status;          /* out: the HTTP status dispatch wants (200 default) */
     int batch;                /* inside a 2025-03-26 batch */
     int new_session;          /* out: index of a session initialize created, or -1 */
+    unsigned toolsets;        /* this request's toolsets (0: the server's selection) */
+    unsigned char *log_level; /* the session's logging/setLevel level (NULL: none kept) */
 };
 
 static int is_session_version(const char *v, size_t n)
@@ -4429,6 +4446,163 @@ static int is_session_version(const char *v, size_t n)
         if (strlen(session_versions[i]) == n && memcmp(session_versions[i], v, n) == 0)
             return 1;
     return 0;
+}
+
+/* ---- Tool selection: --read-only, --toolsets and ?toolsets= ---- */
+/*
+ * A tool's toolset is the first segment of its API path, so the catalog
+ * needs no extra column. The server's selection (flags) is the widest a
+ * request sees; a request may narrow it with /mcp?toolsets=a,b.
+ */
+enum {
+    TS_AVAILABILITY = 1, TS_BOOKINGS = 2, TS_CONTACTS = 4, TS_EVENT_TYPES = 8,
+    TS_SLOTS = 16, TS_TEAMS = 32, TS_USERS = 64, TS_WEBHOOKS = 128,
+    TS_ALL = 255
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} toolset_names[] = {
+    {"availability", TS_AVAILABILITY}, {"bookings", TS_BOOKINGS}, {"contacts", TS_CONTACTS},
+    {"event-types", TS_EVENT_TYPES},   {"slots", TS_SLOTS},       {"teams", TS_TEAMS},
+    {"users", TS_USERS},               {"webhooks", TS_WEBHOOKS},
+};
+#define N_TOOLSETS (sizeof toolset_names / sizeof toolset_names[0])
+
+static const struct {
+    const char *segment; /* first segment of the API path */
+    unsigned toolset;
+} toolset_of_path[] = {
+    {"availability", TS_AVAILABILITY}, {"schedule", TS_AVAILABILITY}, {"booking", TS_BOOKINGS},
+    {"contacts", TS_CONTACTS},         {"event-types", TS_EVENT_TYPES}, {"slots", TS_SLOTS},
+    {"teams", TS_TEAMS},               {"users", TS_USERS},           {"user", TS_USERS},
+    {"webhook", TS_WEBHOOKS},
+};
+
+static unsigned served_toolsets = TS_ALL; /* --toolsets */
+static int served_read_only;              /* --read-only */
+
+static unsigned tool_toolset(const struct cm_tool *t)
+{
+    size_t i, n = strcspn(t->path + 1, "/");
+    for (i = 0; i < sizeof toolset_of_path / sizeof toolset_of_path[0]; i++)
+        if (strlen(toolset_of_path[i].segment) == n && memcmp(t->path + 1, toolset_of_path[i].segment, n) == 0)
+            return toolset_of_path[i].toolset;
+    return 0; /* a path outside every toolset: only listed with all of them */
+}
+
+/* Parses "bookings,slots" (or "all"; %2C counts as a comma) into a mask.
+ * 0, or -1 with the offending name in err. */
+static int parse_toolsets(const char *s, size_t n, unsigned *mask, char *err, size_t cap)
+{
+    size_t at = 0;
+    *mask = 0;
+    while (at <= n) {
+        size_t end = at, next, i;
+        while (end < n && s[end] != ',' && !(end + 3 <= n && s[end] == '%' && s[end + 1] == '2' && lower(s[end + 2]) == 'c'))
+            end++;
+        next = end < n && s[end] == '%' ? end + 3 : end + 1;
+        for (i = 0; i < N_TOOLSETS; i++)
+            if (strlen(toolset_names[i].name) == end - at && memcmp(s + at, toolset_names[i].name, end - at) == 0)
+                break;
+        if (i < N_TOOLSETS)
+            *mask |= toolset_names[i].bit;
+        else if (end - at == 3 && memcmp(s + at, "all", 3) == 0)
+            *mask |= TS_ALL;
+        else {
+            snprintf(err, cap, "unknown toolset '%.*s' (availability, bookings, contacts, event-types, slots, teams, users, webhooks or all)",
+                     (int)(end - at > 40 ? 40 : end - at), s + at);
+            return -1;
+        }
+        at = next;
+    }
+    return 0;
+}
+
+/* The value of name=... in a query string, or a view with p NULL. */
+static struct view query_param(struct view q, const char *name)
+{
+    struct view v = {NULL, 0};
+    size_t at = 0, n = strlen(name);
+    while (at < q.n) {
+        size_t end = at;
+        while (end < q.n && q.p[end] != '&')
+            end++;
+        if (end - at > n && memcmp(q.p + at, name, n) == 0 && q.p[at + n] == '=') {
+            v.p = q.p + at + n + 1;
+            v.n = end - at - n - 1;
+            return v;
+        }
+        at = end + 1;
+    }
+    return v;
+}
+
+static int tool_selected(const struct rpc_ctx *c, size_t ti)
+{
+    unsigned mask = c->toolsets ? c->toolsets : served_toolsets;
+    unsigned ts = tool_toolset(&tools[ti]);
+    if (served_read_only && !(tools[ti].flags & T_READ))
+        return 0;
+    return ts ? (ts & mask) != 0 : mask == TS_ALL;
+}
+
+/* A tool by name, only when this request's selection offers it. */
+static int find_selected_tool(const struct rpc_ctx *c, const char *name)
+{
+    int ti = find_tool(name);
+    return ti >= 0 && tool_selected(c, (size_t)ti) ? ti : -1;
+}
+
+static unsigned selected_tool_count(const struct rpc_ctx *c)
+{
+    size_t i;
+    unsigned n = 0;
+    for (i = 0; i < N_TOOLS; i++)
+        n += (unsigned)tool_selected(c, i);
+    return n;
+}
+
+/* The instructions name only tools the request's selection offers. */
+static const struct {
+    const char *tool, *finds;
+} id_lookups[] = {
+    {"get_event_types", "eventTypeId"}, {"get_booking", "bookingId"},
+    {"list_contacts", "contactId"},     {"get_teams", "teamId"},
+};
+
+static void render_instructions(struct resp *r, const struct rpc_ctx *c)
+{
+    char text[900];
+    struct textbuf b;
+    size_t i;
+    int n = 0;
+    unsigned mask = c->toolsets ? c->toolsets : served_toolsets;
+    b.p = text;
+    b.cap = sizeof text;
+    b.len = 0;
+    b.overflow = 0;
+    tb_str(&b, "Tools for the user's Cal ID scheduling account. Times are ISO 8601; pass timeZone as an "
+               "IANA name (e.g. Europe/Berlin).");
+    for (i = 0; i < sizeof id_lookups / sizeof id_lookups[0]; i++)
+        if (find_selected_tool(c, id_lookups[i].tool) >= 0)
+            tb_printf(&b, "%s%s for %s", n++ ? ", " : " Look ids up before using them: ", id_lookups[i].tool,
+                      id_lookups[i].finds);
+    if (n)
+        tb_str(&b, ".");
+    if (find_selected_tool(c, "get_slots") >= 0 && find_selected_tool(c, "create_booking") >= 0)
+        tb_str(&b, " To book: get_slots for free times, then create_booking.");
+    tb_str(&b, " Each tool returns the API's JSON answer; isError results carry the API's status and message.");
+    if (mask != TS_ALL) {
+        for (i = 0, n = 0; i < N_TOOLSETS; i++)
+            if (mask & toolset_names[i].bit)
+                tb_printf(&b, "%s%s", n++ ? ", " : " Only these toolsets are offered: ", toolset_names[i].name);
+        tb_str(&b, ".");
+    }
+    if (served_read_only)
+        tb_str(&b, " Read-only: no tool here changes the account.");
+    rs_json_string(r, text, b.len);
 }
 
 /* The id as raw JSON text ("null" when absent or not a string/number). */
@@ -4537,10 +4711,11 @@ static int start_tool_call(struct rpc_ctx *c, const struct jdoc *d, int msg, str
         rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params.arguments must be an object", NULL);
         return D_REPLIED;
     }
-    ti = find_tool(tool_name);
+    ti = find_selected_tool(c, tool_name);
     if (ti < 0) {
-        char m[200];
-        snprintf(m, sizeof m, "Unknown tool: %s (tools/list names the %u tools)", tool_name, (unsigned)N_TOOLS);
+        char m[300];
+        snprintf(m, sizeof m, "Unknown tool: %s (tools/list names the %u tools%s)", tool_name, selected_tool_count(c),
+                 find_tool(tool_name) >= 0 ? " this server offers; it is left out by --read-only or the toolsets" : "");
         rpc_error(r, id, E_INVALID_PARAMS, m, NULL);
         return D_REPLIED;
     }
@@ -4562,6 +4737,7 @@ static int start_tool_call(struct rpc_ctx *c, const struct jdoc *d, int msg, str
         return D_REPLIED;
     }
     pc->active = 1;
+    pc->kind = PC_TOOL;
     pc->tool = ti;
     pc->modern = c->era == ERA_MODERN;
     pc->handle = -1;
@@ -4703,6 +4879,976 @@ static void render_tool_result(struct resp *r, const struct pending_call *pc, co
     result_end(r, pc->modern, 0);
 }
 
+/* ---- Prompts ---- */
+/*
+ * The seed's example requests as MCP prompts. Each renders one user message
+ * that says which tools to chain and what to ask the user first. A prompt is
+ * listed only when the request's selection offers every tool it names.
+ */
+enum { COMPLETE_NONE, COMPLETE_TIME_ZONE, COMPLETE_DAY, COMPLETE_EVENT_TYPE };
+
+struct prompt_arg {
+    const char *name;
+    const char *description;
+    int required;
+    const char *if_absent; /* stands in for an optional argument not given */
+    int completes;         /* what completion/complete offers for it */
+};
+
+#define MAX_PROMPT_ARGS 5
+#ifndef CM_PROMPT_ARG_BYTES
+#define CM_PROMPT_ARG_BYTES 200 /* one argument value: a name, a day, a title */
+#endif
+#define PROMPT_TEXT_BYTES 2048  /* the longest message with every argument at its limit */
+
+struct cm_prompt {
+    const char *name, *title, *description;
+    const char *tools; /* the tools the message chains, space separated */
+    struct prompt_arg args[MAX_PROMPT_ARGS];
+    const char *text;  /* the user message; {name} is that argument */
+};
+
+#define ARG_TIME_ZONE                                                                                   \
+    {"timeZone", "Your IANA time zone, e.g. Europe/Berlin", 0,                                          \
+     "not given: ask me for it (an IANA name such as Europe/Berlin) before calling any tool",          \
+     COMPLETE_TIME_ZONE}
+#define ARG_EVENT_TYPE                                                                                  \
+    {"eventType", "Event type slug or title, e.g. 30min", 0,                                            \
+     "not chosen: show me my event types from get_event_types and ask me which one", COMPLETE_EVENT_TYPE}
+
+static const struct cm_prompt prompts[] = {
+    {"bookings_this_week", "This week's bookings", "What bookings do I have this week?",
+     "get_booking",
+     {ARG_TIME_ZONE},
+     "What bookings do I have this week? My time zone: {timeZone}.\n"
+     "Steps: work out this week's Monday 00:00 and Sunday 23:59 in my time zone; call get_booking for the "
+     "bookings that start in that range (ISO 8601 times with the offset). List each booking with its title, "
+     "start and end in my time zone and its attendees; say so plainly if there are none."},
+    {"free_slots_on_day", "Free slots on a day", "Show my available slots for a day, e.g. next Monday.",
+     "get_event_types get_slots",
+     {{"day", "The day: a date (2026-12-07), a weekday (Monday) or a word like tomorrow or next Monday", 1, NULL,
+       COMPLETE_DAY},
+      ARG_EVENT_TYPE,
+      ARG_TIME_ZONE},
+     "Show my available slots for {day}. Event type: {eventType}. My time zone: {timeZone}.\n"
+     "Steps: find the event type's numeric id with get_event_types (match its slug or title); call get_slots "
+     "with that id, a start and end covering {day} and my time zone. List the free start times of that day "
+     "in my time zone."},
+    {"create_event_type", "Create an event type", "Create an event type, e.g. a 30-minute sales demo.",
+     "get_event_types create_eventtype",
+     {{"title", "What bookers see, e.g. Sales demo", 1, NULL, COMPLETE_NONE},
+      {"length", "Length of a meeting in minutes, e.g. 30", 1, NULL, COMPLETE_NONE},
+      {"slug", "URL slug, e.g. sales-demo", 0, "made from the title: lowercase words joined by hyphens",
+       COMPLETE_NONE}},
+     "Create a {length}-minute event type titled \"{title}\". Slug: {slug}.\n"
+     "Steps: call get_event_types to check that none of my event types uses that slug yet (if one does, ask "
+     "me for another); then call create_eventtype with the title, slug and length in minutes. Show me the new "
+     "event type's id and its booking link."},
+    {"contact_meeting_history", "A contact's meeting history",
+     "List my contacts and show recent meeting history for one of them.",
+     "list_contacts get_contact_meetings",
+     {{"contact", "Name or email of the contact", 0,
+       "the one I pick: show me the list first and ask me which contact", COMPLETE_NONE}},
+     "List my contacts, then show the recent meeting history of one of them: {contact}.\n"
+     "Steps: call list_contacts and show each contact's name and email; take that contact's id from the "
+     "answer; call get_contact_meetings with it and list the meetings, most recent first, with title, date "
+     "and status."},
+    {"book_meeting", "Book a meeting", "Create a booking with a person at a time, e.g. John Doe next Tuesday at 3pm.",
+     "get_event_types get_slots create_booking",
+     {{"attendeeName", "Who the meeting is with, e.g. John Doe", 1, NULL, COMPLETE_NONE},
+      {"when", "When, e.g. next Tuesday at 3pm", 1, NULL, COMPLETE_DAY},
+      {"attendeeEmail", "The attendee's email address", 0, "unknown: ask me for it, the booking needs it",
+       COMPLETE_NONE},
+      ARG_EVENT_TYPE,
+      ARG_TIME_ZONE},
+     "Create a booking with {attendeeName} ({attendeeEmail}) for {when}. Event type: {eventType}. My time "
+     "zone: {timeZone}.\n"
+     "Steps: find the event type's numeric id with get_event_types; call get_slots for that day in my time "
+     "zone to check the time is free (if it is not, offer me the nearest free times); tell me the exact time, "
+     "event type and attendee and wait for my yes; then call create_booking with the event type id, the start "
+     "in UTC, my time zone and the attendee's name and email."},
+};
+#define N_PROMPTS (sizeof prompts / sizeof prompts[0])
+
+/* Calls fn for each tool a prompt names; -1 as soon as fn does. */
+static int prompt_tools_each(const struct cm_prompt *p, int (*fn)(const char *name, const void *arg), const void *arg)
+{
+    const char *s = p->tools;
+    while (*s) {
+        char name[64];
+        size_t n = strcspn(s, " ");
+        snprintf(name, sizeof name, "%.*s", (int)n, s);
+        if (fn(name, arg) < 0)
+            return -1;
+        s += n + (s[n] == ' ');
+    }
+    return 0;
+}
+
+static int tool_offered(const char *name, const void *ctx)
+{
+    return find_selected_tool(ctx, name) >= 0 ? 0 : -1;
+}
+
+static int prompt_selected(const struct rpc_ctx *c, const struct cm_prompt *p)
+{
+    return prompt_tools_each(p, tool_offered, c) == 0;
+}
+
+/* A prompt by name (the name token), when this request's selection offers it. */
+static const struct cm_prompt *find_prompt(const struct rpc_ctx *c, const struct jdoc *d, int name)
+{
+    size_t i;
+    if (name < 0 || d->t[name].type != JSMN_STRING)
+        return NULL;
+    for (i = 0; i < N_PROMPTS; i++)
+        if (view_eq(tok_view(d, name), prompts[i].name))
+            return prompt_selected(c, &prompts[i]) ? &prompts[i] : NULL;
+    return NULL;
+}
+
+static void render_prompts_list(struct resp *r, const struct rpc_ctx *c, struct view id, int modern)
+{
+    size_t i, k;
+    int listed = 0;
+    result_begin(r, id);
+    rs_str(r, "\"prompts\":[");
+    for (i = 0; i < N_PROMPTS; i++) {
+        const struct cm_prompt *p = &prompts[i];
+        if (!prompt_selected(c, p))
+            continue;
+        rs_printf(r, "%s{\"name\":\"%s\",\"title\":", listed++ ? "," : "", p->name);
+        rs_json_string(r, p->title, strlen(p->title));
+        rs_str(r, ",\"description\":");
+        rs_json_string(r, p->description, strlen(p->description));
+        rs_str(r, ",\"arguments\":[");
+        for (k = 0; k < MAX_PROMPT_ARGS && p->args[k].name; k++) {
+            rs_printf(r, "%s{\"name\":\"%s\",\"description\":", k ? "," : "", p->args[k].name);
+            rs_json_string(r, p->args[k].description, strlen(p->args[k].description));
+            rs_printf(r, ",\"required\":%s}", p->args[k].required ? "true" : "false");
+        }
+        rs_str(r, "]}");
+    }
+    rs_str(r, "]");
+    result_end(r, modern, 1);
+}
+
+/* The argument's value from params.arguments into out; 0 given, 1 absent,
+ * -1 malformed (with why). */
+static int prompt_arg_value(const struct jdoc *d, int args, const struct prompt_arg *a, char *out, size_t cap,
+                            char *why, size_t why_cap)
+{
+    int v = obj_get(d, args, a->name);
+    if (v < 0 || tok_is_null(d, v))
+        return 1;
+    if (d->t[v].type != JSMN_STRING) {
+        snprintf(why, why_cap, "Invalid params: prompt argument '%s' must be a string", a->name);
+        return -1;
+    }
+    if (tok_unescape(d, v, out, cap) < 0) {
+        snprintf(why, why_cap, "Invalid params: prompt argument '%s' is over %u bytes", a->name,
+                 (unsigned)CM_PROMPT_ARG_BYTES);
+        return -1;
+    }
+    return out[0] ? 0 : 1;
+}
+
+/* Every key of params.arguments must be one of the prompt's arguments. */
+static int prompt_args_known(const struct cm_prompt *p, const struct jdoc *d, int args, char *why, size_t cap)
+{
+    int i, k, j;
+    if (args < 0)
+        return 0;
+    for (i = args + 1, k = 0; k < d->t[args].size; k++, i = tok_next(d, i + 1)) {
+        for (j = 0; j < MAX_PROMPT_ARGS && p->args[j].name; j++)
+            if (view_eq(tok_view(d, i), p->args[j].name))
+                break;
+        if (j == MAX_PROMPT_ARGS || !p->args[j].name) {
+            snprintf(why, cap, "Invalid params: prompt %s has no argument '%.*s'", p->name,
+                     (int)(tok_view(d, i).n > 60 ? 60 : tok_view(d, i).n), tok_view(d, i).p);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Fills the message template. 0, or -1 with why (a bad or missing argument). */
+static int prompt_render_text(const struct cm_prompt *p, const struct jdoc *d, int args, struct textbuf *b,
+                              char *why, size_t why_cap)
+{
+    const char *s = p->text;
+    while (*s) {
+        const char *open = strchr(s, '{'), *close = open ? strchr(open, '}') : NULL;
+        char value[CM_PROMPT_ARG_BYTES + 1];
+        int k, got;
+        if (!open || !close) {
+            tb_str(b, s);
+            break;
+        }
+        tb_put(b, s, (size_t)(open - s));
+        for (k = 0; k < MAX_PROMPT_ARGS && p->args[k].name; k++)
+            if (strlen(p->args[k].name) == (size_t)(close - open - 1) && memcmp(open + 1, p->args[k].name, (size_t)(close - open - 1)) == 0)
+                break;
+        got = prompt_arg_value(d, args, &p->args[k], value, sizeof value, why, why_cap);
+        if (got < 0)
+            return -1;
+        if (got == 1 && p->args[k].required) {
+            snprintf(why, why_cap, "Invalid params: prompt %s needs the argument '%s'", p->name, p->args[k].name);
+            return -1;
+        }
+        tb_str(b, got == 0 ? value : p->args[k].if_absent);
+        s = close + 1;
+    }
+    return 0;
+}
+
+static int serve_prompts_get(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    struct view id = rpc_id(d, msg);
+    int params = obj_get(d, msg, "params"), args = obj_get(d, params, "arguments");
+    const struct cm_prompt *p = find_prompt(c, d, obj_get(d, params, "name"));
+    char text[PROMPT_TEXT_BYTES], why[200];
+    struct textbuf b;
+    (void)pc;
+    if (!p) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: unknown prompt (prompts/list names them)", NULL);
+        return D_REPLIED;
+    }
+    if (args >= 0 && tok_is_null(d, args))
+        args = -1;
+    if (args >= 0 && d->t[args].type != JSMN_OBJECT) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params.arguments must be an object of strings", NULL);
+        return D_REPLIED;
+    }
+    b.p = text;
+    b.cap = sizeof text;
+    b.len = 0;
+    b.overflow = 0;
+    if (prompt_args_known(p, d, args, why, sizeof why) < 0 || prompt_render_text(p, d, args, &b, why, sizeof why) < 0) {
+        rpc_error(r, id, E_INVALID_PARAMS, why, NULL);
+        return D_REPLIED;
+    }
+    result_begin(r, id);
+    rs_str(r, "\"description\":");
+    rs_json_string(r, p->description, strlen(p->description));
+    rs_str(r, ",\"messages\":[{\"role\":\"user\",\"content\":{\"type\":\"text\",\"text\":");
+    rs_json_string(r, text, b.len);
+    rs_str(r, "}}]");
+    result_end(r, c->era == ERA_MODERN, 0);
+    return D_REPLIED;
+}
+
+static int tool_in_catalog(const char *name, const void *err)
+{
+    (void)err;
+    return find_tool(name) >= 0 ? 0 : -1;
+}
+
+/* Every {name} in the template is one of the prompt's arguments. */
+static int prompt_placeholders_known(const struct cm_prompt *p)
+{
+    const char *s = p->text;
+    while ((s = strchr(s, '{')) != NULL) {
+        const char *close = strchr(s, '}');
+        int k;
+        if (!close)
+            return -1;
+        for (k = 0; k < MAX_PROMPT_ARGS && p->args[k].name; k++)
+            if (strlen(p->args[k].name) == (size_t)(close - s - 1) && memcmp(s + 1, p->args[k].name, (size_t)(close - s - 1)) == 0)
+                break;
+        if (k == MAX_PROMPT_ARGS || !p->args[k].name)
+            return -1;
+        s = close + 1;
+    }
+    return 0;
+}
+
+/* At start: every tool a prompt names is in the catalog, every placeholder
+ * is an argument. */
+static int prompts_check(char *err, size_t errlen)
+{
+    size_t i;
+    for (i = 0; i < N_PROMPTS; i++) {
+        if (prompt_tools_each(&prompts[i], tool_in_catalog, NULL) < 0) {
+            snprintf(err, errlen, "prompt %s names a tool the catalog lacks (%s)", prompts[i].name, prompts[i].tools);
+            return -1;
+        }
+        if (prompt_placeholders_known(&prompts[i]) < 0) {
+            snprintf(err, errlen, "prompt %s has a {placeholder} that is none of its arguments", prompts[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- Resources ---- */
+/*
+ * Read-only views a client can attach to a conversation. Each read is one
+ * GET with the caller's token, through the same upstream path tools/call
+ * takes; the answer is the API's JSON. A template's last segment is an id.
+ */
+struct cm_resource {
+    const char *uri;      /* calid://...; a template ends in {name} */
+    const char *name, *title, *description;
+    const char *api_path; /* the one GET a read takes; {id} is the URI's id */
+    unsigned toolset;     /* listed only when the selection offers it */
+    long ttl_ms;          /* how long a 2026-07-28 client may keep a read */
+};
+
+#define RESOURCE_ID_CHARS 64 /* ids are numbers or uids: letters, digits, - and _ */
+#define E_RESOURCE_NOT_FOUND_SESSION_ERA (-32002) /* 2026-07-28 uses -32602 instead */
+
+static const struct cm_resource resources[] = {
+    {"calid://me", "me", "My profile",
+     "The current user's Cal ID profile: name, email, username, time zone, week start.",
+     "/users/me", TS_USERS, 300000},
+    {"calid://event-types", "event-types", "My event types",
+     "The current user's event types, each with its id, slug, title and length.",
+     "/event-types", TS_EVENT_TYPES, 300000},
+    {"calid://schedules", "schedules", "My schedules",
+     "The current user's availability schedules with their time zones and working hours.",
+     "/schedule", TS_AVAILABILITY, 300000},
+    {"calid://bookings/upcoming", "upcoming-bookings", "Upcoming bookings",
+     "The current user's upcoming bookings with title, start, end and attendees.",
+     "/booking?status=upcoming", TS_BOOKINGS, 60000},
+    {"calid://bookings/{bookingId}", "booking", "A booking",
+     "One booking by its numeric id (as in calid://bookings/upcoming): title, times, attendees, status.",
+     "/booking/{id}", TS_BOOKINGS, 60000},
+    {"calid://event-types/{eventTypeId}", "event-type", "An event type",
+     "One event type by its numeric id (as in calid://event-types): title, slug, length, locations.",
+     "/event-types/{id}", TS_EVENT_TYPES, 300000},
+};
+#define N_RESOURCES (sizeof resources / sizeof resources[0])
+
+static int resource_is_template(const struct cm_resource *res) { return strchr(res->uri, '{') != NULL; }
+
+static int resource_selected(const struct rpc_ctx *c, const struct cm_resource *res)
+{
+    return (res->toolset & (c->toolsets ? c->toolsets : served_toolsets)) != 0;
+}
+
+/* resources/list (templates 0) or resources/templates/list (templates 1). */
+static void render_resources_list(struct resp *r, const struct rpc_ctx *c, struct view id, int templates)
+{
+    size_t i;
+    int listed = 0;
+    result_begin(r, id);
+    rs_str(r, templates ? "\"resourceTemplates\":[" : "\"resources\":[");
+    for (i = 0; i < N_RESOURCES; i++) {
+        const struct cm_resource *res = &resources[i];
+        if (resource_is_template(res) != templates || !resource_selected(c, res))
+            continue;
+        rs_printf(r, "%s{\"%s\":\"%s\",\"name\":\"%s\",\"title\":", listed++ ? "," : "", templates ? "uriTemplate" : "uri",
+                  res->uri, res->name);
+        rs_json_string(r, res->title, strlen(res->title));
+        rs_str(r, ",\"description\":");
+        rs_json_string(r, res->description, strlen(res->description));
+        rs_str(r, ",\"mimeType\":\"application/json\"}");
+    }
+    rs_str(r, "]");
+    result_end(r, c->era == ERA_MODERN, 1);
+}
+
+/* Which resource a URI names, with the id of a template in id. -1: none. */
+static int match_resource(const struct rpc_ctx *c, struct view uri, char *id, size_t cap)
+{
+    size_t i, k;
+    for (i = 0; i < N_RESOURCES; i++)
+        if (!resource_is_template(&resources[i]) && view_eq(uri, resources[i].uri))
+            return resource_selected(c, &resources[i]) ? (int)i : -1;
+    for (i = 0; i < N_RESOURCES; i++) {
+        const struct cm_resource *res = &resources[i];
+        size_t pre = (size_t)(strchr(res->uri, '{') - res->uri);
+        if (!resource_is_template(res) || uri.n <= pre || uri.n - pre > RESOURCE_ID_CHARS || uri.n - pre >= cap ||
+            memcmp(uri.p, res->uri, pre) != 0)
+            continue;
+        for (k = pre; k < uri.n; k++) {
+            int ch = (unsigned char)uri.p[k];
+            if (!((ch >= '0' && ch <= '9') || (lower(ch) >= 'a' && lower(ch) <= 'z') || ch == '-' || ch == '_'))
+                return -1; /* only letters, digits, - and _ make an id: nothing can climb the API's path */
+        }
+        memcpy(id, uri.p + pre, uri.n - pre);
+        id[uri.n - pre] = 0;
+        return resource_selected(c, res) ? (int)i : -1;
+    }
+    return -1;
+}
+
+/* Not found: -32602 in 2026-07-28, -32002 before (as each revision says). */
+static void resource_not_found(struct resp *r, struct view id, int modern, const char *uri, size_t uri_n, const char *why)
+{
+    char m[800], data[200];
+    snprintf(m, sizeof m, "Resource not found: %.*s%s%s", (int)(uri_n > 120 ? 120 : uri_n), uri, why ? " " : "",
+             why ? why : "");
+    snprintf(data, sizeof data, "{\"uri\":\"%.*s\"}", (int)(uri_n > 120 ? 120 : uri_n), uri);
+    rpc_error(r, id, modern ? E_INVALID_PARAMS : E_RESOURCE_NOT_FOUND_SESSION_ERA, m, json_check(data, strlen(data), &(const char *){NULL}, &(size_t){0}) == 0 ? data : NULL);
+}
+
+/* Validates resources/read; D_PENDING once the read is set up to go out. */
+static int start_resource_read(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    struct view id = rpc_id(d, msg);
+    int uri = obj_get(d, obj_get(d, msg, "params"), "uri"), ri;
+    char res_id[RESOURCE_ID_CHARS + 1];
+    if (uri < 0 || d->t[uri].type != JSMN_STRING) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: resources/read needs params.uri, a string", NULL);
+        return D_REPLIED;
+    }
+    ri = match_resource(c, tok_view(d, uri), res_id, sizeof res_id);
+    if (ri < 0) {
+        resource_not_found(r, id, c->era == ERA_MODERN, tok_view(d, uri).p, tok_view(d, uri).n,
+                           "(resources/list and resources/templates/list name the resources)");
+        return D_REPLIED;
+    }
+    if (!c->token || c->token_len >= sizeof bearer_buf) {
+        rpc_error(r, id, E_SERVER, !c->token ? "No Cal ID token: send Authorization: Bearer calid_..., or give the server a key (--api-key or CALID_API_KEY)"
+                                             : "The bearer token is too long (1023 bytes at most)", NULL);
+        return D_REPLIED;
+    }
+    pc->active = 1;
+    pc->kind = PC_RESOURCE;
+    pc->tool = ri;
+    pc->modern = c->era == ERA_MODERN;
+    pc->handle = -1;
+    pc->jdoc_args = -1;
+    snprintf(pc->res_id, sizeof pc->res_id, "%s", resources[ri].api_path[strlen(resources[ri].api_path) - 1] == '}' ? res_id : "");
+    pc->id = id;
+    return D_PENDING;
+}
+
+/* The one GET of a read: the same slots and error handling as a tool call. */
+static int submit_resource_read(unsigned owner, struct pending_call *pc, const char *token, size_t token_len, char *msg,
+                                size_t cap)
+{
+    const struct cm_resource *res = &resources[pc->tool];
+    const char *brace = strchr(res->api_path, '{');
+    int h;
+    if (brace)
+        snprintf(req_path, sizeof req_path, "%.*s%s", (int)(brace - res->api_path), res->api_path, pc->res_id);
+    else
+        snprintf(req_path, sizeof req_path, "%s", res->api_path);
+    memcpy(bearer_buf, token, token_len);
+    bearer_buf[token_len] = 0;
+    h = up_submit(owner, "GET", req_path, bearer_buf, NULL, NULL, 0);
+    if (h == -2)
+        snprintf(msg, cap, "The request for %s does not fit CM_UPSTREAM_REQ_BYTES", res->uri);
+    cm_logf(CM_LOG_DEBUG, "resource %s -> GET %s%s", res->uri, upstream_host_for_log, req_path);
+    return h;
+}
+
+/* The URI a read was for (a template with its id filled in). */
+static void resource_uri(const struct pending_call *pc, char *out, size_t cap)
+{
+    const char *uri = resources[pc->tool].uri, *brace = strchr(uri, '{');
+    if (brace)
+        snprintf(out, cap, "%.*s%s", (int)(brace - uri), uri, pc->res_id);
+    else
+        snprintf(out, cap, "%s", uri);
+}
+
+static void render_resource_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+{
+    struct view id;
+    char uri[160], m[800], api[300]; /* m holds uri and a transport error (up_result.error) */
+    const char *why;
+    size_t at;
+    id = pc->id;
+    resource_uri(pc, uri, sizeof uri);
+    if (u->status == 404) {
+        api_message(u->body, u->body_len, api, sizeof api);
+        snprintf(m, sizeof m, "(Cal ID API 404%s%s)", api[0] ? ": " : "", api);
+        resource_not_found(r, id, pc->modern, uri, strlen(uri), m);
+        return;
+    }
+    if (u->status == 0 || u->status >= 300 || json_check(u->body, u->body_len, &why, &at) < 0) {
+        api_message(u->body, u->body_len, api, sizeof api);
+        if (u->status == 0)
+            snprintf(m, sizeof m, "Could not complete the Cal ID API request for %s: %s", uri, u->error);
+        else if (u->status >= 300)
+            snprintf(m, sizeof m, "Cal ID API error %d %s reading %s%s%s", u->status, status_reason(u->status), uri,
+                     api[0] ? ": " : "", api);
+        else
+            snprintf(m, sizeof m, "The Cal ID API answered %s with content that is not JSON", uri);
+        rpc_error(r, id, E_SERVER, m, NULL);
+        return;
+    }
+    result_begin(r, id);
+    rs_printf(r, "\"contents\":[{\"uri\":\"%s\",\"mimeType\":\"application/json\",\"text\":\"", uri);
+    if (copy)
+        rs_escaped_copy(r, u->body, u->body_len);
+    else
+        rs_ext(r, u->body, u->body_len, 1);
+    rs_str(r, "\"}]");
+    if (pc->modern) /* the user's own data: this authorization only */
+        rs_printf(r, ",\"ttlMs\":%ld,\"cacheScope\":\"private\"", resources[pc->tool].ttl_ms);
+    result_end(r, pc->modern, 0);
+}
+
+/* ---- Completions (completion/complete) ---- */
+/*
+ * Values the server can know for a prompt argument: IANA time zone names
+ * (the zone.tab and zone1970.tab names of the tz database, and UTC) and day
+ * words. Matching ignores case, at the start of the name or of its part after
+ * a slash ("berl" finds Europe/Berlin).
+ */
+static const char *const time_zones[] = {
+    "Africa/Abidjan", "Africa/Accra", "Africa/Addis_Ababa", "Africa/Algiers", "Africa/Asmara",
+    "Africa/Bamako", "Africa/Bangui", "Africa/Banjul", "Africa/Bissau", "Africa/Blantyre",
+    "Africa/Brazzaville", "Africa/Bujumbura", "Africa/Cairo", "Africa/Casablanca", "Africa/Ceuta",
+    "Africa/Conakry", "Africa/Dakar", "Africa/Dar_es_Salaam", "Africa/Djibouti", "Africa/Douala",
+    "Africa/El_Aaiun", "Africa/Freetown", "Africa/Gaborone", "Africa/Harare", "Africa/Johannesburg",
+    "Africa/Juba", "Africa/Kampala", "Africa/Khartoum", "Africa/Kigali", "Africa/Kinshasa", "Africa/Lagos",
+    "Africa/Libreville", "Africa/Lome", "Africa/Luanda", "Africa/Lubumbashi", "Africa/Lusaka",
+    "Africa/Malabo", "Africa/Maputo", "Africa/Maseru", "Africa/Mbabane", "Africa/Mogadishu",
+    "Africa/Monrovia", "Africa/Nairobi", "Africa/Ndjamena", "Africa/Niamey", "Africa/Nouakchott",
+    "Africa/Ouagadougou", "Africa/Porto-Novo", "Africa/Sao_Tome", "Africa/Tripoli", "Africa/Tunis",
+    "Africa/Windhoek", "America/Adak", "America/Anchorage", "America/Anguilla", "America/Antigua",
+    "America/Araguaina", "America/Argentina/Buenos_Aires", "America/Argentina/Catamarca",
+    "America/Argentina/Cordoba", "America/Argentina/Jujuy", "America/Argentina/La_Rioja",
+    "America/Argentina/Mendoza", "America/Argentina/Rio_Gallegos", "America/Argentina/Salta",
+    "America/Argentina/San_Juan", "America/Argentina/San_Luis", "America/Argentina/Tucuman",
+    "America/Argentina/Ushuaia", "America/Aruba", "America/Asuncion", "America/Atikokan", "America/Bahia",
+    "America/Bahia_Banderas", "America/Barbados", "America/Belem", "America/Belize", "America/Blanc-Sablon",
+    "America/Boa_Vista", "America/Bogota", "America/Boise", "America/Cambridge_Bay", "America/Campo_Grande",
+    "America/Cancun", "America/Caracas", "America/Cayenne", "America/Cayman", "America/Chicago",
+    "America/Chihuahua", "America/Ciudad_Juarez", "America/Costa_Rica", "America/Coyhaique",
+    "America/Creston", "America/Cuiaba", "America/Curacao", "America/Danmarkshavn", "America/Dawson",
+    "America/Dawson_Creek", "America/Denver", "America/Detroit", "America/Dominica", "America/Edmonton",
+    "America/Eirunepe", "America/El_Salvador", "America/Fort_Nelson", "America/Fortaleza",
+    "America/Glace_Bay", "America/Goose_Bay", "America/Grand_Turk", "America/Grenada", "America/Guadeloupe",
+    "America/Guatemala", "America/Guayaquil", "America/Guyana", "America/Halifax", "America/Havana",
+    "America/Hermosillo", "America/Indiana/Indianapolis", "America/Indiana/Knox", "America/Indiana/Marengo",
+    "America/Indiana/Petersburg", "America/Indiana/Tell_City", "America/Indiana/Vevay",
+    "America/Indiana/Vincennes", "America/Indiana/Winamac", "America/Inuvik", "America/Iqaluit",
+    "America/Jamaica", "America/Juneau", "America/Kentucky/Louisville", "America/Kentucky/Monticello",
+    "America/Kralendijk", "America/La_Paz", "America/Lima", "America/Los_Angeles", "America/Lower_Princes",
+    "America/Maceio", "America/Managua", "America/Manaus", "America/Marigot", "America/Martinique",
+    "America/Matamoros", "America/Mazatlan", "America/Menominee", "America/Merida", "America/Metlakatla",
+    "America/Mexico_City", "America/Miquelon", "America/Moncton", "America/Monterrey", "America/Montevideo",
+    "America/Montserrat", "America/Nassau", "America/New_York", "America/Nome", "America/Noronha",
+    "America/North_Dakota/Beulah", "America/North_Dakota/Center", "America/North_Dakota/New_Salem",
+    "America/Nuuk", "America/Ojinaga", "America/Panama", "America/Paramaribo", "America/Phoenix",
+    "America/Port-au-Prince", "America/Port_of_Spain", "America/Porto_Velho", "America/Puerto_Rico",
+    "America/Punta_Arenas", "America/Rankin_Inlet", "America/Recife", "America/Regina", "America/Resolute",
+    "America/Rio_Branco", "America/Santarem", "America/Santiago", "America/Santo_Domingo",
+    "America/Sao_Paulo", "America/Scoresbysund", "America/Sitka", "America/St_Barthelemy", "America/St_Johns",
+    "America/St_Kitts", "America/St_Lucia", "America/St_Thomas", "America/St_Vincent",
+    "America/Swift_Current", "America/Tegucigalpa", "America/Thule", "America/Tijuana", "America/Toronto",
+    "America/Tortola", "America/Vancouver", "America/Whitehorse", "America/Winnipeg", "America/Yakutat",
+    "Antarctica/Casey", "Antarctica/Davis", "Antarctica/DumontDUrville", "Antarctica/Macquarie",
+    "Antarctica/Mawson", "Antarctica/McMurdo", "Antarctica/Palmer", "Antarctica/Rothera", "Antarctica/Syowa",
+    "Antarctica/Troll", "Antarctica/Vostok", "Arctic/Longyearbyen", "Asia/Aden", "Asia/Almaty", "Asia/Amman",
+    "Asia/Anadyr", "Asia/Aqtau", "Asia/Aqtobe", "Asia/Ashgabat", "Asia/Atyrau", "Asia/Baghdad",
+    "Asia/Bahrain", "Asia/Baku", "Asia/Bangkok", "Asia/Barnaul", "Asia/Beirut", "Asia/Bishkek", "Asia/Brunei",
+    "Asia/Chita", "Asia/Colombo", "Asia/Damascus", "Asia/Dhaka", "Asia/Dili", "Asia/Dubai", "Asia/Dushanbe",
+    "Asia/Famagusta", "Asia/Gaza", "Asia/Hebron", "Asia/Ho_Chi_Minh", "Asia/Hong_Kong", "Asia/Hovd",
+    "Asia/Irkutsk", "Asia/Jakarta", "Asia/Jayapura", "Asia/Jerusalem", "Asia/Kabul", "Asia/Kamchatka",
+    "Asia/Karachi", "Asia/Kathmandu", "Asia/Khandyga", "Asia/Kolkata", "Asia/Krasnoyarsk",
+    "Asia/Kuala_Lumpur", "Asia/Kuching", "Asia/Kuwait", "Asia/Macau", "Asia/Magadan", "Asia/Makassar",
+    "Asia/Manila", "Asia/Muscat", "Asia/Nicosia", "Asia/Novokuznetsk", "Asia/Novosibirsk", "Asia/Omsk",
+    "Asia/Oral", "Asia/Phnom_Penh", "Asia/Pontianak", "Asia/Pyongyang", "Asia/Qatar", "Asia/Qostanay",
+    "Asia/Qyzylorda", "Asia/Riyadh", "Asia/Sakhalin", "Asia/Samarkand", "Asia/Seoul", "Asia/Shanghai",
+    "Asia/Singapore", "Asia/Srednekolymsk", "Asia/Taipei", "Asia/Tashkent", "Asia/Tbilisi", "Asia/Tehran",
+    "Asia/Thimphu", "Asia/Tokyo", "Asia/Tomsk", "Asia/Ulaanbaatar", "Asia/Urumqi", "Asia/Ust-Nera",
+    "Asia/Vientiane", "Asia/Vladivostok", "Asia/Yakutsk", "Asia/Yangon", "Asia/Yekaterinburg", "Asia/Yerevan",
+    "Atlantic/Azores", "Atlantic/Bermuda", "Atlantic/Canary", "Atlantic/Cape_Verde", "Atlantic/Faroe",
+    "Atlantic/Madeira", "Atlantic/Reykjavik", "Atlantic/South_Georgia", "Atlantic/St_Helena",
+    "Atlantic/Stanley", "Australia/Adelaide", "Australia/Brisbane", "Australia/Broken_Hill",
+    "Australia/Darwin", "Australia/Eucla", "Australia/Hobart", "Australia/Lindeman", "Australia/Lord_Howe",
+    "Australia/Melbourne", "Australia/Perth", "Australia/Sydney", "Europe/Amsterdam", "Europe/Andorra",
+    "Europe/Astrakhan", "Europe/Athens", "Europe/Belgrade", "Europe/Berlin", "Europe/Bratislava",
+    "Europe/Brussels", "Europe/Bucharest", "Europe/Budapest", "Europe/Busingen", "Europe/Chisinau",
+    "Europe/Copenhagen", "Europe/Dublin", "Europe/Gibraltar", "Europe/Guernsey", "Europe/Helsinki",
+    "Europe/Isle_of_Man", "Europe/Istanbul", "Europe/Jersey", "Europe/Kaliningrad", "Europe/Kirov",
+    "Europe/Kyiv", "Europe/Lisbon", "Europe/Ljubljana", "Europe/London", "Europe/Luxembourg", "Europe/Madrid",
+    "Europe/Malta", "Europe/Mariehamn", "Europe/Minsk", "Europe/Monaco", "Europe/Moscow", "Europe/Oslo",
+    "Europe/Paris", "Europe/Podgorica", "Europe/Prague", "Europe/Riga", "Europe/Rome", "Europe/Samara",
+    "Europe/San_Marino", "Europe/Sarajevo", "Europe/Saratov", "Europe/Simferopol", "Europe/Skopje",
+    "Europe/Sofia", "Europe/Stockholm", "Europe/Tallinn", "Europe/Tirane", "Europe/Ulyanovsk", "Europe/Vaduz",
+    "Europe/Vatican", "Europe/Vienna", "Europe/Vilnius", "Europe/Volgograd", "Europe/Warsaw", "Europe/Zagreb",
+    "Europe/Zurich", "Indian/Antananarivo", "Indian/Chagos", "Indian/Christmas", "Indian/Cocos",
+    "Indian/Comoro", "Indian/Kerguelen", "Indian/Mahe", "Indian/Maldives", "Indian/Mauritius",
+    "Indian/Mayotte", "Indian/Reunion", "Pacific/Apia", "Pacific/Auckland", "Pacific/Bougainville",
+    "Pacific/Chatham", "Pacific/Chuuk", "Pacific/Easter", "Pacific/Efate", "Pacific/Fakaofo", "Pacific/Fiji",
+    "Pacific/Funafuti", "Pacific/Galapagos", "Pacific/Gambier", "Pacific/Guadalcanal", "Pacific/Guam",
+    "Pacific/Honolulu", "Pacific/Kanton", "Pacific/Kiritimati", "Pacific/Kosrae", "Pacific/Kwajalein",
+    "Pacific/Majuro", "Pacific/Marquesas", "Pacific/Midway", "Pacific/Nauru", "Pacific/Niue",
+    "Pacific/Norfolk", "Pacific/Noumea", "Pacific/Pago_Pago", "Pacific/Palau", "Pacific/Pitcairn",
+    "Pacific/Pohnpei", "Pacific/Port_Moresby", "Pacific/Rarotonga", "Pacific/Saipan", "Pacific/Tahiti",
+    "Pacific/Tarawa", "Pacific/Tongatapu", "Pacific/Wake", "Pacific/Wallis", "UTC",
+};
+#define N_TIME_ZONES (sizeof time_zones / sizeof time_zones[0])
+
+static const char *const day_words[] = {
+    "today", "tomorrow", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+    "next Monday", "next Tuesday", "next Wednesday", "next Thursday", "next Friday", "next Saturday", "next Sunday",
+};
+#define N_DAY_WORDS (sizeof day_words / sizeof day_words[0])
+
+#define MAX_COMPLETIONS 100 /* the most values one answer may carry (MCP) */
+
+static int starts_with_ci(const char *s, struct view prefix)
+{
+    size_t i;
+    for (i = 0; i < prefix.n; i++)
+        if (!s[i] || lower((unsigned char)s[i]) != lower((unsigned char)prefix.p[i]))
+            return 0;
+    return 1;
+}
+
+static int completion_matches(const char *value, struct view typed)
+{
+    const char *slash = strchr(value, '/');
+    return starts_with_ci(value, typed) || (slash && starts_with_ci(slash + 1, typed));
+}
+
+/* {"completion":{"values":[...],"total":N,"hasMore":...}}: begin, offer
+ * each candidate word, end. */
+static void completion_begin(struct resp *r, struct view id)
+{
+    result_begin(r, id);
+    rs_str(r, "\"completion\":{\"values\":[");
+}
+
+static void completion_offer(struct resp *r, size_t *total, const char *word, struct view typed)
+{
+    if (!completion_matches(word, typed))
+        return;
+    if (*total < MAX_COMPLETIONS) {
+        if (*total)
+            rs_str(r, ",");
+        rs_json_string(r, word, strlen(word));
+    }
+    (*total)++;
+}
+
+static void completion_end(struct resp *r, size_t total, int modern)
+{
+    rs_printf(r, "],\"total\":%lu,\"hasMore\":%s}", (unsigned long)total, total > MAX_COMPLETIONS ? "true" : "false");
+    result_end(r, modern, 0);
+}
+
+static void render_completion(struct resp *r, struct view id, int modern, const char *const *words, size_t n, struct view typed)
+{
+    size_t i, total = 0;
+    completion_begin(r, id);
+    for (i = 0; i < n; i++)
+        completion_offer(r, &total, words[i], typed);
+    completion_end(r, total, modern);
+}
+
+/* What completion/complete's ref and argument name: a COMPLETE_ kind, or -1
+ * with the error rendered. */
+static int completion_kind(const struct rpc_ctx *c, const struct jdoc *d, int params, struct resp *r, struct view id)
+{
+    int ref = obj_get(d, params, "ref"), arg = obj_get(d, params, "argument");
+    int type = obj_get(d, ref, "type"), name = obj_get(d, arg, "name");
+    size_t i;
+    if (ref < 0 || d->t[ref].type != JSMN_OBJECT || arg < 0 || d->t[arg].type != JSMN_OBJECT || name < 0 ||
+        d->t[name].type != JSMN_STRING || d->t[obj_get(d, arg, "value")].type != JSMN_STRING) {
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: completion/complete needs params.ref and params.argument {name, value}", NULL);
+        return -1;
+    }
+    if (tok_is_str(d, type, "ref/prompt")) {
+        const struct cm_prompt *p = find_prompt(c, d, obj_get(d, ref, "name"));
+        for (i = 0; p && i < MAX_PROMPT_ARGS && p->args[i].name; i++)
+            if (view_eq(tok_view(d, name), p->args[i].name))
+                return p->args[i].completes;
+        rpc_error(r, id, E_INVALID_PARAMS, p ? "Invalid params: the prompt has no such argument" : "Invalid params: unknown prompt (prompts/list names them)", NULL);
+        return -1;
+    }
+    if (tok_is_str(d, type, "ref/resource")) {
+        int uri = obj_get(d, ref, "uri");
+        for (i = 0; i < N_RESOURCES; i++)
+            if (resource_is_template(&resources[i]) && resource_selected(c, &resources[i]) && tok_is_str(d, uri, resources[i].uri))
+                return COMPLETE_NONE; /* ids: nothing the server can list without an API call per key stroke */
+        rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: unknown resource template (resources/templates/list names them)", NULL);
+        return -1;
+    }
+    rpc_error(r, id, E_INVALID_PARAMS, "Invalid params: params.ref.type must be ref/prompt or ref/resource", NULL);
+    return -1;
+}
+
+/* Event type slugs come from one GET /event-types with the caller's token,
+ * kept a minute per token (by its keyed fingerprint, never the token) in a
+ * small table: the least recently fetched entry makes room. */
+#ifndef CM_SLUG_CACHE_ENTRIES
+#define CM_SLUG_CACHE_ENTRIES 8 /* callers whose slugs are kept at once */
+#endif
+#ifndef CM_SLUG_CACHE_BYTES
+#define CM_SLUG_CACHE_BYTES 1024 /* one caller's slugs, NUL separated; more are left out */
+#endif
+#define SLUG_CACHE_MS 60000      /* a new event type shows up within a minute */
+
+static struct slug_cache_entry {
+    int used;
+    unsigned char token_fp[16];
+    uint64_t fetched_ms;
+    size_t len;
+    char slugs[CM_SLUG_CACHE_BYTES];
+} slug_cache[CM_SLUG_CACHE_ENTRIES];
+
+/* The entry for this fingerprint (fresh or not), else the one to reuse. */
+static struct slug_cache_entry *slug_entry(const unsigned char fp[16], uint64_t now, int *fresh)
+{
+    size_t i, pick = 0;
+    for (i = 0; i < CM_SLUG_CACHE_ENTRIES; i++)
+        if (slug_cache[i].used && memcmp(slug_cache[i].token_fp, fp, 16) == 0) {
+            *fresh = now >= slug_cache[i].fetched_ms && now - slug_cache[i].fetched_ms < SLUG_CACHE_MS;
+            return &slug_cache[i];
+        }
+    *fresh = 0;
+    for (i = 0; i < CM_SLUG_CACHE_ENTRIES; i++) {
+        if (!slug_cache[i].used)
+            return &slug_cache[i];
+        if (slug_cache[i].fetched_ms < slug_cache[pick].fetched_ms)
+            pick = i;
+    }
+    return &slug_cache[pick];
+}
+
+static void render_slug_completion(struct resp *r, struct view id, int modern, const struct slug_cache_entry *e, struct view typed)
+{
+    size_t at, total = 0;
+    completion_begin(r, id);
+    for (at = 0; at < e->len; at += strlen(e->slugs + at) + 1)
+        completion_offer(r, &total, e->slugs + at, typed);
+    completion_end(r, total, modern);
+}
+
+/* Copies the string value of every "slug" key of a valid JSON text into out
+ * (NUL separated, no repeats, none with escapes); returns the bytes used. */
+static size_t collect_slugs(const char *j, size_t n, char *out, size_t cap)
+{
+    size_t i = 0, len = 0;
+    while (i < n) {
+        size_t start, end, k;
+        if (j[i++] != '"')
+            continue;
+        for (start = i; i < n && j[i] != '"'; i += j[i] == '\\' ? 2 : 1)
+            ;
+        end = i++;
+        for (k = i; k < n && strchr(" \t\r\n", j[k]); k++)
+            ;
+        if (end - start != 4 || memcmp(j + start, "slug", 4) != 0 || k >= n || j[k] != ':')
+            continue; /* a value, or another key */
+        for (k++; k < n && strchr(" \t\r\n", j[k]); k++)
+            ;
+        if (k >= n || j[k] != '"')
+            continue;
+        for (start = end = k + 1; end < n && j[end] != '"' && j[end] != '\\'; end++)
+            ;
+        if (end < n && j[end] == '"' && end > start && len + (end - start) + 1 <= cap) {
+            size_t s;
+            for (s = 0; s < len && !(strlen(out + s) == end - start && memcmp(out + s, j + start, end - start) == 0);
+                 s += strlen(out + s) + 1)
+                ;
+            if (s >= len) {
+                memcpy(out + len, j + start, end - start);
+                len += end - start;
+                out[len++] = 0;
+            }
+        }
+        i = k; /* the value is scanned as an ordinary string, from its quote */
+    }
+    return len;
+}
+
+/* An event type completion: from the cache, or D_PENDING for the one GET. */
+static int start_slug_completion(struct rpc_ctx *c, struct view id, struct view typed, struct resp *r, struct pending_call *pc)
+{
+    unsigned char fp[16];
+    int fresh;
+    struct slug_cache_entry *e;
+    if (!c->token || c->token_len >= sizeof bearer_buf || typed.n >= sizeof pc->res_id) {
+        render_completion(r, id, c->era == ERA_MODERN, NULL, 0, typed); /* nothing to ask, or no slug that long */
+        return D_REPLIED;
+    }
+    token_fingerprint(c->token, c->token_len, fp);
+    e = slug_entry(fp, cm_port_now_ms(), &fresh);
+    if (fresh) {
+        render_slug_completion(r, id, c->era == ERA_MODERN, e, typed);
+        return D_REPLIED;
+    }
+    pc->active = 1;
+    pc->kind = PC_SLUGS;
+    pc->tool = -1;
+    pc->modern = c->era == ERA_MODERN;
+    pc->handle = -1;
+    pc->jdoc_args = -1;
+    memcpy(pc->res_id, typed.p, typed.n);
+    pc->res_id[typed.n] = 0;
+    memcpy(pc->token_fp, fp, 16);
+    pc->id = id;
+    return D_PENDING;
+}
+
+static void render_slugs_result(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    struct view id, typed;
+    const char *why;
+    size_t at;
+    int fresh;
+    struct slug_cache_entry *e;
+    id = pc->id;
+    if (u->status == 0 || u->status >= 300 || json_check(u->body, u->body_len, &why, &at) < 0) {
+        char m[720], api[200]; /* m holds a transport error (up_result.error) and the API message */
+        api_message(u->body, u->body_len, api, sizeof api);
+        snprintf(m, sizeof m, "Could not list event types to complete: %s%s%s", u->status ? status_reason(u->status) : u->error,
+                 api[0] ? ": " : "", api);
+        rpc_error(r, id, E_SERVER, m, NULL);
+        return;
+    }
+    e = slug_entry(pc->token_fp, cm_port_now_ms(), &fresh);
+    e->used = 1;
+    memcpy(e->token_fp, pc->token_fp, 16);
+    e->fetched_ms = cm_port_now_ms();
+    e->len = collect_slugs(u->body, u->body_len, e->slugs, sizeof e->slugs);
+    typed.p = pc->res_id;
+    typed.n = strlen(pc->res_id);
+    render_slug_completion(r, id, pc->modern, e, typed);
+}
+
+static int serve_completion(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    struct view id = rpc_id(d, msg);
+    int params = obj_get(d, msg, "params");
+    int kind = completion_kind(c, d, params, r, id);
+    struct view typed;
+    if (kind < 0)
+        return D_REPLIED;
+    typed = tok_view(d, obj_get(d, obj_get(d, params, "argument"), "value"));
+    if (kind == COMPLETE_TIME_ZONE)
+        render_completion(r, id, c->era == ERA_MODERN, time_zones, N_TIME_ZONES, typed);
+    else if (kind == COMPLETE_DAY)
+        render_completion(r, id, c->era == ERA_MODERN, day_words, N_DAY_WORDS, typed);
+    else if (kind == COMPLETE_EVENT_TYPE)
+        return start_slug_completion(c, id, typed, r, pc);
+    else
+        render_completion(r, id, c->era == ERA_MODERN, NULL, 0, typed);
+    return D_REPLIED;
+}
+
+/* ---- Logging: one notifications/message per API call ---- */
+/*
+ * A client asks with logging/setLevel (session era, kept per session) or with
+ * _meta io.modelcontextprotocol/logLevel on the request (2026-07-28). It then
+ * gets, on that request's SSE answer (or stdout on stdio), one message per API
+ * call: method, path without the query, status and milliseconds. Never the
+ * token, never the query or body (they hold attendees' details).
+ */
+static const char *const log_levels[] = {"debug", "info", "notice", "warning",
+                                         "error", "critical", "alert", "emergency"};
+#define N_LOG_LEVELS (sizeof log_levels / sizeof log_levels[0])
+
+/* 1 + the level's index for a level string token; -1 for anything else. */
+static int log_level_of(const struct jdoc *d, int tok)
+{
+    size_t i;
+    if (tok < 0 || d->t[tok].type != JSMN_STRING)
+        return -1;
+    for (i = 0; i < N_LOG_LEVELS; i++)
+        if (view_eq(tok_view(d, tok), log_levels[i]))
+            return (int)i + 1;
+    return -1;
+}
+
+/* The level this request asked for: 0 none, 1.. a level, -1 malformed. */
+static int request_log_level(const struct rpc_ctx *c, const struct jdoc *d, int msg)
+{
+    if (c->era == ERA_MODERN) {
+        int lv = obj_get(d, obj_get(d, obj_get(d, msg, "params"), "_meta"), "io.modelcontextprotocol/logLevel");
+        return lv < 0 ? 0 : log_level_of(d, lv);
+    }
+    return c->log_level ? *c->log_level : 0;
+}
+
+static int serve_set_level(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    struct view id = rpc_id(d, msg);
+    int level = log_level_of(d, obj_get(d, obj_get(d, msg, "params"), "level"));
+    (void)pc;
+    if (level < 0) {
+        rpc_error(r, id, E_INVALID_PARAMS,
+                  "Invalid params: params.level must be one of debug, info, notice, warning, error, critical, alert, emergency", NULL);
+        return D_REPLIED;
+    }
+    if (c->log_level)
+        *c->log_level = (unsigned char)level;
+    result_begin(r, id);
+    result_end(r, 0, 0);
+    return D_REPLIED;
+}
+
+/* Remembers what the log message will say, once the request went out. */
+static void pending_log_start(struct pending_call *pc, const char *method)
+{
+    pc->start_ms = cm_port_now_ms();
+    snprintf(pc->api_method, sizeof pc->api_method, "%s", method);
+    snprintf(pc->api_path, sizeof pc->api_path, "%.*s", (int)strcspn(req_path, "?"), req_path);
+}
+
+/* The message for a finished API call, if the request asked for its level. */
+static void render_api_log(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    int level = u->status == 0 || u->status >= 500 ? 5 : u->status >= 400 ? 4 : 2; /* error, warning, info */
+    if (!pc->log_level || level < pc->log_level)
+        return;
+    msg_begin(r);
+    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"%s\","
+                 "\"logger\":\"calid-api\",\"data\":{\"method\":\"%s\",\"path\":",
+              log_levels[level - 1], pc->api_method);
+    rs_json_string(r, pc->api_path, strlen(pc->api_path));
+    rs_printf(r, ",\"status\":%d,\"ms\":%lu}}}", u->status, (unsigned long)(cm_port_now_ms() > pc->start_ms ? cm_port_now_ms() - pc->start_ms : 0));
+    msg_end(r);
+}
+
+/* ---- A request waiting on the API: a tool call or a resource read ---- */
+
+static int submit_pending(unsigned owner, struct pending_call *pc, const struct jdoc *d, const char *token,
+                          size_t token_len, char *msg, size_t cap)
+{
+    int h;
+    if (pc->kind == PC_SLUGS) {
+        memcpy(bearer_buf, token, token_len);
+        bearer_buf[token_len] = 0;
+        snprintf(req_path, sizeof req_path, "/event-types?limit=100"); /* the most one page holds */
+        h = up_submit(owner, "GET", req_path, bearer_buf, NULL, NULL, 0);
+    } else if (pc->kind == PC_RESOURCE) {
+        h = submit_resource_read(owner, pc, token, token_len, msg, cap);
+    } else {
+        h = submit_tool_call(owner, pc, d, token, token_len, msg, cap);
+    }
+    if (h == -2 && !msg[0])
+        snprintf(msg, cap, "The API request does not fit CM_UPSTREAM_REQ_BYTES");
+    if (h >= 0)
+        pending_log_start(pc, pc->kind == PC_TOOL ? tools[pc->tool].method : "GET");
+    return h;
+}
+
+/* The request could not even be built: a tool error for a tool call, a
+ * JSON-RPC error for anything else. */
+static void render_pending_failure(struct resp *r, const struct pending_call *pc, const char *msg)
+{
+    struct view id = pc->id;
+    if (pc->kind == PC_TOOL)
+        tool_text_result(r, id, pc->modern, 1, msg);
+    else
+        rpc_error(r, id, E_SERVER, msg, NULL);
+}
+
+static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+{
+    if (r->sse) /* log messages travel only on an SSE answer */
+        render_api_log(r, pc, u);
+    if (pc->kind == PC_SLUGS)
+        render_slugs_result(r, pc, u);
+    else if (pc->kind == PC_RESOURCE)
+        render_resource_result(r, pc, u, copy);
+    else
+        render_tool_result(r, pc, u, copy);
+}
+
 /* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
 static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct rpc_ctx *c, struct view header_version)
 {
@@ -4757,31 +5903,65 @@ static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct 
     return 0;
 }
 
-static void render_initialize(struct resp *r, struct view id, const char *version)
+/* What both eras advertise (initialize and server/discover). */
+#define SERVER_CAPABILITIES                                                                      \
+    "{\"tools\":{\"listChanged\":false},\"prompts\":{\"listChanged\":false},"                          \
+    "\"resources\":{\"listChanged\":false,\"subscribe\":false},\"logging\":{},\"completions\":{}}"
+
+static void render_initialize(struct resp *r, const struct rpc_ctx *c, struct view id, const char *version)
 {
     result_begin(r, id);
-    rs_printf(r, "\"protocolVersion\":\"%s\",\"capabilities\":{\"tools\":{\"listChanged\":false}},"
+    rs_printf(r, "\"protocolVersion\":\"%s\",\"capabilities\":" SERVER_CAPABILITIES ","
                  "\"serverInfo\":{\"name\":\"" SERVER_NAME "\",\"title\":\"" SERVER_TITLE "\",\"version\":\"" CM_VERSION "\"},"
                  "\"instructions\":",
               version);
-    rs_json_string(r, SERVER_INSTRUCTIONS, strlen(SERVER_INSTRUCTIONS));
+    render_instructions(r, c);
     result_end(r, 0, 0);
 }
 
-static void render_discover(struct resp *r, struct view id)
+/* supportedVersions names every version served (2026-07-28 per request, the
+ * others through initialize): the same list a -32022 error carries. */
+static void render_discover(struct resp *r, const struct rpc_ctx *c, struct view id)
 {
+    char versions[160];
+    supported_versions_json(versions, sizeof versions);
     result_begin(r, id);
-    rs_str(r, "\"supportedVersions\":[\"" MODERN_VERSION "\"],\"capabilities\":{\"tools\":{\"listChanged\":false}},"
-              "\"instructions\":");
-    rs_json_string(r, SERVER_INSTRUCTIONS, strlen(SERVER_INSTRUCTIONS));
+    rs_printf(r, "\"supportedVersions\":%s,\"capabilities\":" SERVER_CAPABILITIES ",\"instructions\":", versions);
+    render_instructions(r, c);
     result_end(r, 1, 1);
 }
 
-static void render_tools_list(struct resp *r, struct view id, int modern)
+/* The selected tools, referenced where they lie (static: safe even in a
+ * batch); neighbours in the catalog go out as one segment. */
+static void render_tools_list(struct resp *r, const struct rpc_ctx *c, struct view id, int modern)
 {
+    size_t i;
+    struct view run = {NULL, 0};
+    int listed = 0;
     result_begin(r, id);
     rs_str(r, "\"tools\":[");
-    rs_ext(r, (const char *)&tool_list + 1, sizeof tool_list - 1, 0); /* const: safe to reference, even in a batch */
+    for (i = 0; i < N_TOOLS; i++) {
+        struct view t;
+        if (!tool_selected(c, i))
+            continue;
+        t = tool_json(i);
+        if (run.p && run.p + run.n + 1 == t.p) {
+            run.n += 1 + t.n; /* the comma between them comes along */
+            continue;
+        }
+        if (run.p) {
+            if (listed++)
+                rs_str(r, ",");
+            rs_ext(r, run.p, run.n, 0);
+        }
+        run = t;
+    }
+    if (run.p) {
+        if (listed)
+            rs_str(r, ",");
+        rs_ext(r, run.p, run.n, 0);
+    }
+    rs_str(r, "]");
     result_end(r, modern, 1);
 }
 
@@ -4825,46 +6005,118 @@ static int check_message_shape(const struct jdoc *d, int msg, struct resp *r)
     return -1;
 }
 
+/* Every method has one handler of this shape: D_REPLIED, D_NO_REPLY or
+ * D_PENDING (the pending call is filled in and waits on the API). */
+typedef int (*method_fn)(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc);
+
+static int serve_tools_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_tools_list(r, c, rpc_id(d, msg), c->era == ERA_MODERN);
+    return D_REPLIED;
+}
+
+static int serve_prompts_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_prompts_list(r, c, rpc_id(d, msg), c->era == ERA_MODERN);
+    return D_REPLIED;
+}
+
+static int serve_resources_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_resources_list(r, c, rpc_id(d, msg), 0);
+    return D_REPLIED;
+}
+
+static int serve_templates_list(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_resources_list(r, c, rpc_id(d, msg), 1);
+    return D_REPLIED;
+}
+
+static int serve_discover(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)pc;
+    render_discover(r, c, rpc_id(d, msg));
+    return D_REPLIED;
+}
+
+static int serve_ping(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)c;
+    (void)pc;
+    result_begin(r, rpc_id(d, msg));
+    result_end(r, 0, 0);
+    return D_REPLIED;
+}
+
+/* Reached only from transports that handle initialize themselves. */
+static int serve_late_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
+{
+    (void)c;
+    (void)pc;
+    rpc_error(r, rpc_id(d, msg), E_INVALID_REQUEST, "Invalid Request: initialize must be the first message of a session", NULL);
+    return D_REPLIED;
+}
+
+/* The methods, with the eras that have them. */
+static const struct {
+    const char *method;
+    int eras; /* ERA_SESSION, ERA_MODERN or both */
+    method_fn serve;
+} methods[] = {
+    {"tools/list", ERA_SESSION | ERA_MODERN, serve_tools_list},
+    {"tools/call", ERA_SESSION | ERA_MODERN, start_tool_call},
+    {"prompts/list", ERA_SESSION | ERA_MODERN, serve_prompts_list},
+    {"prompts/get", ERA_SESSION | ERA_MODERN, serve_prompts_get},
+    {"resources/list", ERA_SESSION | ERA_MODERN, serve_resources_list},
+    {"resources/templates/list", ERA_SESSION | ERA_MODERN, serve_templates_list},
+    {"resources/read", ERA_SESSION | ERA_MODERN, start_resource_read},
+    {"completion/complete", ERA_SESSION | ERA_MODERN, serve_completion},
+    {"server/discover", ERA_MODERN, serve_discover},
+    {"logging/setLevel", ERA_SESSION, serve_set_level},
+    {"ping", ERA_SESSION, serve_ping},
+    {"initialize", ERA_SESSION, serve_late_initialize},
+};
+#define N_METHODS (sizeof methods / sizeof methods[0])
+
 static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, struct pending_call *pc)
 {
     int method = obj_get(d, msg, "method"), id_tok = obj_get(d, msg, "id");
     int modern = c->era == ERA_MODERN;
     struct view id = rpc_id(d, msg), m;
-    int shape = check_message_shape(d, msg, r);
+    int shape = check_message_shape(d, msg, r), level, other_era = 0;
+    size_t i;
+    char text[200];
     if (shape >= 0)
         return shape;
     m = tok_view(d, method);
     if (id_tok < 0) /* a notification: never answered */
         return D_NO_REPLY;
-    if (view_eq(m, "tools/list")) {
-        render_tools_list(r, id, modern);
+    level = request_log_level(c, d, msg);
+    if (level < 0) {
+        c->http_status = 400;
+        rpc_error(r, id, E_INVALID_PARAMS,
+                  "Invalid params: params._meta[\"io.modelcontextprotocol/logLevel\"] must be one of debug, info, notice, warning, error, critical, alert, emergency",
+                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/logLevel\",\"problem\":\"not a log level\"}}");
         return D_REPLIED;
     }
-    if (view_eq(m, "tools/call"))
-        return start_tool_call(c, d, msg, r, pc);
-    if (modern && view_eq(m, "server/discover")) {
-        render_discover(r, id);
-        return D_REPLIED;
+    pc->log_level = level;
+    for (i = 0; i < N_METHODS; i++) {
+        if (!view_eq(m, methods[i].method))
+            continue;
+        if (methods[i].eras & c->era)
+            return methods[i].serve(c, d, msg, r, pc);
+        other_era = 1;
     }
-    if (!modern && view_eq(m, "ping")) {
-        result_begin(r, id);
-        result_end(r, 0, 0);
-        return D_REPLIED;
-    }
-    if (!modern && view_eq(m, "initialize")) {
-        /* reached only from transports that handle initialize themselves */
-        rpc_error(r, id, E_INVALID_REQUEST, "Invalid Request: initialize must be the first message of a session", NULL);
-        return D_REPLIED;
-    }
-    {
-        char text[200];
-        snprintf(text, sizeof text, "Method not found: %.*s%s", (int)(m.n > 80 ? 80 : m.n), m.p,
-                 modern && (view_eq(m, "initialize") || view_eq(m, "ping") || view_eq(m, "logging/setLevel"))
-                     ? " (not part of protocol 2026-07-28)" : "");
-        if (modern)
-            c->http_status = 404;
-        rpc_error(r, id, E_METHOD_NOT_FOUND, text, NULL);
-    }
+    snprintf(text, sizeof text, "Method not found: %.*s%s", (int)(m.n > 80 ? 80 : m.n), m.p,
+             modern && other_era ? " (not part of protocol 2026-07-28)" : "");
+    if (modern)
+        c->http_status = 404;
+    rpc_error(r, id, E_METHOD_NOT_FOUND, text, NULL);
     return D_REPLIED;
 }
 
@@ -4905,7 +6157,7 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
         }
         c->new_session = s;
     }
-    render_initialize(r, id, version);
+    render_initialize(r, c, id, version);
     return D_REPLIED;
 }
 
@@ -4969,6 +6221,688 @@ static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? no
 static jsmntok_t toks[CM_JSON_TOKENS];
 static unsigned long stat_requests, stat_refused_busy, stat_refused_addr, stat_evicted;
 
+/* ======================================================================
+ * 11a. HTTPS on the listener: the BearSSL server engine under the
+ *      connections
+ * ====================================================================== */
+/*
+ * Shape
+ *   - With --tls-cert/--tls-key every accepted connection takes one of
+ *     CM_TLS_CONNS engine slots: a server context and a half-duplex I/O
+ *     buffer. The connection code below reads and writes through
+ *     conn_recv()/conn_sendv(), which go straight to the socket without TLS
+ *     and through the engine with it; the HTTP parser and the answer code
+ *     are the same either way.
+ *   - Half-duplex buffer (BR_SSL_BUFSIZE_MONO, 16,709 B instead of 33,178 B
+ *     for both directions): HTTP/1.1 alternates request and answer. The
+ *     engine cannot send while decrypted input waits in its buffer, so before
+ *     writing, that input (pipelined requests) is moved into the connection's
+ *     in[]; a client that pipelines more than in[] holds is closed. The buffer
+ *     still takes a full 16 KiB record, so clients need no max-fragment
+ *     negotiation (which few of them offer).
+ *   - TLS 1.2 only (BearSSL's highest), ECDHE key exchange with AES-GCM or
+ *     ChaCha20-Poly1305 (forward secret, authenticated encryption), no
+ *     renegotiation. Sessions resume from one LRU cache of CM_TLS_SESSIONS
+ *     entries shared by all connections.
+ *   - Non-blocking: tls_pump() moves records while the socket takes them,
+ *     outgoing records first. A handshake that fails (garbage, an old
+ *     protocol version, no common cipher suite) ends the connection at once;
+ *     one not done within CM_TLS_HANDSHAKE_MS ends it then. Plain HTTP sent
+ *     to the HTTPS port gets a plain-text 400 that says to use https://.
+ */
+#if CM_TLS_CONNS > 0
+
+struct tls_conn {
+    br_ssl_server_context sc;            /* 4,128 B with BearSSL 0.6 */
+    unsigned char iobuf[BR_SSL_BUFSIZE_MONO];
+    uint64_t started_ms;                 /* accept time: the handshake ends by + CM_TLS_HANDSHAKE_MS */
+    unsigned char in_use;
+    unsigned char ready;                 /* handshake done */
+    unsigned char got_bytes;             /* the first bytes were looked at (plain HTTP?) */
+    unsigned char resume_len;            /* session id found in the cache for this handshake */
+    unsigned char resume_id[32];
+};
+
+#define TLS_SESSION_ENTRY 100 /* bytes per entry in BearSSL's LRU cache */
+
+static struct {
+    int on;                                            /* the listener speaks TLS */
+    int key_type;                                      /* BR_KEYTYPE_RSA or BR_KEYTYPE_EC */
+    size_t n_chain, der_used;
+    br_x509_certificate chain[CM_TLS_CHAIN_CERTS];
+    unsigned char der[CM_TLS_CHAIN_BYTES];             /* the chain's certificates, DER */
+    br_skey_decoder_context key;                       /* the private key, decoded in place */
+    const br_ssl_session_cache_class *cache_vtable;    /* tls_cache_class: the LRU below, noting hits */
+    br_ssl_session_cache_lru lru;
+    unsigned char cache_store[CM_TLS_SESSIONS * TLS_SESSION_ENTRY];
+    struct tls_conn conns[CM_TLS_CONNS];
+    unsigned short of_conn[CM_MAX_CONNS];              /* per connection: 0 plain, else 1 + its engine slot */
+    unsigned long full, resumed, failed;               /* handshakes, for the debug log */
+} tls;
+
+static size_t tls_static_bytes(void) { return sizeof tls; }
+#define TLS_CONN_BYTES sizeof(struct tls_conn) /* for --version */
+static int tls_on(void) { return tls.on; }
+
+/* ---- certificate chain and key, from PEM ---- */
+struct tls_pem_load {
+    br_pem_decoder_context pem;
+    int want_key;       /* reading the key file (else the certificate file) */
+    int in_obj;         /* inside an object whose DER is taken */
+    int overflow;       /* the chain outgrew der[] */
+    int n_keys, encrypted;
+    size_t obj_start;
+};
+
+static void tls_der_to_chain(void *ctx, const void *p, size_t n)
+{
+    struct tls_pem_load *l = ctx;
+    if (l->overflow || n > sizeof tls.der - tls.der_used) {
+        l->overflow = 1;
+        return;
+    }
+    memcpy(tls.der + tls.der_used, p, n);
+    tls.der_used += n;
+}
+
+static void tls_der_to_key(void *ctx, const void *p, size_t n)
+{
+    (void)ctx;
+    br_skey_decoder_push(&tls.key, p, n);
+}
+
+static void tls_pem_begin(struct tls_pem_load *l)
+{
+    const char *name = br_pem_decoder_name(&l->pem);
+    int is_key = strcmp(name, "PRIVATE KEY") == 0 || strcmp(name, "RSA PRIVATE KEY") == 0 ||
+                 strcmp(name, "EC PRIVATE KEY") == 0;
+    l->in_obj = 0;
+    if (l->want_key && strcmp(name, "ENCRYPTED PRIVATE KEY") == 0)
+        l->encrypted = 1;
+    if (l->want_key && is_key && l->n_keys++ == 0) {
+        br_skey_decoder_init(&tls.key);
+        br_pem_decoder_setdest(&l->pem, tls_der_to_key, l);
+        l->in_obj = 1;
+    } else if (!l->want_key && (strcmp(name, "CERTIFICATE") == 0 || strcmp(name, "X509 CERTIFICATE") == 0)) {
+        l->obj_start = tls.der_used;
+        br_pem_decoder_setdest(&l->pem, tls_der_to_chain, l);
+        l->in_obj = 1;
+    } else {
+        br_pem_decoder_setdest(&l->pem, NULL, NULL); /* other objects (EC PARAMETERS...) are skipped */
+    }
+}
+
+/* A taken certificate ended: it joins the chain. 0, or -1 with err. */
+static int tls_pem_end(struct tls_pem_load *l, const char *path, char *err, size_t errlen)
+{
+    if (!l->in_obj || l->want_key) {
+        l->in_obj = 0;
+        return 0;
+    }
+    l->in_obj = 0;
+    if (l->overflow) {
+        snprintf(err, errlen, "the certificates in %s need more than %d bytes (CM_TLS_CHAIN_BYTES)", path, CM_TLS_CHAIN_BYTES);
+        return -1;
+    }
+    if (tls.n_chain == CM_TLS_CHAIN_CERTS) {
+        snprintf(err, errlen, "%s holds more than %d certificates (CM_TLS_CHAIN_CERTS)", path, CM_TLS_CHAIN_CERTS);
+        return -1;
+    }
+    tls.chain[tls.n_chain].data = tls.der + l->obj_start;
+    tls.chain[tls.n_chain].data_len = tls.der_used - l->obj_start;
+    tls.n_chain++;
+    return 0;
+}
+
+/* Feeds a PEM file to the decoder: certificates to the chain, or the first
+ * private key to the key decoder. 0, or -1 with err. */
+static int tls_read_pem(const char *path, int want_key, struct tls_pem_load *l, char *err, size_t errlen)
+{
+    unsigned char buf[1024];
+    int eof = 0, rc = 0;
+    FILE *f = fopen(path, "rb");
+    memset(l, 0, sizeof *l);
+    l->want_key = want_key;
+    if (!f) {
+        snprintf(err, errlen, "cannot open the TLS %s %s: %s", want_key ? "key" : "certificate", path, strerror(errno));
+        return -1;
+    }
+    br_pem_decoder_init(&l->pem);
+    while (!eof && rc == 0) {
+        size_t n = fread(buf, 1, sizeof buf, f), off = 0;
+        if (n == 0) {
+            if (ferror(f)) {
+                snprintf(err, errlen, "cannot read %s", path);
+                rc = -1;
+                break;
+            }
+            buf[0] = '\n'; /* lets the decoder see an END line without a newline */
+            n = 1;
+            eof = 1;
+        }
+        while (off < n && rc == 0) {
+            off += br_pem_decoder_push(&l->pem, buf + off, n - off);
+            switch (br_pem_decoder_event(&l->pem)) {
+            case BR_PEM_BEGIN_OBJ:
+                tls_pem_begin(l);
+                break;
+            case BR_PEM_END_OBJ:
+                rc = tls_pem_end(l, path, err, errlen);
+                break;
+            case BR_PEM_ERROR:
+                snprintf(err, errlen, "%s is not valid PEM", path);
+                rc = -1;
+                break;
+            default:
+                break;
+            }
+        }
+    }
+    fclose(f);
+    memset(buf, 0, sizeof buf); /* it held key bytes */
+    return rc;
+}
+
+static void tls_dn_ignore(void *ctx, const void *p, size_t n)
+{
+    (void)ctx;
+    (void)p;
+    (void)n;
+}
+
+/* Big-endian integers equal, leading zeros aside? */
+static int tls_int_eq(const unsigned char *a, size_t an, const unsigned char *b, size_t bn)
+{
+    while (an && !*a) {
+        a++;
+        an--;
+    }
+    while (bn && !*b) {
+        b++;
+        bn--;
+    }
+    return an == bn && memcmp(a, b, an) == 0;
+}
+
+/* The key must belong to the leaf (the first certificate). 0, or -1 with err. */
+static int tls_check_pair(const char *cert, const char *key, char *err, size_t errlen)
+{
+    br_x509_decoder_context xd; /* ~1.2 KB of stack, at start-up only */
+    const br_x509_pkey *pk;
+    unsigned char mine[512];
+    int match = 0;
+    br_x509_decoder_init(&xd, tls_dn_ignore, NULL);
+    br_x509_decoder_push(&xd, tls.chain[0].data, tls.chain[0].data_len);
+    pk = br_x509_decoder_get_pkey(&xd);
+    if (!pk || br_x509_decoder_last_error(&xd)) {
+        snprintf(err, errlen, "the first certificate in %s could not be decoded (BearSSL error %d)", cert,
+                 br_x509_decoder_last_error(&xd));
+        return -1;
+    }
+    if (pk->key_type == BR_KEYTYPE_RSA && tls.key_type == BR_KEYTYPE_RSA) {
+        const br_rsa_private_key *sk = br_skey_decoder_get_rsa(&tls.key);
+        br_rsa_compute_modulus modulus = br_rsa_compute_modulus_get_default();
+        size_t n = modulus(NULL, sk);
+        match = n > 0 && n <= sizeof mine && modulus(mine, sk) == n && tls_int_eq(mine, n, pk->key.rsa.n, pk->key.rsa.nlen);
+    } else if (pk->key_type == BR_KEYTYPE_EC && tls.key_type == BR_KEYTYPE_EC) {
+        const br_ec_private_key *sk = br_skey_decoder_get_ec(&tls.key);
+        br_ec_public_key pub;
+        size_t n = br_ec_compute_pub(br_ec_get_default(), &pub, mine, sk);
+        match = n > 0 && sk->curve == pk->key.ec.curve && n == pk->key.ec.qlen && memcmp(mine, pk->key.ec.q, n) == 0;
+    }
+    memset(mine, 0, sizeof mine);
+    if (!match) {
+        snprintf(err, errlen, "the private key in %s does not belong to the first certificate in %s (the leaf must come first)",
+                 key, cert);
+        return -1;
+    }
+    return 0;
+}
+
+static int tls_load(const char *cert, const char *key, char *err, size_t errlen)
+{
+    struct tls_pem_load l; /* ~0.7 KB of stack, at start-up only */
+    tls.n_chain = tls.der_used = 0;
+    if (tls_read_pem(cert, 0, &l, err, errlen) < 0)
+        return -1;
+    if (tls.n_chain == 0) {
+        snprintf(err, errlen, "no certificate (-----BEGIN CERTIFICATE-----) in %s", cert);
+        return -1;
+    }
+    if (tls_read_pem(key, 1, &l, err, errlen) < 0)
+        return -1;
+    if (l.n_keys == 0) {
+        if (l.encrypted)
+            snprintf(err, errlen, "the private key in %s is encrypted: give an unencrypted copy (openssl pkey -in %s -out plain.key)",
+                     key, key);
+        else
+            snprintf(err, errlen, "no private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY) in %s", key);
+        return -1;
+    }
+    tls.key_type = br_skey_decoder_key_type(&tls.key);
+    if (br_skey_decoder_last_error(&tls.key) || (tls.key_type != BR_KEYTYPE_RSA && tls.key_type != BR_KEYTYPE_EC)) {
+        snprintf(err, errlen, "the private key in %s could not be decoded (BearSSL error %d; RSA and EC keys are supported)", key,
+                 br_skey_decoder_last_error(&tls.key));
+        return -1;
+    }
+    return tls_check_pair(cert, key, err, errlen);
+}
+
+/* ---- session cache: BearSSL's LRU, noting which handshakes resume ---- */
+static void tls_cache_save(const br_ssl_session_cache_class **ctx, br_ssl_server_context *sc, const br_ssl_session_parameters *p)
+{
+    (void)ctx;
+    tls.lru.vtable->save(&tls.lru.vtable, sc, p);
+}
+
+static int tls_cache_load(const br_ssl_session_cache_class **ctx, br_ssl_server_context *sc, br_ssl_session_parameters *p)
+{
+    struct tls_conn *tc = (struct tls_conn *)(void *)sc; /* sc is the first member */
+    int found = tls.lru.vtable->load(&tls.lru.vtable, sc, p);
+    (void)ctx;
+    if (found) {
+        tc->resume_len = p->session_id_len;
+        memcpy(tc->resume_id, p->session_id, sizeof tc->resume_id);
+    }
+    return found;
+}
+
+static const br_ssl_session_cache_class tls_cache_class = {sizeof(const br_ssl_session_cache_class *), tls_cache_save,
+                                                           tls_cache_load};
+
+/* ECDHE only (forward secrecy), AEAD only; the server's order wins. */
+static const uint16_t tls_suites[] = {
+    BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,       BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,       BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+/* Loads the certificate and key and readies every engine slot. */
+static int tls_start(const char *cert, const char *key, char *err, size_t errlen)
+{
+    int t;
+    tls.on = 0;
+    if (!cert || !key) {
+        snprintf(err, errlen, "HTTPS needs both --tls-cert and --tls-key (CALID_MCP_TLS_CERT, CALID_MCP_TLS_KEY)");
+        return -1;
+    }
+    if (tls_load(cert, key, err, errlen) < 0)
+        return -1;
+    br_ssl_session_cache_lru_init(&tls.lru, tls.cache_store, sizeof tls.cache_store);
+    tls.cache_vtable = &tls_cache_class;
+    for (t = 0; t < CM_TLS_CONNS; t++) {
+        struct tls_conn *tc = &tls.conns[t];
+        br_ssl_engine_context *eng = &tc->sc.eng;
+        unsigned char seed[32];
+        if (tls.key_type == BR_KEYTYPE_RSA)
+            br_ssl_server_init_full_rsa(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_rsa(&tls.key));
+        else
+            br_ssl_server_init_full_ec(&tc->sc, tls.chain, tls.n_chain, BR_KEYTYPE_EC, br_skey_decoder_get_ec(&tls.key));
+        br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
+        br_ssl_engine_set_suites(eng, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
+        br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION | BR_OPT_ENFORCE_SERVER_PREFERENCES);
+        br_ssl_engine_set_buffer(eng, tc->iobuf, sizeof tc->iobuf, 0);
+        br_ssl_server_set_cache(&tc->sc, &tls.cache_vtable);
+        if (cm_port_random(seed, sizeof seed) == 0)
+            br_ssl_engine_inject_entropy(eng, seed, sizeof seed);
+        memset(seed, 0, sizeof seed);
+        tc->in_use = 0;
+    }
+    tls.on = 1;
+    return 0;
+}
+
+/* Forgets the key and every session (cm_stop). */
+static void tls_stop(void)
+{
+    tls.on = 0;
+    memset(&tls.key, 0, sizeof tls.key);
+    memset(tls.cache_store, 0, sizeof tls.cache_store);
+    memset(tls.conns, 0, sizeof tls.conns);
+}
+
+/* ---- one connection ---- */
+
+/* A free engine slot, reset for a new client; -1 when all are taken. */
+static int tls_attach(void)
+{
+    int t;
+    for (t = 0; t < CM_TLS_CONNS; t++) {
+        struct tls_conn *tc = &tls.conns[t];
+        if (tc->in_use)
+            continue;
+        if (!br_ssl_server_reset(&tc->sc))
+            return -1;
+        tc->in_use = 1;
+        tc->ready = tc->got_bytes = tc->resume_len = 0;
+        tc->started_ms = cm_port_now_ms();
+        return t;
+    }
+    return -1;
+}
+
+static void tls_log_failure(struct tls_conn *tc)
+{
+    int e = br_ssl_engine_last_error(&tc->sc.eng);
+    int alert = e >= BR_ERR_SEND_FATAL_ALERT   ? e - BR_ERR_SEND_FATAL_ALERT
+                : e >= BR_ERR_RECV_FATAL_ALERT ? e - BR_ERR_RECV_FATAL_ALERT
+                                               : -1;
+    const char *why =
+        alert == 70                                  ? "the client offers no TLS 1.2 (an old protocol version)"
+        : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE ? "no cipher suite in common (ECDHE with AES-GCM or ChaCha20 is needed)"
+        : e == BR_ERR_UNSUPPORTED_VERSION            ? "not TLS 1.x records (garbage, or SSL 2)"
+        : e == BR_ERR_BAD_VERSION || e == BR_ERR_BAD_LENGTH || e == BR_ERR_UNKNOWN_TYPE || e == BR_ERR_TOO_LARGE
+            ? "the client's bytes are not TLS"
+        : e == BR_ERR_UNEXPECTED ? "the client sent an unexpected message"
+                                 : "an engine error";
+    tls.failed++;
+    if (alert >= 0)
+        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s alert %d (%s)%s%s", e >= BR_ERR_SEND_FATAL_ALERT ? "sent" : "got", alert,
+                up_alert_name(alert), alert == 70 || alert == 40 ? ": " : "", alert == 70 || alert == 40 ? why : "");
+    else if (e)
+        cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s (BearSSL error %d)", why, e);
+}
+
+static void tls_handshake_done(struct tls_conn *tc)
+{
+    br_ssl_session_parameters sp;
+    int resumed;
+    br_ssl_engine_get_session_parameters(&tc->sc.eng, &sp);
+    resumed = tc->resume_len && sp.session_id_len == tc->resume_len && memcmp(sp.session_id, tc->resume_id, tc->resume_len) == 0;
+    memset(&sp, 0, sizeof sp); /* the master secret */
+    tc->ready = 1;
+    if (resumed)
+        tls.resumed++;
+    else
+        tls.full++;
+    cm_logf(CM_LOG_DEBUG, "TLS: %s handshake in %lu ms (%lu full, %lu resumed, %lu failed so far)", resumed ? "resumed" : "full",
+            (unsigned long)ms_since(cm_port_now_ms(), tc->started_ms), tls.full, tls.resumed, tls.failed);
+}
+
+/* The first bytes are a plain HTTP request: say so in plain HTTP. */
+static void tls_refuse_plain_http(cm_sock_t s)
+{
+    static const char body[] = "{\"error\":\"this port speaks HTTPS: use https:// in the URL\"}";
+    char msg[256];
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     "Content-Length: %u\r\n\r\n%s",
+                     (unsigned)(sizeof body - 1), body);
+    (void)cm_port_send(s, msg, (size_t)n); /* one small write: best effort, then close */
+}
+
+/*
+ * Moves records between the socket and the engine until the socket would
+ * block: outgoing records first; incoming ones only when want_input and no
+ * decrypted input is waiting. 0 (still open), or -1: the connection is over
+ * (closed, failed, the peer left).
+ */
+static int tls_pump(int t, cm_sock_t s, int want_input)
+{
+    struct tls_conn *tc = &tls.conns[t];
+    br_ssl_engine_context *eng = &tc->sc.eng;
+    for (;;) {
+        unsigned st = br_ssl_engine_current_state(eng);
+        unsigned char *buf;
+        size_t len;
+        long n;
+        if (st & BR_SSL_SENDREC) {
+            buf = br_ssl_engine_sendrec_buf(eng, &len);
+            n = cm_port_send(s, buf, len);
+            if (n == CM_PORT_AGAIN)
+                return 0;
+            if (n <= 0)
+                return -1;
+            br_ssl_engine_sendrec_ack(eng, (size_t)n);
+            continue;
+        }
+        if (st == 0 || (st & BR_SSL_CLOSED)) {
+            if (!tc->ready)
+                tls_log_failure(tc);
+            return -1;
+        }
+        if (!tc->ready && (st & (BR_SSL_SENDAPP | BR_SSL_RECVAPP)))
+            tls_handshake_done(tc);
+        if (!want_input || (st & BR_SSL_RECVAPP) || !(st & BR_SSL_RECVREC))
+            return 0;
+        buf = br_ssl_engine_recvrec_buf(eng, &len);
+        n = cm_port_recv(s, buf, len);
+        if (n == CM_PORT_AGAIN)
+            return 0;
+        if (n <= 0)
+            return -1;
+        if (!tc->got_bytes) {
+            tc->got_bytes = 1;
+            if (buf[0] >= 'A' && buf[0] <= 'Z') { /* "GET ", "POST "...: no TLS record starts so */
+                tls_refuse_plain_http(s);
+                cm_logf(CM_LOG_DEBUG, "TLS: a plain HTTP request came to the HTTPS port");
+                return -1;
+            }
+        }
+        br_ssl_engine_recvrec_ack(eng, (size_t)n);
+    }
+}
+
+/* Like cm_port_recv, for the decrypted bytes. */
+static long tls_recv(int t, cm_sock_t s, void *out, size_t cap)
+{
+    br_ssl_engine_context *eng = &tls.conns[t].sc.eng;
+    unsigned char *buf;
+    size_t len;
+    if (tls_pump(t, s, 1) < 0)
+        return br_ssl_engine_last_error(eng) ? -1 : 0;
+    buf = br_ssl_engine_recvapp_buf(eng, &len);
+    if (!buf)
+        return CM_PORT_AGAIN;
+    if (len > cap)
+        len = cap;
+    memcpy(out, buf, len);
+    br_ssl_engine_recvapp_ack(eng, len);
+    return (long)len;
+}
+
+/* Like cm_port_sendv: the bytes the engine took (it encrypts and sends them
+ * as the socket allows), CM_PORT_AGAIN when it took none, or -1. */
+static long tls_sendv(int t, cm_sock_t s, const struct cm_iovec *iov, unsigned n)
+{
+    br_ssl_engine_context *eng = &tls.conns[t].sc.eng;
+    size_t done = 0;
+    unsigned i;
+    if (tls_pump(t, s, 0) < 0)
+        return -1;
+    for (i = 0; i < n; i++) {
+        size_t off = 0;
+        while (off < iov[i].n) {
+            size_t room, k;
+            unsigned char *buf = br_ssl_engine_sendapp_buf(eng, &room);
+            if (!buf)
+                goto out; /* the engine's records must go out first */
+            k = iov[i].n - off < room ? iov[i].n - off : room;
+            memcpy(buf, (const unsigned char *)iov[i].p + off, k);
+            br_ssl_engine_sendapp_ack(eng, k); /* a full buffer becomes a record */
+            off += k;
+            done += k;
+            if (tls_pump(t, s, 0) < 0)
+                return -1;
+        }
+    }
+out:
+    br_ssl_engine_flush(eng, 0);
+    if (tls_pump(t, s, 0) < 0)
+        return -1;
+    return done ? (long)done : CM_PORT_AGAIN;
+}
+
+/* Every record of the answer has gone to the socket (or the connection is
+ * over, which the next read finds). */
+static int tls_flushed(int t, cm_sock_t s)
+{
+    br_ssl_engine_flush(&tls.conns[t].sc.eng, 0);
+    return tls_pump(t, s, 0) < 0 || !(br_ssl_engine_current_state(&tls.conns[t].sc.eng) & BR_SSL_SENDREC);
+}
+
+/* The engine holds or awaits input before it can take more to send. */
+static int tls_input_first(int t)
+{
+    unsigned st = br_ssl_engine_current_state(&tls.conns[t].sc.eng);
+    return !(st & (BR_SSL_SENDREC | BR_SSL_SENDAPP | BR_SSL_CLOSED)) && (st & (BR_SSL_RECVAPP | BR_SSL_RECVREC));
+}
+
+/* What to poll for, given what the connection wants (CM_POLL_IN to read,
+ * CM_POLL_OUT to write, 0 neither): what the engine needs first. */
+static short tls_poll_events(int t, short wanted)
+{
+    unsigned st = br_ssl_engine_current_state(&tls.conns[t].sc.eng);
+    if (!wanted)
+        return 0;
+    if (st & BR_SSL_SENDREC)
+        return CM_POLL_OUT;
+    if ((wanted & CM_POLL_OUT) && (st & BR_SSL_SENDAPP))
+        return CM_POLL_OUT;
+    return CM_POLL_IN;
+}
+
+/* The handshake of an open connection is past its time. */
+static int tls_expired(int t, uint64_t now)
+{
+    const struct tls_conn *tc = &tls.conns[t];
+    return tc->in_use && !tc->ready && ms_since(now, tc->started_ms) > CM_TLS_HANDSHAKE_MS;
+}
+
+/* The connection ends: close_notify if the socket takes it now; the slot is free. */
+static void tls_detach(int t, cm_sock_t s)
+{
+    struct tls_conn *tc = &tls.conns[t];
+    if (tc->ready && !(br_ssl_engine_current_state(&tc->sc.eng) & BR_SSL_CLOSED)) {
+        br_ssl_engine_close(&tc->sc.eng);
+        (void)tls_pump(t, s, 0);
+    } else if (!tc->ready && br_ssl_engine_last_error(&tc->sc.eng) == 0 && tc->got_bytes) {
+        tls.failed++; /* given up: timed out, or the client left mid-handshake */
+    }
+    tc->in_use = 0;
+}
+
+#else /* CM_TLS_CONNS == 0: built without TLS serving */
+
+static size_t tls_static_bytes(void) { return 0; }
+#define TLS_CONN_BYTES 0
+static int tls_on(void) { return 0; }
+static int tls_start(const char *cert, const char *key, char *err, size_t errlen)
+{
+    (void)cert;
+    (void)key;
+    snprintf(err, errlen, "this build serves no HTTPS (CM_TLS_CONNS=0): drop --tls-cert/--tls-key or rebuild");
+    return -1;
+}
+static void tls_stop(void) {}
+
+#endif /* CM_TLS_CONNS */
+
+/* ---- the byte layer under the HTTP code: the socket itself, or TLS (11a) ---- */
+#if CM_TLS_CONNS > 0
+#define CONN_TLS(c) ((int)tls.of_conn[(c) - conns] - 1)
+#else
+#define CONN_TLS(c) ((void)(c), -1)
+#define tls_recv(t, s, b, n) ((void)(t), (void)(s), (long)-1)
+#define tls_sendv(t, s, v, n) ((void)(t), (void)(s), (long)-1)
+#define tls_flushed(t, s) 1
+#define tls_poll_events(t, ev) (ev)
+#define tls_expired(t, now) ((void)(now), 0)
+#endif
+
+static long conn_recv(struct conn *c, void *buf, size_t len)
+{
+    int t = CONN_TLS(c);
+    return t < 0 ? cm_port_recv(c->sock, buf, len) : tls_recv(t, c->sock, buf, len);
+}
+
+/* A half-duplex engine sends only once its input is taken: decrypted bytes
+ * (pipelined requests) move to the free end of in[]. -1 when in[] is full. */
+static int conn_tls_take_input(struct conn *c, int t)
+{
+#if CM_TLS_CONNS > 0
+    while (tls_input_first(t)) {
+        long n;
+        if (c->in_len == sizeof c->in)
+            return -1;
+        n = tls_recv(t, c->sock, c->in + c->in_len, sizeof c->in - c->in_len);
+        if (n == CM_PORT_AGAIN)
+            return 0;
+        if (n <= 0)
+            return -1;
+        c->in_len += (size_t)n;
+    }
+#else
+    (void)c;
+    (void)t;
+#endif
+    return 0;
+}
+
+static long conn_sendv(struct conn *c, const struct cm_iovec *iov, unsigned n)
+{
+    int t = CONN_TLS(c);
+    if (t < 0)
+        return cm_port_sendv(c->sock, iov, n);
+    if (conn_tls_take_input(c, t) < 0)
+        return -1;
+    return tls_sendv(t, c->sock, iov, n);
+}
+
+static long conn_send(struct conn *c, const void *buf, size_t len)
+{
+    struct cm_iovec one;
+    one.p = buf;
+    one.n = len;
+    return conn_sendv(c, &one, 1);
+}
+
+/* The answer's last bytes have left (TLS: its last records are on the socket). */
+static int conn_flushed(struct conn *c)
+{
+    int t = CONN_TLS(c);
+    return t < 0 || tls_flushed(t, c->sock);
+}
+
+/* What to poll the socket for: what the connection wants, or with TLS, what
+ * the engine needs first (a handshake both reads and writes). */
+static short conn_poll_events(struct conn *c, short wanted)
+{
+    int t = CONN_TLS(c);
+    return t < 0 ? wanted : tls_poll_events(t, wanted);
+}
+
+static int conn_handshake_expired(struct conn *c, uint64_t now)
+{
+    int t = CONN_TLS(c);
+    return t >= 0 && tls_expired(t, now);
+}
+
+/* A new socket: with TLS it needs an engine slot. 0 ok, -1 none free. */
+static int conn_attach(struct conn *c)
+{
+#if CM_TLS_CONNS > 0
+    int t = tls_on() ? tls_attach() : -1;
+    if (tls_on() && t < 0)
+        return -1;
+    tls.of_conn[c - conns] = (unsigned short)(t + 1);
+#else
+    (void)c;
+#endif
+    return 0;
+}
+
+static void conn_sock_close(struct conn *c)
+{
+#if CM_TLS_CONNS > 0
+    int t = CONN_TLS(c);
+    if (t >= 0)
+        tls_detach(t, c->sock);
+    tls.of_conn[c - conns] = 0;
+#endif
+    cm_port_close(c->sock);
+}
+
 static int conns_in_use(void)
 {
     int i, n = 0;
@@ -4985,7 +6919,7 @@ static void conn_close(struct conn *c)
         up_cancel(c->pc.handle);
     if (c->held_handle >= 0)
         up_release(c->held_handle);
-    cm_port_close(c->sock);
+    conn_sock_close(c);
     c->state = C_FREE;
     c->sock = CM_SOCK_INVALID;
     c->held_handle = -1;
@@ -5150,12 +7084,14 @@ static int conn_write(struct conn *c)
                 c->stage_sent = 0;
                 continue;
             }
+            if (!conn_flushed(c))
+                return 0; /* the last TLS records wait for the socket */
             conn_finish_answer(c);
             return 1;
         }
         for (q = 0; q < k; q++)
             total += iov[q].n;
-        w = cm_port_sendv(c->sock, iov, (unsigned)k);
+        w = conn_sendv(c, iov, (unsigned)k);
         if (w == CM_PORT_AGAIN)
             return 0;
         if (w <= 0) {
@@ -5360,7 +7296,7 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     if (conn_in_line_behind(c))
         return;
     msg[0] = 0;
-    h = submit_tool_call(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
+    h = submit_pending(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
     if (h >= 0) {
         c->pc.handle = h;
         return;
@@ -5369,19 +7305,18 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
         h = -2;
     if (h == -1)
         return; /* every upstream slot is busy: retried from the loop */
-    /* could not even build the request: answer with a tool error */
+    /* could not even build the request: answer with the reason */
     {
-        struct view id = c->pc.id;
         c->pc.active = 0;
         if (c->batch_len) {
             if (c->batch_replies++)
                 rs_str(&c->resp, ",");
-            tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
+            render_pending_failure(&c->resp, &c->pc, msg);
             c->batch_pos++;
             conn_continue_batch(c, d);
             return;
         }
-        tool_text_result(&c->resp, id, c->pc.modern, 1, msg);
+        render_pending_failure(&c->resp, &c->pc, msg);
         conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
     }
 }
@@ -5481,7 +7416,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         size_t at;
         if (c->batch_replies++)
             rs_str(&c->resp, ",");
-        render_tool_result(&c->resp, &c->pc, u, 1);
+        render_pending_result(&c->resp, &c->pc, u, 1);
         up_release(handle);
         c->batch_pos++;
         if (conn_parse_body(c, &d, &why, &at) == 0)
@@ -5490,7 +7425,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
             conn_close(c);
         return;
     }
-    render_tool_result(&c->resp, &c->pc, u, 0);
+    render_pending_result(&c->resp, &c->pc, u, 0);
     c->held_handle = handle;
     if (c->resp.overflow) {
         struct view id = c->pc.id;
@@ -5498,6 +7433,54 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         rpc_error(&c->resp, id, E_INTERNAL, "Internal error: the answer did not fit the output buffer", NULL);
     }
     conn_answer(c, 200, c->want_sse ? "text/event-stream" : "application/json", NULL);
+}
+
+/* 2026-07-28: Mcp-Name mirrors params.name (tools/call, prompts/get) or
+ * params.uri (resources/read). 0 ok, or -1 with the -32020 error rendered. */
+static int check_mcp_name(const struct jdoc *d, int method, const struct view *hn, struct resp *r)
+{
+    int by_uri = tok_is_str(d, method, "resources/read");
+    int nm = obj_get(d, obj_get(d, 0, "params"), by_uri ? "uri" : "name");
+    char hv[256], bv[256], m[160];
+    long hl, bl;
+    if (!by_uri && !tok_is_str(d, method, "tools/call") && !tok_is_str(d, method, "prompts/get"))
+        return 0;
+    /* lengths compared too: a NUL in the decoded header must not end the comparison early */
+    hl = hn ? header_value_decode(*hn, hv, sizeof hv) : -1;
+    bl = nm >= 0 ? tok_unescape(d, nm, bv, sizeof bv) : -1;
+    if (hl >= 0 && hl == bl && memcmp(hv, bv, (size_t)hl) == 0)
+        return 0;
+    if (!hn)
+        snprintf(m, sizeof m, "Bad Request: the Mcp-Name header is required for %.*s", (int)tok_view(d, method).n,
+                 tok_view(d, method).p);
+    else
+        snprintf(m, sizeof m, "Bad Request: the request headers and body disagree: Mcp-Name differs from params.%s",
+                 by_uri ? "uri" : "name");
+    rpc_error(r, rpc_id(d, 0), E_HEADER_MISMATCH, m, NULL);
+    return -1;
+}
+
+/* ?toolsets=a,b narrows the server's selection for this request (never
+ * widens it). 0, or -1 with the refusal sent. */
+static int request_toolsets(struct conn *c, const struct http_req *q)
+{
+    struct view v = query_param(q->query, "toolsets");
+    char m[300], err[200];
+    unsigned mask;
+    c->ctx.toolsets = served_toolsets;
+    if (!v.p)
+        return 0;
+    if (parse_toolsets(v.p, v.n, &mask, err, sizeof err) < 0) {
+        snprintf(m, sizeof m, "Bad Request: ?toolsets=: %s", err);
+        conn_reject(c, 400, E_SERVER, m, NULL);
+        return -1;
+    }
+    if (!(mask & served_toolsets)) {
+        conn_reject(c, 400, E_SERVER, "Bad Request: ?toolsets= names none of the toolsets this server offers (see --toolsets)", NULL);
+        return -1;
+    }
+    c->ctx.toolsets = mask & served_toolsets;
+    return 0;
 }
 
 static void serve_healthz(struct conn *c)
@@ -5586,6 +7569,7 @@ static void conn_process(struct conn *c)
     c->ctx.http_status = 200;
     c->ctx.batch = 0;
     c->ctx.new_session = -1;
+    c->ctx.log_level = NULL;
     cm_logf(CM_LOG_DEBUG, "%.*s %.*s", (int)q->method.n, q->method.p, (int)(q->path.n > 100 ? 100 : q->path.n), q->path.p);
     for (i = 0; i < N_ENDPOINTS; i++) {
         const struct endpoint *e = &endpoints[i];
@@ -5636,6 +7620,8 @@ static void serve_mcp(struct conn *c)
     }
     c->ctx.token = tok;
     c->ctx.token_len = tok_n;
+    if (request_toolsets(c, q) < 0)
+        return;
     if (view_eq(q->method, "GET")) {
         conn_reject(c, 405, E_SERVER, "Method Not Allowed: this server sends no server-initiated messages; POST to /mcp",
                     "Allow: POST, DELETE, OPTIONS\r\n");
@@ -5754,18 +7740,9 @@ static void serve_mcp(struct conn *c)
             conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
             return;
         }
-        if (tok_is_str(&d, method, "tools/call")) {
-            int nm = obj_get(&d, obj_get(&d, 0, "params"), "name");
-            char hv[256], bv[256];
-            long hl = hn ? header_value_decode(*hn, hv, sizeof hv) : -1, bl = nm < 0 ? -1 : tok_unescape(&d, nm, bv, sizeof bv);
-            if (!hn || hl < 0 || bl < 0 || hl != bl || memcmp(hv, bv, (size_t)hl) != 0) {
-                rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH,
-                          !hn ? "Bad Request: the Mcp-Name header is required for tools/call"
-                              : "Bad Request: the request headers and body disagree: Mcp-Name differs from params.name",
-                          NULL);
-                conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-                return;
-            }
+        if (check_mcp_name(&d, method, hn, &c->resp) < 0) {
+            conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
+            return;
         }
     } else {
         /* the session era */
@@ -5806,6 +7783,7 @@ static void serve_mcp(struct conn *c)
             sessions[s].last_ms = now;
             c->session = s;
             c->ctx.version = sessions[s].version;
+            c->ctx.log_level = &sessions[s].log_level;
         }
         if (d.t[0].type == JSMN_ARRAY) {
             if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
@@ -5839,6 +7817,9 @@ static void serve_mcp(struct conn *c)
         return;
     }
     if (r == D_PENDING) {
+        const struct view *accept = http_header(q, "accept");
+        if (c->pc.log_level && accept && view_icontains(*accept, "text/event-stream"))
+            c->want_sse = c->resp.sse = 1; /* log messages need a stream: nothing is written yet */
         c->state = C_WAIT_API;
         c->last_ms = now;
         conn_submit(c, &d);
@@ -5856,7 +7837,7 @@ static void conn_read(struct conn *c)
         long n;
         if (c->in_len == sizeof c->in)
             break;
-        n = cm_port_recv(c->sock, c->in + c->in_len, sizeof c->in - c->in_len);
+        n = conn_recv(c, c->in + c->in_len, sizeof c->in - c->in_len);
         if (n == CM_PORT_AGAIN)
             break;
         if (n <= 0) {
@@ -5939,7 +7920,7 @@ need_more:
     if (c->req.expect_continue && !c->sent_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         c->sent_continue = 1;
-        (void)cm_port_send(c->sock, cont, sizeof cont - 1); /* tiny: fits any socket buffer */
+        (void)conn_send(c, cont, sizeof cont - 1); /* tiny: fits any socket buffer */
     }
 }
 
@@ -6034,7 +8015,7 @@ static void send_refusal(cm_sock_t s, int status, const char *message)
  * request is told why. */
 static void conn_evict(struct conn *c)
 {
-    if (c->state == C_READ && c->in_len > 0)
+    if (c->state == C_READ && c->in_len > 0 && !tls_on()) /* (not in the clear inside TLS) */
         send_refusal(c->sock, 408, "Request Timeout: the request was still incomplete when its connection was needed for another client");
     stat_evicted++;
     conn_close(c);
@@ -6064,13 +8045,19 @@ static void accept_all(void)
                 stat_refused_busy++;
                 snprintf(m, sizeof m, "Service Unavailable: all connections are busy, retry");
             }
-            send_refusal(s, 503, m);
+            if (!tls_on()) /* (a TLS client would need a handshake, which needs a slot: just closed) */
+                send_refusal(s, 503, m);
             cm_port_close(s);
             continue;
         }
         conns[i].sock = s;
         memcpy(conns[i].peer, peer, sizeof peer);
         conns[i].served = 0;
+        if (conn_attach(&conns[i]) < 0) { /* no TLS engine slot free (CM_TLS_CONNS) */
+            stat_refused_busy++;
+            cm_port_close(s);
+            continue;
+        }
         conns[i].state = C_READ;
         conns[i].in_len = 0;
         conns[i].held_handle = -1;
@@ -6087,7 +8074,9 @@ static void conn_timeouts(uint64_t now)
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
         uint64_t age = ms_since(now, c->req_start_ms);
-        if (c->state == C_READ && c->in_len > 0 && age > CM_HEADER_TIMEOUT_MS) {
+        if (c->state != C_FREE && conn_handshake_expired(c, now)) {
+            conn_close(c);
+        } else if (c->state == C_READ && c->in_len > 0 && age > CM_HEADER_TIMEOUT_MS) {
             c->keep_alive = 0;
             c->req_total = c->in_len;
             conn_reject(c, 408, E_SERVER, "Request Timeout: the request did not arrive in time", NULL);
@@ -6181,7 +8170,7 @@ static int loop_step(int timeout_ms)
         if (!ev)
             continue;
         fds[n].sock = c->sock;
-        fds[n].events = ev;
+        fds[n].events = conn_poll_events(c, ev);
         owner[n++] = (int)i;
     }
     for (i = 0; i < CM_MAX_CONNS; i++)
@@ -6246,6 +8235,8 @@ int cm_poll(int timeout_ms)
 static char stdio_line[CM_MAX_BODY_BYTES + 2];
 static char stdio_out[CM_OUT_BYTES * 4];
 static char stdio_version[11] = LATEST_SESSION_VERSION;
+static unsigned char stdio_log_level; /* logging/setLevel on stdio: for the process */
+static char stdio_log_line[512];       /* one log message: a path is at most 95 bytes */
 
 static void stdio_emit(const struct resp *r)
 {
@@ -6275,16 +8266,22 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     int h;
     msg[0] = 0;
     stdio_wait.done = 0;
-    while ((h = submit_tool_call(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
+    while ((h = submit_pending(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
         loop_step(10);
     if (h == -2) {
-        struct view id = pc->id;
-        tool_text_result(r, id, pc->modern, 1, msg);
+        render_pending_failure(r, pc, msg);
         return -1;
     }
     while (!stdio_wait.done)
         loop_step(100);
-    render_tool_result(r, pc, &stdio_wait.copy, copy);
+    if (pc->log_level && !copy) { /* its own line, before the answer */
+        struct resp lr;
+        rs_init(&lr, stdio_log_line, sizeof stdio_log_line, 0);
+        render_api_log(&lr, pc, &stdio_wait.copy);
+        if (lr.nseg && !lr.overflow)
+            stdio_emit(&lr);
+    }
+    render_pending_result(r, pc, &stdio_wait.copy, copy);
     if (copy) {
         up_release(stdio_wait.handle);
         return -1;
@@ -6304,6 +8301,8 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
     ctx.token = cfg.api_key;
     ctx.token_len = cfg.api_key ? strlen(cfg.api_key) : 0;
     ctx.new_session = -2; /* no session table on stdio */
+    ctx.toolsets = served_toolsets;
+    ctx.log_level = &stdio_log_level;
     ctx.batch = copy;
     if (d->t[msg].type != JSMN_OBJECT) {
         struct view nullid = {"null", 4};
@@ -6426,7 +8425,7 @@ size_t cm_static_bytes(void)
 {
     return sizeof conns + sizeof toks + sizeof sessions + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + sizeof stdio_wait + up_static_bytes();
+           sizeof stdio_out + sizeof stdio_wait + sizeof stdio_log_line + sizeof slug_cache + up_static_bytes() + tls_static_bytes();
 }
 
 /*
@@ -6513,7 +8512,11 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         secret_derive("calid-mcp token fingerprint", k);
         br_hmac_key_init(&fp_key, &br_sha256_vtable, k, sizeof k);
     }
-    if (tool_list_check(err, errlen) < 0)
+    served_read_only = cfg.read_only;
+    served_toolsets = TS_ALL;
+    if (cfg.toolsets && parse_toolsets(cfg.toolsets, strlen(cfg.toolsets), &served_toolsets, err, errlen) < 0)
+        return -1;
+    if (tool_list_check(err, errlen) < 0 || prompts_check(err, errlen) < 0)
         return -1;
     if (up_init(cfg.upstream, cfg.ca_file ? cfg.ca_file : cm_port_default_ca_file(), err, errlen) < 0)
         return -1;
@@ -6544,6 +8547,11 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         if (*end || port > 65535 || colon[1] == 0)
             goto bad_listen;
         listener_on_loopback = is_loopback_addr(host);
+        if ((cfg.tls_cert || cfg.tls_key) && tls_start(cfg.tls_cert, cfg.tls_key, err, errlen) < 0)
+            return -1;
+        if (!listener_on_loopback && !tls_on())
+            cm_logf(CM_LOG_WARN, "listening on %s without TLS: tokens and keys travel in clear on the network; "
+                    "give --tls-cert and --tls-key (or put an HTTPS proxy in front)", cfg.listen);
         if (cfg.api_key && !cfg.access_token && !listener_on_loopback) {
             snprintf(err, errlen,
                      "refusing to start: --api-key on a non-loopback address (%s) would let anyone on the network use the key; "
@@ -6569,6 +8577,7 @@ void cm_stop(void)
         if (conns[i].state != C_FREE)
             conn_close(&conns[i]);
     up_close_all();
+    tls_stop();
     cm_port_close(listener);
     listener = CM_SOCK_INVALID;
     server_started = 0;
@@ -6601,7 +8610,7 @@ enum opt_kind {
     OPT_TEXT,   /* takes a value: a string field */
     OPT_ORIGIN, /* takes a value, repeatable: appended to allow_origins */
     OPT_LEVEL,  /* takes a value: error, warn, info, debug */
-    OPT_SWITCH, /* no value: an int field set to 1 */
+    OPT_SWITCH, /* no value: an int field set to 1 (its variable: 1 or 0) */
     OPT_HELP,
     OPT_VERSION
 };
@@ -6622,6 +8631,10 @@ struct cli_option {
 static const struct cli_option cli_options[] = {
     {"--listen", "ADDR:PORT", "CALID_MCP_LISTEN", OPT_TEXT, CLI_FIELD(c.listen),
      "where to serve MCP over HTTP at /mcp (default 127.0.0.1:8080)"},
+    {"--tls-cert", "PEM", "CALID_MCP_TLS_CERT", OPT_TEXT, CLI_FIELD(c.tls_cert),
+     "serve HTTPS with this certificate chain, leaf first (with --tls-key)"},
+    {"--tls-key", "PEM", "CALID_MCP_TLS_KEY", OPT_TEXT, CLI_FIELD(c.tls_key),
+     "the certificate's private key, RSA or EC, unencrypted"},
     {"--upstream", "URL", "CALID_API_BASE", OPT_TEXT, CLI_FIELD(c.upstream),
      "the Cal ID API base URL (default https://api.cal.id)"},
     {"--ca-file", "PEM", "CALID_CA_FILE", OPT_TEXT, CLI_FIELD(c.ca_file),
@@ -6636,6 +8649,10 @@ static const struct cli_option cli_options[] = {
      "allow this browser Origin (repeatable, up to " CM_STR(CM_MAX_ORIGINS) "; default loopback origins)"},
     {"--stdio", NULL, NULL, OPT_SWITCH, CLI_FIELD(stdio),
      "speak MCP over stdin/stdout instead of HTTP (key from CALID_API_KEY)"},
+    {"--read-only", NULL, "CALID_MCP_READ_ONLY", OPT_SWITCH, CLI_FIELD(c.read_only),
+     "list and run only the tools that change nothing (readOnlyHint)"},
+    {"--toolsets", "LIST", "CALID_MCP_TOOLSETS", OPT_TEXT, CLI_FIELD(c.toolsets),
+     "availability,bookings,contacts,event-types,slots,teams,users,webhooks (default all)"},
     {"--log-level", "LEVEL", NULL, OPT_LEVEL, CLI_FIELD(c.log_level),
      "error, warn, info or debug (default info)"},
     {"--help", NULL, NULL, OPT_HELP, 0, "this text"},
@@ -6699,9 +8716,13 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
         memcpy(field, &l, sizeof l);
         return 0;
     }
-    default: {
-        int one = 1;
-        memcpy(field, &one, sizeof one);
+    default: { /* a switch: on from the flag; from its variable, 1 or 0 */
+        int on = !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
+        if (v && !on && strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
+            fprintf(stderr, "calid-mcp: %s must be 1 or 0 (true or false), not '%s'\n", o->env, v);
+            return 2;
+        }
+        memcpy(field, &on, sizeof on);
         return 0;
     }
     }
@@ -6734,6 +8755,11 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
                    CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
+            if (CM_TLS_CONNS > 0)
+                printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
+                       CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
+            else
+                printf("HTTPS: not built in (CM_TLS_CONNS=0)\n");
             return 0;
         }
         if (o->arg && i + 1 >= argc) {
@@ -6769,7 +8795,7 @@ int cm_main(int argc, char **argv)
         cm_stop();
         return 0;
     }
-    cm_logf(CM_LOG_INFO, "serving MCP on http://%s/mcp (API %s, %s)", c.listen, c.upstream,
+    cm_logf(CM_LOG_INFO, "serving MCP on %s://%s/mcp (API %s, %s)", c.tls_cert ? "https" : "http", c.listen, c.upstream,
             c.api_key ? (c.access_token ? "server-held key, access token required" : "server-held key")
                       : "callers' own tokens");
     while (!stop_requested)

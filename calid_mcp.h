@@ -122,12 +122,32 @@
  * inside the 60 s request timeout of the MCP SDKs. */
 #define CM_UPSTREAM_WAIT_MS 15000
 #endif
+/* HTTPS on the listener (--tls-cert/--tls-key). Each TLS connection costs a
+ * BearSSL server context and a 16,709-byte half-duplex I/O buffer (about
+ * 20.9 KB in all); 0 builds the server without TLS serving. */
+#ifndef CM_TLS_CONNS
+#define CM_TLS_CONNS CM_MAX_CONNS  /* connections that may be TLS at once; more are closed at accept */
+#endif
+#ifndef CM_TLS_HANDSHAKE_MS
+#define CM_TLS_HANDSHAKE_MS 10000  /* a TLS handshake must be done within this */
+#endif
+#ifndef CM_TLS_SESSIONS
+#define CM_TLS_SESSIONS 64         /* TLS sessions remembered for resumption (100 bytes each) */
+#endif
+#ifndef CM_TLS_CHAIN_BYTES
+#define CM_TLS_CHAIN_BYTES 16384   /* DER bytes of the certificate chain in --tls-cert */
+#endif
+#ifndef CM_TLS_CHAIN_CERTS
+#define CM_TLS_CHAIN_CERTS 8       /* certificates in that chain */
+#endif
 
 /* ---- Configuration ---- */
 enum cm_log_level { CM_LOG_ERROR = 0, CM_LOG_WARN, CM_LOG_INFO, CM_LOG_DEBUG };
 
 struct cm_config {
     const char *listen;        /* "ADDR:PORT"; default "127.0.0.1:8080" */
+    const char *tls_cert;      /* PEM certificate chain (leaf first): the listener speaks HTTPS; NULL = HTTP */
+    const char *tls_key;       /* PEM private key (RSA or EC) of that certificate */
     const char *upstream;      /* API base URL; default "https://api.cal.id" */
     const char *ca_file;       /* PEM trust anchors; NULL = the system bundle */
     const char *api_key;       /* server-held Cal ID key, or NULL */
@@ -136,6 +156,8 @@ struct cm_config {
     const char *allow_origins[CM_MAX_ORIGINS];
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
+    int read_only;             /* list and run only the tools that change nothing */
+    const char *toolsets;      /* "bookings,slots" ...; NULL or "all": every toolset */
 };
 
 /* Fills *cfg with the defaults above. */

@@ -9,6 +9,11 @@ What is here:
   - MCP helpers: initialize(), session_post(), modern_body(), modern_post();
   - run_tests(): a tiny runner that ends with "N passed, N failed".
 
+Transport: CALID_TEST_TRANSPORT=https runs the same tests over HTTPS: every
+Server is started with the test certificate (tests/make_certs.sh: server.pem,
+for localhost and 127.0.0.1) and every Conn wraps its socket in TLS trusting
+the test CA. Tests that need plain text raise Skip under HTTPS.
+
 Everything talks to 127.0.0.1 only. Nothing asserts on elapsed time: socket
 timeouts exist only so that a hung server fails a test instead of hanging
 the suite.
@@ -17,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,7 +43,13 @@ START_TIMEOUT = 10.0       # seconds a process may take to start listening
 
 # Variables the server reads; the tests pass everything as flags instead.
 _SERVER_ENV_VARS = ("CALID_MCP_LISTEN", "CALID_API_BASE", "CALID_CA_FILE", "CALID_API_KEY",
-                    "CALID_MCP_ACCESS_TOKEN")
+                    "CALID_MCP_ACCESS_TOKEN", "CALID_MCP_TLS_CERT", "CALID_MCP_TLS_KEY")
+
+TRANSPORT = os.environ.get("CALID_TEST_TRANSPORT", "http")
+if TRANSPORT not in ("http", "https"):
+    raise SystemExit(f"CALID_TEST_TRANSPORT must be http or https, not {TRANSPORT!r}")
+HTTPS = TRANSPORT == "https"
+SCHEME = TRANSPORT  # for URLs: f"{H.SCHEME}://127.0.0.1:{port}/mcp"
 
 
 class Skip(Exception):
@@ -76,19 +88,32 @@ def wait_listening(port, proc=None, timeout=START_TIMEOUT):
     return False
 
 
+def tls_flags(certs=None):
+    """--tls-cert/--tls-key with the test server certificate."""
+    certs = ensure_certs(certs)
+    return ["--tls-cert", os.path.join(certs, "server.pem"), "--tls-key", os.path.join(certs, "server.key")]
+
+
 class Server:
     """The calid_mcp binary, listening on a fresh 127.0.0.1 port.
 
     Server(flags...) then start(); flags are passed as given, after
-    --listen 127.0.0.1:PORT unless listen=False (the flags then choose).
-    stderr goes to a file, read with stderr_text().
+    --listen 127.0.0.1:PORT (host= another address, e.g. 0.0.0.0) unless
+    listen=False (the flags then choose).
+    tls=True adds the test certificate (tls_flags()); the default is the
+    transport under test (CALID_TEST_TRANSPORT), unless the flags already
+    name a --tls-cert. stderr goes to a file, read with stderr_text().
     """
 
-    def __init__(self, *flags, binary=None, listen=True, env=None):
+    def __init__(self, *flags, binary=None, listen=True, env=None, tls=None, host="127.0.0.1"):
         self.flags = list(flags)
+        self.host = host  # the address listened on; clients always use 127.0.0.1
         self.binary = binary or BIN
         self.listen = listen
         self.env = env
+        self.tls = HTTPS if tls is None else tls
+        if self.tls and "--tls-cert" not in self.flags:
+            self.flags += tls_flags()
         self.proc = None
         self.port = None
         self.returncode = None
@@ -102,7 +127,7 @@ class Server:
             self.port = free_port()
             args = [self.binary]
             if self.listen:
-                args += ["--listen", f"127.0.0.1:{self.port}"]
+                args += ["--listen", f"{self.host}:{self.port}"]
             args += self.flags
             with open(self.stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -163,9 +188,15 @@ def run_binary(args, timeout=10, binary=None, env=None):
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
+_CERTS_MADE = set()
+
+
 def ensure_certs(directory=None):
     """Test certificates (tests/make_certs.sh); returns their directory."""
     directory = directory or CERTS
+    if directory in _CERTS_MADE:
+        return directory
+    _CERTS_MADE.add(directory)
     subprocess.run(["bash", os.path.join(ROOT, "tests", "make_certs.sh"), directory], check=True,
                    cwd=ROOT, timeout=120)
     return directory
@@ -332,16 +363,33 @@ class Response:
         return f"<Response {self.status} {self.headers} {self.body[:200]!r}>"
 
 
-class Conn:
-    """One client connection; answers are read one at a time, in order."""
+_TLS_CONTEXT = None
 
-    def __init__(self, port, timeout=IO_TIMEOUT, source=None):
+
+def tls_client_context():
+    """An ssl context trusting the test CA (made once)."""
+    global _TLS_CONTEXT
+    if _TLS_CONTEXT is None:
+        _TLS_CONTEXT = ssl.create_default_context(cafile=os.path.join(ensure_certs(), "ca.pem"))
+    return _TLS_CONTEXT
+
+
+class Conn:
+    """One client connection; answers are read one at a time, in order.
+
+    Over HTTPS (tls=True, by default the transport under test) the socket
+    is wrapped in TLS, handshake done, before the constructor returns;
+    session= resumes an earlier connection's .sock.session."""
+
+    def __init__(self, port, timeout=IO_TIMEOUT, tls=None, session=None, source=None):
         """source: the local address to connect from, e.g. "127.0.0.2" (any
         127.0.0.0/8 address is loopback), so one test can be several clients."""
         self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if HTTPS if tls is None else tls:
+            self.sock = tls_client_context().wrap_socket(self.sock, server_hostname="127.0.0.1", session=session)
         self.buf = b""
         self.eof = False
 
@@ -363,7 +411,7 @@ class Conn:
                 time.sleep(delay)
             try:
                 self.sock.sendall(part)
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 return False
         return True
 
@@ -372,7 +420,7 @@ class Conn:
             return False
         try:
             chunk = self.sock.recv(65536)
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             chunk = b""
         if not chunk:
             self.eof = True
@@ -448,7 +496,7 @@ class Conn:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(1)
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             return True
         except socket.timeout:
             return False

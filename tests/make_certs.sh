@@ -4,6 +4,8 @@
 # Creates in OUTDIR:
 #   ca.pem, ca.key                   test CA that the server under test trusts
 #   server.pem, server.key           leaf for localhost and 127.0.0.1, signed by ca
+#                                    (also what the server under test serves over HTTPS)
+#   server-rsa.pem, server-rsa.key   the same names with an RSA 2048 key, whatever CALID_CERT_KEY says
 #   guest.pem, guest.key             leaf for 10.0.2.2 (the host seen from a QEMU guest) and 127.0.0.1, signed by ca
 #   wronghost.pem, wronghost.key     leaf for DNS:wrong.example only, signed by ca
 #   untrusted.pem, untrusted.key     leaf for localhost and 127.0.0.1, signed by
@@ -31,7 +33,7 @@ if [ $# -ne 1 ] || [ -z "$1" ]; then
 fi
 out=$1
 script=${BASH_SOURCE[0]}
-files="ca.key server.pem server.key guest.pem guest.key wronghost.pem wronghost.key untrusted.pem untrusted.key untrusted-ca.pem"
+files="ca.key server.pem server.key server-rsa.pem server-rsa.key guest.pem guest.key wronghost.pem wronghost.key untrusted.pem untrusted.key untrusted-ca.pem"
 
 complete=1
 for f in $files ca.pem; do
@@ -129,9 +131,13 @@ new_ca() {
       -extensions v3_ca -startdate "$start" -enddate "$end"
 }
 
-# new_leaf CADIR OUTBASE CN SAN: OUTBASE.key, OUTBASE.pem signed by CADIR's CA.
+# new_leaf CADIR OUTBASE CN SAN [rsa]: OUTBASE.key, OUTBASE.pem signed by CADIR's CA.
 new_leaf() {
-  newkey "$2.key"
+  if [ "${5:-}" = rsa ]; then
+    run openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$2.key"
+  else
+    newkey "$2.key"
+  fi
   run openssl req -new -config "$1/ca.cnf" -key "$2.key" \
       -subj "/O=calid-mcp tests/CN=$3" -out "$2.csr"
   CALID_SAN=$4 run openssl ca -batch -notext -config "$1/ca.cnf" \
@@ -142,6 +148,7 @@ new_leaf() {
 new_ca "$work/ca" "calid-mcp test CA"
 new_ca "$work/other" "calid-mcp untrusted CA"
 new_leaf "$work/ca" "$work/server" localhost "DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1"
+new_leaf "$work/ca" "$work/server-rsa" localhost "DNS:localhost,IP:127.0.0.1,DNS:127.0.0.1" rsa
 # the host as a QEMU guest sees it, and as the test itself reaches the same server
 new_leaf "$work/ca" "$work/guest" 10.0.2.2 "DNS:10.0.2.2,IP:10.0.2.2,IP:127.0.0.1,DNS:127.0.0.1"
 new_leaf "$work/ca" "$work/wronghost" wrong.example "DNS:wrong.example"
@@ -157,7 +164,7 @@ fi
 chmod 600 "$work"/*.key "$work"/ca/ca.key "$work"/other/ca.key
 mv -f "$work/ca/ca.key" "$out/ca.key"
 mv -f "$work/other/ca.pem" "$out/untrusted-ca.pem"
-for f in server guest wronghost untrusted; do
+for f in server server-rsa guest wronghost untrusted; do
   mv -f "$work/$f.key" "$out/$f.key"
   mv -f "$work/$f.pem" "$out/$f.pem"
 done

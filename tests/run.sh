@@ -40,10 +40,21 @@ for t in tests/test_*.py; do
     [ -e "$t" ] || continue
     run_suite "$(basename "$t" .py)" python3 "$t"
 done
+# The protocol suites again over HTTPS served by the binary itself: the same
+# tests, a second transport (tests/harness.py, tests/node/lib.mjs).
+for t in test_server test_hardening; do
+    run_suite "$t-https" env CALID_TEST_TRANSPORT=https python3 "tests/$t.py"
+done
 if [ -d tests/node ] && [ "${CALID_SKIP_NODE:-0}" != 1 ]; then
     for t in tests/node/test_*.mjs; do
         [ -e "$t" ] || continue
         run_suite "$(basename "$t" .mjs)" node "$t"
+    done
+    # (the conformance suite stays on HTTP: its DNS-rebinding scenario sends a
+    # foreign Host, which over HTTPS fails the certificate check first)
+    for t in test_sdk_v1 test_sdk_v2 test_mcp_remote; do
+        [ -e "tests/node/$t.mjs" ] || continue
+        run_suite "$t-https" env CALID_TEST_TRANSPORT=https NODE_EXTRA_CA_CERTS="$CALID_TEST_CERTS/ca.pem" node "tests/node/$t.mjs"
     done
 fi
 
@@ -62,6 +73,8 @@ fi
 # calid-mcp as Cortex-M4 firmware under qemu-system-arm (tests/firmware/)
 if [ "${CALID_SKIP_PORTS:-0}" != 1 ] && [ "${SANITIZE:-0}" != 1 ]; then
     run_suite firmware ${MAKE:-make} -s firmware-test
+    # the board serving HTTPS itself (same suite, TLS to the board)
+    run_suite firmware-https env CALID_TEST_TRANSPORT=https ${MAKE:-make} -s firmware-test
 fi
 
 # The Debian and OpenWrt packages (built from the binaries above)

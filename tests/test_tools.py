@@ -1635,7 +1635,7 @@ class TlsConn(Conn):
     """harness.Conn over TLS: the same client code for the direct requests."""
 
     def __init__(self, port, ctx, host="localhost"):
-        super().__init__(port)
+        super().__init__(port, tls=False)  # plain under any CALID_TEST_TRANSPORT: wrapped here
         self.sock = ctx.wrap_socket(self.sock, server_hostname=host)
 
 

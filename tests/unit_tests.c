@@ -487,6 +487,34 @@ static void test_admission(void)
     memset(conns, 0, sizeof conns);
 }
 
+static void test_selection_and_features(void)
+{
+    unsigned mask;
+    char err[200], out[64];
+    struct view q = {"a=1&toolsets=bookings,slots&b=2", 31}, v;
+    static const char answer[] = "{\"data\":[{\"slug\":\"intro-call\",\"title\":\"\\\"slug\\\": x\"},"
+                                 "{\"title\":\"slug\",\"slug\" : \"demo\"},{\"slug\":\"intro-call\"},"
+                                 "{\"slug\":\"a\\\"b\"},{\"slug\":5}]}";
+    size_t n;
+    struct cm_tool t = {"x", "GET", "/user/profile", 0, 0, 0};
+    CHECK(parse_toolsets("bookings,slots", 14, &mask, err, sizeof err) == 0 && mask == (TS_BOOKINGS | TS_SLOTS), "two toolsets");
+    CHECK(parse_toolsets("teams%2Cusers", 13, &mask, err, sizeof err) == 0 && mask == (TS_TEAMS | TS_USERS), "%%2C is a comma");
+    CHECK(parse_toolsets("all", 3, &mask, err, sizeof err) == 0 && mask == TS_ALL, "all");
+    CHECK(parse_toolsets("bookings,", 9, &mask, err, sizeof err) < 0 && strstr(err, "''"), "an empty name is refused");
+    CHECK(parse_toolsets("Bookings", 8, &mask, err, sizeof err) < 0 && strstr(err, "'Bookings'"), "names are lower case");
+    v = query_param(q, "toolsets");
+    CHECK(v.p && v.n == 14 && memcmp(v.p, "bookings,slots", 14) == 0, "query parameter");
+    CHECK(!query_param(q, "toolset").p && !query_param(q, "b=").p, "only whole names match");
+    CHECK(tool_toolset(&t) == TS_USERS, "/user is users");
+    t.path = "/usersx";
+    CHECK(tool_toolset(&t) == 0, "a path segment matches whole");
+    n = collect_slugs(answer, sizeof answer - 1, out, sizeof out);
+    CHECK(n == strlen("intro-call") + 1 + strlen("demo") + 1 && strcmp(out, "intro-call") == 0 && strcmp(out + 11, "demo") == 0,
+          "slugs: keys only, once each, none with escapes or of another type (%lu bytes)", (unsigned long)n);
+    n = collect_slugs(answer, sizeof answer - 1, out, 12);
+    CHECK(n == 11, "slugs stop at the buffer's end");
+}
+
 int main(void)
 {
     cm_config_defaults(&cfg);
@@ -501,6 +529,7 @@ int main(void)
     test_routes();
     test_sessions();
     test_admission();
+    test_selection_and_features();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

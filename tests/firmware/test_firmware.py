@@ -7,7 +7,9 @@ name for the host's loopback) with a certificate for that address. Clients
 on the host reach the board through a forwarded port. Checked: the seed's
 curl commands, the official SDK clients (v1 and v2: tests/node/firmware_clients.mjs),
 a sample of bad input, a figure for tools/list throughput, and a clean stop
-of qemu through its monitor.
+of qemu through its monitor. With CALID_TEST_TRANSPORT=https the board serves
+HTTPS itself (--tls-cert/--tls-key with the test certificate, read by
+semihosting) and every client speaks TLS to it.
 
     python3 tests/firmware/test_firmware.py build/firmware/calid_mcp-mps2.elf
 """
@@ -35,7 +37,7 @@ def boot(fake):
     tmp = tempfile.mkdtemp(prefix="calid-fw-")
     monitor = os.path.join(tmp, "monitor.sock")
     args = ["calid_mcp", "--listen", "0.0.0.0:8080", "--upstream", f"https://10.0.2.2:{fake.port}",
-            "--ca-file", fake.ca_file]
+            "--ca-file", fake.ca_file] + (H.tls_flags() if H.HTTPS else [])
     cmd = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", f"unix:{monitor},server=on,wait=off",
            "-semihosting-config", "enable=on,target=native," + ",".join("arg=" + a for a in args),
            "-nic", f"user,hostfwd=tcp:127.0.0.1:{port}-:8080", "-kernel", ELF]
@@ -76,13 +78,15 @@ def test_boot_console_says_where_it_serves():
     text = console()
     assert "network up, 10.0.2.15" in text, text
     assert f"https://10.0.2.2:{state['fake'].port}" in text, text
+    assert f"serving MCP on {H.SCHEME}://" in text, text
 
 
 def test_seed_curl_initialize_then_tools_list():
     """The seed's two curl commands, word for word but for the URL."""
-    url = f"http://127.0.0.1:{state['port']}/mcp"
+    url = f"{H.SCHEME}://127.0.0.1:{state['port']}/mcp"
+    tls = ["--cacert", state["fake"].ca_file] if H.HTTPS else []
     init = subprocess.run(
-        ["curl", "-si", url, "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
+        ["curl", "-si", *tls, url, "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
          "-H", "Authorization: Bearer calid_xxx", "-d",
          '{"jsonrpc":"2.0","id":"init-1","method":"initialize","params":{"protocolVersion":"2025-03-26",'
          '"capabilities":{},"clientInfo":{"name":"curl","version":"1.0.0"}}}'],
@@ -93,7 +97,7 @@ def test_seed_curl_initialize_then_tools_list():
     assert sid, head
     assert '"protocolVersion":"2025-03-26"' in body, body[:300]
     listed = subprocess.run(
-        ["curl", "-si", url, "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
+        ["curl", "-si", *tls, url, "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
          "-H", "Authorization: Bearer calid_xxx", "-H", f"mcp-session-id: {sid[0]}", "-d",
          '{"jsonrpc":"2.0","id":"2","method":"tools/list","params":{}}'],
         capture_output=True, text=True, timeout=30)
@@ -117,7 +121,7 @@ def test_tool_call_reaches_the_fake_over_tls_from_the_board():
 
 
 def test_sdk_clients_v1_and_v2():
-    env = dict(os.environ, FW_URL=f"http://127.0.0.1:{state['port']}/mcp", FAKE_URL=state["fake"].url,
+    env = dict(os.environ, FW_URL=f"{H.SCHEME}://127.0.0.1:{state['port']}/mcp", FAKE_URL=state["fake"].url,
                NODE_EXTRA_CA_CERTS=state["fake"].ca_file)
     p = subprocess.run(["node", os.path.join(H.ROOT, "tests/node/firmware_clients.mjs")], env=env,
                        capture_output=True, text=True, timeout=150)
@@ -155,6 +159,29 @@ def test_tools_list_throughput_figure():
             n += 1
     dt = time.monotonic() - t0
     print(f"figure: tools/list on the emulated board: {n / dt:.1f} req/s ({n} in {dt:.1f} s, one connection)")
+
+
+def test_tls_handshake_figure():
+    """Not a goal: a full and a resumed TLS handshake with the emulated board
+    (connect, handshake, GET /healthz), medians of 5; HTTPS runs only."""
+    if not H.HTTPS:
+        raise H.Skip("the board serves plain HTTP in this run (CALID_TEST_TRANSPORT=https serves TLS)")
+    req = H.build_request("GET", "/healthz", [("Host", "127.0.0.1"), ("Connection", "close")])
+
+    def once(session=None):
+        t0 = time.monotonic()
+        with H.Conn(state["port"], timeout=30, session=session) as c:
+            c.send(req)
+            assert c.read_response(method="GET").status == 200
+            return time.monotonic() - t0, c.sock.session, c.sock.session_reused
+
+    full = [once() for _ in range(5)]
+    assert not any(f[2] for f in full)
+    resumed = [once(full[-1][1]) for _ in range(5)]
+    assert all(r[2] for r in resumed), "the board did not resume the session"
+    med = lambda xs: sorted(x[0] for x in xs)[len(xs) // 2] * 1000  # noqa: E731
+    print(f"figure: TLS on the emulated board: full handshake {med(full):.0f} ms, resumed {med(resumed):.0f} ms "
+          "(connect + handshake + GET /healthz)")
 
 
 def test_zz_clean_shutdown_through_the_qemu_monitor():

@@ -8,6 +8,8 @@
 //   CALID_TEST_CERTS  certificate directory from tests/make_certs.sh (default build/certs)
 //   CALID_FAKE_API    the fake API script (default tests/fake_calid.py)
 //   CALID_TEST_DEBUG  1: copy the children's stderr to ours
+//   CALID_TEST_TRANSPORT  https: calid-mcp serves HTTPS with the test certificate
+//                     (run node with NODE_EXTRA_CA_CERTS=$CALID_TEST_CERTS/ca.pem)
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -23,6 +25,8 @@ export const SERVER_BIN = path.resolve(ROOT, process.env.CALID_MCP_BIN || 'build
 export const CERTS = path.resolve(ROOT, process.env.CALID_TEST_CERTS || 'build/certs');
 export const FAKE_SCRIPT = path.resolve(ROOT, process.env.CALID_FAKE_API || 'tests/fake_calid.py');
 const DEBUG = process.env.CALID_TEST_DEBUG === '1';
+export const HTTPS = process.env.CALID_TEST_TRANSPORT === 'https';
+const SCHEME = HTTPS ? 'https' : 'http';
 
 // ---------------------------------------------------------------------------
 // Small utilities
@@ -280,18 +284,19 @@ export function upstreamEnv(fake) {
 }
 
 /**
- * Starts calid-mcp over HTTP on a free 127.0.0.1 port.
+ * Starts calid-mcp over HTTP (HTTPS with CALID_TEST_TRANSPORT=https) on a free 127.0.0.1 port.
  * opts: { fake, apiKey, args: [...] }. Returns { port, url, origin, log(), stop() }.
  */
 export async function startServer(opts = {}) {
     if (!existsSync(SERVER_BIN)) throw new Error(`${SERVER_BIN} does not exist (make build/calid_mcp)`);
-    const extra = [...(opts.fake ? upstreamArgs(opts.fake) : []), ...(opts.apiKey ? ['--api-key', opts.apiKey] : []), ...(opts.args || [])];
+    const tls = HTTPS ? ['--tls-cert', ensureCerts().cert, '--tls-key', ensureCerts().key] : [];
+    const extra = [...(opts.fake ? upstreamArgs(opts.fake) : []), ...(opts.apiKey ? ['--api-key', opts.apiKey] : []), ...tls, ...(opts.args || [])];
     let lastLog = '';
     for (let attempt = 0; attempt < 5; attempt++) {
         const port = await freePort();
         const env = { ...process.env };
         // the server reads these too: keep the caller's environment out of the way
-        for (const k of ['CALID_API_KEY', 'CALID_MCP_ACCESS_TOKEN', 'CALID_MCP_LISTEN', 'CALID_API_BASE', 'CALID_CA_FILE']) delete env[k];
+        for (const k of ['CALID_API_KEY', 'CALID_MCP_ACCESS_TOKEN', 'CALID_MCP_LISTEN', 'CALID_API_BASE', 'CALID_CA_FILE', 'CALID_MCP_TLS_CERT', 'CALID_MCP_TLS_KEY']) delete env[k];
         const child = spawn(SERVER_BIN, ['--listen', `127.0.0.1:${port}`, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env });
         const log = track(child, 'calid_mcp');
         let up = false;
@@ -302,8 +307,8 @@ export async function startServer(opts = {}) {
         if (up && child.exitCode === null) {
             return {
                 port,
-                url: `http://127.0.0.1:${port}/mcp`,
-                origin: `http://127.0.0.1:${port}`,
+                url: `${SCHEME}://127.0.0.1:${port}/mcp`,
+                origin: `${SCHEME}://127.0.0.1:${port}`,
                 log,
                 child,
                 stop: () => stopChild(child),

@@ -48,6 +48,8 @@ async function connectBridge({ server, home }, args, env = {}) {
             HOME: home,
             MCP_REMOTE_CONFIG_DIR: path.join(home, '.mcp-auth'),
             BROWSER: 'true', // never open a browser, should OAuth ever be attempted
+            // over HTTPS the bridge must trust the test CA, as a user's config would say in "env"
+            ...(process.env.NODE_EXTRA_CA_CERTS ? { NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS } : {}),
             ...env,
         },
         stderr: 'pipe',
