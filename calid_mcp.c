@@ -65,27 +65,63 @@ struct up_result;
 static void (*test_upstream_hook)(unsigned owner, int handle, const struct up_result *r);
 #endif
 
-static void cm_logf(int level, const char *fmt, ...)
+/* Wall-clock time as 2026-12-01T19:40:00Z (Unix days to a proleptic Gregorian date, in 400-year eras). */
+static void utc_text(int64_t t, char out[24])
+{
+    int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400, secs = t - days * 86400, z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097, doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365, doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+    snprintf(out, 24, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)m, (int)d, (int)(secs / 3600),
+             (int)(secs / 60 % 60), (int)(secs % 60));
+}
+
+/* One log line on stderr: "calid-mcp LEVEL: msg fields" or, with
+ * --log-format json, {"time":...,"level":...,"msg":...,json_fields}. */
+static void log_write(int level, const char *msg, const char *text_fields, const char *json_fields)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
-    va_list ap;
 #ifdef CM_TEST_SEAMS
     if (test_log_hook) {
-        char line[512];
-        va_start(ap, fmt);
-        vsnprintf(line, sizeof line, fmt, ap);
-        va_end(ap);
+        char line[1024];
+        snprintf(line, sizeof line, "%s%s%s", msg, text_fields ? " " : "", text_fields ? text_fields : "");
         test_log_hook(level, line);
         return;
     }
 #endif
-    if (level > cfg.log_level)
+    if (cfg.log_json) {
+        char t[24];
+        const unsigned char *m = (const unsigned char *)msg;
+        utc_text(cm_port_unix_time(), t);
+        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", t, names[level]);
+        for (; *m; m++) {
+            if (*m == '"' || *m == '\\')
+                fprintf(stderr, "\\%c", *m);
+            else if (*m < 0x20)
+                fprintf(stderr, "\\u%04x", *m);
+            else
+                fputc(*m, stderr);
+        }
+        fprintf(stderr, "\"%s%s}\n", json_fields ? "," : "", json_fields ? json_fields : "");
         return;
-    fprintf(stderr, "calid-mcp %s: ", names[level]);
+    }
+    fprintf(stderr, "calid-mcp %s: %s%s%s\n", names[level], msg, text_fields ? " " : "", text_fields ? text_fields : "");
+}
+
+static void cm_logf(int level, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+#ifdef CM_TEST_SEAMS
+    if (!test_log_hook) /* a test hook sees every level */
+#endif
+        if (level > cfg.log_level)
+            return;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    log_write(level, line, NULL, NULL);
 }
 
 /* A view into a buffer: the parsers hand these out instead of copies. */
@@ -3076,8 +3112,9 @@ static struct {
 } up;
 
 static unsigned up_full_handshakes; /* full (non-resumed) TLS handshakes done */
+static unsigned up_resumed_handshakes;
 
-static size_t up_static_bytes(void) { return sizeof up + sizeof up_full_handshakes; }
+static size_t up_static_bytes(void) { return sizeof up + sizeof up_full_handshakes + sizeof up_resumed_handshakes; }
 
 /* ======================================================================
  * Error texts
@@ -3718,6 +3755,8 @@ static void up_handshake_done(struct up_slot *s)
               memcmp(sp.session_id, s->offered_id, s->offered_len) == 0;
     if (!resumed)
         up_full_handshakes++;
+    else
+        up_resumed_handshakes++;
     if (sp.session_id_len != 0) {
         up.session = sp;
         up.have_session = 1;
@@ -4315,78 +4354,316 @@ static int up_next_timeout_ms(uint64_t now_ms)
 /* 9. Sessions (the 2025-11-25 era and before)                           */
 /* ===================================================================== */
 /*
- * A session remembers its negotiated version and a keyed fingerprint of the
- * token that opened it, so the same id with another token is refused. The
- * table is fixed; when it is full the least recently used session is
- * dropped, and its client, told 404, initializes again as the spec says.
+ * A session id carries its own state and its own proof, so that every
+ * instance holding the same server secret accepts it and none keeps a table
+ * of live sessions (a balancer may send each request anywhere):
+ *
+ *   byte 0       id format (high nibble) and the negotiated version, as an
+ *                index into sid_versions (low nibble)
+ *   bytes 1-5    creation time, Unix seconds, big-endian
+ *   bytes 6-15   random nonce
+ *   bytes 16-31  HMAC-SHA256 under a key derived from the secret, over
+ *                bytes 0-15 and the keyed fingerprint of the token that
+ *                opened the session (its first 16 bytes)
+ *
+ * sent as 43 characters of base64url. The fingerprint is in the MAC, not in
+ * the id: the same id presented with another token fails the check, and the
+ * id reveals nothing about the token. The lifetime counts from creation,
+ * since the id cannot change.
  */
-#define SESSION_ID_CHARS 32 /* 128 random bits, hex */
+#define SID_FORMAT 1
+#define SID_BODY_BYTES 16
+#define SID_MAC_BYTES 16
+#define SID_BYTES (SID_BODY_BYTES + SID_MAC_BYTES)
+#define SESSION_ID_CHARS 43 /* base64url of 32 bytes, unpadded */
+static void secret_derive(const char *label, unsigned char out[32]);
+static uint64_t ms_since(uint64_t now, uint64_t since);
+#ifndef CM_SESSION_CLOCK_SKEW_S
+#define CM_SESSION_CLOCK_SKEW_S 300 /* an id up to this far "from the future" (another instance's clock) is accepted */
+#endif
 
+/* Version codes in ids: append only, so that instances of different builds
+ * read each other's ids alike during a rolling upgrade. */
+static const char *const sid_versions[] = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"};
+#define N_SID_VERSIONS (sizeof sid_versions / sizeof sid_versions[0])
+
+/* What a valid id says. */
 struct session {
-    int used;
-    char id[SESSION_ID_CHARS + 1];
-    char version[11];
+    const char *version;
+    int64_t created_s;
+    unsigned char mac[SID_MAC_BYTES];   /* names the session in the ended table */
     unsigned char token_fp[16];
-    uint64_t last_ms;
-    unsigned char log_level; /* logging/setLevel: 0 none, else 1 + the level */
 };
-static struct session sessions[CM_MAX_SESSIONS];
-static unsigned long sessions_evicted;
 
-static int session_find(struct view id, uint64_t now)
+static br_hmac_key_context sid_key; /* set by cm_start from the server secret */
+static unsigned long sessions_opened;
+
+static void sid_mac(const unsigned char body[SID_BODY_BYTES], const unsigned char fp[16], unsigned char out[SID_MAC_BYTES])
 {
+    br_hmac_context hc;
+    unsigned char full[32];
+    if (!sid_key.dig_vtable) { /* not started by cm_start (unit tests): key it now */
+        unsigned char k[32];
+        secret_derive("calid-mcp session id", k);
+        br_hmac_key_init(&sid_key, &br_sha256_vtable, k, sizeof k);
+    }
+    br_hmac_init(&hc, &sid_key, 0);
+    br_hmac_update(&hc, body, SID_BODY_BYTES);
+    br_hmac_update(&hc, fp, 16);
+    br_hmac_out(&hc, full);
+    memcpy(out, full, SID_MAC_BYTES);
+}
+
+static void base64url_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t i, o = 0;
+    for (i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        if (i + 1 < n)
+            out[o++] = abc[v >> 6 & 63];
+        if (i + 2 < n)
+            out[o++] = abc[v & 63];
+    }
+    out[o] = 0;
+}
+
+static int session_expired(int64_t created_s, int64_t now_s)
+{
+    if (created_s > now_s)
+        return created_s - now_s > CM_SESSION_CLOCK_SKEW_S;
+    return (now_s - created_s) * 1000 > (int64_t)CM_SESSION_TTL_MS;
+}
+
+/* Makes the id of a new session in out. 0, or -1 without a random source. */
+static int session_create(const char *version, const char *token, size_t token_len, int64_t now_s,
+                          char out[SESSION_ID_CHARS + 1])
+{
+    unsigned char raw[SID_BYTES], fp[16];
+    unsigned v = 0;
     int i;
+    while (v < N_SID_VERSIONS && strcmp(sid_versions[v], version) != 0)
+        v++;
+    if (v == N_SID_VERSIONS)
+        return -1; /* not a session-era version this build can name */
+    raw[0] = (unsigned char)(SID_FORMAT << 4 | v);
+    for (i = 0; i < 5; i++)
+        raw[1 + i] = (unsigned char)((uint64_t)now_s >> (8 * (4 - i)));
+    if (cm_port_random(raw + 6, SID_BODY_BYTES - 6) < 0)
+        return -1;
+    token_fingerprint(token, token_len, fp);
+    sid_mac(raw, fp, raw + SID_BODY_BYTES);
+    base64url_encode(raw, sizeof raw, out);
+    sessions_opened++;
+    return 0;
+}
+
+/* Reads and checks an id presented with a token: 0 with *s filled, or -1
+ * when it is malformed, forged, bound to another token or expired. (Whether
+ * it was ended is the ended table's question.) */
+static int session_check(struct view id, const char *token, size_t token_len, int64_t now_s, struct session *s)
+{
+    unsigned char raw[SID_BYTES + 2], mac[SID_MAC_BYTES];
+    char again[SESSION_ID_CHARS + 1];
+    size_t i;
+    int64_t t = 0;
     if (id.n != SESSION_ID_CHARS)
         return -1;
-    for (i = 0; i < CM_MAX_SESSIONS; i++) {
-        struct session *s = &sessions[i];
-        if (!s->used)
-            continue;
-        if (now > s->last_ms && now - s->last_ms > (uint64_t)CM_SESSION_TTL_MS) {
-            s->used = 0; /* expired */
-            continue;
-        }
-        if (memcmp(s->id, id.p, SESSION_ID_CHARS) == 0)
-            return i;
+    for (i = 0; i < id.n; i++) {
+        char ch = id.p[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+            return -1;
     }
+    if (base64_decode(id.p, id.n, raw, sizeof raw) != SID_BYTES)
+        return -1;
+    base64url_encode(raw, SID_BYTES, again); /* one spelling per id: no unused bits set */
+    if (memcmp(again, id.p, id.n) != 0 || raw[0] >> 4 != SID_FORMAT || (raw[0] & 15) >= N_SID_VERSIONS)
+        return -1;
+    token_fingerprint(token, token_len, s->token_fp);
+    sid_mac(raw, s->token_fp, mac);
+    if (!const_time_eq(mac, sizeof mac, raw + SID_BODY_BYTES, SID_MAC_BYTES))
+        return -1;
+    for (i = 0; i < 5; i++)
+        t = t << 8 | raw[1 + i];
+    if (session_expired(t, now_s))
+        return -1;
+    s->version = NULL;
+    for (i = 0; i < N_SESSION_VERSIONS; i++)
+        if (strcmp(session_versions[i], sid_versions[raw[0] & 15]) == 0)
+            s->version = session_versions[i];
+    if (!s->version)
+        return -1; /* a version this build no longer serves */
+    s->created_s = t;
+    memcpy(s->mac, mac, sizeof mac);
+    return 0;
+}
+
+/*
+ * Ended sessions. DELETE ends a session on the instance that receives it: the
+ * id's MAC stays in this table until the id would have expired anyway.
+ * Strangers cannot use the table to bring ended sessions back (issue: any
+ * bearer can open and end sessions, for free):
+ *   - each token fingerprint holds at most CM_ENDED_PER_TOKEN entries; past
+ *     that, a token's own least recently used entry makes room;
+ *   - when the table is full, the entry that makes room is one not used
+ *     (ended, or presented again) for CM_ENDED_SPARE_MS, from the token
+ *     holding the most entries, least recently used first;
+ *   - when every entry was used that recently, the DELETE is refused (503,
+ *     the session stays open) rather than forgetting a recent one.
+ */
+#ifndef CM_ENDED_PER_TOKEN
+#define CM_ENDED_PER_TOKEN (CM_MAX_ENDED_SESSIONS / 4) /* one token's share of the ended table */
+#endif
+#ifndef CM_ENDED_SPARE_MS
+#define CM_ENDED_SPARE_MS 300000 /* an entry used this recently is never the one forgotten */
+#endif
+#define ENDED_FP_BYTES 8
+
+struct ended_session {
+    int64_t created_s;                  /* 0: free */
+    uint64_t last_ms;                   /* ended, or presented again */
+    unsigned char mac[SID_MAC_BYTES];
+    unsigned char fp[ENDED_FP_BYTES];
+};
+static struct ended_session ended[CM_MAX_ENDED_SESSIONS];
+static unsigned long ended_refused;
+
+static int ended_live(int i, int64_t now_s)
+{
+    if (ended[i].created_s && session_expired(ended[i].created_s, now_s))
+        memset(&ended[i], 0, sizeof ended[i]);
+    return ended[i].created_s != 0;
+}
+
+/* Index of the id's entry, or -1. A hit counts as a use. */
+static int ended_find(const struct session *s, uint64_t now_ms, int64_t now_s)
+{
+    int i;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        if (ended_live(i, now_s) && memcmp(ended[i].mac, s->mac, SID_MAC_BYTES) == 0) {
+            ended[i].last_ms = now_ms;
+            return i;
+        }
     return -1;
 }
 
-static int session_create(const char *version, const char *token, size_t token_len, uint64_t now)
+static int ended_holding(const unsigned char *fp, int64_t now_s)
 {
-    unsigned char rnd[SESSION_ID_CHARS / 2];
-    int i, pick = -1;
-    for (i = 0; i < CM_MAX_SESSIONS; i++)
-        if (!sessions[i].used || (now > sessions[i].last_ms && now - sessions[i].last_ms > (uint64_t)CM_SESSION_TTL_MS)) {
-            pick = i;
-            break;
+    int i, n = 0;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        n += ended_live(i, now_s) && memcmp(ended[i].fp, fp, ENDED_FP_BYTES) == 0;
+    return n;
+}
+
+/* The slot a new entry for fingerprint fp takes, by the rules above, or -1. */
+static int ended_slot(const unsigned char *fp, uint64_t now_ms, int64_t now_s)
+{
+    int i, pick = -1, pick_holds = 0;
+    int own = ended_holding(fp, now_s) >= CM_ENDED_PER_TOKEN;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++) {
+        int holds;
+        if (!ended_live(i, now_s)) {
+            if (!own)
+                return i;
+            continue;
         }
-    if (pick < 0) {
-        pick = 0;
-        for (i = 1; i < CM_MAX_SESSIONS; i++)
-            if (sessions[i].last_ms < sessions[pick].last_ms)
+        if (own) {
+            if (memcmp(ended[i].fp, fp, ENDED_FP_BYTES) == 0 && (pick < 0 || ended[i].last_ms < ended[pick].last_ms))
                 pick = i;
-        sessions_evicted++;
-        cm_logf(CM_LOG_WARN, "session table full (CM_MAX_SESSIONS=%d): dropped the least recently used",
-                CM_MAX_SESSIONS);
+            continue;
+        }
+        if (ms_since(now_ms, ended[i].last_ms) < CM_ENDED_SPARE_MS)
+            continue;
+        holds = ended_holding(ended[i].fp, now_s);
+        if (pick < 0 || holds > pick_holds || (holds == pick_holds && ended[i].last_ms < ended[pick].last_ms)) {
+            pick = i;
+            pick_holds = holds;
+        }
     }
-    if (cm_port_random(rnd, sizeof rnd) < 0)
-        return -1;
-    hex_encode(rnd, sizeof rnd, sessions[pick].id);
-    snprintf(sessions[pick].version, sizeof sessions[pick].version, "%s", version);
-    token_fingerprint(token, token_len, sessions[pick].token_fp);
-    sessions[pick].last_ms = now;
-    sessions[pick].log_level = 0;
-    sessions[pick].used = 1;
     return pick;
 }
 
-static int sessions_in_use(void)
+/* Ends a session here. 0, or -1 when the table cannot take it now. */
+static int ended_add(const struct session *s, uint64_t now_ms, int64_t now_s)
+{
+    int i = ended_find(s, now_ms, now_s);
+    if (i < 0)
+        i = ended_slot(s->token_fp, now_ms, now_s);
+    if (i < 0) {
+        ended_refused++;
+        cm_logf(CM_LOG_WARN, "ended-session table full of recent entries (CM_MAX_ENDED_SESSIONS=%d): a DELETE was refused",
+                CM_MAX_ENDED_SESSIONS);
+        return -1;
+    }
+    ended[i].created_s = s->created_s ? s->created_s : 1;
+    ended[i].last_ms = now_ms;
+    memcpy(ended[i].mac, s->mac, SID_MAC_BYTES);
+    memcpy(ended[i].fp, s->token_fp, ENDED_FP_BYTES);
+    return 0;
+}
+
+static int ended_in_use(int64_t now_s)
 {
     int i, n = 0;
-    for (i = 0; i < CM_MAX_SESSIONS; i++)
-        n += sessions[i].used;
+    for (i = 0; i < CM_MAX_ENDED_SESSIONS; i++)
+        n += ended_live(i, now_s);
     return n;
+}
+
+/* A session the client may use: valid for this token and not ended here. */
+static int session_open(struct view id, const char *token, size_t token_len, uint64_t now_ms, int64_t now_s,
+                        struct session *s)
+{
+    if (session_check(id, token, token_len, now_s, s) < 0)
+        return -1;
+    return ended_find(s, now_ms, now_s) >= 0 ? -1 : 0;
+}
+
+/*
+ * The one piece of session state that cannot travel in the id: the level a
+ * client set with logging/setLevel after the id was made. It is kept on the
+ * instance that was told, keyed by the id's MAC, until the id expires; when
+ * the table is full the least recently used entry makes room. Losing it is
+ * harmless: that client gets no log messages until it sets the level again
+ * (and another instance of a balanced group never knew it).
+ */
+#ifndef CM_MAX_SESSION_LEVELS
+#define CM_MAX_SESSION_LEVELS 64 /* sessions whose logging/setLevel level is remembered */
+#endif
+
+struct session_level {
+    int64_t created_s;                  /* 0: free */
+    uint64_t last_ms;                   /* the session's last request here */
+    unsigned char mac[SID_MAC_BYTES];
+    unsigned char level;                /* 0 none, else 1 + the level (section 10) */
+};
+static struct session_level session_levels[CM_MAX_SESSION_LEVELS];
+
+/* The level byte of a session, or NULL when none is kept and create is not
+ * set (a request that cannot set one needs no entry). */
+static unsigned char *session_level(const struct session *s, int create, uint64_t now_ms, int64_t now_s)
+{
+    int i, pick = -1;
+    for (i = 0; i < CM_MAX_SESSION_LEVELS; i++) {
+        struct session_level *e = &session_levels[i];
+        if (e->created_s && session_expired(e->created_s, now_s))
+            memset(e, 0, sizeof *e);
+        if (e->created_s && memcmp(e->mac, s->mac, SID_MAC_BYTES) == 0) {
+            e->last_ms = now_ms;
+            return &e->level;
+        }
+        if (pick < 0 || !e->created_s || (session_levels[pick].created_s && e->last_ms < session_levels[pick].last_ms))
+            pick = i;
+    }
+    if (!create)
+        return NULL;
+    session_levels[pick].created_s = s->created_s ? s->created_s : 1;
+    session_levels[pick].last_ms = now_ms;
+    session_levels[pick].level = 0;
+    memcpy(session_levels[pick].mac, s->mac, SID_MAC_BYTES);
+    return &session_levels[pick].level;
 }
 
 /* ===================================================================== */
@@ -4434,7 +4711,8 @@ struct rpc_ctx {
     size_t token_len;
     int http_status;          /* out: the HTTP status dispatch wants (200 default) */
     int batch;                /* inside a 2025-03-26 batch */
-    int new_session;          /* out: index of a session initialize created, or -1 */
+    int new_session;          /* out: 1 when initialize opened a session (its id below), -1 none, -2 never (stdio) */
+    char new_session_id[SESSION_ID_CHARS + 1];
     unsigned toolsets;        /* this request's toolsets (0: the server's selection) */
     unsigned char *log_level; /* the session's logging/setLevel level (NULL: none kept) */
 };
@@ -4831,10 +5109,11 @@ static const char *status_reason(int status)
     }
 }
 
-/* Renders the tool result for a finished API request. With copy set (batch
- * parts) the API answer is copied; otherwise the answer is referenced and the
- * caller must keep the upstream slot until the answer is written. */
-static void render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+/* Renders the tool result for a finished API request; returns whether it is
+ * an error result. With copy set (batch parts) the API answer is copied;
+ * otherwise the answer is referenced and the caller must keep the upstream
+ * slot until the answer is written. */
+static int render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     struct view id = pc->id;
     char head[600];
@@ -4877,6 +5156,7 @@ static void render_tool_result(struct resp *r, const struct pending_call *pc, co
     }
     rs_printf(r, "\"}],\"isError\":%s", is_error ? "true" : "false");
     result_end(r, pc->modern, 0);
+    return is_error;
 }
 
 /* ---- Prompts ---- */
@@ -5837,7 +6117,7 @@ static void render_pending_failure(struct resp *r, const struct pending_call *pc
         rpc_error(r, id, E_SERVER, msg, NULL);
 }
 
-static void render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
+static int render_pending_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     if (r->sse) /* log messages travel only on an SSE answer */
         render_api_log(r, pc, u);
@@ -5846,7 +6126,8 @@ static void render_pending_result(struct resp *r, const struct pending_call *pc,
     else if (pc->kind == PC_RESOURCE)
         render_resource_result(r, pc, u, copy);
     else
-        render_tool_result(r, pc, u, copy);
+        return render_tool_result(r, pc, u, copy);
+    return u->status == 0 || u->status >= 300; /* whether the API request failed */
 }
 
 /* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
@@ -6122,7 +6403,7 @@ static int dispatch(struct rpc_ctx *c, const struct jdoc *d, int msg, struct res
 
 /* Handles initialize in the session era: negotiates the version and opens a
  * session bound to the caller's token. */
-static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, uint64_t now)
+static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, struct resp *r, int64_t now_s)
 {
     struct view id = rpc_id(d, msg);
     int params = obj_get(d, msg, "params");
@@ -6149,13 +6430,12 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
         if (view_eq(tok_view(d, pv), session_versions[i]))
             version = session_versions[i];
     if (c->new_session != -2) { /* -2: the transport keeps no sessions (stdio) */
-        int s = session_create(version, c->token ? c->token : "", c->token ? c->token_len : 0, now);
-        if (s < 0) {
+        if (session_create(version, c->token ? c->token : "", c->token ? c->token_len : 0, now_s, c->new_session_id) < 0) {
             c->http_status = 500;
             rpc_error(r, id, E_INTERNAL, "Internal error: no random source for a session id", NULL);
             return D_REPLIED;
         }
-        c->new_session = s;
+        c->new_session = 1;
     }
     render_initialize(r, c, id, version);
     return D_REPLIED;
@@ -6165,7 +6445,107 @@ static int handle_initialize(struct rpc_ctx *c, const struct jdoc *d, int msg, s
 /* 11. Connections and the event loop                                    */
 /* ===================================================================== */
 
+/* ---------------------------------------------------------------------- */
+/* Counters for GET /metrics, and the access log                           */
+/* ---------------------------------------------------------------------- */
+/*
+ * Every label value comes from a fixed table here or from the tool catalog,
+ * never from what a client sent: an MCP method not in the table counts as
+ * "other", a status not in the table as "other".
+ */
+static const char *const metric_methods[] = {
+    "none", /* no MCP message: DELETE, OPTIONS, other endpoints, refusals before the body */
+    "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
+    "resources/templates/list", "resources/read", "completion/complete", "server/discover", "logging/setLevel",
+    "notifications/initialized", "notifications/cancelled", "batch", "other",
+};
+#define N_METRIC_METHODS (sizeof metric_methods / sizeof metric_methods[0])
+#define METHOD_NONE 0
+#define METHOD_OTHER ((int)N_METRIC_METHODS - 1)
+#define METHOD_BATCH ((int)N_METRIC_METHODS - 2)
+static const int metric_statuses[] = {200, 202, 204, 400, 401, 403, 404, 405, 406, 408, 413,
+                                      415, 417, 431, 500, 501, 502, 503, 504, 505, 0 /* other */};
+#define N_METRIC_STATUSES (sizeof metric_statuses / sizeof metric_statuses[0])
+enum { OUTCOME_OK, OUTCOME_API_ERROR, OUTCOME_TRANSPORT_ERROR, N_OUTCOMES };
+static const char *const outcome_names[N_OUTCOMES] = {"ok", "api_error", "transport_error"};
+static const unsigned api_ms_bounds[] = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+#define N_API_BOUNDS (sizeof api_ms_bounds / sizeof api_ms_bounds[0])
+
+static struct {
+    unsigned long requests[N_METRIC_METHODS][N_METRIC_STATUSES];
+    unsigned long tool_calls[N_TOOLS][N_OUTCOMES];
+    unsigned long api_ms_buckets[N_API_BOUNDS + 1]; /* per bucket; made cumulative when shown */
+    uint64_t api_ms_sum;
+} metrics;
+
+static int metric_method(struct view m)
+{
+    int i;
+    for (i = 1; i < METHOD_OTHER; i++)
+        if (view_eq(m, metric_methods[i]))
+            return i;
+    return METHOD_OTHER;
+}
+
+/* The label of a parsed body: its method, "batch", or "other". */
+static int note_method(const struct jdoc *d)
+{
+    int m;
+    if (d->t[0].type == JSMN_ARRAY)
+        return METHOD_BATCH;
+    m = obj_get(d, 0, "method");
+    return d->t[0].type == JSMN_OBJECT && m >= 0 && d->t[m].type == JSMN_STRING ? metric_method(tok_view(d, m)) : METHOD_OTHER;
+}
+
+static int metric_status(int status)
+{
+    int i;
+    for (i = 0; i + 1 < (int)N_METRIC_STATUSES; i++)
+        if (metric_statuses[i] == status)
+            break;
+    return i;
+}
+
+/* What the access log and the counters learn about one request. */
+struct req_note {
+    const char *endpoint; /* the endpoints[] path served, or "-" */
+    int method;           /* index into metric_methods */
+    int tool;             /* catalog index of the last tool called, or -1 */
+    int api_status;       /* the API's status for it, 0 transport failure, -1 no API call */
+    uint64_t api_start_ms;
+    uint64_t api_ms;
+};
+
+static void note_reset(struct req_note *n)
+{
+    n->endpoint = "-";
+    n->method = METHOD_NONE;
+    n->tool = -1;
+    n->api_status = -1;
+    n->api_start_ms = n->api_ms = 0;
+}
+
+/* An API request finished (is_error: the result is an error); tool calls
+ * are counted by tool and outcome, every API request in the latency. */
+static void note_api_done(struct req_note *n, const struct pending_call *pc, int status, int is_error)
+{
+    uint64_t ms = ms_since(cm_port_now_ms(), n->api_start_ms);
+    size_t b = 0;
+    n->api_status = status;
+    n->api_ms = ms;
+    if (pc->kind == PC_TOOL) {
+        n->tool = pc->tool;
+        metrics.tool_calls[pc->tool][status == 0 ? OUTCOME_TRANSPORT_ERROR : is_error ? OUTCOME_API_ERROR : OUTCOME_OK]++;
+    }
+    while (b < N_API_BOUNDS && ms > api_ms_bounds[b])
+        b++;
+    metrics.api_ms_buckets[b]++;
+    metrics.api_ms_sum += ms;
+}
+
+
 enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
+#define OA_KEY_MAX 256 /* a Cal ID API key (OAuth sign-in, section 11b) */
 
 #define IN_BYTES (CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES)
 #define STDIO_OWNER 0xffffffffu
@@ -6197,11 +6577,10 @@ struct conn {
     struct pending_call pc;
     uint64_t queued_ms;           /* (pc.handle == PC_IN_LINE) since when the call waits for an API slot */
     int batch_pos, batch_len, batch_replies; /* 2025-03-26 batches */
-    int session;
     int want_sse;
     char origin_ok[160];          /* Origin to echo for CORS, "" for none */
     /* the answer */
-    char hdr[768];
+    char hdr[2048];               /* room for a sign-in redirect's Location */
     size_t hdr_len, hdr_sent;
     struct resp resp;
     char out[CM_OUT_BYTES];
@@ -6211,6 +6590,9 @@ struct conn {
     char *stage_p;                /* where escaped bytes are staged: the free tail of out[] */
     size_t stage_cap, stage_len, stage_sent;
     int held_handle;              /* upstream answer referenced by the answer, or -1 */
+    struct req_note note;         /* for the access log and /metrics */
+    int oauth_wait;               /* the API call in flight checks a key for the sign-in page */
+    char oauth_key[OA_KEY_MAX + 1]; /* the Cal ID key opened from this request's access token */
 };
 
 static struct conn conns[CM_MAX_CONNS];
@@ -6941,11 +7323,56 @@ static void conn_reset_request(struct conn *c)
     c->batch_len = 0;
     c->batch_pos = 0;
     c->batch_replies = 0;
-    c->session = -1;
     c->origin_ok[0] = 0;
     c->held_handle = -1;
     c->close_after = 0;
     c->head_only = 0;
+    c->oauth_wait = 0;
+    memset(c->oauth_key, 0, sizeof c->oauth_key); /* a Cal ID key: kept no longer than one request */
+    note_reset(&c->note);
+}
+
+/* The access log line and the request counter, once per answer: never a
+ * token, a key, a query string or a body. */
+static void access_log(struct conn *c, int status)
+{
+    const struct req_note *n = &c->note;
+    char t[24], peer[64], http[24], tool[96], api[16], api_ms[24], text[400], json[480];
+    uint64_t ms = ms_since(cm_port_now_ms(), c->req_start_ms);
+    metrics.requests[n->method][metric_status(status)]++;
+    if (cfg.log_level < CM_LOG_INFO)
+        return;
+    utc_text(cm_port_unix_time(), t);
+    cm_port_peer_name(c->sock, peer, sizeof peer);
+    {
+        size_t i, n = c->req.method.n < 16 ? c->req.method.n : 16;
+        for (i = 0; i < n && is_tchar((unsigned char)c->req.method.p[i]); i++)
+            http[i] = c->req.method.p[i];
+        http[i] = 0;
+        if (i == 0 || i < n) /* no method parsed (yet): a refusal before the request line */
+            snprintf(http, sizeof http, "-");
+    } /* tchars only: nothing to quote in either format */
+    snprintf(tool, sizeof tool, "%s", n->tool >= 0 ? tools[n->tool].name : "-");
+    if (n->api_status >= 0)
+        snprintf(api, sizeof api, "%d", n->api_status);
+    else
+        snprintf(api, sizeof api, "-");
+    if (n->api_status >= 0)
+        snprintf(api_ms, sizeof api_ms, "%lu", (unsigned long)n->api_ms);
+    else
+        snprintf(api_ms, sizeof api_ms, "%s", cfg.log_json ? "null" : "-");
+    if (cfg.log_json) {
+        snprintf(json, sizeof json,
+                 "\"client\":\"%s\",\"http\":\"%s\",\"path\":\"%s\",\"mcp\":\"%s\",\"tool\":%s%s%s,\"status\":%d,\"ms\":%lu,"
+                 "\"api_status\":%s,\"api_ms\":%s",
+                 peer, http, n->endpoint, metric_methods[n->method], n->tool >= 0 ? "\"" : "", n->tool >= 0 ? tool : "null",
+                 n->tool >= 0 ? "\"" : "", status, (unsigned long)ms, n->api_status >= 0 ? api : "null", api_ms);
+        log_write(CM_LOG_INFO, "access", NULL, json);
+        return;
+    }
+    snprintf(text, sizeof text, "time=%s client=%s http=%s path=%s mcp=%s tool=%s status=%d ms=%lu api_status=%s api_ms=%s",
+             t, peer, http, n->endpoint, metric_methods[n->method], tool, status, (unsigned long)ms, api, api_ms);
+    log_write(CM_LOG_INFO, "access", text, NULL);
 }
 
 static int conn_write(struct conn *c);
@@ -6994,6 +7421,7 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     c->state = C_WRITE;
     c->last_ms = cm_port_now_ms();
     cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes", status, (unsigned long)body_len);
+    access_log(c, status);
     conn_write(c);
 }
 
@@ -7125,6 +7553,15 @@ static int conn_write(struct conn *c)
     }
 }
 
+/* section 11b: the public URL, access tokens, and the key check of the sign-in page */
+static int oauth_is_public_host(struct view host);
+static int oauth_is_public_origin(struct view origin);
+static int oauth_is_access_token(struct view bearer);
+static int oauth_open_access(struct view bearer, char *key, size_t cap, const char **why);
+static const char *oauth_challenge(int had_token);
+struct up_result;
+static void oauth_key_checked(struct conn *c, int handle, const struct up_result *u);
+
 static int host_is_loopback_name(struct view host)
 {
     /* strip a :port suffix (not inside [::1]) */
@@ -7148,6 +7585,8 @@ static int origin_allowed(struct view origin)
     for (i = 0; i < cfg.n_allow_origins; i++)
         if (view_ieq(origin, cfg.allow_origins[i]) || strcmp(cfg.allow_origins[i], "*") == 0)
             return 1;
+    if (oauth_is_public_origin(origin))
+        return 1; /* this server's own pages (the sign-in form) */
     if (listener_on_loopback) {
         struct view rest = origin;
         if (rest.n > 7 && memcmp(rest.p, "http://", 7) == 0) {
@@ -7179,7 +7618,7 @@ static int host_allowed_by_origin_list(struct view host)
 
 /* Which token the API gets for this request. 0 ok, or an HTTP status with why. */
 static int resolve_token(const struct http_req *q, const char **tok, size_t *n, const char **presented,
-                         size_t *presented_n, const char **why)
+                         size_t *presented_n, const char **why, char *opened, size_t opened_cap)
 {
     const struct view *auth = http_header(q, "authorization");
     struct view bearer = {NULL, 0};
@@ -7201,6 +7640,16 @@ static int resolve_token(const struct http_req *q, const char **tok, size_t *n, 
     }
     *presented = bearer.p;
     *presented_n = bearer.n;
+    if (bearer.p && oauth_is_access_token(bearer)) {
+        /* signed in with OAuth: the token carries the user's key, and so does
+           their session binding, which then survives a refresh */
+        int r = oauth_open_access(bearer, opened, opened_cap, why);
+        if (r)
+            return r;
+        *tok = *presented = opened;
+        *n = *presented_n = strlen(opened);
+        return 0;
+    }
     if (cfg.access_token && cfg.api_key) {
         if (!bearer.p || !const_time_eq(bearer.p, bearer.n, cfg.access_token, strlen(cfg.access_token))) {
             *why = bearer.p ? "Unauthorized: the access token is not valid for this server"
@@ -7222,7 +7671,8 @@ static int resolve_token(const struct http_req *q, const char **tok, size_t *n, 
         *presented = "";
         return 0;
     }
-    *why = "Unauthorized: a Cal ID token is needed: send Authorization: Bearer calid_... (create an API key in Cal ID under Settings > Developer > API keys)";
+    *why = cfg.oauth ? "Unauthorized: sign in (OAuth, see WWW-Authenticate), or send Authorization: Bearer calid_..."
+                     : "Unauthorized: a Cal ID token is needed: send Authorization: Bearer calid_... (create an API key in Cal ID under Settings > Developer > API keys)";
     return 401;
 }
 
@@ -7299,6 +7749,7 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     h = submit_pending(conn_owner(c), &c->pc, d, c->ctx.token, c->ctx.token_len, msg, sizeof msg);
     if (h >= 0) {
         c->pc.handle = h;
+        c->note.api_start_ms = cm_port_now_ms();
         return;
     }
     if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
@@ -7408,6 +7859,10 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         up_release(handle); /* its client went away meanwhile */
         return;
     }
+    if (c->oauth_wait) {
+        oauth_key_checked(c, handle, u);
+        return;
+    }
     c->pc.active = 0;
     c->pc.handle = -1;
     if (c->batch_len) {
@@ -7416,7 +7871,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         size_t at;
         if (c->batch_replies++)
             rs_str(&c->resp, ",");
-        render_pending_result(&c->resp, &c->pc, u, 1);
+        note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 1));
         up_release(handle);
         c->batch_pos++;
         if (conn_parse_body(c, &d, &why, &at) == 0)
@@ -7425,7 +7880,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
             conn_close(c);
         return;
     }
-    render_pending_result(&c->resp, &c->pc, u, 0);
+    note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 0));
     c->held_handle = handle;
     if (c->resp.overflow) {
         struct view id = c->pc.id;
@@ -7487,12 +7942,92 @@ static void serve_healthz(struct conn *c)
 {
     rs_init(&c->resp, c->out, sizeof c->out, 0);
     rs_printf(&c->resp,
-              "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessions\":%d,\"connections\":%d,"
-              "\"requests\":%lu,\"refusedBusy\":%lu,\"refusedPerAddress\":%lu,\"evictedStalled\":%lu,"
-              "\"apiFullHandshakes\":%u}",
-              (unsigned)N_TOOLS, sessions_in_use(), conns_in_use(), stat_requests, stat_refused_busy,
+              "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessionsOpened\":%lu,\"endedSessions\":%d,\"connections\":%d,"
+              "\"requests\":%lu,\"refusedBusy\":%lu,\"refusedPerAddress\":%lu,\"evictedStalled\":%lu,\"apiFullHandshakes\":%u}",
+              (unsigned)N_TOOLS, sessions_opened, ended_in_use(cm_port_unix_time()), conns_in_use(), stat_requests, stat_refused_busy,
               stat_refused_addr, stat_evicted, up_full_handshakes);
     conn_answer(c, 200, "application/json", NULL);
+}
+
+/*
+ * GET /metrics: the Prometheus text format (version 0.0.4). Series that are
+ * still zero are left out, except the gauges. The page is written into the
+ * free tail of the connection's input buffer (a GET has no body, so that is
+ * at least CM_MAX_BODY_BYTES unless the client pipelined that much behind
+ * it); the answer references it, and nothing is read into in[] until the
+ * answer is out.
+ */
+static void metrics_page(struct textbuf *b)
+{
+    size_t i, j;
+    unsigned long cum = 0;
+    int64_t now_s = cm_port_unix_time();
+    tb_str(b, "# HELP calid_mcp_requests_total HTTP answers by MCP method and status.\n# TYPE calid_mcp_requests_total counter\n");
+    for (i = 0; i < N_METRIC_METHODS; i++)
+        for (j = 0; j < N_METRIC_STATUSES; j++)
+            if (metrics.requests[i][j]) {
+                char st[8];
+                snprintf(st, sizeof st, metric_statuses[j] ? "%d" : "other", metric_statuses[j]);
+                tb_printf(b, "calid_mcp_requests_total{method=\"%s\",status=\"%s\"} %lu\n", metric_methods[i], st,
+                          metrics.requests[i][j]);
+            }
+    tb_str(b, "# HELP calid_mcp_tool_calls_total Tool calls that reached the API, by tool and outcome.\n"
+              "# TYPE calid_mcp_tool_calls_total counter\n");
+    for (i = 0; i < N_TOOLS; i++)
+        for (j = 0; j < N_OUTCOMES; j++)
+            if (metrics.tool_calls[i][j])
+                tb_printf(b, "calid_mcp_tool_calls_total{tool=\"%s\",outcome=\"%s\"} %lu\n", tools[i].name, outcome_names[j],
+                          metrics.tool_calls[i][j]);
+    tb_str(b, "# HELP calid_mcp_api_request_duration_seconds Cal ID API requests, from sent to answered.\n"
+              "# TYPE calid_mcp_api_request_duration_seconds histogram\n");
+    for (i = 0; i <= N_API_BOUNDS; i++) {
+        cum += metrics.api_ms_buckets[i];
+        if (i < N_API_BOUNDS)
+            tb_printf(b, "calid_mcp_api_request_duration_seconds_bucket{le=\"%u.%03u\"} %lu\n", api_ms_bounds[i] / 1000,
+                      api_ms_bounds[i] % 1000, cum);
+        else
+            tb_printf(b, "calid_mcp_api_request_duration_seconds_bucket{le=\"+Inf\"} %lu\n", cum);
+    }
+    tb_printf(b, "calid_mcp_api_request_duration_seconds_sum %lu.%03u\ncalid_mcp_api_request_duration_seconds_count %lu\n",
+              (unsigned long)(metrics.api_ms_sum / 1000), (unsigned)(metrics.api_ms_sum % 1000), cum);
+    tb_printf(b, "# HELP calid_mcp_connections Open client connections.\n# TYPE calid_mcp_connections gauge\n"
+                 "calid_mcp_connections %d\n"
+                 "# HELP calid_mcp_connections_limit CM_MAX_CONNS.\n# TYPE calid_mcp_connections_limit gauge\n"
+                 "calid_mcp_connections_limit %d\n"
+                 "# HELP calid_mcp_refused_busy_total Connections refused with 503 because every slot was busy.\n"
+                 "# TYPE calid_mcp_refused_busy_total counter\ncalid_mcp_refused_busy_total %lu\n",
+              conns_in_use(), CM_MAX_CONNS, stat_refused_busy);
+    tb_printf(b, "# HELP calid_mcp_sessions_opened_total Session-era sessions opened here.\n"
+                 "# TYPE calid_mcp_sessions_opened_total counter\ncalid_mcp_sessions_opened_total %lu\n"
+                 "# HELP calid_mcp_ended_sessions Ended session ids remembered here.\n# TYPE calid_mcp_ended_sessions gauge\n"
+                 "calid_mcp_ended_sessions %d\n"
+                 "# HELP calid_mcp_ended_sessions_limit CM_MAX_ENDED_SESSIONS.\n# TYPE calid_mcp_ended_sessions_limit gauge\n"
+                 "calid_mcp_ended_sessions_limit %d\n"
+                 "# HELP calid_mcp_ended_session_refusals_total DELETEs refused (503) because the ended table was full of recent entries.\n"
+                 "# TYPE calid_mcp_ended_session_refusals_total counter\ncalid_mcp_ended_session_refusals_total %lu\n",
+              sessions_opened, ended_in_use(now_s), CM_MAX_ENDED_SESSIONS, ended_refused);
+    tb_printf(b, "# HELP calid_mcp_tls_handshakes_total TLS handshakes, by side and kind.\n"
+                 "# TYPE calid_mcp_tls_handshakes_total counter\n"
+                 "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"full\"} %u\n"
+                 "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"resumed\"} %u\n",
+              up_full_handshakes, up_resumed_handshakes);
+}
+
+static void serve_metrics(struct conn *c)
+{
+    struct textbuf b;
+    b.p = c->in + c->in_len;
+    b.cap = sizeof c->in - c->in_len;
+    b.len = 0;
+    b.overflow = 0;
+    metrics_page(&b);
+    if (b.overflow) {
+        conn_simple(c, 500, "{\"error\":\"the metrics page did not fit: send GET /metrics on a connection of its own\"}", NULL);
+        return;
+    }
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_ext(&c->resp, b.p, b.len, 0);
+    conn_answer(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL);
 }
 
 /* DNS rebinding protection: a page in a browser must not reach a loopback
@@ -7507,7 +8042,8 @@ static int conn_check_host(struct conn *c)
         conn_reject(c, 400, E_SERVER, "Bad Request: the Host header is required", NULL);
         return -1;
     }
-    if (listener_on_loopback && host && !host_is_loopback_name(*host) && !host_allowed_by_origin_list(*host)) {
+    if (listener_on_loopback && host && !host_is_loopback_name(*host) && !host_allowed_by_origin_list(*host) &&
+        !oauth_is_public_host(*host)) {
         conn_reject(c, 403, E_SERVER, "Forbidden: Host is not localhost, 127.0.0.1 or [::1] (DNS rebinding protection; see --allow-origin)", NULL);
         return -1;
     }
@@ -7522,6 +8058,14 @@ static int conn_check_host(struct conn *c)
 }
 
 static void serve_mcp(struct conn *c);
+/* section 11b */
+static void serve_home(struct conn *c);
+static void serve_style(struct conn *c);
+static void serve_resource_metadata(struct conn *c);
+static void serve_as_metadata(struct conn *c);
+static void serve_authorize(struct conn *c);
+static void serve_token(struct conn *c);
+static void serve_register(struct conn *c);
 
 /*
  * The HTTP endpoints, one row each: the path, the methods it takes (NULL: the
@@ -7538,6 +8082,15 @@ struct endpoint {
 static const struct endpoint endpoints[] = {
     {"/mcp", NULL, 1, serve_mcp},
     {"/healthz", "GET, HEAD", 1, serve_healthz},
+    {"/metrics", "GET, HEAD", 1, serve_metrics},
+    {"/", NULL, 1, serve_home},
+    {"/style.css", "GET, HEAD", 0, serve_style},
+    {"/.well-known/oauth-protected-resource/mcp", NULL, 0, serve_resource_metadata},
+    {"/.well-known/oauth-protected-resource", NULL, 0, serve_resource_metadata},
+    {"/.well-known/oauth-authorization-server", NULL, 0, serve_as_metadata},
+    {"/authorize", "GET, HEAD, POST", 1, serve_authorize},
+    {"/token", NULL, 0, serve_token},
+    {"/register", NULL, 0, serve_register},
 };
 #define N_ENDPOINTS (sizeof endpoints / sizeof endpoints[0])
 
@@ -7583,6 +8136,7 @@ static void conn_process(struct conn *c)
             conn_simple(c, 405, m, allow);
             return;
         }
+        c->note.endpoint = e->path;
         if (e->host_check && conn_check_host(c) < 0)
             return;
         e->serve(c);
@@ -7603,6 +8157,7 @@ static void serve_mcp(struct conn *c)
     const struct view *sid = http_header(q, "mcp-session-id");
     const struct view *pver = http_header(q, "mcp-protocol-version");
     uint64_t now = cm_port_now_ms();
+    int64_t now_s = cm_port_unix_time(); /* session ids carry wall-clock times: instances share them */
     char extra[200];
 
     if (view_eq(q->method, "OPTIONS")) {
@@ -7613,9 +8168,9 @@ static void serve_mcp(struct conn *c)
                     "Access-Control-Max-Age: 86400\r\n");
         return;
     }
-    r = resolve_token(q, &tok, &tok_n, &presented, &presented_n, &why);
+    r = resolve_token(q, &tok, &tok_n, &presented, &presented_n, &why, c->oauth_key, sizeof c->oauth_key);
     if (r) {
-        conn_reject(c, r, E_SERVER - 1, why, "WWW-Authenticate: Bearer realm=\"calid-mcp\"\r\n");
+        conn_reject(c, r, E_SERVER - 1, why, oauth_challenge(http_header(q, "authorization") != NULL));
         return;
     }
     c->ctx.token = tok;
@@ -7628,19 +8183,21 @@ static void serve_mcp(struct conn *c)
         return;
     }
     if (view_eq(q->method, "DELETE")) {
-        int s;
-        unsigned char fp[16];
+        struct session s;
         if (!sid) {
             conn_reject(c, 405, E_SERVER, "Method Not Allowed: DELETE ends a session and needs Mcp-Session-Id", "Allow: POST, OPTIONS\r\n");
             return;
         }
-        s = session_find(*sid, now);
-        token_fingerprint(presented ? presented : "", presented ? presented_n : 0, fp);
-        if (s < 0 || !const_time_eq(fp, 16, sessions[s].token_fp, 16)) {
+        if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
             conn_reject(c, 404, -32001, "Session not found", NULL);
             return;
         }
-        sessions[s].used = 0;
+        if (ended_add(&s, now, now_s) < 0) {
+            conn_reject(c, 503, E_SERVER,
+                        "Service Unavailable: too many sessions were ended here recently to remember another; the session stays open, retry later",
+                        "Retry-After: 60\r\n");
+            return;
+        }
         conn_simple(c, 200, "{}", NULL);
         return;
     }
@@ -7685,6 +8242,7 @@ static void serve_mcp(struct conn *c)
         }
     }
     rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
+    c->note.method = note_method(&d);
 
     /* Which era? A message whose params._meta names a protocol version is modern. */
     if (d.t[0].type == JSMN_OBJECT) {
@@ -7761,10 +8319,10 @@ static void serve_mcp(struct conn *c)
             /* the session is bound to the token the client presented */
             c->ctx.token = presented ? presented : "";
             c->ctx.token_len = presented ? presented_n : 0;
-            handle_initialize(&c->ctx, &d, 0, &c->resp, now);
+            handle_initialize(&c->ctx, &d, 0, &c->resp, now_s);
             extra[0] = 0;
-            if (c->ctx.new_session >= 0)
-                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", sessions[c->ctx.new_session].id);
+            if (c->ctx.new_session > 0)
+                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", c->ctx.new_session_id);
             conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", extra);
             return;
         }
@@ -7773,17 +8331,16 @@ static void serve_mcp(struct conn *c)
             return;
         }
         {
-            unsigned char fp[16];
-            int s = session_find(*sid, now);
-            token_fingerprint(presented ? presented : "", presented ? presented_n : 0, fp);
-            if (s < 0 || !const_time_eq(fp, 16, sessions[s].token_fp, 16)) {
+            struct session s;
+            if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
                 conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
                 return;
             }
-            sessions[s].last_ms = now;
-            c->session = s;
-            c->ctx.version = sessions[s].version;
-            c->ctx.log_level = &sessions[s].log_level;
+            c->ctx.version = s.version; /* the version travels in the id */
+            /* only a request that can set the level makes an entry for it */
+            c->ctx.log_level = session_level(&s, c->note.method == METHOD_BATCH ||
+                                                     strcmp(metric_methods[c->note.method], "logging/setLevel") == 0,
+                                             now, now_s);
         }
         if (d.t[0].type == JSMN_ARRAY) {
             if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
@@ -8217,11 +8774,1587 @@ static int loop_step(int timeout_ms)
     return 0;
 }
 
+/*
+ * Graceful stop: cm_shutdown() closes the listener (a balancer sends new
+ * clients elsewhere), closes kept-alive connections that sit between
+ * requests, and lets every request already in (tool calls waiting on the
+ * API or for a slot included) finish and be answered with Connection:
+ * close. cm_poll() returns 1 once none is left, or when CM_DRAIN_MS passed.
+ */
+static int draining;
+static uint64_t drain_deadline_ms;
+
+void cm_shutdown(void)
+{
+    if (!server_started || draining)
+        return;
+    draining = 1;
+    drain_deadline_ms = cm_port_now_ms() + CM_DRAIN_MS;
+    cm_port_close(listener);
+    listener = CM_SOCK_INVALID;
+    cm_logf(CM_LOG_INFO, "stopping: no new connections; finishing %d open ones (up to %d ms)", conns_in_use(), CM_DRAIN_MS);
+}
+
+/* 1 when the drain is over. */
+static int drain_step(uint64_t now)
+{
+    int i, left = 0;
+    for (i = 0; i < CM_MAX_CONNS; i++) {
+        struct conn *c = &conns[i];
+        if (c->state == C_FREE)
+            continue;
+        if (c->state == C_READ && c->in_len == 0 && !c->parse_pending) {
+            conn_close(c); /* between requests: nothing is lost */
+            continue;
+        }
+        c->close_after = 1;
+        left++;
+    }
+    if (left && now < drain_deadline_ms)
+        return 0;
+    if (left)
+        cm_logf(CM_LOG_WARN, "stopping: CM_DRAIN_MS (%d ms) passed with %d connections unanswered", CM_DRAIN_MS, left);
+    else
+        cm_logf(CM_LOG_INFO, "stopping: every request was answered");
+    return 1;
+}
+
 int cm_poll(int timeout_ms)
 {
     if (!server_started)
         return -1;
-    return loop_step(timeout_ms);
+    if (loop_step(draining ? (timeout_ms < 0 || timeout_ms > 100 ? 100 : timeout_ms) : timeout_ms) < 0)
+        return -1;
+    return draining ? drain_step(cm_port_now_ms()) : 0;
+}
+
+/* ===================================================================== */
+/* 11b. OAuth sign-in and pages                                          */
+/* ===================================================================== */
+/*
+ * With --oauth and --public-url the server is a small OAuth 2.1
+ * authorization server for its own /mcp (the MCP authorization spec: RFC
+ * 9728 resource metadata, RFC 8414 server metadata, RFC 7591 registration,
+ * RFC 7636 PKCE) and keeps no store. Everything it hands out is sealed:
+ *
+ *   client id      (/register) the client's name and redirect URIs
+ *   code           (/authorize) the user's Cal ID key, the PKCE challenge,
+ *                  the client and the redirect URI; CM_OAUTH_CODE_TTL_S
+ *   access token   (/token) the key, the client, the audience; an hour
+ *   refresh token  the same for 30 days; every refresh hands out a new one
+ *
+ * A sealed value is PREFIX + base64url(nonce | ChaCha20-Poly1305(fields) |
+ * tag) under a key derived from the server secret, the prefix being the
+ * associated data, so one kind never passes for another and any instance
+ * with the same secret opens it. What must not be accepted twice (a code, a
+ * rotated refresh token) is remembered in small fixed tables until it
+ * expires.
+ *
+ * The consent page checks the key with one GET /users/me through the
+ * upstream client before anything is issued. The key is never logged, never
+ * put in a URL or a page, and leaves this server only sealed, or in the
+ * Authorization header of API requests.
+ */
+#ifndef CM_OAUTH_ACCESS_TTL_S
+#define CM_OAUTH_ACCESS_TTL_S 3600L              /* access token lifetime */
+#endif
+#ifndef CM_OAUTH_REFRESH_TTL_S
+#define CM_OAUTH_REFRESH_TTL_S (30L * 24 * 3600) /* refresh token lifetime */
+#endif
+#ifndef CM_OAUTH_CODE_TTL_S
+#define CM_OAUTH_CODE_TTL_S 120L                 /* an authorization code is exchanged within this */
+#endif
+#ifndef CM_OAUTH_FORM_TTL_S
+#define CM_OAUTH_FORM_TTL_S 3600L                /* a consent form may be sent this long after it was shown */
+#endif
+#ifndef CM_OAUTH_USED_CODES
+#define CM_OAUTH_USED_CODES 128   /* codes remembered as used until they expire: exchanges per code lifetime */
+#endif
+#ifndef CM_OAUTH_USED_REFRESH
+#define CM_OAUTH_USED_REFRESH 256 /* rotated refresh tokens remembered; when full the soonest to expire is forgotten */
+#endif
+#ifndef CM_OAUTH_RATE_SLOTS
+#define CM_OAUTH_RATE_SLOTS 32    /* client addresses whose key checks are counted at once */
+#endif
+#ifndef CM_OAUTH_KEY_CHECKS
+#define CM_OAUTH_KEY_CHECKS 10    /* key checks one address may make per window */
+#endif
+#ifndef CM_OAUTH_RATE_WINDOW_MS
+#define CM_OAUTH_RATE_WINDOW_MS 60000
+#endif
+#define OA_URI_MAX 512            /* one redirect URI */
+#define OA_REDIRECTS_MAX 4        /* redirect URIs per client */
+#define OA_NAME_MAX 100           /* client_name bytes */
+#define OA_STATE_MAX 256          /* state bytes */
+#define OA_BASE_MAX 200           /* the public URL */
+#define OA_PLAIN_MAX 2400         /* the fields of one sealed value */
+#define OA_SEALED_MAX (8 + (OA_PLAIN_MAX + 28 + 2) / 3 * 4) /* its text */
+#define OA_LOCATION_MAX 1700      /* a redirect back to the client (fits the connection's header buffer) */
+
+#define CLIENT_PREFIX "cmcl_"
+enum { G_CODE, G_ACCESS, G_REFRESH };
+static const char *const grant_prefix[] = {"cmco_", "cmat_", "cmrt_"};
+
+static char public_host[OA_BASE_MAX + 1];  /* "host[:port]" as a Host header names it */
+static char public_base[OA_BASE_MAX + 16]; /* "https://" + public_host: the issuer */
+static char audience[OA_BASE_MAX + 24];    /* public_base + "/mcp": the protected resource */
+static unsigned char seal_key[32], csrf_key[32];
+static unsigned char plain_buf[OA_PLAIN_MAX];        /* fields being sealed */
+static unsigned char seal_buf[OA_PLAIN_MAX + 28];    /* nonce | ciphertext | tag */
+static unsigned char open_buf[OA_PLAIN_MAX + 28 + 3];/* an opened value: fields at +12 */
+static char oa_location[OA_LOCATION_MAX + 64];
+static char oa_extra[OA_LOCATION_MAX + 160];         /* headers of a redirect */
+
+/* ---- base64url, hashes ---- */
+static size_t b64url_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t i, o = 0;
+    for (i = 0; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+        out[o++] = a[v >> 18];
+        out[o++] = a[(v >> 12) & 63];
+        out[o++] = a[(v >> 6) & 63];
+        out[o++] = a[v & 63];
+    }
+    if (n - i == 1) {
+        out[o++] = a[in[i] >> 2];
+        out[o++] = a[(in[i] & 3) << 4];
+    } else if (n - i == 2) {
+        unsigned v = (unsigned)in[i] << 8 | in[i + 1];
+        out[o++] = a[v >> 10];
+        out[o++] = a[(v >> 4) & 63];
+        out[o++] = a[(v & 15) << 2];
+    }
+    out[o] = 0;
+    return o;
+}
+
+static void sha256_of(const void *p, size_t n, unsigned char out[32])
+{
+    br_sha256_context h;
+    br_sha256_init(&h);
+    br_sha256_update(&h, p, n);
+    br_sha256_out(&h, out);
+}
+
+/* The first 16 bytes of SHA-256: binds a value without carrying it. */
+static void hash16(const void *p, size_t n, unsigned char out[16])
+{
+    unsigned char full[32];
+    sha256_of(p, n, full);
+    memcpy(out, full, 16);
+}
+
+/* ---- sealing ---- */
+struct pack {
+    unsigned char *p;
+    size_t cap, len;
+    int bad;
+};
+
+static void pk_raw(struct pack *k, const void *s, size_t n)
+{
+    if (k->bad || n > k->cap - k->len) {
+        k->bad = 1;
+        return;
+    }
+    memcpy(k->p + k->len, s, n);
+    k->len += n;
+}
+
+static void pk_u64(struct pack *k, uint64_t v)
+{
+    unsigned char b[8];
+    int i;
+    for (i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (unsigned char)v;
+    pk_raw(k, b, 8);
+}
+
+static void pk_str(struct pack *k, const char *s, size_t n)
+{
+    unsigned char len[2];
+    len[0] = (unsigned char)(n >> 8);
+    len[1] = (unsigned char)n;
+    if (n > 0xffff)
+        k->bad = 1;
+    pk_raw(k, len, 2);
+    pk_raw(k, s, n);
+}
+
+struct unpack {
+    const unsigned char *p;
+    size_t n, i;
+    int bad;
+};
+
+static const unsigned char *uk_raw(struct unpack *u, size_t n)
+{
+    const unsigned char *at = u->p + u->i;
+    if (u->bad || n > u->n - u->i) {
+        u->bad = 1;
+        return NULL;
+    }
+    u->i += n;
+    return at;
+}
+
+static uint64_t uk_u64(struct unpack *u)
+{
+    const unsigned char *b = uk_raw(u, 8);
+    uint64_t v = 0;
+    int i;
+    for (i = 0; b && i < 8; i++)
+        v = v << 8 | b[i];
+    return v;
+}
+
+static struct view uk_str(struct unpack *u)
+{
+    struct view v = {"", 0};
+    const unsigned char *len = uk_raw(u, 2), *s;
+    if (!len)
+        return v;
+    s = uk_raw(u, (size_t)len[0] << 8 | len[1]);
+    if (s) {
+        v.p = (const char *)s;
+        v.n = (size_t)len[0] << 8 | len[1];
+    }
+    return v;
+}
+
+/* Seals n bytes of plain_buf as PREFIX + base64url text into out. 0 or -1. */
+static int seal(const char *prefix, size_t n, char *out, size_t cap)
+{
+    size_t plen = strlen(prefix);
+    if (n > OA_PLAIN_MAX || plen + (n + 28 + 2) / 3 * 4 + 1 > cap || cm_port_random(seal_buf, 12) < 0)
+        return -1;
+    memcpy(seal_buf + 12, plain_buf, n);
+    br_poly1305_ctmul_run(seal_key, seal_buf, seal_buf + 12, n, prefix, plen, seal_buf + 12 + n, br_chacha20_ct_run, 1);
+    memcpy(out, prefix, plen);
+    b64url_encode(seal_buf, n + 28, out + plen);
+    return 0;
+}
+
+/* Opens text sealed under prefix: the fields land at open_buf + 12 and their
+ * length is returned, or -1 when text is not one (tampered, another kind,
+ * another server's secret). */
+static long unseal(const char *prefix, struct view text)
+{
+    size_t plen = strlen(prefix);
+    unsigned char tag[16];
+    long n;
+    if (text.n <= plen || text.n > OA_SEALED_MAX || memcmp(text.p, prefix, plen) != 0)
+        return -1;
+    n = base64_decode(text.p + plen, text.n - plen, open_buf, sizeof open_buf);
+    if (n < 28)
+        return -1;
+    br_poly1305_ctmul_run(seal_key, open_buf, open_buf + 12, (size_t)n - 28, prefix, plen, tag, br_chacha20_ct_run, 0);
+    if (!const_time_eq(tag, 16, open_buf + n - 16, 16))
+        return -1;
+    return n - 28;
+}
+
+/* ---- what the sealed values carry ---- */
+struct oa_client {
+    struct view name;
+    int n_uris;
+    struct view uri[OA_REDIRECTS_MAX];
+};
+
+/* Opens a client id from /register. 0, or -1 when it is not one of ours. Its
+ * views live in open_buf until the next unseal. */
+static int client_open(struct view id, struct oa_client *cl)
+{
+    long n = unseal(CLIENT_PREFIX, id);
+    struct unpack u;
+    const unsigned char *count;
+    int i;
+    if (n < 0)
+        return -1;
+    u.p = open_buf + 12;
+    u.n = (size_t)n;
+    u.i = 0;
+    u.bad = 0;
+    (void)uk_u64(&u); /* issued at */
+    cl->name = uk_str(&u);
+    count = uk_raw(&u, 1);
+    cl->n_uris = count && *count <= OA_REDIRECTS_MAX ? *count : 0;
+    for (i = 0; i < cl->n_uris; i++)
+        cl->uri[i] = uk_str(&u);
+    return u.bad || cl->n_uris == 0 ? -1 : 0;
+}
+
+struct grant {
+    int64_t exp;                 /* unix seconds */
+    unsigned char id[16];        /* names a code or refresh token in the used tables */
+    unsigned char client[16];    /* hash16 of the client id */
+    unsigned char challenge[32]; /* code: the PKCE S256 challenge, decoded */
+    unsigned char redirect[16];  /* code: hash16 of the redirect URI sent, zero when none was */
+    struct view audience, key;
+};
+
+static int grant_seal(int kind, const struct grant *g, char *out, size_t cap)
+{
+    struct pack k;
+    k.p = plain_buf;
+    k.cap = sizeof plain_buf;
+    k.len = 0;
+    k.bad = 0;
+    pk_u64(&k, (uint64_t)g->exp);
+    pk_raw(&k, g->id, 16);
+    pk_raw(&k, g->client, 16);
+    if (kind == G_CODE) {
+        pk_raw(&k, g->challenge, 32);
+        pk_raw(&k, g->redirect, 16);
+    }
+    pk_str(&k, g->audience.p, g->audience.n);
+    pk_str(&k, g->key.p, g->key.n);
+    return k.bad ? -1 : seal(grant_prefix[kind], k.len, out, cap);
+}
+
+enum { OPEN_OK = 0, OPEN_BAD = -1, OPEN_EXPIRED = -2, OPEN_AUDIENCE = -3 };
+
+/* Opens a code or token of this kind and checks its expiry and audience. */
+static int grant_open(int kind, struct view text, struct grant *g, int64_t now)
+{
+    long n = unseal(grant_prefix[kind], text);
+    struct unpack u;
+    const unsigned char *b;
+    if (n < 0)
+        return OPEN_BAD;
+    memset(g, 0, sizeof *g);
+    u.p = open_buf + 12;
+    u.n = (size_t)n;
+    u.i = 0;
+    u.bad = 0;
+    g->exp = (int64_t)uk_u64(&u);
+    if ((b = uk_raw(&u, 16)) != NULL)
+        memcpy(g->id, b, 16);
+    if ((b = uk_raw(&u, 16)) != NULL)
+        memcpy(g->client, b, 16);
+    if (kind == G_CODE) {
+        if ((b = uk_raw(&u, 32)) != NULL)
+            memcpy(g->challenge, b, 32);
+        if ((b = uk_raw(&u, 16)) != NULL)
+            memcpy(g->redirect, b, 16);
+    }
+    g->audience = uk_str(&u);
+    g->key = uk_str(&u);
+    if (u.bad || u.i != u.n)
+        return OPEN_BAD;
+    if (g->exp <= now)
+        return OPEN_EXPIRED;
+    if (!view_eq(g->audience, audience))
+        return OPEN_AUDIENCE;
+    return OPEN_OK;
+}
+
+/* ---- what is remembered: used codes, rotated refresh tokens, key checks ---- */
+struct used_id {
+    unsigned char id[16];
+    int64_t exp;
+};
+static struct used_id used_codes[CM_OAUTH_USED_CODES], used_refresh[CM_OAUTH_USED_REFRESH];
+
+/* Marks id used until exp: 1 marked now, 0 it was used before, -1 no room
+ * (every entry still live and evict not set). */
+static int used_mark(struct used_id *t, int n, const unsigned char id[16], int64_t exp, int64_t now, int evict)
+{
+    int i, pick = -1, soonest = 0;
+    for (i = 0; i < n; i++) {
+        if (t[i].exp > now && memcmp(t[i].id, id, 16) == 0)
+            return 0;
+        if (t[i].exp <= now && pick < 0)
+            pick = i;
+        if (t[i].exp < t[soonest].exp)
+            soonest = i;
+    }
+    if (pick < 0) {
+        if (!evict)
+            return -1;
+        pick = soonest;
+    }
+    memcpy(t[pick].id, id, 16);
+    t[pick].exp = exp;
+    return 1;
+}
+
+struct rate_slot {
+    char host[48];
+    uint64_t since_ms;
+    unsigned count;
+};
+static struct rate_slot rate_slots[CM_OAUTH_RATE_SLOTS];
+
+/* Counts one key check from host: 0 allowed, -1 over CM_OAUTH_KEY_CHECKS. */
+static int rate_take(const char *host, uint64_t now)
+{
+    int i, pick = -1, oldest = 0;
+    for (i = 0; i < CM_OAUTH_RATE_SLOTS; i++) {
+        struct rate_slot *s = &rate_slots[i];
+        if (s->count && ms_since(now, s->since_ms) >= CM_OAUTH_RATE_WINDOW_MS)
+            s->count = 0; /* its window is over */
+        if (s->count && strcmp(s->host, host) == 0) {
+            if (s->count >= CM_OAUTH_KEY_CHECKS)
+                return -1;
+            s->count++;
+            return 0;
+        }
+        if (!s->count && pick < 0)
+            pick = i;
+        if (rate_slots[i].since_ms < rate_slots[oldest].since_ms)
+            oldest = i;
+    }
+    if (pick < 0)
+        pick = oldest; /* every slot counting: the longest-counting address starts over */
+    snprintf(rate_slots[pick].host, sizeof rate_slots[pick].host, "%s", host);
+    rate_slots[pick].since_ms = now;
+    rate_slots[pick].count = 1;
+    return 0;
+}
+
+/* ---- form and query parameters ---- */
+struct oa_form {
+    char response_type[16], client_id[OA_SEALED_MAX + 1], redirect_uri[OA_URI_MAX + 1],
+        state[OA_STATE_MAX + 1], code_challenge[64], code_challenge_method[16], resource[OA_URI_MAX + 1],
+        csrf[64], action[16], api_key[OA_KEY_MAX + 1], grant_type[32], code[OA_SEALED_MAX + 1],
+        code_verifier[160], refresh_token[OA_SEALED_MAX + 1];
+};
+static struct oa_form form;
+static size_t form_key_at, form_key_len; /* where api_key's raw value was in what form_parse read */
+
+#define FORM_FIELD(f) {#f, offsetof(struct oa_form, f), sizeof form.f}
+static const struct form_field {
+    const char *name;
+    size_t off, cap;
+} form_fields[] = {
+    FORM_FIELD(response_type), FORM_FIELD(client_id), FORM_FIELD(redirect_uri), FORM_FIELD(state),
+    FORM_FIELD(code_challenge), FORM_FIELD(code_challenge_method), FORM_FIELD(resource), FORM_FIELD(csrf),
+    FORM_FIELD(action), FORM_FIELD(api_key), FORM_FIELD(grant_type), FORM_FIELD(code),
+    FORM_FIELD(code_verifier), FORM_FIELD(refresh_token),
+};
+#define N_FORM_FIELDS (sizeof form_fields / sizeof form_fields[0])
+
+/* Decodes one application/x-www-form-urlencoded value ('+', %XX). -1 on a
+ * bad escape, a NUL, or more than cap - 1 bytes. */
+static int form_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t i, o = 0;
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            if (i + 2 >= n || hexval((unsigned char)s[i + 1]) < 0 || hexval((unsigned char)s[i + 2]) < 0)
+                return -1;
+            c = hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2]);
+            i += 2;
+        }
+        if (c == 0 || o + 1 >= cap)
+            return -1;
+        out[o++] = (char)c;
+    }
+    out[o] = 0;
+    return 0;
+}
+
+/* Fills form from a query string or form body. Unknown names are ignored, as
+ * OAuth asks; a known one given twice or too long is refused (*bad names it). */
+static int form_parse(const char *p, size_t n, const char **bad)
+{
+    size_t i = 0;
+    unsigned seen = 0;
+    memset(&form, 0, sizeof form);
+    form_key_at = form_key_len = 0;
+    while (i < n) {
+        size_t e = i, eq;
+        unsigned k;
+        while (e < n && p[e] != '&')
+            e++;
+        for (eq = i; eq < e && p[eq] != '='; eq++)
+            ;
+        for (k = 0; k < N_FORM_FIELDS; k++) {
+            const struct form_field *f = &form_fields[k];
+            if (eq - i != strlen(f->name) || memcmp(p + i, f->name, eq - i) != 0)
+                continue;
+            *bad = f->name;
+            if ((seen & (1u << k)) || eq == e || form_decode(p + eq + 1, e - eq - 1, (char *)&form + f->off, f->cap) < 0)
+                return -1;
+            seen |= 1u << k;
+            if (f->off == offsetof(struct oa_form, api_key)) {
+                form_key_at = eq + 1;
+                form_key_len = e - eq - 1;
+            }
+        }
+        i = e + 1;
+    }
+    return 0;
+}
+
+/* ---- the public URL ---- */
+static void secret_derive(const char *label, unsigned char out[32]); /* in "Start, stop, sizes" */
+
+static int isalnum_ascii(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
+static int strncasecmp_ascii(const char *a, const char *b, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return 1;
+    return 0;
+}
+
+static int is_host_char(int c) { return isalnum_ascii(c) || c == '.' || c == '-'; }
+
+/* Length of "host[:port]" at s ("[v6]" hosts too), or 0 when it is not one. */
+static size_t authority_len(const char *s)
+{
+    size_t i = 0;
+    if (s[0] == '[') {
+        while (s[i] && s[i] != ']' && (hexval((unsigned char)s[i]) >= 0 || s[i] == ':' || s[i] == '[' || s[i] == '.'))
+            i++;
+        if (s[i] != ']' || i < 3)
+            return 0;
+        i++;
+    } else {
+        while (is_host_char((unsigned char)s[i]))
+            i++;
+        if (i == 0)
+            return 0;
+    }
+    if (s[i] == ':') {
+        size_t d = ++i;
+        while (s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == d || i - d > 5)
+            return 0;
+    }
+    return i;
+}
+
+/* Is the host of an authority ("localhost:3000") a loopback name or address? */
+static int authority_is_loopback(const char *s, size_t n)
+{
+    struct view host = {s, n};
+    if (n > 4 && memcmp(s, "127.", 4) == 0) { /* any of 127/8, with or without a port */
+        size_t i = 4;
+        while (i < n && (s[i] == '.' || (s[i] >= '0' && s[i] <= '9')))
+            i++;
+        return i == n || s[i] == ':';
+    }
+    return host_is_loopback_name(host);
+}
+
+/* Checks --oauth and --public-url, and derives the sealing keys. 0, or -1 with err. */
+static int oauth_start(char *err, size_t errlen)
+{
+    const char *u = cfg.public_url, *auth;
+    size_t n;
+    int https;
+    public_base[0] = public_host[0] = audience[0] = 0;
+    secret_derive("calid-mcp oauth seal", seal_key);
+    secret_derive("calid-mcp oauth form", csrf_key);
+    if (cfg.oauth && cfg.api_key) {
+        snprintf(err, errlen, "--oauth gives every user their own key: it cannot be used with --api-key");
+        return -1;
+    }
+    if (!u || !u[0]) {
+        if (!cfg.oauth)
+            return 0;
+        snprintf(err, errlen, "--oauth needs --public-url https://HOST[:PORT], the address clients reach this server at");
+        return -1;
+    }
+    https = strncmp(u, "https://", 8) == 0;
+    auth = u + (https ? 8 : 7);
+    n = (https || strncmp(u, "http://", 7) == 0) ? authority_len(auth) : 0;
+    if (n == 0 || (auth[n] && strcmp(auth + n, "/") != 0) || n > OA_BASE_MAX) {
+        snprintf(err, errlen, "--public-url must be https://HOST[:PORT] with no path (got '%s')", u);
+        return -1;
+    }
+    if (!https && !authority_is_loopback(auth, n)) {
+        snprintf(err, errlen, "--public-url must be https:// (http:// only for a loopback address): sign-in sends keys through it");
+        return -1;
+    }
+    /* the default port: browsers leave it out of Host and Origin */
+    if (https && n > 4 && memcmp(auth + n - 4, ":443", 4) == 0)
+        n -= 4;
+    else if (!https && n > 3 && memcmp(auth + n - 3, ":80", 3) == 0)
+        n -= 3;
+    snprintf(public_host, sizeof public_host, "%.*s", (int)n, auth);
+    snprintf(public_base, sizeof public_base, "%s://%s", https ? "https" : "http", public_host);
+    snprintf(audience, sizeof audience, "%s/mcp", public_base);
+    if (!https)
+        cm_logf(CM_LOG_WARN, "--public-url %s is plain http: use it only for tests on this machine", public_base);
+    if (cfg.oauth && !cfg.secret_file)
+        cm_logf(CM_LOG_WARN, "--oauth without --secret-file: every sign-in ends when the server restarts");
+    return 0;
+}
+
+/* Requests naming the public URL pass the DNS rebinding check (section 11). */
+static int oauth_is_public_host(struct view host) { return public_host[0] && view_ieq(host, public_host); }
+static int oauth_is_public_origin(struct view origin) { return public_base[0] && view_ieq(origin, public_base); }
+
+/* Why u cannot be a redirect URI, or NULL when it can: https, http to a
+ * loopback host (RFC 8252 native apps), or a private-use scheme such as
+ * cursor:// or com.example.app:/ ; no fragment, no user info, visible ASCII. */
+static const char *redirect_uri_problem(const char *u)
+{
+    static const char *const refused[] = {"javascript", "data", "file", "vbscript", "blob", "about", "ftp", "ws", "wss"};
+    size_t i, s = 0, n = strlen(u);
+    if (n == 0 || n > OA_URI_MAX)
+        return "a redirect URI must hold 1 to 512 bytes";
+    for (i = 0; i < n; i++)
+        if ((unsigned char)u[i] <= 0x20 || (unsigned char)u[i] >= 0x7f || u[i] == '#' || u[i] == '"' || u[i] == '<' || u[i] == '>')
+            return "a redirect URI must be visible ASCII without spaces, quotes, angle brackets or a #fragment";
+    while (s < n && (isalnum_ascii(u[s]) || (s > 0 && (u[s] == '+' || u[s] == '.' || u[s] == '-'))))
+        s++;
+    if (s > 0 && (u[0] < 'A' || (u[0] > 'Z' && u[0] < 'a') || u[0] > 'z'))
+        s = 0; /* a scheme starts with a letter */
+    if (s == 0 || u[s] != ':' || s + 1 == n)
+        return "a redirect URI must be an absolute URI (scheme:...)";
+    if (s == 5 && strncmp(u, "https", 5) == 0) {
+        size_t a = strncmp(u + 5, "://", 3) == 0 ? authority_len(u + 8) : 0;
+        if (a == 0 || (u[8 + a] && u[8 + a] != '/' && u[8 + a] != '?'))
+            return "an https redirect URI needs a host (https://host[:port]/path), without user info";
+        return NULL;
+    }
+    if (s == 4 && strncmp(u, "http", 4) == 0) {
+        size_t a = strncmp(u + 4, "://", 3) == 0 ? authority_len(u + 7) : 0;
+        if (a == 0 || (u[7 + a] && u[7 + a] != '/' && u[7 + a] != '?') || !authority_is_loopback(u + 7, a))
+            return "an http redirect URI must point at this device's loopback (http://127.0.0.1:PORT/..., http://localhost:PORT/...); use https otherwise";
+        return NULL;
+    }
+    for (i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (strlen(refused[i]) == s && strncasecmp_ascii(u, refused[i], s) == 0)
+            return "this URI scheme cannot receive a sign-in (use https, loopback http or the app's own scheme)";
+    return NULL;
+}
+
+/* ---- the consent form's CSRF token: the time it was made and a MAC over
+ * it and the request it belongs to ---- */
+static void csrf_mac(int64_t ts, unsigned char out[16])
+{
+    const char *parts[5];
+    unsigned char t[8], full[32];
+    br_hmac_key_context kc;
+    br_hmac_context hc;
+    int i;
+    parts[0] = form.client_id, parts[1] = form.redirect_uri, parts[2] = form.state;
+    parts[3] = form.code_challenge, parts[4] = form.resource;
+    for (i = 7; i >= 0; i--, ts >>= 8)
+        t[i] = (unsigned char)ts;
+    br_hmac_key_init(&kc, &br_sha256_vtable, csrf_key, sizeof csrf_key);
+    br_hmac_init(&hc, &kc, 0);
+    br_hmac_update(&hc, t, 8);
+    for (i = 0; i < 5; i++)
+        br_hmac_update(&hc, parts[i], strlen(parts[i]) + 1); /* the NUL separates them */
+    br_hmac_out(&hc, full);
+    memcpy(out, full, 16);
+}
+
+static void csrf_make(char out[64])
+{
+    unsigned char raw[24];
+    int64_t now = cm_port_unix_time();
+    int i;
+    for (i = 7; i >= 0; i--)
+        raw[i] = (unsigned char)((uint64_t)now >> (8 * (7 - i)));
+    csrf_mac(now, raw + 8);
+    b64url_encode(raw, sizeof raw, out);
+}
+
+static int csrf_ok(void)
+{
+    unsigned char raw[32], want[16];
+    int64_t ts = 0, now = cm_port_unix_time();
+    int i;
+    if (base64_decode(form.csrf, strlen(form.csrf), raw, sizeof raw) != 24)
+        return 0;
+    for (i = 0; i < 8; i++)
+        ts = (int64_t)((uint64_t)ts << 8 | raw[i]);
+    if (ts > now + 60 || now - ts > CM_OAUTH_FORM_TTL_S)
+        return 0;
+    csrf_mac(ts, want);
+    return const_time_eq(want, 16, raw + 8, 16);
+}
+
+/* ---- pages: one stylesheet, const templates, escaped substitutions ---- */
+static const char page_css[] =
+    ":root{color-scheme:light dark;--fg:#17202e;--bg:#f3f5f8;--card:#fff;--line:#d5dae3;--muted:#566074;"
+    "--accent:#1f5bd8;--accent-fg:#fff;--bad:#b42318;--bad-bg:#fdecea;--code:#eef1f6}\n"
+    "@media (prefers-color-scheme:dark){:root{--fg:#e7ebf2;--bg:#10141b;--card:#19202b;--line:#2e3846;"
+    "--muted:#a3adbd;--accent:#6f9cff;--accent-fg:#0b1020;--bad:#ff8a80;--bad-bg:#3a1d1d;--code:#0d1117}}\n"
+    "*{box-sizing:border-box}\n"
+    "body{margin:0;background:var(--bg);color:var(--fg);font:16px/1.55 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif}\n"
+    "main{max-width:46rem;margin:0 auto;padding:1rem}\n"
+    ".brand{font-weight:600;color:var(--muted);margin:.5rem 0 1rem;letter-spacing:.02em}\n"
+    ".card{background:var(--card);border:1px solid var(--line);border-radius:14px;padding:1.25rem;margin:0 0 1rem}\n"
+    ".card>:first-child{margin-top:0}\n"
+    "h1{font-size:1.45rem;line-height:1.25;margin:0 0 .75rem}h2{font-size:1.1rem;margin:1.25rem 0 .5rem}"
+    "h3{font-size:1rem;margin:1rem 0 .35rem}\n"
+    "p,ul{margin:.5rem 0}li{margin:.2rem 0}.muted,.hint,footer{color:var(--muted)}.hint{font-size:.9rem}\n"
+    "a{color:var(--accent)}code{font:.9em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;"
+    "overflow-wrap:anywhere}\n"
+    "pre{background:var(--code);border:1px solid var(--line);border-radius:10px;padding:.75rem;overflow-x:auto;"
+    "font-size:.85rem;line-height:1.45}pre code{overflow-wrap:normal}\n"
+    ".url code{display:block;padding:.6rem .75rem;background:var(--code);border-radius:8px;font-size:1rem}\n"
+    "label{display:block;font-weight:600;margin:1rem 0 .35rem}\n"
+    "input[type=password]{width:100%;font:inherit;padding:.75rem;border:1px solid var(--line);border-radius:10px;"
+    "background:var(--bg);color:var(--fg)}\n"
+    ".actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:1.25rem}\n"
+    "button{flex:1 1 10rem;font:inherit;font-weight:600;padding:.8rem 1rem;border-radius:10px;border:1px solid var(--accent);"
+    "background:var(--accent);color:var(--accent-fg);cursor:pointer}\n"
+    "button.secondary{background:transparent;color:var(--fg);border-color:var(--line)}\n"
+    ".error{background:var(--bad-bg);color:var(--bad);border-left:4px solid var(--bad);padding:.6rem .8rem;border-radius:6px}\n"
+    ".ok{color:#1a7f37}footer{font-size:.85rem;text-align:center;margin:1rem 0 2rem}\n";
+
+#define PAGE_HEAD                                                                                          \
+    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"                                      \
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"                               \
+    "<link rel=\"stylesheet\" href=\"/style.css\">"
+#define PAGE_FOOT "<footer>calid-mcp " CM_VERSION " &middot; <a href=\"/\">about this server</a></footer>\n</main></body></html>\n"
+
+/* Headers of every page: never cached, never framed (clickjacking), no
+ * script at all, the address (with its query) never sent to another site.
+ * same-origin rather than no-referrer: under no-referrer a browser sends the
+ * sign-in form with "Origin: null", which the origin check must refuse. */
+#define PAGE_HEADERS                                                                                       \
+    "Cache-Control: no-store\r\nX-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n"              \
+    "Referrer-Policy: same-origin\r\n"                                                                     \
+    "Content-Security-Policy: default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'\r\n"
+
+static const char consent_page[] =
+    PAGE_HEAD "<title>Sign in to Cal ID: {{client}}</title></head>\n<body><main>\n"
+    "<div class=\"brand\">Cal ID &middot; MCP server</div>\n<section class=\"card\">\n"
+    "<h1>Allow <b>{{client}}</b> to use your Cal ID account?</h1>\n"
+    "<p class=\"muted\">{{client}} asks to sign in to the Cal ID MCP server at <code>{{issuer}}</code>. "
+    "Afterwards you go back to <code>{{return_to}}</code>.</p>\n"
+    "{{error_open}}{{error}}{{error_close}}"
+    "<h2>It will be able to</h2>\n<ul>\n"
+    "<li>read your profile, event types, schedules, availability, bookings, contacts and teams</li>\n"
+    "<li>book, reschedule and cancel meetings, and change event types, schedules, contacts and webhooks</li>\n"
+    "<li>keep doing so while it is used (a sign-in lapses after 30 days unused); deleting the key in Cal ID ends it</li>\n</ul>\n"
+    "<form method=\"post\" action=\"/authorize\">\n"
+    "<label for=\"api_key\">Your Cal ID API key</label>\n"
+    "<input id=\"api_key\" name=\"api_key\" type=\"password\" autocomplete=\"off\" spellcheck=\"false\" "
+    "placeholder=\"calid_...\" required autofocus>\n"
+    "<p class=\"hint\">Make one in Cal ID under <a href=\"https://cal.id/settings/developer/api-keys\" "
+    "target=\"_blank\" rel=\"noopener\">Settings &rsaquo; Developer &rsaquo; API keys</a>. This server checks it "
+    "with Cal ID and stores nothing: the key travels only sealed inside the tokens {{client}} receives.</p>\n"
+    "<input type=\"hidden\" name=\"response_type\" value=\"code\">\n"
+    "<input type=\"hidden\" name=\"client_id\" value=\"{{client_id}}\">\n"
+    "<input type=\"hidden\" name=\"redirect_uri\" value=\"{{redirect_uri}}\">\n"
+    "<input type=\"hidden\" name=\"state\" value=\"{{state}}\">\n"
+    "<input type=\"hidden\" name=\"code_challenge\" value=\"{{code_challenge}}\">\n"
+    "<input type=\"hidden\" name=\"code_challenge_method\" value=\"S256\">\n"
+    "<input type=\"hidden\" name=\"resource\" value=\"{{resource}}\">\n"
+    "<input type=\"hidden\" name=\"csrf\" value=\"{{csrf}}\">\n"
+    "<div class=\"actions\"><button type=\"submit\" name=\"action\" value=\"allow\">Allow</button>\n"
+    "<button type=\"submit\" name=\"action\" value=\"deny\" class=\"secondary\" formnovalidate>Deny</button></div>\n"
+    "</form>\n</section>\n" PAGE_FOOT;
+
+static const char problem_page[] =
+    PAGE_HEAD "<title>Sign-in cannot continue</title></head>\n<body><main>\n"
+    "<div class=\"brand\">Cal ID &middot; MCP server</div>\n<section class=\"card\">\n"
+    "<h1>Sign-in cannot continue</h1>\n<p class=\"error\" role=\"alert\">{{error}}</p>\n"
+    "<p>Go back to the app and start signing in again. If it keeps happening, the app may need to be "
+    "connected to this server anew.</p>\n</section>\n" PAGE_FOOT;
+
+static const char home_page[] =
+    PAGE_HEAD "<title>Cal ID MCP server</title></head>\n<body><main>\n"
+    "<div class=\"brand\">Cal ID &middot; MCP server</div>\n<section class=\"card\">\n"
+    "<h1>Cal ID MCP server</h1>\n"
+    "<p>This is <b>calid-mcp</b> " CM_VERSION ". It lets AI assistants (Claude, ChatGPT, Cursor and any MCP "
+    "client) work with a Cal ID scheduling account through {{tools}} tools: bookings, event types, "
+    "availability and schedules, free slots, contacts, teams and webhooks.</p>\n"
+    "<h2>MCP URL</h2>\n<p class=\"url\"><code>{{mcp_url}}</code></p>\n"
+    "<h2>Health</h2>\n<ul>\n<li><span class=\"ok\">&#9679;</span> serving; open now: {{connections}} "
+    "connections, {{sessions}} sessions opened; {{requests}} requests since start</li>\n"
+    "<li>Cal ID API: <code>{{upstream}}</code></li>\n<li>Machine-readable: <a href=\"/healthz\">/healthz</a></li>\n</ul>\n"
+    "</section>\n<section class=\"card\">\n<h2>Sign in</h2>\n{{signin}}</section>\n"
+    "<section class=\"card\">\n<h2>Connect your app</h2>\n"
+    "<p>Replace <code>calid_xxx</code> with your Cal ID API key (Cal ID: Settings &rsaquo; Developer &rsaquo; "
+    "<a href=\"https://cal.id/settings/developer/api-keys\">API keys</a>).</p>\n"
+    "<h3>Claude Desktop</h3>\n<pre><code>{\n  \"mcpServers\": {\n    \"calid\": {\n      \"type\": \"http\",\n"
+    "      \"url\": \"{{mcp_url}}\",\n      \"headers\": { \"Authorization\": \"Bearer calid_xxx\" }\n    }\n  }\n}</code></pre>\n"
+    "<h3>Cursor</h3>\n<p class=\"hint\"><code>.cursor/mcp.json</code></p>\n"
+    "<pre><code>{\n  \"mcpServers\": {\n    \"calid\": {\n      \"url\": \"{{mcp_url}}\",\n"
+    "      \"headers\": { \"Authorization\": \"Bearer calid_xxx\" }\n    }\n  }\n}</code></pre>\n"
+    "<h3>ChatGPT</h3>\n<p class=\"hint\">A custom connector; with sign-in on, choose OAuth as its authentication "
+    "instead of a bearer token.</p>\n"
+    "<pre><code>{\n  \"name\": \"Cal ID\",\n  \"mcp_url\": \"{{mcp_url}}\",\n"
+    "  \"authentication\": { \"type\": \"bearer\", \"token\": \"LONG_RANDOM_TOKEN\" }\n}</code></pre>\n"
+    "<h3>Any other MCP client</h3>\n"
+    "<pre><code>{\n  \"mcpServers\": {\n    \"calid\": {\n      \"type\": \"http\",\n      \"url\": \"{{mcp_url}}\",\n"
+    "      \"headers\": {\n        \"Authorization\": \"Bearer calid_xxx\",\n"
+    "        \"Accept\": \"application/json, text/event-stream\"\n      }\n    }\n  }\n}</code></pre>\n"
+    "<h3>Through the mcp-remote bridge</h3>\n<p class=\"hint\">For a client that only starts commands.</p>\n"
+    "<pre><code>{\n  \"mcpServers\": {\n    \"calid\": {\n      \"command\": \"npx\",\n"
+    "      \"args\": [\"-y\", \"mcp-remote\", \"{{mcp_url}}\", \"--transport\", \"http-first\",\n"
+    "               \"--header\", \"Authorization:${CALID_AUTH_HEADER}\"],\n"
+    "      \"env\": { \"CALID_AUTH_HEADER\": \"Bearer calid_xxx\" }\n    }\n  }\n}</code></pre>\n"
+    "</section>\n" PAGE_FOOT;
+
+static const char signin_on[] =
+    "<p>OAuth sign-in is <b>on</b>. Apps that sign in with OAuth (Claude and ChatGPT connectors, Cursor, the "
+    "MCP SDKs) need only the MCP URL above: they open a page of this server where you paste your Cal ID API "
+    "key once. The key is checked with Cal ID and then travels only sealed inside the app's tokens; nothing is "
+    "stored here.</p>\n<p class=\"hint\">Apps that send an <code>Authorization</code> header can still use a key "
+    "directly, as below.</p>\n";
+static const char signin_off[] =
+    "<p>OAuth sign-in is <b>off</b>: each app sends your Cal ID API key in an <code>Authorization</code> header, "
+    "as in the configs below. To let OAuth-only connectors sign in, start the server with "
+    "<code>--oauth --public-url https://HOST[:PORT]</code>.</p>\n";
+
+/* Text with & < > " ' escaped, for HTML text and attribute values. */
+static void rs_html(struct resp *r, const char *s, size_t n)
+{
+    size_t i, from = 0;
+    for (i = 0; i < n; i++) {
+        const char *ent;
+        switch (s[i]) {
+        case '&': ent = "&amp;"; break;
+        case '<': ent = "&lt;"; break;
+        case '>': ent = "&gt;"; break;
+        case '"': ent = "&quot;"; break;
+        case '\'': ent = "&#39;"; break;
+        default: continue;
+        }
+        rs_put(r, s + from, i - from);
+        rs_str(r, ent);
+        from = i + 1;
+    }
+    rs_put(r, s + from, n - from);
+}
+
+/* A {{name}} in a template and what replaces it: escaped text, or (raw) one
+ * of the constant fragments above. */
+struct sub {
+    const char *name, *val;
+    int raw;
+};
+
+static void render_page(struct resp *r, const char *tpl, const struct sub *subs, size_t nsubs)
+{
+    const char *p = tpl, *open, *close;
+    size_t k;
+    while ((open = strstr(p, "{{")) != NULL && (close = strstr(open, "}}")) != NULL) {
+        rs_ext(r, p, (size_t)(open - p), 0); /* the template is static: referenced, not copied */
+        for (k = 0; k < nsubs; k++) {
+            const struct sub *s = &subs[k];
+            if (strlen(s->name) != (size_t)(close - open - 2) || memcmp(s->name, open + 2, strlen(s->name)) != 0)
+                continue;
+            if (s->raw)
+                rs_ext(r, s->val, strlen(s->val), 0);
+            else
+                rs_html(r, s->val, strlen(s->val));
+        }
+        p = close + 2;
+    }
+    rs_ext(r, p, strlen(p), 0);
+}
+
+static void conn_page(struct conn *c, int status)
+{
+    if (c->resp.overflow) {
+        rs_init(&c->resp, c->out, sizeof c->out, 0);
+        rs_str(&c->resp, "<!doctype html><title>Error</title><p>The page did not fit the output buffer (CM_OUT_BYTES).</p>");
+        status = 500;
+    }
+    conn_answer(c, status, "text/html; charset=utf-8", PAGE_HEADERS);
+}
+
+static void serve_style(struct conn *c)
+{
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_ext(&c->resp, page_css, sizeof page_css - 1, 0);
+    conn_answer(c, 200, "text/css; charset=utf-8", "Cache-Control: public, max-age=3600\r\nX-Content-Type-Options: nosniff\r\n");
+}
+
+/* Where people reach this server: --public-url, else the Host they used
+ * (when it is a plain host[:port]), else the listen address. */
+static void page_base_url(struct conn *c, char *out, size_t cap)
+{
+    const struct view *host = http_header(&c->req, "host");
+    if (public_base[0]) {
+        snprintf(out, cap, "%s", public_base);
+        return;
+    }
+    if (host && host->n < 100) {
+        char h[104];
+        snprintf(h, sizeof h, "%.*s", (int)host->n, host->p);
+        if (authority_len(h) == host->n) {
+            snprintf(out, cap, "%s://%s", tls_on() ? "https" : "http", h);
+            return;
+        }
+    }
+    snprintf(out, cap, "%s://%s", tls_on() ? "https" : "http", cfg.listen);
+}
+
+/* GET / : a page for people (Accept: text/html); other callers get the 404 they always got. */
+static void serve_home(struct conn *c)
+{
+    const struct view *accept = http_header(&c->req, "accept");
+    char base[OA_BASE_MAX + 16], mcp_url[OA_BASE_MAX + 24], tools_n[16], sessions_n[16], conns_n[16], requests_n[24];
+    struct sub subs[8];
+    if (!(view_eq(c->req.method, "GET") || view_eq(c->req.method, "HEAD")) || !accept ||
+        !view_icontains(*accept, "text/html")) {
+        conn_simple(c, 404, "{\"error\":\"not found: the MCP endpoint is /mcp\"}", NULL);
+        return;
+    }
+    page_base_url(c, base, sizeof base);
+    snprintf(mcp_url, sizeof mcp_url, "%s/mcp", base);
+    snprintf(tools_n, sizeof tools_n, "%u", (unsigned)N_TOOLS);
+    snprintf(sessions_n, sizeof sessions_n, "%lu", sessions_opened);
+    snprintf(conns_n, sizeof conns_n, "%d", conns_in_use());
+    snprintf(requests_n, sizeof requests_n, "%lu", stat_requests);
+    subs[0] = (struct sub){"mcp_url", mcp_url, 0};
+    subs[1] = (struct sub){"tools", tools_n, 0};
+    subs[2] = (struct sub){"sessions", sessions_n, 0};
+    subs[3] = (struct sub){"connections", conns_n, 0};
+    subs[4] = (struct sub){"requests", requests_n, 0};
+    subs[5] = (struct sub){"upstream", cfg.upstream, 0};
+    subs[6] = (struct sub){"signin", cfg.oauth ? signin_on : signin_off, 1};
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    render_page(&c->resp, home_page, subs, 7);
+    conn_page(c, 200);
+}
+
+/* ---- the OAuth endpoints ---- */
+#define CORS_ANY "Access-Control-Allow-Origin: *\r\n" /* they need no cookie and change no state a page could abuse */
+
+/* 1 (answered 404) when sign-in is off. */
+static int oauth_off(struct conn *c)
+{
+    if (cfg.oauth)
+        return 0;
+    conn_simple(c, 404, "{\"error\":\"not found: OAuth sign-in is off (start the server with --oauth --public-url https://HOST[:PORT])\"}", NULL);
+    return 1;
+}
+
+/* Answers a CORS preflight or a method the endpoint does not take. 1 when answered. */
+static int oauth_methods(struct conn *c, const char *allow)
+{
+    char h[300];
+    if (view_eq(c->req.method, "OPTIONS")) {
+        snprintf(h, sizeof h,
+                 CORS_ANY "Access-Control-Allow-Methods: %s, OPTIONS\r\n"
+                 "Access-Control-Allow-Headers: Content-Type, Authorization, MCP-Protocol-Version\r\n"
+                 "Access-Control-Max-Age: 86400\r\n",
+                 allow);
+        rs_init(&c->resp, c->out, sizeof c->out, 0);
+        conn_answer(c, 204, NULL, h);
+        return 1;
+    }
+    if (!method_allowed(allow, c->req.method)) {
+        char m[120];
+        snprintf(m, sizeof m, "{\"error\":\"%.*s takes %s\"}", (int)(c->req.path.n > 60 ? 60 : c->req.path.n), c->req.path.p, allow);
+        snprintf(h, sizeof h, "Allow: %s, OPTIONS\r\n" CORS_ANY, allow);
+        conn_simple(c, 405, m, h);
+        return 1;
+    }
+    return 0;
+}
+
+/* RFC 9728, at /.well-known/oauth-protected-resource[/mcp]. */
+static void serve_resource_metadata(struct conn *c)
+{
+    if (oauth_off(c) || oauth_methods(c, "GET, HEAD"))
+        return;
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_printf(&c->resp,
+              "{\"resource\":\"%s\",\"authorization_servers\":[\"%s\"],\"bearer_methods_supported\":[\"header\"],"
+              "\"resource_name\":\"Cal ID (calid-mcp)\",\"resource_documentation\":\"%s/\"}",
+              audience, public_base, public_base);
+    conn_answer(c, 200, "application/json", CORS_ANY "Cache-Control: max-age=3600\r\n");
+}
+
+/* RFC 8414, at /.well-known/oauth-authorization-server. */
+static void serve_as_metadata(struct conn *c)
+{
+    const char *b = public_base;
+    if (oauth_off(c) || oauth_methods(c, "GET, HEAD"))
+        return;
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_printf(&c->resp,
+              "{\"issuer\":\"%s\",\"authorization_endpoint\":\"%s/authorize\",\"token_endpoint\":\"%s/token\","
+              "\"registration_endpoint\":\"%s/register\",\"response_types_supported\":[\"code\"],"
+              "\"response_modes_supported\":[\"query\"],\"grant_types_supported\":[\"authorization_code\",\"refresh_token\"],"
+              "\"token_endpoint_auth_methods_supported\":[\"none\"],\"code_challenge_methods_supported\":[\"S256\"],"
+              "\"authorization_response_iss_parameter_supported\":true,\"service_documentation\":\"%s/\"}",
+              b, b, b, b, b);
+    conn_answer(c, 200, "application/json", CORS_ANY "Cache-Control: max-age=3600\r\n");
+}
+
+/* An OAuth error answer (RFC 6749 5.2, RFC 7591 3.2.2). */
+static void oauth_error(struct conn *c, int status, const char *error, const char *why)
+{
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_printf(&c->resp, "{\"error\":\"%s\",\"error_description\":", error);
+    rs_json_string(&c->resp, why, strlen(why));
+    rs_str(&c->resp, "}");
+    conn_answer(c, status, "application/json", CORS_ANY "Cache-Control: no-store\r\n");
+}
+
+static int has_content_type(struct conn *c, const char *type)
+{
+    const struct view *h = http_header(&c->req, "content-type");
+    return h && view_icontains(*h, type);
+}
+
+/* Checks one redirect_uris element of a registration and packs it. 0, or -1 answered. */
+static int register_uri(struct conn *c, const struct jdoc *d, int t, struct pack *k)
+{
+    char uri[OA_URI_MAX + 1];
+    const char *why;
+    if (tok_unescape(d, t, uri, sizeof uri) < 0) {
+        oauth_error(c, 400, "invalid_redirect_uri", "every redirect_uris element must be a string of at most 512 bytes");
+        return -1;
+    }
+    if ((why = redirect_uri_problem(uri)) != NULL) {
+        char m[300];
+        snprintf(m, sizeof m, "%s: %.120s", why, uri);
+        oauth_error(c, 400, "invalid_redirect_uri", m);
+        return -1;
+    }
+    pk_str(k, uri, strlen(uri));
+    return 0;
+}
+
+/* Checks the optional list fields of a registration against what is served. NULL when fine. */
+static const char *register_lists_problem(const struct jdoc *d)
+{
+    static const struct { const char *field, *ok1, *ok2, *why; } lists[] = {
+        {"grant_types", "authorization_code", "refresh_token", "grant_types may hold only authorization_code and refresh_token"},
+        {"response_types", "code", "code", "response_types may hold only code"},
+    };
+    size_t l;
+    int m = obj_get(d, 0, "token_endpoint_auth_method");
+    if (m >= 0 && !tok_is_str(d, m, "none"))
+        return "only public clients are served: token_endpoint_auth_method must be none (PKCE protects the code)";
+    for (l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+        int a = obj_get(d, 0, lists[l].field), i, k;
+        if (a < 0)
+            continue;
+        if (d->t[a].type != JSMN_ARRAY)
+            return lists[l].why;
+        for (i = a + 1, k = 0; k < d->t[a].size; k++, i = tok_next(d, i))
+            if (!tok_is_str(d, i, lists[l].ok1) && !tok_is_str(d, i, lists[l].ok2))
+                return lists[l].why;
+    }
+    return NULL;
+}
+
+static void register_answer(struct conn *c, const struct jdoc *d, int uris, const char *name);
+
+/* POST /register (RFC 7591): the client id is the sealed registration itself. */
+static void serve_register(struct conn *c)
+{
+    struct jdoc d;
+    struct pack k;
+    const char *why = NULL;
+    char name[OA_NAME_MAX + 1] = "";
+    size_t at;
+    int uris, nm, i, n;
+    unsigned char count;
+    if (oauth_off(c) || oauth_methods(c, "POST"))
+        return;
+    if (!has_content_type(c, "application/json") || jdoc_parse(&d, c->body, c->body_len, toks, CM_JSON_TOKENS, &why, &at) != 0 ||
+        d.t[0].type != JSMN_OBJECT) {
+        oauth_error(c, 400, "invalid_client_metadata", "the registration must be a JSON object (Content-Type: application/json)");
+        return;
+    }
+    uris = obj_get(&d, 0, "redirect_uris");
+    if (uris < 0 || d.t[uris].type != JSMN_ARRAY || d.t[uris].size < 1 || d.t[uris].size > OA_REDIRECTS_MAX) {
+        oauth_error(c, 400, "invalid_redirect_uri", "redirect_uris must be an array of 1 to 4 URIs");
+        return;
+    }
+    nm = obj_get(&d, 0, "client_name");
+    if (nm >= 0 && !tok_is_null(&d, nm) && tok_unescape(&d, nm, name, sizeof name) < 0) {
+        oauth_error(c, 400, "invalid_client_metadata", "client_name must be a string of at most 100 bytes");
+        return;
+    }
+    if ((why = register_lists_problem(&d)) != NULL) {
+        oauth_error(c, 400, "invalid_client_metadata", why);
+        return;
+    }
+    k.p = plain_buf;
+    k.cap = sizeof plain_buf;
+    k.len = 0;
+    k.bad = 0;
+    pk_u64(&k, (uint64_t)cm_port_unix_time());
+    pk_str(&k, name, strlen(name));
+    count = (unsigned char)d.t[uris].size;
+    pk_raw(&k, &count, 1);
+    for (i = uris + 1, n = 0; n < d.t[uris].size; n++, i = tok_next(&d, i))
+        if (register_uri(c, &d, i, &k) < 0)
+            return;
+    if (k.bad || seal(CLIENT_PREFIX, k.len, form.client_id, sizeof form.client_id) < 0) {
+        oauth_error(c, 500, "server_error", "could not seal the client id (no random source?)");
+        return;
+    }
+    register_answer(c, &d, uris, name);
+}
+
+/* The registration's answer (RFC 7591 3.2.1): the client id and what it holds. */
+static void register_answer(struct conn *c, const struct jdoc *d, int uris, const char *name)
+{
+    int i, n;
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_printf(&c->resp, "{\"client_id\":\"%s\",\"client_id_issued_at\":%lld", form.client_id,
+              (long long)cm_port_unix_time());
+    if (name[0]) {
+        rs_str(&c->resp, ",\"client_name\":");
+        rs_json_string(&c->resp, name, strlen(name));
+    }
+    rs_str(&c->resp, ",\"redirect_uris\":[");
+    for (i = uris + 1, n = 0; n < d->t[uris].size; n++, i = tok_next(d, i)) {
+        char uri[OA_URI_MAX + 1];
+        tok_unescape(d, i, uri, sizeof uri);
+        rs_str(&c->resp, n ? "," : "");
+        rs_json_string(&c->resp, uri, strlen(uri));
+    }
+    rs_str(&c->resp, "],\"grant_types\":[\"authorization_code\",\"refresh_token\"],\"response_types\":[\"code\"],"
+                     "\"token_endpoint_auth_method\":\"none\"}");
+    conn_answer(c, 201, "application/json", CORS_ANY "Cache-Control: no-store\r\n");
+}
+
+/* ---- /authorize: the consent page, the key check, the code ---- */
+static char oa_redirect[OA_URI_MAX + 1]; /* the checked redirect URI of the request being served */
+static char oa_client_name[OA_NAME_MAX + 40];
+
+static void authorize_problem_page(struct conn *c, int status, const char *why)
+{
+    struct sub s = {"error", why, 0};
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    render_page(&c->resp, problem_page, &s, 1);
+    conn_page(c, status);
+}
+
+/* The consent page for the request in form, with an error paragraph when why is set. */
+static void consent_page_show(struct conn *c, int status, const char *why)
+{
+    char csrf[64], return_to[OA_URI_MAX + 1];
+    struct sub subs[14];
+    size_t n = 0, cut = strcspn(oa_redirect, "?");
+    csrf_make(csrf);
+    snprintf(return_to, sizeof return_to, "%.*s", (int)cut, oa_redirect); /* the query may carry the app's own data */
+    subs[n++] = (struct sub){"client", oa_client_name, 0};
+    subs[n++] = (struct sub){"issuer", public_base, 0};
+    subs[n++] = (struct sub){"return_to", return_to, 0};
+    subs[n++] = (struct sub){"error_open", why ? "<p class=\"error\" role=\"alert\">" : "", 1};
+    subs[n++] = (struct sub){"error", why ? why : "", 0};
+    subs[n++] = (struct sub){"error_close", why ? "</p>\n" : "", 1};
+    subs[n++] = (struct sub){"client_id", form.client_id, 0};
+    subs[n++] = (struct sub){"redirect_uri", form.redirect_uri, 0};
+    subs[n++] = (struct sub){"state", form.state, 0};
+    subs[n++] = (struct sub){"code_challenge", form.code_challenge, 0};
+    subs[n++] = (struct sub){"resource", form.resource, 0};
+    subs[n++] = (struct sub){"csrf", csrf, 0};
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    render_page(&c->resp, consent_page, subs, n);
+    conn_page(c, status);
+}
+
+/* Sends the browser back to the app: 303 to oa_redirect with these
+ * parameters (values percent-encoded) and state and iss added. */
+static void authorize_redirect(struct conn *c, const char *k1, const char *v1, const char *k2, const char *v2)
+{
+    const char *keys[4], *vals[4];
+    size_t len = strlen(oa_redirect), i;
+    char sep = strchr(oa_redirect, '?') ? '&' : '?';
+    keys[0] = k1, vals[0] = v1, keys[1] = k2, vals[1] = v2;
+    keys[2] = "state", vals[2] = form.state[0] ? form.state : NULL;
+    keys[3] = "iss", vals[3] = public_base;
+    memcpy(oa_location, oa_redirect, len + 1);
+    for (i = 0; i < 4; i++) {
+        if (!keys[i] || !vals[i])
+            continue;
+        if (len + strlen(keys[i]) + 3 >= OA_LOCATION_MAX)
+            goto too_long;
+        len += (size_t)snprintf(oa_location + len, sizeof oa_location - len, "%c%s=", sep, keys[i]);
+        sep = '&';
+        if (percent_encode(vals[i], strlen(vals[i]), oa_location, OA_LOCATION_MAX, &len) < 0)
+            goto too_long;
+    }
+    snprintf(oa_extra, sizeof oa_extra, "Location: %s\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n", oa_location);
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    conn_answer(c, 303, "text/plain", oa_extra);
+    return;
+too_long:
+    authorize_problem_page(c, 400, "The way back to the app (redirect URI and state) is too long.");
+}
+
+/* Checks the authorization request in form. 0 when it may go on; otherwise
+ * the answer is started: a page while the redirect URI is not trusted yet,
+ * an error sent back to the app after. */
+static int authorize_check(struct conn *c)
+{
+    struct oa_client cl;
+    struct view want = {form.redirect_uri, strlen(form.redirect_uri)};
+    unsigned char challenge[40];
+    int i;
+    if (!form.client_id[0] || client_open((struct view){form.client_id, strlen(form.client_id)}, &cl) < 0) {
+        authorize_problem_page(c, 400, form.client_id[0] ? "This app's registration was not made by this server, or the server's secret has changed since: the app must register again."
+                                                         : "The sign-in link has no client_id.");
+        return -1;
+    }
+    oa_redirect[0] = 0;
+    for (i = 0; i < cl.n_uris; i++)
+        if ((want.n && view_eq(cl.uri[i], form.redirect_uri)) || (!want.n && cl.n_uris == 1))
+            snprintf(oa_redirect, sizeof oa_redirect, "%.*s", (int)cl.uri[i].n, cl.uri[i].p);
+    if (!oa_redirect[0]) {
+        authorize_problem_page(c, 400, want.n ? "The redirect URI is not one the app registered." : "The app registered several redirect URIs and named none.");
+        return -1;
+    }
+    if (cl.name.n)
+        snprintf(oa_client_name, sizeof oa_client_name, "%.*s", (int)cl.name.n, cl.name.p);
+    else
+        snprintf(oa_client_name, sizeof oa_client_name, "An app that gave no name");
+    if (strcmp(form.response_type, "code") != 0)
+        authorize_redirect(c, "error", "unsupported_response_type", "error_description", "response_type must be code");
+    else if (!form.code_challenge[0] || strcmp(form.code_challenge_method, "S256") != 0)
+        authorize_redirect(c, "error", "invalid_request", "error_description", "PKCE is required: code_challenge with code_challenge_method S256");
+    else if (strlen(form.code_challenge) != 43 || base64_decode(form.code_challenge, 43, challenge, sizeof challenge) != 32 ||
+             strpbrk(form.code_challenge, "+/="))
+        authorize_redirect(c, "error", "invalid_request", "error_description", "code_challenge must be the base64url SHA-256 of the verifier (43 characters)");
+    else if (form.resource[0] && strcmp(form.resource, audience) != 0)
+        authorize_redirect(c, "error", "invalid_target", "error_description", "resource must be this server's MCP URL");
+    else
+        return 0;
+    return -1;
+}
+
+/* The key was good: seal the code and send the browser back with it. */
+static void authorize_issue(struct conn *c)
+{
+    struct grant g;
+    memset(&g, 0, sizeof g);
+    g.exp = cm_port_unix_time() + CM_OAUTH_CODE_TTL_S;
+    hash16(form.client_id, strlen(form.client_id), g.client);
+    base64_decode(form.code_challenge, 43, g.challenge, sizeof g.challenge);
+    if (form.redirect_uri[0])
+        hash16(form.redirect_uri, strlen(form.redirect_uri), g.redirect);
+    g.audience.p = audience;
+    g.audience.n = strlen(audience);
+    g.key.p = form.api_key;
+    g.key.n = strlen(form.api_key);
+    if (cm_port_random(g.id, sizeof g.id) < 0 || grant_seal(G_CODE, &g, form.code, sizeof form.code) < 0) {
+        authorize_problem_page(c, 500, "The server has no random source to make a code.");
+        return;
+    }
+    cm_logf(CM_LOG_INFO, "oauth: a code for %s", oa_client_name);
+    authorize_redirect(c, "code", form.code, NULL, NULL);
+}
+
+/* POST /authorize: the form is checked, then the key, by one API call. */
+static void authorize_post(struct conn *c)
+{
+    char peer[48];
+    size_t k;
+    int h;
+    if (!csrf_ok()) {
+        authorize_problem_page(c, 403, "The form has expired or did not come from this page: start signing in again from the app.");
+        return;
+    }
+    if (strcmp(form.action, "deny") == 0) {
+        authorize_redirect(c, "error", "access_denied", "error_description", "the user did not allow access");
+        return;
+    }
+    for (k = 0; form.api_key[k]; k++)
+        if ((unsigned char)form.api_key[k] <= 0x20 || (unsigned char)form.api_key[k] >= 0x7f)
+            break;
+    if (!form.api_key[0] || form.api_key[k]) {
+        consent_page_show(c, 400, form.api_key[0] ? "That is not a Cal ID API key: keys are one word of letters, digits and _ (calid_...)."
+                                                  : "Enter your Cal ID API key.");
+        return;
+    }
+    cm_port_peer_host(c->sock, peer, sizeof peer);
+    if (rate_take(peer, cm_port_now_ms()) < 0) {
+        consent_page_show(c, 429, "Too many keys were tried from your address: wait a minute, then try again.");
+        return;
+    }
+    h = up_submit(conn_owner(c), "GET", "/users/me", form.api_key, NULL, NULL, 0);
+    if (h < 0) {
+        consent_page_show(c, 503, "The server is busy: try again in a moment.");
+        return;
+    }
+    c->state = C_WAIT_API;
+    c->pc.active = 0;
+    c->pc.handle = h;
+    c->oauth_wait = 1;
+    c->last_ms = cm_port_now_ms();
+}
+
+static void serve_authorize(struct conn *c)
+{
+    const char *bad = NULL;
+    int post = view_eq(c->req.method, "POST");
+    if (oauth_off(c))
+        return;
+    if (post && !has_content_type(c, "application/x-www-form-urlencoded")) {
+        authorize_problem_page(c, 415, "The sign-in form must be sent as application/x-www-form-urlencoded.");
+        return;
+    }
+    if (post ? form_parse(c->body, c->body_len, &bad) : form_parse(c->req.query.p, c->req.query.n, &bad)) {
+        char m[160];
+        snprintf(m, sizeof m, "The parameter %s is repeated, badly encoded or too long.", bad);
+        authorize_problem_page(c, 400, m);
+        return;
+    }
+    if (post) {
+        /* the key moves to the connection; the body that waits for the
+           key check keeps every field but it */
+        snprintf(c->oauth_key, sizeof c->oauth_key, "%s", form.api_key);
+        memset(c->body + form_key_at, '_', form_key_len);
+    }
+    if (authorize_check(c) == 0) {
+        if (post)
+            authorize_post(c);
+        else
+            consent_page_show(c, 200, NULL);
+    }
+    memset(form.api_key, 0, sizeof form.api_key);
+    if (!c->oauth_wait)
+        memset(c->oauth_key, 0, sizeof c->oauth_key);
+}
+
+/* The answer to the key check of a POST /authorize (from on_upstream_done). */
+static void oauth_key_checked(struct conn *c, int handle, const struct up_result *u)
+{
+    char reason[300], m[420];
+    const char *bad;
+    int status = u->status;
+    reason[0] = 0;
+    if (status >= 300)
+        api_message(u->body, u->body_len, reason, sizeof reason);
+    else if (status == 0)
+        snprintf(reason, sizeof reason, "%.290s", u->error);
+    up_release(handle);
+    c->oauth_wait = 0;
+    c->pc.handle = -1;
+    /* the shared form may hold another request's fields by now: read ours again */
+    if (form_parse(c->body, c->body_len, &bad) < 0 || authorize_check(c) < 0) {
+        memset(c->oauth_key, 0, sizeof c->oauth_key);
+        return;
+    }
+    snprintf(form.api_key, sizeof form.api_key, "%s", c->oauth_key);
+    memset(c->oauth_key, 0, sizeof c->oauth_key);
+    if (status >= 200 && status < 300) {
+        authorize_issue(c);
+    } else {
+        if (status == 401 || status == 403)
+            snprintf(m, sizeof m, "Cal ID did not accept this key: %s", reason[0] ? reason : status_reason(status));
+        else if (status)
+            snprintf(m, sizeof m, "Could not check the key: the Cal ID API answered %d %s%s%s. Try again.", status,
+                     status_reason(status), reason[0] ? ": " : "", reason);
+        else
+            snprintf(m, sizeof m, "Could not check the key: %s. Try again.", reason);
+        consent_page_show(c, status == 401 || status == 403 ? 401 : 502, m);
+    }
+    memset(form.api_key, 0, sizeof form.api_key);
+}
+
+/* ---- /token ---- */
+static char oa_access[OA_SEALED_MAX + 1], oa_refresh[OA_SEALED_MAX + 1];
+
+/* Seals a new access and refresh token for this client and key and answers with them. */
+static void token_issue(struct conn *c, const unsigned char client[16], struct view key)
+{
+    struct grant g;
+    int64_t now = cm_port_unix_time();
+    memset(&g, 0, sizeof g);
+    memcpy(g.client, client, 16);
+    g.audience.p = audience;
+    g.audience.n = strlen(audience);
+    g.key = key;
+    g.exp = now + CM_OAUTH_ACCESS_TTL_S;
+    if (cm_port_random(g.id, 16) < 0 || grant_seal(G_ACCESS, &g, oa_access, sizeof oa_access) < 0)
+        goto fail;
+    g.exp = now + CM_OAUTH_REFRESH_TTL_S;
+    if (cm_port_random(g.id, 16) < 0 || grant_seal(G_REFRESH, &g, oa_refresh, sizeof oa_refresh) < 0)
+        goto fail;
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    rs_printf(&c->resp, "{\"access_token\":\"%s\",\"token_type\":\"Bearer\",\"expires_in\":%ld,\"refresh_token\":\"%s\"}",
+              oa_access, (long)CM_OAUTH_ACCESS_TTL_S, oa_refresh);
+    conn_answer(c, 200, "application/json", CORS_ANY "Cache-Control: no-store\r\nPragma: no-cache\r\n");
+    return;
+fail:
+    oauth_error(c, 500, "server_error", "could not seal a token (no random source?)");
+}
+
+/* The client of a token request: its id must be one of ours. 0 with its hash, or -1 answered. */
+static int token_client(struct conn *c, unsigned char hash[16])
+{
+    struct oa_client cl;
+    if (!form.client_id[0] || client_open((struct view){form.client_id, strlen(form.client_id)}, &cl) < 0) {
+        oauth_error(c, 401, "invalid_client", form.client_id[0] ? "client_id was not issued by this server (register again)" : "client_id is required");
+        return -1;
+    }
+    hash16(form.client_id, strlen(form.client_id), hash);
+    return 0;
+}
+
+static const unsigned char zero16[16];
+static const char *const open_problem[] = {"", "is not valid", "has expired", "was issued for another server"};
+
+static void token_from_code(struct conn *c, const unsigned char client[16])
+{
+    struct grant g;
+    unsigned char digest[32], rhash[16];
+    char m[120];
+    size_t k, vn = strlen(form.code_verifier);
+    int r = grant_open(G_CODE, (struct view){form.code, strlen(form.code)}, &g, cm_port_unix_time());
+    if (r != OPEN_OK) {
+        snprintf(m, sizeof m, "the authorization code %s", open_problem[-r]);
+        oauth_error(c, 400, "invalid_grant", m);
+        return;
+    }
+    if (memcmp(g.client, client, 16) != 0) {
+        oauth_error(c, 400, "invalid_grant", "the authorization code was issued to another client");
+        return;
+    }
+    memset(rhash, 0, sizeof rhash);
+    if (form.redirect_uri[0])
+        hash16(form.redirect_uri, strlen(form.redirect_uri), rhash);
+    if (memcmp(g.redirect, zero16, 16) != 0 && memcmp(rhash, g.redirect, 16) != 0) {
+        oauth_error(c, 400, "invalid_grant", "redirect_uri differs from the one of the authorization request");
+        return;
+    }
+    for (k = 0; k < vn && (isalnum_ascii(form.code_verifier[k]) || strchr("-._~", form.code_verifier[k])); k++)
+        ;
+    if (vn < 43 || vn > 128 || k != vn) {
+        oauth_error(c, 400, "invalid_request", "code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~");
+        return;
+    }
+    sha256_of(form.code_verifier, vn, digest);
+    if (!const_time_eq(digest, 32, g.challenge, 32)) {
+        oauth_error(c, 400, "invalid_grant", "code_verifier does not match the code_challenge (PKCE)");
+        return;
+    }
+    if (form.resource[0] && strcmp(form.resource, audience) != 0) {
+        oauth_error(c, 400, "invalid_target", "resource must be this server's MCP URL");
+        return;
+    }
+    r = used_mark(used_codes, CM_OAUTH_USED_CODES, g.id, g.exp, cm_port_unix_time(), 0);
+    if (r <= 0) {
+        if (r == 0)
+            oauth_error(c, 400, "invalid_grant", "the authorization code was already used");
+        else
+            oauth_error(c, 503, "temporarily_unavailable", "too many sign-ins at once: try again in a minute");
+        return;
+    }
+    token_issue(c, client, g.key);
+}
+
+static void token_from_refresh(struct conn *c, const unsigned char client[16])
+{
+    struct grant g;
+    char m[120];
+    int r = grant_open(G_REFRESH, (struct view){form.refresh_token, strlen(form.refresh_token)}, &g, cm_port_unix_time());
+    if (r != OPEN_OK) {
+        snprintf(m, sizeof m, "the refresh token %s", open_problem[-r]);
+        oauth_error(c, 400, "invalid_grant", m);
+        return;
+    }
+    if (memcmp(g.client, client, 16) != 0) {
+        oauth_error(c, 400, "invalid_grant", "the refresh token was issued to another client");
+        return;
+    }
+    if (form.resource[0] && strcmp(form.resource, audience) != 0) {
+        oauth_error(c, 400, "invalid_target", "resource must be this server's MCP URL");
+        return;
+    }
+    if (used_mark(used_refresh, CM_OAUTH_USED_REFRESH, g.id, g.exp, cm_port_unix_time(), 1) == 0) {
+        oauth_error(c, 400, "invalid_grant", "the refresh token was already used: refresh tokens rotate, use the newest one");
+        return;
+    }
+    token_issue(c, client, g.key);
+}
+
+/* POST /token (RFC 6749 3.2 with PKCE): authorization_code and refresh_token grants. */
+static void serve_token(struct conn *c)
+{
+    const char *bad = NULL;
+    unsigned char client[16];
+    char m[160];
+    if (oauth_off(c) || oauth_methods(c, "POST"))
+        return;
+    if (!has_content_type(c, "application/x-www-form-urlencoded")) {
+        oauth_error(c, 400, "invalid_request", "the token request must be application/x-www-form-urlencoded");
+        return;
+    }
+    if (form_parse(c->body, c->body_len, &bad) < 0) {
+        snprintf(m, sizeof m, "the parameter %s is repeated, badly encoded or too long", bad);
+        oauth_error(c, 400, "invalid_request", m);
+        return;
+    }
+    if (strcmp(form.grant_type, "authorization_code") != 0 && strcmp(form.grant_type, "refresh_token") != 0) {
+        oauth_error(c, 400, form.grant_type[0] ? "unsupported_grant_type" : "invalid_request",
+                    "grant_type must be authorization_code or refresh_token");
+        return;
+    }
+    if (token_client(c, client) < 0)
+        return;
+    if (form.grant_type[0] == 'a')
+        token_from_code(c, client);
+    else
+        token_from_refresh(c, client);
+}
+
+/* ---- /mcp: what resolve_token asks ---- */
+/* Is this bearer one of ours (an access token, or a code or refresh token
+ * sent where an access token belongs)? Anything else is a Cal ID key. */
+static int oauth_is_access_token(struct view bearer)
+{
+    size_t i;
+    if (!cfg.oauth)
+        return 0;
+    for (i = 0; i < sizeof grant_prefix / sizeof grant_prefix[0]; i++)
+        if (bearer.n >= strlen(grant_prefix[i]) && memcmp(bearer.p, grant_prefix[i], strlen(grant_prefix[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* Opens an access token: 0 with the Cal ID key copied to key, else 401 with why. */
+static int oauth_open_access(struct view bearer, char *key, size_t cap, const char **why)
+{
+    static const char *const whys[] = {"", "Unauthorized: the access token is not valid (tampered with, or from another server's secret)",
+                                       "Unauthorized: the access token has expired: refresh it",
+                                       "Unauthorized: the access token was issued for another server"};
+    struct grant g;
+    int r = grant_open(G_ACCESS, bearer, &g, cm_port_unix_time());
+    if (r == OPEN_OK && g.key.n < cap) {
+        memcpy(key, g.key.p, g.key.n);
+        key[g.key.n] = 0;
+        memset(open_buf, 0, sizeof open_buf);
+        return 0;
+    }
+    *why = whys[r == OPEN_OK ? 1 : -r];
+    return 401;
+}
+
+/* The WWW-Authenticate header of a 401 on /mcp: with sign-in on it names the
+ * resource metadata (MCP authorization, RFC 9728 5.1). */
+static const char *oauth_challenge(int had_token)
+{
+    static char h[OA_BASE_MAX + 160];
+    if (!cfg.oauth)
+        return "WWW-Authenticate: Bearer realm=\"calid-mcp\"\r\n";
+    snprintf(h, sizeof h, "WWW-Authenticate: Bearer resource_metadata=\"%s/.well-known/oauth-protected-resource/mcp\"%s\r\n",
+             public_base, had_token ? ", error=\"invalid_token\"" : "");
+    return h;
+}
+
+static size_t oauth_static_bytes(void)
+{
+    return sizeof public_base + sizeof public_host + sizeof audience + sizeof plain_buf + sizeof seal_buf +
+           sizeof open_buf + sizeof oa_location + sizeof oa_extra + sizeof used_codes + sizeof used_refresh +
+           sizeof rate_slots + sizeof form + sizeof oa_redirect + sizeof oa_client_name + sizeof oa_access +
+           sizeof oa_refresh + sizeof seal_key + sizeof csrf_key;
 }
 
 /* ===================================================================== */
@@ -8300,7 +10433,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
     memset(&pc, 0, sizeof pc);
     ctx.token = cfg.api_key;
     ctx.token_len = cfg.api_key ? strlen(cfg.api_key) : 0;
-    ctx.new_session = -2; /* no session table on stdio */
+    ctx.new_session = -2; /* no sessions on stdio */
     ctx.toolsets = served_toolsets;
     ctx.log_level = &stdio_log_level;
     ctx.batch = copy;
@@ -8319,7 +10452,7 @@ static int stdio_message(struct resp *r, const struct jdoc *d, int msg, int copy
         ctx.version = stdio_version;
         if (tok_is_str(d, obj_get(d, msg, "method"), "initialize")) {
             int pv = obj_get(d, obj_get(d, msg, "params"), "protocolVersion");
-            handle_initialize(&ctx, d, msg, r, cm_port_now_ms());
+            handle_initialize(&ctx, d, msg, r, cm_port_unix_time());
             if (pv >= 0 && is_session_version(tok_view(d, pv).p, tok_view(d, pv).n))
                 snprintf(stdio_version, sizeof stdio_version, "%.*s", (int)tok_view(d, pv).n, tok_view(d, pv).p);
             return -1;
@@ -8423,9 +10556,10 @@ void cm_config_defaults(struct cm_config *c)
 
 size_t cm_static_bytes(void)
 {
-    return sizeof conns + sizeof toks + sizeof sessions + sizeof schema_toks +
+    return sizeof conns + sizeof toks + sizeof ended + sizeof session_levels + sizeof metrics + sizeof schema_toks +
            sizeof req_path + sizeof req_body + sizeof bearer_buf + sizeof arg_buf + sizeof stdio_line +
-           sizeof stdio_out + sizeof stdio_wait + sizeof stdio_log_line + sizeof slug_cache + up_static_bytes() + tls_static_bytes();
+           sizeof stdio_out + sizeof stdio_wait + sizeof stdio_log_line + sizeof slug_cache + up_static_bytes() + tls_static_bytes() +
+           oauth_static_bytes();
 }
 
 /*
@@ -8511,7 +10645,11 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         unsigned char k[32];
         secret_derive("calid-mcp token fingerprint", k);
         br_hmac_key_init(&fp_key, &br_sha256_vtable, k, sizeof k);
+        secret_derive("calid-mcp session id", k);
+        br_hmac_key_init(&sid_key, &br_sha256_vtable, k, sizeof k);
     }
+    if (oauth_start(err, errlen) < 0)
+        return -1;
     served_read_only = cfg.read_only;
     served_toolsets = TS_ALL;
     if (cfg.toolsets && parse_toolsets(cfg.toolsets, strlen(cfg.toolsets), &served_toolsets, err, errlen) < 0)
@@ -8527,7 +10665,8 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         conns[i].held_handle = -1;
         conns[i].pc.handle = -1;
     }
-    memset(sessions, 0, sizeof sessions);
+    memset(ended, 0, sizeof ended);
+    memset(session_levels, 0, sizeof session_levels);
     listener = CM_SOCK_INVALID;
     if (!stdio_only) {
         /* ADDR:PORT, with [v6]:PORT for IPv6 */
@@ -8581,6 +10720,7 @@ void cm_stop(void)
     cm_port_close(listener);
     listener = CM_SOCK_INVALID;
     server_started = 0;
+    draining = 0;
     cm_port_cleanup();
 }
 
@@ -8590,11 +10730,11 @@ void cm_stop(void)
 #ifdef CALID_MCP_MAIN
 #include <signal.h>
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested; /* 1: drain, then stop; 2: stop now */
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    signal(sig, on_signal); /* where signal() has one-shot semantics, stay installed for the second */
+    stop_requested = stop_requested ? 2 : 1;
 }
 
 /*
@@ -8610,6 +10750,7 @@ enum opt_kind {
     OPT_TEXT,   /* takes a value: a string field */
     OPT_ORIGIN, /* takes a value, repeatable: appended to allow_origins */
     OPT_LEVEL,  /* takes a value: error, warn, info, debug */
+    OPT_LOG_FORMAT, /* takes a value: text or json */
     OPT_SWITCH, /* no value: an int field set to 1 (its variable: 1 or 0) */
     OPT_HELP,
     OPT_VERSION
@@ -8645,6 +10786,10 @@ static const struct cli_option cli_options[] = {
      "token clients must present when --api-key is used off loopback"},
     {"--secret-file", "PATH", "CALID_MCP_SECRET_FILE", OPT_TEXT, CLI_FIELD(c.secret_file),
      "32-byte server secret, made (mode 0600) if absent; instances sharing it trust each other"},
+    {"--oauth", NULL, "CALID_MCP_OAUTH", OPT_SWITCH, CLI_FIELD(c.oauth),
+     "OAuth 2.1 sign-in for /mcp: users paste their Cal ID key once on a page of this server"},
+    {"--public-url", "URL", "CALID_MCP_PUBLIC_URL", OPT_TEXT, CLI_FIELD(c.public_url),
+     "https://HOST[:PORT], the address clients reach (needed by --oauth; fills in the home page)"},
     {"--allow-origin", "ORIGIN", NULL, OPT_ORIGIN, 0,
      "allow this browser Origin (repeatable, up to " CM_STR(CM_MAX_ORIGINS) "; default loopback origins)"},
     {"--stdio", NULL, NULL, OPT_SWITCH, CLI_FIELD(stdio),
@@ -8655,6 +10800,8 @@ static const struct cli_option cli_options[] = {
      "availability,bookings,contacts,event-types,slots,teams,users,webhooks (default all)"},
     {"--log-level", "LEVEL", NULL, OPT_LEVEL, CLI_FIELD(c.log_level),
      "error, warn, info or debug (default info)"},
+    {"--log-format", "FORMAT", "CALID_MCP_LOG_FORMAT", OPT_LOG_FORMAT, CLI_FIELD(c.log_json),
+     "text, or json: one JSON object per line, for log shippers (default text)"},
     {"--help", NULL, NULL, OPT_HELP, 0, "this text"},
     {"--version", NULL, NULL, OPT_VERSION, 0, "version and the static memory reserved at the compiled limits"},
 };
@@ -8716,6 +10863,15 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
         memcpy(field, &l, sizeof l);
         return 0;
     }
+    case OPT_LOG_FORMAT: {
+        int json = strcmp(v, "json") == 0;
+        if (!json && strcmp(v, "text") != 0) {
+            fprintf(stderr, "calid-mcp: unknown log format '%s' (text, json)\n", v);
+            return 2;
+        }
+        memcpy(field, &json, sizeof json);
+        return 0;
+    }
     default: { /* a switch: on from the flag; from its variable, 1 or 0 */
         int on = !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
         if (v && !on && strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
@@ -8752,9 +10908,9 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             return 0;
         }
         if (o->kind == OPT_VERSION) {
-            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d sessions, %d API connections)\n",
+            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d ended sessions, %d API connections)\n",
                    CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
-                   CM_MAX_SESSIONS, CM_MAX_UPSTREAMS);
+                   CM_MAX_ENDED_SESSIONS, CM_MAX_UPSTREAMS);
             if (CM_TLS_CONNS > 0)
                 printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
                        CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
@@ -8800,6 +10956,9 @@ int cm_main(int argc, char **argv)
                       : "callers' own tokens");
     while (!stop_requested)
         cm_poll(1000);
+    cm_shutdown(); /* SIGTERM: finish what is in flight; a second signal stops at once */
+    while (stop_requested < 2 && cm_poll(1000) == 0)
+        ;
     cm_stop();
     return 0;
 }

@@ -46,8 +46,8 @@
 #ifndef CM_OUT_BYTES
 #define CM_OUT_BYTES 8192          /* per-connection staging buffer for answers */
 #endif
-#ifndef CM_MAX_SESSIONS
-#define CM_MAX_SESSIONS 64         /* session-era sessions; the least recently used is evicted */
+#ifndef CM_MAX_ENDED_SESSIONS
+#define CM_MAX_ENDED_SESSIONS 64   /* session ids ended by DELETE, remembered until they expire */
 #endif
 #ifndef CM_MAX_UPSTREAMS
 #define CM_MAX_UPSTREAMS 4         /* concurrent HTTPS requests to the Cal ID API; more wait */
@@ -92,7 +92,10 @@
 #define CM_HEADER_TIMEOUT_MS 10000 /* a request must arrive whole within this */
 #endif
 #ifndef CM_SESSION_TTL_MS
-#define CM_SESSION_TTL_MS (24L * 3600 * 1000) /* session-era session lifetime since last use */
+#define CM_SESSION_TTL_MS (24L * 3600 * 1000) /* session-era session lifetime, from its creation */
+#endif
+#ifndef CM_DRAIN_MS
+#define CM_DRAIN_MS 30000          /* cm_shutdown(): longest wait for the requests in flight */
 #endif
 #ifndef CM_UPSTREAM_CONNECT_MS
 #define CM_UPSTREAM_CONNECT_MS 10000  /* DNS + TCP connect */
@@ -153,9 +156,12 @@ struct cm_config {
     const char *api_key;       /* server-held Cal ID key, or NULL */
     const char *access_token;  /* token clients must present when api_key is set off loopback */
     const char *secret_file;   /* 32-byte server secret shared by instances; NULL = random per process */
+    int oauth;                 /* serve OAuth 2.1 sign-in in front of /mcp (needs public_url) */
+    const char *public_url;    /* "https://host[:port]" clients reach this server at */
     const char *allow_origins[CM_MAX_ORIGINS];
     int n_allow_origins;
     int log_level;             /* enum cm_log_level; default CM_LOG_INFO */
+    int log_json;              /* 1: one JSON object per log line (--log-format json) */
     int read_only;             /* list and run only the tools that change nothing */
     const char *toolsets;      /* "bookings,slots" ...; NULL or "all": every toolset */
 };
@@ -168,8 +174,15 @@ void cm_config_defaults(struct cm_config *cfg);
 int cm_start(const struct cm_config *cfg, int stdio_only, char *err, size_t errlen);
 
 /* One bounded step: waits at most timeout_ms for socket events, then serves
- * them. Returns 0, or -1 if the server is not started. */
+ * them. Returns 0; 1 once a drain begun by cm_shutdown() is over (call
+ * cm_stop() then); -1 if the server is not started. */
 int cm_poll(int timeout_ms);
+
+/* Begins a graceful stop: the listening socket closes, idle connections
+ * close, and the requests already received (tool calls included) are
+ * finished and answered, for at most CM_DRAIN_MS; keep calling cm_poll()
+ * until it returns 1. Calling it again does nothing. */
+void cm_shutdown(void);
 
 /* Closes every socket. cm_start() may be called again afterwards. */
 void cm_stop(void);
@@ -216,6 +229,9 @@ cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_
  * peer's IP address goes to peer: IPv6 as is, IPv4 as ::ffff:a.b.c.d (all
  * zero when the platform cannot tell). */
 cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16]);
+/* The peer of a connected socket as text, "127.0.0.1:5000" or "[::1]:5000"
+ * (for the access log). 0 ok, -1 unknown: out is then "-". */
+int cm_port_peer_name(cm_sock_t s, char *out, size_t cap);
 /* Starts a non-blocking connect. 0 started (wait for CM_POLL_OUT), -1 failed. */
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out);
 /* After the socket turned writable: 0 connected, or -1 the connect failed. */
@@ -236,6 +252,9 @@ int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms);
  * while a lookup runs in the background (call again later), -1 failed.
  * IPv4 results are preferred. */
 int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out);
+/* The peer's numeric address ("192.0.2.7", "::1") of a connected socket.
+ * 0 ok, -1 unknown (out is then ""). */
+int cm_port_peer_host(cm_sock_t s, char *out, size_t cap);
 /* Path of the system CA bundle, or NULL if the platform has none. */
 const char *cm_port_default_ca_file(void);
 /* Creates the file path, which must not exist yet, readable and writable by

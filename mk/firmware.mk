@@ -20,7 +20,7 @@ FW_MEMORY   = -Wl,--defsym=__flash=0x00000000 -Wl,--defsym=__flash_size=0x004000
               -Wl,--defsym=__ram=0x20000000 -Wl,--defsym=__ram_size=0x00400000
 # The server's limits on this board: few clients, one API connection.
 FW_LIMITS  ?= -DCM_MAX_CONNS=4 -DCM_MAX_UPSTREAMS=1 -DCM_MAX_BODY_BYTES=16384 -DCM_UPSTREAM_REQ_BYTES=20480 \
-              -DCM_UPSTREAM_BODY_BYTES=32768 -DCM_MAX_SESSIONS=8 -DCM_TRUST_ARENA_BYTES=16384 \
+              -DCM_UPSTREAM_BODY_BYTES=32768 -DCM_MAX_ENDED_SESSIONS=8 -DCM_MAX_SESSION_LEVELS=8 -DCM_TRUST_ARENA_BYTES=16384 \
               -DCM_MAX_TRUST_ANCHORS=16
 FW_SRC      = tests/firmware/main.c tests/firmware/port_lwip_raw.c tests/firmware/lan9118.c
 FW_HDR      = tests/firmware/board.h tests/firmware/lan9118.h tests/firmware/lwipopts.h tests/firmware/arch/cc.h

@@ -119,6 +119,7 @@ STUB
     check "init: --secret-file from UCI" grep -qx "append command <--secret-file> </etc/calid-mcp/secret>" "$rec"
     check "init: unset options give no flag" sh -c "! grep -q -- '--tls-cert\|--toolsets\|CALID_API_KEY' '$rec'"
     check "init: respawn" grep -qx "set respawn" "$rec"
+    check "init: waits out the drain on stop" grep -qx "set term_timeout <35>" "$rec"
     echo calid_routerkey > "$tmp/key"
     sed -e "s|#option key_file '/etc/calid-mcp/key'|option key_file '$tmp/key'|" \
         -e "s|#option toolsets ''|option toolsets 'bookings,slots'|" \

@@ -157,7 +157,7 @@ def test_seed_curl_initialize_then_tools_list():
     status, headers, body = run_curl(CURL_INIT.replace("PORT", str(P())))
     assert status == 200, f"initialize: {status} {body[:300]!r}"
     sid = headers.get("mcp-session-id", "")
-    assert re.fullmatch(r"[0-9a-f]{32}", sid), f"session id {sid!r} is not 32 hex characters"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", sid), f"session id {sid!r} is not 43 base64url characters"
     msg = json.loads(body)
     assert msg["id"] == "init-1" and msg["result"]["protocolVersion"] == "2025-03-26", msg
     assert msg["result"]["serverInfo"]["name"], msg
@@ -197,7 +197,7 @@ def test_initialize_echoes_each_supported_version():
         r = H.initialize_response(P(), version=v)
         res = result_of(r)
         assert res["protocolVersion"] == v, f"asked {v}, got {res['protocolVersion']}"
-        assert re.fullmatch(r"[0-9a-f]{32}", r.headers.get("mcp-session-id", "")), r.header_list
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", r.headers.get("mcp-session-id", "")), r.header_list
 
 
 def test_initialize_unknown_version_gets_latest():

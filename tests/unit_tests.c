@@ -414,15 +414,174 @@ static void test_routes(void)
 
 static void test_sessions(void)
 {
+    char id[SESSION_ID_CHARS + 1], id2[SESSION_ID_CHARS + 1], bad[SESSION_ID_CHARS + 1];
+    struct session s;
     struct view v;
-    int s = session_create("2025-03-26", "calid_a", 7, 1000), t;
-    CHECK(s >= 0 && strlen(sessions[s].id) == SESSION_ID_CHARS, "session created");
-    v.p = sessions[s].id;
+    int64_t t0 = 1800000000;
+    size_t i;
+    for (i = 0; i < N_SESSION_VERSIONS; i++) { /* every version served can be named in an id, and read back */
+        CHECK(session_create(session_versions[i], "calid_a", 7, t0, id) == 0, "id for %s", session_versions[i]);
+        v.p = id;
+        v.n = SESSION_ID_CHARS;
+        CHECK(session_open(v, "calid_a", 7, 5000, t0, &s) == 0 && s.version == session_versions[i], "%s read back",
+              session_versions[i]);
+    }
+    CHECK(session_create("2099-01-01", "calid_a", 7, t0, id) < 0, "no id for a version without a code");
+    CHECK(session_create("2025-03-26", "calid_a", 7, t0, id) == 0 && strlen(id) == SESSION_ID_CHARS, "session created");
+    for (i = 0; i < SESSION_ID_CHARS; i++)
+        CHECK(id[i] > 0x20 && id[i] < 0x7f, "visible ASCII");
+    v.p = id;
     v.n = SESSION_ID_CHARS;
-    CHECK(session_find(v, 2000) == s, "session found");
-    t = session_create("2025-03-26", "calid_a", 7, 1000);
-    CHECK(t != s && strcmp(sessions[t].id, sessions[s].id) != 0, "ids differ");
-    CHECK(session_find(v, 1000 + (uint64_t)CM_SESSION_TTL_MS + 10) < 0, "session expires");
+    CHECK(session_open(v, "calid_a", 7, 5000, t0 + 10, &s) == 0 && strcmp(s.version, "2025-03-26") == 0,
+          "valid, and the version travels in the id");
+    CHECK(session_open(v, "calid_b", 7, 5000, t0 + 10, &s) < 0, "another token: refused");
+    CHECK(session_open(v, "calid_a", 7, 5000, t0 + CM_SESSION_TTL_MS / 1000 + 1, &s) < 0, "expired by its creation time");
+    CHECK(session_open(v, "calid_a", 7, 5000, t0 - CM_SESSION_CLOCK_SKEW_S - 1, &s) < 0, "too far from the future");
+    CHECK(session_create("2025-03-26", "calid_a", 7, t0, id2) == 0 && strcmp(id, id2) != 0, "ids differ");
+    for (i = 0; i < SESSION_ID_CHARS; i++) { /* every single-character change is refused */
+        memcpy(bad, id, sizeof bad);
+        bad[i] = bad[i] == 'A' ? 'B' : 'A';
+        v.p = bad;
+        CHECK(session_open(v, "calid_a", 7, 5000, t0 + 10, &s) < 0, "tampered id at %lu", (unsigned long)i);
+    }
+    v.p = id;
+    v.n = SESSION_ID_CHARS - 1;
+    CHECK(session_open(v, "calid_a", 7, 5000, t0 + 10, &s) < 0, "short id");
+    /* another secret: another instance that does not share it */
+    v.n = SESSION_ID_CHARS;
+    {
+        unsigned char keep[32];
+        memcpy(keep, server_secret, 32);
+        server_secret[0] ^= 1;
+        sid_key.dig_vtable = NULL;
+        CHECK(session_open(v, "calid_a", 7, 5000, t0 + 10, &s) < 0, "another secret: refused");
+        memcpy(server_secret, keep, 32);
+        sid_key.dig_vtable = NULL;
+        CHECK(session_open(v, "calid_a", 7, 5000, t0 + 10, &s) == 0, "same secret: accepted");
+    }
+    /* ending it */
+    CHECK(session_check(v, "calid_a", 7, t0 + 10, &s) == 0 && ended_add(&s, 5000, t0 + 10) == 0, "ended");
+    CHECK(session_open(v, "calid_a", 7, 6000, t0 + 11, &s) < 0, "ended: refused");
+    CHECK(ended_in_use(t0 + 11) == 1 && ended_in_use(t0 + CM_SESSION_TTL_MS / 1000 + 1) == 0, "ended entry expires with the id");
+}
+
+/* Strangers opening and ending sessions with many tokens neither bring back
+ * an ended session nor take more than a token's share. */
+static void test_ended_churn(void)
+{
+    char id[SESSION_ID_CHARS + 1], junk[SESSION_ID_CHARS + 1], tok[32];
+    struct session s;
+    struct view v = {id, SESSION_ID_CHARS}, j = {junk, SESSION_ID_CHARS};
+    int64_t t0 = 1800000000;
+    int k, refused = 0;
+    memset(ended, 0, sizeof ended);
+    CHECK(session_create("2025-11-25", "calid_real", 10, t0, id) == 0, "real session");
+    CHECK(session_check(v, "calid_real", 10, t0, &s) == 0 && ended_add(&s, 1000, t0) == 0, "real DELETE");
+    /* one junk token: only its own share */
+    for (k = 0; k < 3 * CM_MAX_ENDED_SESSIONS; k++) {
+        session_create("2025-11-25", "calid_junk", 10, t0, junk);
+        if (session_check(j, "calid_junk", 10, t0, &s) == 0)
+            refused += ended_add(&s, 2000, t0) < 0;
+    }
+    CHECK(refused == 0 && ended_holding(s.token_fp, t0) == CM_ENDED_PER_TOKEN, "one token holds its share");
+    /* many junk tokens, right after the real DELETE: the table fills, then refuses */
+    refused = 0;
+    for (k = 0; k < 3 * CM_MAX_ENDED_SESSIONS; k++) {
+        snprintf(tok, sizeof tok, "junk%d", k);
+        session_create("2025-11-25", tok, strlen(tok), t0, junk);
+        if (session_check(j, tok, strlen(tok), t0, &s) == 0)
+            refused += ended_add(&s, 3000, t0) < 0;
+    }
+    CHECK(refused > 0 && ended_in_use(t0) == CM_MAX_ENDED_SESSIONS, "full table refuses (%d refused)", refused);
+    CHECK(session_open(v, "calid_real", 10, 4000, t0, &s) < 0, "the real ended session stays ended");
+    /* later, entries not used for CM_ENDED_SPARE_MS make room: the biggest holder's first */
+    session_create("2025-11-25", "calid_late", 10, t0, junk);
+    CHECK(session_check(j, "calid_late", 10, t0, &s) == 0 && ended_add(&s, 3000 + CM_ENDED_SPARE_MS, t0) == 0,
+          "room once entries are old");
+    CHECK(session_open(v, "calid_real", 10, 4000 + CM_ENDED_SPARE_MS, t0, &s) < 0, "the biggest holder gave room, not the real one");
+    memset(ended, 0, sizeof ended);
+}
+
+static void test_operations(void)
+{
+    char t[24];
+    struct view v = {"tools/call", 10}, w = {"tools/call2", 11};
+    utc_text(0, t);
+    CHECK(strcmp(t, "1970-01-01T00:00:00Z") == 0, "epoch %s", t);
+    utc_text(951782400, t);
+    CHECK(strcmp(t, "2000-02-29T00:00:00Z") == 0, "leap day %s", t);
+    utc_text(1796152861, t);
+    CHECK(strcmp(t, "2026-12-01T19:21:01Z") == 0, "2026 %s", t);
+    CHECK(strcmp(metric_methods[metric_method(v)], "tools/call") == 0, "known method");
+    CHECK(metric_method(w) == METHOD_OTHER, "unknown method is other");
+    CHECK(metric_statuses[metric_status(200)] == 200 && metric_statuses[metric_status(299)] == 0, "status labels");
+}
+
+/* OAuth sign-in (section 11b): the pieces that need no connection. */
+static void test_oauth(void)
+{
+    static const char *const good[] = {"https://claude.ai/api/mcp/auth_callback", "http://127.0.0.1:33418/cb",
+                                       "http://localhost/cb", "http://[::1]:8080/cb?x=1", "cursor://anysphere.cursor-retrieval/cb",
+                                       "com.example.app:/oauth2redirect", "https://a.example:8443"};
+    static const char *const bad[] = {"", "http://example.com/cb", "http://localhost.evil.example/cb", "http://127.0.0.1.evil/cb",
+                                      "https://a.example/cb#f", "https://u@a.example/", "javascript:alert(1)", "JavaScript:x",
+                                      "data:text/html,x", "file:///etc", "nocolon", "https://", "https://a b/", "1abc:/x", "x:"};
+    struct grant g, o;
+    struct oa_client cl;
+    char text[OA_SEALED_MAX + 1], enc[16];
+    unsigned char raw[5] = {0xfb, 0xff, 0x00, 0x10, 0x7f};
+    const char *why = NULL;
+    size_t i;
+    for (i = 0; i < sizeof good / sizeof good[0]; i++)
+        CHECK(redirect_uri_problem(good[i]) == NULL, "redirect URI %s refused: %s", good[i], redirect_uri_problem(good[i]));
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(redirect_uri_problem(bad[i]) != NULL, "redirect URI '%s' accepted", bad[i]);
+    CHECK(b64url_encode(raw, 5, enc) == 7 && strcmp(enc, "-_8AEH8") == 0, "base64url %s", enc);
+    CHECK(form_parse("a=1&client_id=x%2By+z&state=&api_key=k%3D", 41, &why) == 0 && strcmp(form.client_id, "x+y z") == 0 &&
+              strcmp(form.api_key, "k=") == 0 && form.state[0] == 0, "form decoding");
+    CHECK(form_parse("state=a&state=b", 15, &why) < 0 && strcmp(why, "state") == 0, "repeated field refused");
+    CHECK(form_parse("state=%zz", 9, &why) < 0 && form_parse("state=%00", 9, &why) < 0, "bad escapes refused");
+    /* seal and open */
+    cfg.public_url = "https://mcp.example";
+    cfg.oauth = 1;
+    CHECK(oauth_start(text, sizeof text) == 0 && strcmp(audience, "https://mcp.example/mcp") == 0, "public URL: %s", text);
+    memset(&g, 0, sizeof g);
+    g.exp = cm_port_unix_time() + 60;
+    memset(g.client, 7, 16);
+    memset(g.challenge, 9, 32);
+    g.audience = (struct view){audience, strlen(audience)};
+    g.key = (struct view){"calid_secret_key", 16};
+    CHECK(grant_seal(G_CODE, &g, text, sizeof text) == 0 && strncmp(text, "cmco_", 5) == 0, "seal a code");
+    CHECK(strstr(text, "calid") == NULL, "sealed text");
+    CHECK(grant_open(G_CODE, (struct view){text, strlen(text)}, &o, cm_port_unix_time()) == OPEN_OK && view_eq(o.key, "calid_secret_key") &&
+              memcmp(o.challenge, g.challenge, 32) == 0, "open the code");
+    CHECK(grant_open(G_ACCESS, (struct view){text, strlen(text)}, &o, cm_port_unix_time()) == OPEN_BAD, "a code is not an access token");
+    CHECK(grant_open(G_CODE, (struct view){text, strlen(text)}, &o, cm_port_unix_time() + 61) == OPEN_EXPIRED, "expiry");
+    text[20] = text[20] == 'A' ? 'B' : 'A';
+    CHECK(grant_open(G_CODE, (struct view){text, strlen(text)}, &o, cm_port_unix_time()) == OPEN_BAD, "tampered");
+    CHECK(client_open((struct view){"cmcl_AAAA", 9}, &cl) < 0, "a made-up client id");
+    cfg.public_url = NULL;
+    cfg.oauth = 0;
+    /* the used tables and the rate limit */
+    {
+        unsigned char id[16] = {1};
+        struct used_id t[2];
+        memset(t, 0, sizeof t);
+        CHECK(used_mark(t, 2, id, 100, 50, 0) == 1 && used_mark(t, 2, id, 100, 60, 0) == 0, "a used id is refused");
+        CHECK(used_mark(t, 2, id, 300, 100, 0) == 1, "until it expires");
+        id[0] = 2;
+        CHECK(used_mark(t, 2, id, 200, 100, 0) == 1, "second slot");
+        id[0] = 3;
+        CHECK(used_mark(t, 2, id, 400, 100, 0) == -1 && used_mark(t, 2, id, 400, 100, 1) == 1, "full: refuse, or evict");
+        id[0] = 2;
+        CHECK(used_mark(t, 2, id, 200, 100, 0) == -1, "the one closest to expiry was forgotten, the table is full again");
+        id[0] = 1;
+        CHECK(used_mark(t, 2, id, 300, 100, 0) == 0, "the others are kept");
+    }
+    for (i = 0; i < CM_OAUTH_KEY_CHECKS; i++)
+        CHECK(rate_take("192.0.2.1", 1000) == 0, "check %u allowed", (unsigned)i);
+    CHECK(rate_take("192.0.2.1", 2000) < 0 && rate_take("192.0.2.2", 2000) == 0, "the limit is per address");
+    CHECK(rate_take("192.0.2.1", 1000 + CM_OAUTH_RATE_WINDOW_MS) == 0, "a new window");
 }
 
 static void set_peer(unsigned char *p, int a, int b)
@@ -529,6 +688,9 @@ int main(void)
     test_routes();
     test_sessions();
     test_admission();
+    test_ended_churn();
+    test_operations();
+    test_oauth();
     test_selection_and_features();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
