@@ -536,9 +536,10 @@ def build_request(method, path, headers=(), body=b"", port=None, version="HTTP/1
     return out.encode("latin-1") + b"\r\n" + body
 
 
-def request(port, data, pieces=1, delay=0.0, method="POST"):
-    """Sends raw request bytes on a fresh connection and reads one answer."""
-    with Conn(port) as c:
+def request(port, data, pieces=1, delay=0.0, method="POST", source=None):
+    """Sends raw request bytes on a fresh connection (from the loopback
+    address source, if given) and reads one answer."""
+    with Conn(port, source=source) as c:
         c.send(data, pieces=pieces, delay=delay)
         return c.read_response(method=method)
 
@@ -554,7 +555,7 @@ def _merge_headers(defaults, overrides):
     return out
 
 
-def post_json(port, body, headers=None, token=DEFAULT_TOKEN, path="/mcp"):
+def post_json(port, body, headers=None, token=DEFAULT_TOKEN, path="/mcp", source=None):
     """POSTs a JSON-RPC body (dict/list, or str/bytes sent verbatim) and
     returns the Response. token=None sends no Authorization header."""
     if isinstance(body, (dict, list)):
@@ -565,7 +566,7 @@ def post_json(port, body, headers=None, token=DEFAULT_TOKEN, path="/mcp"):
     if token is not None:
         defaults.append(("Authorization", f"Bearer {token}"))
     defaults.append(("Connection", "close"))
-    return request(port, build_request("POST", path, _merge_headers(defaults, headers), body))
+    return request(port, build_request("POST", path, _merge_headers(defaults, headers), body), source=source)
 
 
 def get(port, path, headers=None, method="GET"):
@@ -622,10 +623,11 @@ def modern_body(method, params=None, id=1, version=MODERN, capabilities=None):
 
 
 def modern_post(port, method, params=None, id=1, token=DEFAULT_TOKEN, version=MODERN, name=None,
-                headers=None, body=None, header_version=None, capabilities=None):
+                headers=None, body=None, header_version=None, capabilities=None, source=None):
     """POSTs a modern request with MCP-Protocol-Version, Mcp-Method and (for
     tools/call, or when name is given) Mcp-Name. headers override or
-    remove (None) any of them; body replaces the built body."""
+    remove (None) any of them; body replaces the built body; source is the
+    loopback address to send from."""
     if body is None:
         body = modern_body(method, params, id=id, version=version, capabilities=capabilities)
     h = [("MCP-Protocol-Version", header_version or version), ("Mcp-Method", method)]
@@ -633,7 +635,7 @@ def modern_post(port, method, params=None, id=1, token=DEFAULT_TOKEN, version=MO
         name = params["name"]
     if name is not None:
         h.append(("Mcp-Name", name))
-    return post_json(port, body, headers=_merge_headers(h, headers), token=token)
+    return post_json(port, body, headers=_merge_headers(h, headers), token=token, source=source)
 
 
 # ---------------------------------------------------------------------------
