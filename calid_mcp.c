@@ -743,7 +743,8 @@ static int tok_is_str(const struct jdoc *d, int i, const char *s)
 }
 
 /* Value token of key in the object at obj, or -1. Keys are compared raw:
- * the keys we look for have no escapes. */
+ * the keys we look for have no escapes, and a client message's keys are
+ * canonical (json_message_rules, below). */
 static int obj_get(const struct jdoc *d, int obj, const char *key)
 {
     int i, k, count;
@@ -892,6 +893,133 @@ static int jdoc_parse(struct jdoc *d, const char *js, size_t n, jsmntok_t *toks,
     d->js = js;
     d->t = toks;
     d->n = r;
+    return 0;
+}
+
+/*
+ * Rules for a message a client sent, on top of well-formed JSON: a reader
+ * that keeps the first of two equal keys and one that keeps the last must
+ * not see different requests, and text that names what runs must not hide
+ * anything after a NUL. So every object key, and the method, tool name and
+ * resource URI of each message, is first rewritten in place to one
+ * canonical spelling (escapes decoded except \" \\ and control characters,
+ * hex in lower case; the text only ever gets shorter, the gap becomes white
+ * space after the closing quote). Raw comparisons then compare what the
+ * strings spell, and a duplicate key is two equal raw keys.
+ */
+
+/* Rewrites the string body p[0..n) canonically; returns the new length and
+ * sets *control when it spells a control character (U+0000-U+001F, U+007F). */
+static size_t json_canon_string(char *p, size_t n, int *control)
+{
+    static const char short_esc[] = "\bb\ff\nn\rr\tt\"\"\\\\";
+    size_t r = 0, w = 0;
+    while (r < n) {
+        unsigned cp;
+        const char *se;
+        if (p[r] != '\\') {
+            *control |= (unsigned char)p[r] == 0x7f;
+            p[w++] = p[r++];
+            continue;
+        }
+        if (p[r + 1] != 'u') {
+            cp = p[r + 1] == 'b' ? '\b' : p[r + 1] == 'f' ? '\f' : p[r + 1] == 'n' ? '\n' : p[r + 1] == 'r' ? '\r'
+               : p[r + 1] == 't' ? '\t' : (unsigned char)p[r + 1];
+            r += 2;
+        } else {
+            cp = (unsigned)(hexval(p[r + 2]) << 12 | hexval(p[r + 3]) << 8 | hexval(p[r + 4]) << 4 | hexval(p[r + 5]));
+            if (cp >= 0xd800 && cp <= 0xdbff && r + 12 <= n && p[r + 6] == '\\' && p[r + 7] == 'u') {
+                unsigned lo = (unsigned)(hexval(p[r + 8]) << 12 | hexval(p[r + 9]) << 8 |
+                                         hexval(p[r + 10]) << 4 | hexval(p[r + 11]));
+                if (lo >= 0xdc00 && lo <= 0xdfff) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    r += 6;
+                }
+            }
+            r += 6;
+        }
+        *control |= cp < 0x20 || cp == 0x7f;
+        se = cp && cp < 0x80 ? strchr(short_esc, (int)cp) : NULL;
+        if (se && (se - short_esc) % 2 == 0) {
+            p[w++] = '\\';
+            p[w++] = se[1];
+        } else if (cp < 0x20 || (cp >= 0xd800 && cp <= 0xdfff)) { /* kept as an escape */
+            static const char hex[] = "0123456789abcdef";
+            p[w++] = '\\';
+            p[w++] = 'u';
+            p[w++] = hex[cp >> 12];
+            p[w++] = hex[(cp >> 8) & 15];
+            p[w++] = hex[(cp >> 4) & 15];
+            p[w++] = hex[cp & 15];
+        } else if (cp < 0x80) {
+            p[w++] = (char)cp;
+        } else if (cp < 0x800) {
+            p[w++] = (char)(0xc0 | (cp >> 6));
+            p[w++] = (char)(0x80 | (cp & 0x3f));
+        } else if (cp < 0x10000) {
+            p[w++] = (char)(0xe0 | (cp >> 12));
+            p[w++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+            p[w++] = (char)(0x80 | (cp & 0x3f));
+        } else {
+            p[w++] = (char)(0xf0 | (cp >> 18));
+            p[w++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+            p[w++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+            p[w++] = (char)(0x80 | (cp & 0x3f));
+        }
+    }
+    return w;
+}
+
+/* Canonicalises string token i of d (whose text is the writable text). */
+static int tok_canon(struct jdoc *d, char *text, int i)
+{
+    int control = 0;
+    size_t old_n = (size_t)(d->t[i].end - d->t[i].start);
+    size_t n = json_canon_string(text + d->t[i].start, old_n, &control);
+    if (n < old_n) {
+        text[d->t[i].start + n] = '"';
+        memset(text + d->t[i].start + n + 1, ' ', old_n - n);
+        d->t[i].end = d->t[i].start + (int)n;
+    }
+    return control;
+}
+
+/* The string token as text for a message, at most 64 bytes. */
+#define TOK_FOR_MSG(d, i) (int)(tok_view(d, i).n > 64 ? 64 : tok_view(d, i).n), tok_view(d, i).p
+
+/* Applies the rules above to a parsed client message (the top value or each
+ * element of a batch). 0 ok, or -1 with why (for an Invalid Request). */
+static int json_message_rules(struct jdoc *d, char *text, char *why, size_t cap)
+{
+    static const char *const named[][2] = {{"", "method"}, {"params", "name"}, {"params", "uri"}};
+    int i, u, k, el, n_msgs;
+    for (i = 1; i < d->n; i++) {
+        int p = d->t[i].parent;
+        if (p < 0 || d->t[p].type != JSMN_OBJECT)
+            continue; /* not a key */
+        if (tok_canon(d, text, i)) {
+            snprintf(why, cap, "the key \"%.*s\" holds a control character", TOK_FOR_MSG(d, i));
+            return -1;
+        }
+        for (u = i - 1; u > p; u--)
+            if (d->t[u].parent == p && d->t[u].end - d->t[u].start == d->t[i].end - d->t[i].start &&
+                memcmp(text + d->t[u].start, text + d->t[i].start, (size_t)(d->t[i].end - d->t[i].start)) == 0) {
+                snprintf(why, cap, "the key \"%.*s\" appears twice in one object", TOK_FOR_MSG(d, i));
+                return -1;
+            }
+    }
+    n_msgs = d->t[0].type == JSMN_ARRAY ? d->t[0].size : 1;
+    for (k = 0, el = d->t[0].type == JSMN_ARRAY ? 1 : 0; k < n_msgs; k++, el = tok_next(d, el)) {
+        size_t m;
+        for (m = 0; m < sizeof named / sizeof named[0]; m++) {
+            int holder = named[m][0][0] ? obj_get(d, el, named[m][0]) : el, v = obj_get(d, holder, named[m][1]);
+            if (v >= 0 && d->t[v].type == JSMN_STRING && tok_canon(d, text, v)) {
+                snprintf(why, cap, "%s%s%s holds a control character", named[m][0], named[m][0][0] ? "." : "",
+                         named[m][1]);
+                return -1;
+            }
+        }
+    }
     return 0;
 }
 
@@ -1105,11 +1233,13 @@ static int chunked_scan(const char *p, size_t n, size_t max, size_t *enc_len, si
         }
         if (i >= n)
             return 0;
-        if (digits == 0)
-            return -1;
+        if (digits == 0 || (p[i] != ';' && p[i] != '\r' && p[i] != '\n' && p[i] != ' ' && p[i] != '\t'))
+            return -1; /* "0x5" is not a size of 0 with an extension "x5" */
         while (i < n && p[i] != '\n') { /* chunk extensions are skipped */
             if (p[i] != ';' && p[i] != '\r' && p[i] != ' ' && p[i] != '\t' && !is_tchar((unsigned char)p[i]) && p[i] != '=' && p[i] != '"')
                 return -1;
+            if (p[i] == '\r' && i + 1 < n && p[i + 1] != '\n')
+                return -1; /* a CR ends the line only together with LF */
             i++;
         }
         if (i >= n)
@@ -1118,8 +1248,11 @@ static int chunked_scan(const char *p, size_t n, size_t max, size_t *enc_len, si
         if (size == 0) {
             for (;;) { /* trailer fields until the blank line */
                 size_t ls = i;
-                while (i < n && p[i] != '\n')
+                while (i < n && p[i] != '\n') {
+                    if (p[i] == '\r' && i + 1 < n && p[i + 1] != '\n')
+                        return -1;
                     i++;
+                }
                 if (i >= n)
                     return 0;
                 i++;
@@ -4637,7 +4770,7 @@ struct pending_call {
     int tool;         /* index into tools[], or resources[] for a read */
     char res_id[65];  /* a resource template's id, or the typed start of a slug */
     unsigned char token_fp[16]; /* whose slugs a completion fetches */
-    char id[80];      /* the JSON-RPC id, raw JSON text */
+    struct view id;   /* the JSON-RPC id, raw JSON text in the request (which outlives the call) */
     int modern;
     int handle;       /* upstream handle, -1 until submitted */
     int jdoc_args;    /* token index of the arguments, for resubmission */
@@ -4840,10 +4973,24 @@ static struct view rpc_id(const struct jdoc *d, int msg)
     return v;
 }
 
-static void rpc_error(struct resp *r, struct view id, int code, const char *message, const char *data_json)
+/* Opens a message with its id, byte for byte as the client wrote it. A long
+ * id is referenced where it lies (the request text outlives the answer), so
+ * any id a body can hold comes back whole. */
+#define ID_COPY_BYTES 64
+static void msg_head(struct resp *r, struct view id)
 {
     msg_begin(r);
-    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"error\":{\"code\":%d,\"message\":", (int)id.n, id.p, code);
+    rs_str(r, "{\"jsonrpc\":\"2.0\",\"id\":");
+    if (id.n <= ID_COPY_BYTES)
+        rs_put(r, id.p, id.n);
+    else
+        rs_ext(r, id.p, id.n, 0);
+}
+
+static void rpc_error(struct resp *r, struct view id, int code, const char *message, const char *data_json)
+{
+    msg_head(r, id);
+    rs_printf(r, ",\"error\":{\"code\":%d,\"message\":", code);
     rs_json_string(r, message, strlen(message));
     if (data_json) {
         rs_str(r, ",\"data\":");
@@ -4855,8 +5002,8 @@ static void rpc_error(struct resp *r, struct view id, int code, const char *mess
 
 static void result_begin(struct resp *r, struct view id)
 {
-    msg_begin(r);
-    rs_printf(r, "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"result\":{", (int)id.n, id.p);
+    msg_head(r, id);
+    rs_str(r, ",\"result\":{");
 }
 
 /* Closes a result; modern results carry resultType and serverInfo. */
@@ -4949,7 +5096,7 @@ static int start_tool_call(struct rpc_ctx *c, const struct jdoc *d, int msg, str
     pc->modern = c->era == ERA_MODERN;
     pc->handle = -1;
     pc->jdoc_args = args;
-    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
+    pc->id = id;
     return D_PENDING;
 }
 
@@ -4988,7 +5135,8 @@ static int submit_tool_call(unsigned owner, struct pending_call *pc, const struc
     if (h == -2)
         snprintf(msg, cap, "The request for %s does not fit CM_UPSTREAM_REQ_BYTES (%u)", t->name,
                  (unsigned)CM_UPSTREAM_REQ_BYTES);
-    cm_logf(CM_LOG_DEBUG, "tool %s -> %s %s%s", t->name, t->method, upstream_host_for_log, req_path);
+    /* the path without its query: query values are user data */
+    cm_logf(CM_LOG_DEBUG, "tool %s -> %s %s%.*s", t->name, t->method, upstream_host_for_log, (int)strcspn(req_path, "?"), req_path);
     return h;
 }
 
@@ -5045,11 +5193,9 @@ static const char *status_reason(int status)
  * slot until the answer is written. */
 static int render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
-    struct view id;
+    struct view id = pc->id;
     char head[600];
     int is_error = 0, show_body = 1;
-    id.p = pc->id;
-    id.n = strlen(pc->id);
     head[0] = 0;
     if (u->status == 0) {
         is_error = 1;
@@ -5524,7 +5670,7 @@ static int start_resource_read(struct rpc_ctx *c, const struct jdoc *d, int msg,
     pc->handle = -1;
     pc->jdoc_args = -1;
     snprintf(pc->res_id, sizeof pc->res_id, "%s", resources[ri].api_path[strlen(resources[ri].api_path) - 1] == '}' ? res_id : "");
-    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
+    pc->id = id;
     return D_PENDING;
 }
 
@@ -5564,8 +5710,7 @@ static void render_resource_result(struct resp *r, const struct pending_call *pc
     char uri[160], m[800], api[300]; /* m holds uri and a transport error (up_result.error) */
     const char *why;
     size_t at;
-    id.p = pc->id;
-    id.n = strlen(pc->id);
+    id = pc->id;
     resource_uri(pc, uri, sizeof uri);
     if (u->status == 404) {
         api_message(u->body, u->body_len, api, sizeof api);
@@ -5892,7 +6037,7 @@ static int start_slug_completion(struct rpc_ctx *c, struct view id, struct view 
     memcpy(pc->res_id, typed.p, typed.n);
     pc->res_id[typed.n] = 0;
     memcpy(pc->token_fp, fp, 16);
-    snprintf(pc->id, sizeof pc->id, "%.*s", (int)(id.n < sizeof pc->id ? id.n : 4), id.n < sizeof pc->id ? id.p : "null");
+    pc->id = id;
     return D_PENDING;
 }
 
@@ -5903,8 +6048,7 @@ static void render_slugs_result(struct resp *r, const struct pending_call *pc, c
     size_t at;
     int fresh;
     struct slug_cache_entry *e;
-    id.p = pc->id;
-    id.n = strlen(pc->id);
+    id = pc->id;
     if (u->status == 0 || u->status >= 300 || json_check(u->body, u->body_len, &why, &at) < 0) {
         char m[720], api[200]; /* m holds a transport error (up_result.error) and the API message */
         api_message(u->body, u->body_len, api, sizeof api);
@@ -6044,9 +6188,7 @@ static int submit_pending(unsigned owner, struct pending_call *pc, const struct 
  * JSON-RPC error for anything else. */
 static void render_pending_failure(struct resp *r, const struct pending_call *pc, const char *msg)
 {
-    struct view id;
-    id.p = pc->id;
-    id.n = strlen(pc->id);
+    struct view id = pc->id;
     if (pc->kind == PC_TOOL)
         tool_text_result(r, id, pc->modern, 1, msg);
     else
@@ -6489,9 +6631,15 @@ enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 #error "CM_CONN_IN_BYTES must be 256 .. CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES, CM_BODY_POOL at least 1"
 #endif
 
+#if CM_MAX_CONNS_PER_ADDR < 1
+#error "CM_MAX_CONNS_PER_ADDR must be at least 1"
+#endif
+
 struct conn {
     int state;
     cm_sock_t sock;
+    unsigned char peer[16];       /* the client's address (see cm_port_accept) */
+    unsigned served;              /* answers finished on this connection */
     unsigned gen;                 /* bumps on reuse: stale API answers are recognised */
     uint64_t last_ms;             /* last progress */
     uint64_t req_start_ms;        /* first byte of the current request */
@@ -6631,7 +6779,7 @@ static void conn_need_room(struct conn *c)
  * now was read must not wrap around into a huge age). */
 static uint64_t ms_since(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
 static jsmntok_t toks[CM_JSON_TOKENS];
-static unsigned long stat_requests, stat_refused_busy;
+static unsigned long stat_requests, stat_refused_busy, stat_refused_addr, stat_evicted;
 
 /* ======================================================================
  * 11a. HTTPS on the listener: the BearSSL server engine under the
@@ -7511,6 +7659,7 @@ static void conn_finish_answer(struct conn *c)
     pool_give_back(c, 0);
     conn_reset_request(c);
     c->state = C_READ;
+    c->served++;
     c->parse_pending = rest > 0; /* parsed by the loop, so answers never recurse */
     c->last_ms = c->req_start_ms = cm_port_now_ms();
 }
@@ -7725,21 +7874,22 @@ static int resolve_token(const struct http_req *q, const char **tok, size_t *n, 
     return 401;
 }
 
-/* Decodes an Mcp-Name style header value (=?base64?...?= or plain). */
-static int header_value_decode(struct view v, char *out, size_t cap)
+/* Decodes an Mcp-Name style header value (=?base64?...?= or plain).
+ * Returns its length (it may hold a NUL), or -1. */
+static long header_value_decode(struct view v, char *out, size_t cap)
 {
     if (v.n >= 12 && memcmp(v.p, "=?base64?", 9) == 0 && memcmp(v.p + v.n - 2, "?=", 2) == 0) {
         long n = base64_decode(v.p + 9, v.n - 11, (unsigned char *)out, cap - 1);
         if (n < 0)
             return -1;
         out[n] = 0;
-        return 0;
+        return n;
     }
     if (v.n >= cap)
         return -1;
     memcpy(out, v.p, v.n);
     out[v.n] = 0;
-    return 0;
+    return (long)v.n;
 }
 
 static void conn_process(struct conn *c);
@@ -7931,9 +8081,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
     note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 0));
     c->held_handle = handle;
     if (c->resp.overflow) {
-        struct view id;
-        id.p = c->pc.id;
-        id.n = strlen(c->pc.id);
+        struct view id = c->pc.id;
         rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
         rpc_error(&c->resp, id, E_INTERNAL, "Internal error: the answer did not fit the output buffer", NULL);
     }
@@ -7947,10 +8095,13 @@ static int check_mcp_name(const struct jdoc *d, int method, const struct view *h
     int by_uri = tok_is_str(d, method, "resources/read");
     int nm = obj_get(d, obj_get(d, 0, "params"), by_uri ? "uri" : "name");
     char hv[256], bv[256], m[160];
+    long hl, bl;
     if (!by_uri && !tok_is_str(d, method, "tools/call") && !tok_is_str(d, method, "prompts/get"))
         return 0;
-    if (hn && header_value_decode(*hn, hv, sizeof hv) == 0 && nm >= 0 && tok_unescape(d, nm, bv, sizeof bv) >= 0 &&
-        strcmp(hv, bv) == 0)
+    /* lengths compared too: a NUL in the decoded header must not end the comparison early */
+    hl = hn ? header_value_decode(*hn, hv, sizeof hv) : -1;
+    bl = nm >= 0 ? tok_unescape(d, nm, bv, sizeof bv) : -1;
+    if (hl >= 0 && hl == bl && memcmp(hv, bv, (size_t)hl) == 0)
         return 0;
     if (!hn)
         snprintf(m, sizeof m, "Bad Request: the Mcp-Name header is required for %.*s", (int)tok_view(d, method).n,
@@ -7990,9 +8141,9 @@ static void serve_healthz(struct conn *c)
     rs_init(&c->resp, c->out, sizeof c->out, 0);
     rs_printf(&c->resp,
               "{\"status\":\"ok\",\"version\":\"" CM_VERSION "\",\"tools\":%u,\"sessionsOpened\":%lu,\"endedSessions\":%d,\"connections\":%d,"
-              "\"requests\":%lu,\"refusedBusy\":%lu,\"apiFullHandshakes\":%u}",
+              "\"requests\":%lu,\"refusedBusy\":%lu,\"refusedPerAddress\":%lu,\"evictedStalled\":%lu,\"apiFullHandshakes\":%u}",
               (unsigned)N_TOOLS, sessions_opened, ended_in_use(cm_port_unix_time()), conns_in_use(), stat_requests, stat_refused_busy,
-              up_full_handshakes);
+              stat_refused_addr, stat_evicted, up_full_handshakes);
     conn_answer(c, 200, "application/json", NULL);
 }
 
@@ -8285,6 +8436,14 @@ static void serve_mcp(struct conn *c)
         conn_reject(c, 400, E_PARSE, m, NULL);
         return;
     }
+    {
+        char m[200], rule[150];
+        if (json_message_rules(&d, c->body, rule, sizeof rule) < 0) {
+            snprintf(m, sizeof m, "Invalid Request: %s", rule);
+            conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+            return;
+        }
+    }
     rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
     c->note.method = note_method(&d);
 
@@ -8535,47 +8694,137 @@ need_more:
     }
 }
 
+/*
+ * Admission. One client address holds at most CM_MAX_CONNS_PER_ADDR
+ * connections; a newcomer from an address at that limit can only replace
+ * one of its own. Otherwise, when the table is full, a connection that is
+ * stalled (CM_SLOW_GRACE_MS into a request still incomplete, connected
+ * without a word, or not taking its answer) makes room, and only when none
+ * is, a kept-alive one idle CM_EVICT_IDLE_MS. Either must belong to an
+ * address that holds more connections than the newcomer's would, unless the
+ * newcomer's holds none yet: room goes from the heavy to the light, and slow
+ * sockets from a few addresses, however fast they reconnect, neither lock
+ * the others out nor push a healthy client off.
+ */
+
+/* One client: the same IPv4 address, or the same IPv6 /64. */
+static int same_client(const unsigned char *a, const unsigned char *b)
+{
+    static const unsigned char v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    int a4 = memcmp(a, v4_prefix, 12) == 0, b4 = memcmp(b, v4_prefix, 12) == 0;
+    return a4 == b4 && memcmp(a, b, a4 ? 16 : 8) == 0;
+}
+
+static int conns_from(const unsigned char *peer)
+{
+    int k, n = 0;
+    for (k = 0; k < CM_MAX_CONNS; k++)
+        n += conns[k].state != C_FREE && same_client(conns[k].peer, peer);
+    return n;
+}
+
+/* 1 when c is stalled, with *since the moment it stopped making progress. */
+static int conn_stalled(const struct conn *c, uint64_t now, uint64_t *since)
+{
+    if (c->state == C_READ && !c->parse_pending && (c->in_len > 0 || c->served == 0))
+        *since = c->req_start_ms; /* a request incomplete, or none yet */
+    else if (c->state == C_WRITE)
+        *since = c->last_ms;      /* its answer is not being read */
+    else
+        return 0;
+    return ms_since(now, *since) >= CM_SLOW_GRACE_MS;
+}
+
+/* The connection to close so a newcomer from peer fits, or -1: the stalled
+ * first (from the address holding the most, then stalled the longest), then
+ * idle kept-alive ones, as above. own_only: the newcomer's address is full,
+ * so only its own connections are considered. */
+static int pick_victim(const unsigned char *peer, int own_only, uint64_t now)
+{
+    int k, best = -1, best_class = 0, best_count = 0, held = conns_from(peer);
+    uint64_t best_since = 0;
+    for (k = 0; k < CM_MAX_CONNS; k++) {
+        const struct conn *c = &conns[k];
+        int cls, count;
+        uint64_t since;
+        if (c->state == C_FREE || (own_only && !same_client(c->peer, peer)))
+            continue;
+        count = conns_from(c->peer);
+        if (!own_only && held > 0 && count <= held + 1)
+            continue; /* not heavier than the newcomer's address would be */
+        if (conn_stalled(c, now, &since))
+            cls = 0;
+        else if (c->state == C_READ && c->in_len == 0 && !c->parse_pending && ms_since(now, c->last_ms) >= CM_EVICT_IDLE_MS)
+            cls = 1, since = c->last_ms;
+        else
+            continue;
+        if (best < 0 || cls < best_class ||
+            (cls == best_class && (count > best_count || (count == best_count && since < best_since)))) {
+            best = k;
+            best_class = cls;
+            best_count = count;
+            best_since = since;
+        }
+    }
+    return best;
+}
+
+/* A refusal in one small write (best effort), for sockets about to close. */
+static void send_refusal(cm_sock_t s, int status, const char *message)
+{
+    char body[300], head[600];
+    int bn = snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"%s\"}}", message);
+    int hn = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%sConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+                      status, status_reason(status), status == 503 ? "Retry-After: 1\r\n" : "", bn, body);
+    if (bn > 0 && hn > 0 && (size_t)hn < sizeof head)
+        (void)cm_port_send(s, head, (size_t)hn);
+}
+
+/* Closes a stalled or idle connection to make room; one caught inside a
+ * request is told why. */
+static void conn_evict(struct conn *c)
+{
+    if (c->state == C_READ && c->in_len > 0 && !tls_on()) /* (not in the clear inside TLS) */
+        send_refusal(c->sock, 408, "Request Timeout: the request was still incomplete when its connection was needed for another client");
+    stat_evicted++;
+    conn_close(c);
+}
+
 static void accept_all(void)
 {
     for (;;) {
-        cm_sock_t s = cm_port_accept(listener);
-        int i;
+        unsigned char peer[16];
+        cm_sock_t s = cm_port_accept(listener, peer);
+        int i = -1, k, own_full;
         if (s == CM_SOCK_INVALID)
             return;
-        for (i = 0; i < CM_MAX_CONNS; i++)
-            if (conns[i].state == C_FREE)
-                break;
-        if (i == CM_MAX_CONNS || !conn_tls_slot_free()) {
-            /* full (or every TLS engine slot taken): a kept-alive connection
-             * idle between requests makes room (HTTP lets a server close
-             * those at any time) */
-            int idle = -1, k;
-            uint64_t now = cm_port_now_ms();
-            for (k = 0; k < CM_MAX_CONNS; k++)
-                if (conns[k].state == C_READ && conns[k].in_len == 0 && !conns[k].parse_pending &&
-                    ms_since(now, conns[k].last_ms) >= CM_EVICT_IDLE_MS &&
-                    (idle < 0 || conns[k].last_ms < conns[idle].last_ms))
-                    idle = k;
-            if (idle >= 0) {
-                conn_close(&conns[idle]);
-                i = idle;
+        own_full = conns_from(peer) >= CM_MAX_CONNS_PER_ADDR;
+        for (k = 0; k < CM_MAX_CONNS && !own_full && i < 0; k++)
+            if (conns[k].state == C_FREE)
+                i = k;
+        if (i >= 0 && !conn_tls_slot_free())
+            i = -1; /* every TLS engine slot is taken: one is made free as a connection would be */
+        if (i < 0 && (i = pick_victim(peer, own_full, cm_port_now_ms())) >= 0)
+            conn_evict(&conns[i]);
+        if (i < 0) {
+            char m[200];
+            if (own_full) {
+                stat_refused_addr++;
+                snprintf(m, sizeof m, "Service Unavailable: this client address already holds %d connections (CM_MAX_CONNS_PER_ADDR), none of them idle or stalled; retry",
+                         CM_MAX_CONNS_PER_ADDR);
+            } else {
+                stat_refused_busy++;
+                snprintf(m, sizeof m, "Service Unavailable: all connections are busy, retry");
             }
-        }
-        if (i == CM_MAX_CONNS) {
-            static const char body[] =
-                "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,\"message\":\"Service Unavailable: all connections are busy, retry\"}}";
-            char busy[400];
-            int n = snprintf(busy, sizeof busy,
-                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                             "Connection: close\r\nContent-Length: %u\r\n\r\n%s",
-                             (unsigned)(sizeof body - 1), body);
-            stat_refused_busy++;
             if (!tls_on()) /* (a TLS client would need a handshake, which needs a slot: just closed) */
-                (void)cm_port_send(s, busy, (size_t)n); /* one small write: best effort, then close */
+                send_refusal(s, 503, m);
             cm_port_close(s);
             continue;
         }
         conns[i].sock = s;
+        memcpy(conns[i].peer, peer, sizeof peer);
+        conns[i].served = 0;
         if (conn_attach(&conns[i]) < 0) { /* no TLS engine slot free (CM_TLS_CONNS) */
             stat_refused_busy++;
             cm_port_close(s);
@@ -8597,12 +8846,21 @@ static void conn_timeouts(uint64_t now)
     int i;
     for (i = 0; i < CM_MAX_CONNS; i++) {
         struct conn *c = &conns[i];
+        uint64_t age = ms_since(now, c->req_start_ms);
         if (c->state != C_FREE && conn_handshake_expired(c, now)) {
             conn_close(c);
-        } else if (c->state == C_READ && c->in_len > 0 && ms_since(now, c->req_start_ms) > CM_HEADER_TIMEOUT_MS) {
+        } else if (c->state == C_READ && c->in_len > 0 && age > CM_HEADER_TIMEOUT_MS) {
             c->keep_alive = 0;
             c->req_total = c->in_len;
             conn_reject(c, 408, E_SERVER, "Request Timeout: the request did not arrive in time", NULL);
+        } else if (c->state == C_READ && c->in_len > 0 && !c->parse_pending && CM_MIN_RECV_BYTES_PER_S > 0 &&
+                   age > CM_MIN_RECV_AFTER_MS && c->in_len < age * CM_MIN_RECV_BYTES_PER_S / 1000) {
+            char m[160];
+            snprintf(m, sizeof m, "Request Timeout: the request arrived slower than %d bytes a second (CM_MIN_RECV_BYTES_PER_S)",
+                     CM_MIN_RECV_BYTES_PER_S);
+            c->keep_alive = 0;
+            c->req_total = c->in_len;
+            conn_reject(c, 408, E_SERVER, m, NULL);
         } else if ((c->state == C_READ || c->state == C_WRITE) && (c->in_len == 0 || c->state == C_WRITE) &&
                    ms_since(now, c->last_ms) > CM_IDLE_TIMEOUT_MS) {
             conn_close(c);
@@ -10469,9 +10727,18 @@ int cm_stdio_run(void)
     struct view nullid = {"null", 4};
     while (fgets(stdio_line, sizeof stdio_line, stdin)) {
         size_t n = strlen(stdio_line), at;
+        char *nl = memchr(stdio_line, '\n', sizeof stdio_line - 1), rule[150];
         const char *why;
         int pr, h = -1;
         rs_init(&r, stdio_out, sizeof stdio_out, 0);
+        if (nl && (size_t)(nl - stdio_line) >= n) { /* a NUL byte before the end of the line */
+            char m[120];
+            *nl = 0; /* (each line's newline is cleared, so none is left from an earlier line) */
+            snprintf(m, sizeof m, "Parse error: a NUL byte at byte %lu", (unsigned long)n);
+            rpc_error(&r, nullid, E_PARSE, m, NULL);
+            stdio_emit(&r);
+            continue;
+        }
         if (n == sizeof stdio_line - 1 && stdio_line[n - 1] != '\n') {
             int ch;
             while ((ch = getchar()) != EOF && ch != '\n')
@@ -10491,6 +10758,10 @@ int cm_stdio_run(void)
             char m[160];
             snprintf(m, sizeof m, "Parse error: %s at byte %lu", why ? why : "invalid JSON", (unsigned long)at);
             rpc_error(&r, nullid, E_PARSE, m, NULL);
+        } else if (json_message_rules(&d, stdio_line, rule, sizeof rule) < 0) {
+            char m[200];
+            snprintf(m, sizeof m, "Invalid Request: %s", rule);
+            rpc_error(&r, nullid, E_INVALID_REQUEST, m, NULL);
         } else if (d.t[0].type == JSMN_ARRAY) {
             int k, el, replies = 0;
             if (d.t[0].size == 0 || d.t[0].size > MAX_BATCH) {

@@ -26,6 +26,14 @@
 #ifndef CM_MAX_CONNS
 #define CM_MAX_CONNS 16            /* simultaneous inbound HTTP connections; more get 503 */
 #endif
+#ifndef CM_MAX_CONNS_PER_ADDR
+/* connections one client address may hold (an IPv6 client: its /64), loopback
+ * included: half the table (8 of 16), so one client can never fill it, but at
+ * least 4, as one MCP client may hold 3 at once (the SDK's POSTs and its GET).
+ * Behind a reverse proxy or NAT on the way every client shares one address:
+ * set it to CM_MAX_CONNS */
+#define CM_MAX_CONNS_PER_ADDR (CM_MAX_CONNS / 2 >= 4 ? CM_MAX_CONNS / 2 : CM_MAX_CONNS < 4 ? CM_MAX_CONNS : 4)
+#endif
 #ifndef CM_MAX_HEADER_BYTES
 #define CM_MAX_HEADER_BYTES 8192   /* request line + headers; more gets 431 */
 #endif
@@ -81,7 +89,19 @@
 #define CM_IDLE_TIMEOUT_MS 30000   /* a connection idle or trickling this long is closed */
 #endif
 #ifndef CM_EVICT_IDLE_MS
-#define CM_EVICT_IDLE_MS 1000      /* when full, a keep-alive connection idle this long makes room */
+#define CM_EVICT_IDLE_MS 1000      /* when full and none is stalled, a kept-alive connection idle this long
+                                      makes room (only for a fair newcomer: see README, Limits) */
+#endif
+#ifndef CM_SLOW_GRACE_MS
+#define CM_SLOW_GRACE_MS 1000      /* a request still incomplete, or an answer not taken, this long is "stalled":
+                                      when the table is full, stalled connections make room first */
+#endif
+#ifndef CM_MIN_RECV_BYTES_PER_S
+#define CM_MIN_RECV_BYTES_PER_S 256 /* a request still arriving CM_MIN_RECV_AFTER_MS after its first byte must
+                                      have averaged this rate, or it gets 408 (0: only CM_HEADER_TIMEOUT_MS) */
+#endif
+#ifndef CM_MIN_RECV_AFTER_MS
+#define CM_MIN_RECV_AFTER_MS 3000  /* later than CM_SLOW_GRACE_MS: a slow socket stays evictable a while first */
 #endif
 #ifndef CM_HEADER_TIMEOUT_MS
 #define CM_HEADER_TIMEOUT_MS 10000 /* a request must arrive whole within this */
@@ -220,8 +240,10 @@ int64_t cm_port_unix_time(void);                 /* wall clock, for certificate 
 int cm_port_random(void *buf, size_t len);       /* 0 ok, -1 no secure source */
 /* Non-blocking listening TCP socket on host:port (numeric address). */
 cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_t errlen);
-/* Next pending connection, non-blocking, or CM_SOCK_INVALID when none. */
-cm_sock_t cm_port_accept(cm_sock_t listener);
+/* Next pending connection, non-blocking, or CM_SOCK_INVALID when none. The
+ * peer's IP address goes to peer: IPv6 as is, IPv4 as ::ffff:a.b.c.d (all
+ * zero when the platform cannot tell). */
+cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16]);
 /* The peer of a connected socket as text, "127.0.0.1:5000" or "[::1]:5000"
  * (for the access log). 0 ok, -1 unknown: out is then "-". */
 int cm_port_peer_name(cm_sock_t s, char *out, size_t cap);

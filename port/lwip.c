@@ -224,11 +224,29 @@ cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_
     return fd;
 }
 
-cm_sock_t cm_port_accept(cm_sock_t listener)
+/* The peer address of an accepted socket as 16 bytes (see calid_mcp.h). */
+static void peer_bytes(const struct sockaddr_storage *ss, unsigned char peer[16])
 {
-    int fd = lwip_accept((int)listener, NULL, NULL);
+    memset(peer, 0, 16);
+    if (ss->ss_family == AF_INET) {
+        peer[10] = peer[11] = 0xff;
+        memcpy(peer + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    }
+#if LWIP_IPV6
+    else if (ss->ss_family == AF_INET6) {
+        memcpy(peer, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    }
+#endif
+}
+
+cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16])
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = lwip_accept((int)listener, (struct sockaddr *)&ss, &sl);
     if (fd < 0)
         return CM_SOCK_INVALID;
+    peer_bytes(&ss, peer);
     if (set_nonblocking(fd) < 0) {
         lwip_close(fd);
         return CM_SOCK_INVALID;

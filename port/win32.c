@@ -170,11 +170,26 @@ cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_
     return (cm_sock_t)s;
 }
 
-cm_sock_t cm_port_accept(cm_sock_t listener)
+/* The peer address of an accepted socket as 16 bytes (see calid_mcp.h). */
+static void peer_bytes(const struct sockaddr_storage *ss, unsigned char peer[16])
 {
-    SOCKET s = accept((SOCKET)listener, NULL, NULL);
+    memset(peer, 0, 16);
+    if (ss->ss_family == AF_INET) {
+        peer[10] = peer[11] = 0xff;
+        memcpy(peer + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    } else if (ss->ss_family == AF_INET6) {
+        memcpy(peer, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    }
+}
+
+cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16])
+{
+    struct sockaddr_storage ss;
+    int sl = (int)sizeof ss;
+    SOCKET s = accept((SOCKET)listener, (struct sockaddr *)&ss, &sl);
     if (s == INVALID_SOCKET)
         return CM_SOCK_INVALID;
+    peer_bytes(&ss, peer);
     if (set_nonblocking(s) != 0) {
         closesocket(s);
         return CM_SOCK_INVALID;

@@ -400,9 +400,12 @@ class Conn:
     is wrapped in TLS, handshake done, before the constructor returns;
     session= resumes an earlier connection's .sock.session."""
 
-    def __init__(self, port, timeout=IO_TIMEOUT, tls=None, session=None):
+    def __init__(self, port, timeout=IO_TIMEOUT, tls=None, session=None, source=None):
+        """source: the local address to connect from, e.g. "127.0.0.2" (any
+        127.0.0.0/8 address is loopback), so one test can be several clients."""
         self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if HTTPS if tls is None else tls:
             self.sock = tls_client_context().wrap_socket(self.sock, server_hostname="127.0.0.1", session=session)
@@ -552,9 +555,10 @@ def build_request(method, path, headers=(), body=b"", port=None, version="HTTP/1
     return out.encode("latin-1") + b"\r\n" + body
 
 
-def request(port, data, pieces=1, delay=0.0, method="POST"):
-    """Sends raw request bytes on a fresh connection and reads one answer."""
-    with Conn(port) as c:
+def request(port, data, pieces=1, delay=0.0, method="POST", source=None):
+    """Sends raw request bytes on a fresh connection (from the loopback
+    address source, if given) and reads one answer."""
+    with Conn(port, source=source) as c:
         c.send(data, pieces=pieces, delay=delay)
         return c.read_response(method=method)
 
@@ -570,7 +574,7 @@ def _merge_headers(defaults, overrides):
     return out
 
 
-def post_json(port, body, headers=None, token=DEFAULT_TOKEN, path="/mcp"):
+def post_json(port, body, headers=None, token=DEFAULT_TOKEN, path="/mcp", source=None):
     """POSTs a JSON-RPC body (dict/list, or str/bytes sent verbatim) and
     returns the Response. token=None sends no Authorization header."""
     if isinstance(body, (dict, list)):
@@ -581,7 +585,7 @@ def post_json(port, body, headers=None, token=DEFAULT_TOKEN, path="/mcp"):
     if token is not None:
         defaults.append(("Authorization", f"Bearer {token}"))
     defaults.append(("Connection", "close"))
-    return request(port, build_request("POST", path, _merge_headers(defaults, headers), body))
+    return request(port, build_request("POST", path, _merge_headers(defaults, headers), body), source=source)
 
 
 def get(port, path, headers=None, method="GET"):
@@ -638,10 +642,11 @@ def modern_body(method, params=None, id=1, version=MODERN, capabilities=None):
 
 
 def modern_post(port, method, params=None, id=1, token=DEFAULT_TOKEN, version=MODERN, name=None,
-                headers=None, body=None, header_version=None, capabilities=None):
+                headers=None, body=None, header_version=None, capabilities=None, source=None):
     """POSTs a modern request with MCP-Protocol-Version, Mcp-Method and (for
     tools/call, or when name is given) Mcp-Name. headers override or
-    remove (None) any of them; body replaces the built body."""
+    remove (None) any of them; body replaces the built body; source is the
+    loopback address to send from."""
     if body is None:
         body = modern_body(method, params, id=id, version=version, capabilities=capabilities)
     h = [("MCP-Protocol-Version", header_version or version), ("Mcp-Method", method)]
@@ -649,7 +654,7 @@ def modern_post(port, method, params=None, id=1, token=DEFAULT_TOKEN, version=MO
         name = params["name"]
     if name is not None:
         h.append(("Mcp-Name", name))
-    return post_json(port, body, headers=_merge_headers(h, headers), token=token)
+    return post_json(port, body, headers=_merge_headers(h, headers), token=token, source=source)
 
 
 # ---------------------------------------------------------------------------

@@ -48,7 +48,8 @@ ROOT = H.ROOT
 TOKEN = H.DEFAULT_TOKEN                # what the harness helpers send by default
 OTHER_TOKEN = "calid_hardening_bob_02"
 FLAGS_TTL = ["-DCM_SESSION_TTL_MS=1500"]
-FLAGS_SHORT = ["-DCM_HEADER_TIMEOUT_MS=1500", "-DCM_UPSTREAM_ANSWER_MS=1500"]
+# (the minimum data rate off: the trickle test checks the whole-request timeout)
+FLAGS_SHORT = ["-DCM_HEADER_TIMEOUT_MS=1500", "-DCM_UPSTREAM_ANSWER_MS=1500", "-DCM_MIN_RECV_BYTES_PER_S=0"]
 ANY = object()              # "any value" in an expectation
 
 FAKE = None                 # the shared fake Cal ID API
@@ -772,6 +773,158 @@ def test_bad_input_ids_of_every_type_in_both_eras():
     delete_session(port, sid)
 
 
+def _result_text_check(*words):
+    def check(r):
+        try:
+            res = r.json().get("result", {})
+            text = res["content"][0]["text"]
+        except (AssertionError, KeyError, IndexError, TypeError):
+            return [f"expected a tool result: {r.text[:200]}"]
+        return [f"the result does not say {w!r}: {text[:200]}" for w in words if w not in text]
+    return check
+
+
+def test_bad_input_parser_differentials():
+    """Issue 16, item 4: what a first-wins and a last-wins JSON reader would
+    see differently is refused: duplicate keys anywhere, control characters
+    in method, tool name, resource URI and keys; an escaped key is the key it
+    spells (a duplicate of the plain one, and checked against the schema)."""
+    port = P()
+    sid = open_session(port)
+    call = '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":%s}'
+    dup_name = call % ("31", '{"name":"delete_team","arguments":{"teamId":7},"name":"get_teams"}')
+    dup_deep = call % ("32", '{"name":"get_booking","arguments":{"filters":[{"a":1,"a":2}]}}')
+    dup_escaped = call % ("33", '{"name":"get_contact","arguments":{"contactId":1,"contact\\u0049d":2}}')
+    nul_name = call % ("34", '{"name":"delete_team\\u0000-harmless","arguments":{"teamId":7}}')
+    nul_key = call % ("35", '{"name":"get_users_me","arguments":{"a\\u0000":1}}')
+    escaped_alone = call % ("36", '{"name":"get_booking_by_id","arguments":{"booking\\u0049d":[1]}}')
+    escaped_name = call % ("37", '{"name":"get_\\u0075sers_me","arguments":{}}')
+    nul_method = '{"jsonrpc":"2.0","id":38,"method":"tools/list\\u0000x"}'
+    uri = '{"jsonrpc":"2.0","id":39,"method":"resources/read","params":{"uri":"cal://x\\u0001"}}'
+    meta = '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}'
+    modern_nul = '{"jsonrpc":"2.0","id":40,"method":"tools/call","params":{"name":"delete_team\\u0000x","arguments":{"teamId":7},' + meta + '}}'
+    modern_dup = '{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"get_users_me","arguments":{},' + meta + ',"name":"delete_team"}}'
+    import base64
+    nul_header = "=?base64?" + base64.b64encode(b"get_users_me\x00x").decode() + "?="
+    cases = [
+        Case("duplicate key name (first delete_team, last get_teams)", session_send(sid, dup_name), 400, -32600,
+             ["name", "twice"], id=None),
+        Case("duplicate key deep in the arguments", session_send(sid, dup_deep), 400, -32600, ['"a"', "twice"]),
+        Case("escaped key duplicates the plain one", session_send(sid, dup_escaped), 400, -32600,
+             ['"contactId"', "twice"]),
+        Case("NUL in the tool name", session_send(sid, nul_name), 400, -32600, ["params.name", "control character"]),
+        Case("NUL in an argument key", session_send(sid, nul_key), 400, -32600, ["key", "control character"]),
+        Case("NUL in the method", session_send(sid, nul_method), 400, -32600, ["method", "control character"]),
+        Case("control character in a resource URI", session_send(sid, uri), 400, -32600, ["params.uri"]),
+        Case("an escaped key alone is checked against the schema", session_send(sid, escaped_alone), 200,
+             check=_result_text_check("bookingId", "got array")),
+        Case("an escaped tool name is the tool it spells", session_send(sid, escaped_name), 200,
+             check=_result_text_check('"id"')),
+        Case("2026-07-28: NUL in the tool name", modern_send("tools/call", body=modern_nul, id=40,
+                                                              headers={"Mcp-Name": "delete_team"}),
+             400, -32600, ["params.name"]),
+        Case("2026-07-28: duplicate name in params", modern_send("tools/call", body=modern_dup, id=41,
+                                                                  headers={"Mcp-Name": "get_users_me"}),
+             400, -32600, ["name", "twice"]),
+        Case("2026-07-28: a NUL in the decoded Mcp-Name does not hide a difference",
+             modern_send("tools/call", {"name": "get_users_me", "arguments": {}}, id=42,
+                         headers={"Mcp-Name": nul_header}), 400, -32020, ["Mcp-Name"]),
+    ]
+    run_cases(port, cases)
+    delete_session(port, sid)
+
+
+def _long_id_check(raw):
+    def check(r):
+        m = re.search(r'"id":(\S+?),"(?:result|error)"', r.text)
+        if not m or m.group(1) != raw:
+            return [f"id not echoed byte for byte: sent {len(raw)} bytes, got {m and m.group(1)[:60]!r}"]
+        return []
+    return check
+
+
+LONG_IDS = ['"' + "i" * 76 + '"', '"' + "x" * 300 + '\\u00e9\\"' + '"', '"' + "L" * 5000 + '"', "7" * 78, "9" * 3000]
+
+
+def test_long_ids_come_back_byte_for_byte():
+    """Issue 16, item 5: tools/call ids of 78 bytes and more, string or
+    number, in both eras, in a batch and over stdio, come back whole."""
+    port = P()
+    sid = open_session(port)
+    sid_batch = open_session(port, version="2025-03-26")
+    call = '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"get_users_me","arguments":{}}}'
+    meta = '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}'
+    modern = '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"get_users_me","arguments":{},' + meta + '}}'
+    cases = []
+    for raw in LONG_IDS:
+        cases.append(Case(f"session era tools/call, id of {len(raw)} bytes", session_send(sid, call % raw), 200,
+                          check=_long_id_check(raw)))
+        cases.append(Case(f"2026-07-28 tools/call, id of {len(raw)} bytes",
+                          modern_send("tools/call", body=modern % raw, headers={"Mcp-Name": "get_users_me"}), 200,
+                          check=_long_id_check(raw)))
+        cases.append(Case(f"an error answer, id of {len(raw)} bytes",
+                          session_send(sid, '{"jsonrpc":"2.0","id":%s,"method":"no/such"}' % raw), 200,
+                          check=_long_id_check(raw)))
+
+    def batch_check(r):
+        got = re.findall(r'"id":(\S+?),"result"', r.text)
+        want = [LONG_IDS[0], LONG_IDS[1], LONG_IDS[3]]
+        return [] if sorted(got) == sorted(want) else [f"batch ids {[g[:20] for g in got]}"]
+    batch = "[" + ",".join(call % raw for raw in (LONG_IDS[0], LONG_IDS[1], LONG_IDS[3])) + "]"
+    cases.append(Case("2025-03-26 batch of three calls with long ids", session_send(sid_batch, batch), 200,
+                      check=batch_check))
+    run_cases(port, cases)
+    delete_session(port, sid)
+    delete_session(port, sid_batch)
+    # stdio: one call and a batch
+    lines = (call % LONG_IDS[2]) + "\n" + "[" + call % LONG_IDS[0] + "," + call % LONG_IDS[4] + "]\n"
+    p = subprocess.run([H.BIN, "--stdio"] + FAKE.server_flags(), input=lines.encode(), capture_output=True,
+                       timeout=30, env=H.clean_env({"CALID_API_KEY": TOKEN}), cwd=ROOT)
+    out = p.stdout.decode()
+    got = re.findall(r'"id":(\S+?),"result"', out)
+    assert sorted(got) == sorted([LONG_IDS[2], LONG_IDS[0], LONG_IDS[4]]), \
+        f"stdio ids: {[g[:20] for g in got]}; stderr {p.stderr.decode()[-300:]}"
+
+
+def test_stdio_refuses_nul_bytes_and_duplicate_keys():
+    """stdio reads the same rules: a raw NUL inside a line is a parse error
+    (not the end of the line), a duplicate key is -32600 naming it."""
+    lines = (b'{"jsonrpc":"2.0","id":1,"method":"ping"}\x00{"jsonrpc":"2.0","id":2,"method":"ping"}\n'
+             b'{"jsonrpc":"2.0","id":3,"method":"ping","id":4}\n'
+             b'{"jsonrpc":"2.0","id":5,"method":"ping"}\n')
+    p = subprocess.run([H.BIN, "--stdio"] + FAKE.server_flags(), input=lines, capture_output=True, timeout=30,
+                       env=H.clean_env({"CALID_API_KEY": TOKEN}), cwd=ROOT)
+    out = [json.loads(line) for line in p.stdout.decode().splitlines() if line.strip()]
+    assert len(out) == 3, f"expected 3 answers: {out}"
+    assert out[0]["error"]["code"] == -32700 and "NUL" in out[0]["error"]["message"], out[0]
+    assert out[1]["error"]["code"] == -32600 and '"id" appears twice' in out[1]["error"]["message"], out[1]
+    assert out[2].get("id") == 5 and "result" in out[2], out[2]
+
+
+def test_bad_input_chunk_lines_and_healthz_host():
+    """Issue 16, item 6: a chunk-size like 0x5 and a bare CR in a chunk line
+    are 400; /healthz has the Host and Origin checks of /mcp."""
+    port = P()
+    head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    body = json.dumps(rpc("ping", 1)).encode()
+    hexlen = b"%x" % len(body)
+    cases = [
+        Case("chunk size 0x.. (nginx: 400)", raw_send(head + b"0x" + hexlen + b"\r\n" + body + b"\r\n0\r\n\r\n"), 400,
+             -32000, ["chunked"], closes=True),
+        Case("bare CR in a chunk extension", raw_send(head + hexlen + b";a\rb\r\n" + body + b"\r\n0\r\n\r\n"), 400,
+             -32000, ["chunked"], closes=True),
+        Case("bare CR in a trailer", raw_send(head + hexlen + b"\r\n" + body + b"\r\n0\r\nX: a\rb\r\n\r\n"), 400,
+             -32000, ["chunked"], closes=True),
+        Case("/healthz with a foreign Host (DNS rebinding)",
+             raw_send(b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"), 403, -32000, ["Host"]),
+        Case("/healthz with a foreign Origin",
+             raw_send(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n".encode()),
+             403, -32000, ["Origin"]),
+    ]
+    run_cases(port, cases)
+
+
 def _batch_answers(r):
     if r.status != 200:
         return None, [f"HTTP {r.status}"]
@@ -1045,11 +1198,11 @@ def test_bad_input_zz_no_slot_leaked_after_the_table():
 # Slow clients
 # ---------------------------------------------------------------------------
 
-def _trickler(port, data, head_at_once, out, started):
+def _trickler(port, data, head_at_once, out, started, source=None):
     """Sends data one byte every 200 ms (the head at once when head_at_once)
     until the server answers; stores (status, message, closed) in out."""
     try:
-        c = Conn(port, timeout=10)
+        c = Conn(port, timeout=10, source=source)
     except OSError as e:
         out["error"] = f"connect: {e}"
         started.set()
@@ -1102,7 +1255,9 @@ def test_slow_clients_trickle_then_408_and_slots_free():
         outs, threads, starts = [], [], []
         for i in range(slow):
             out, ev = {}, threading.Event()
-            t = threading.Thread(target=_trickler, args=(port, data, i % 2 == 1, out, ev), daemon=True)
+            # each from its own loopback address: one address holds at most CM_MAX_CONNS_PER_ADDR
+            t = threading.Thread(target=_trickler, args=(port, data, i % 2 == 1, out, ev, f"127.0.0.{20 + i}"),
+                                 daemon=True)
             outs.append(out)
             starts.append(ev)
             threads.append(t)
@@ -1139,6 +1294,204 @@ def test_slow_clients_trickle_then_408_and_slots_free():
         assert H.session_post(port, sid, rpc("ping", 2)).status == 200
         assert s.alive()
     finally:
+        stop(s)
+
+
+def _slow_socket_loop(port, source, slow_post, stop, stats, lock):
+    """One hostile client slot: a slowloris (the head one byte every 250 ms)
+    or a slow POST (the head at once, then the body one byte every 250 ms),
+    reconnecting from source as soon as the server closes it. Counts what the
+    server answered in stats: "408 rate" (cut at the minimum data rate),
+    "408 room" (closed to make room), "408 other", "503", "closed" (closed
+    without an answer)."""
+    head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Length: 4000\r\n\r\n").encode()
+    while not stop.is_set():
+        try:
+            c = Conn(port, timeout=5, source=source)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        kind = "closed"
+        try:
+            data = b"{" + b" " * 3999 if slow_post else head
+            if slow_post:
+                c.sock.sendall(head)
+            pos = 0
+            while not stop.is_set():
+                readable, _, _ = select.select([c.sock], [], [], 0.25)
+                if readable:
+                    break
+                if pos < len(data):
+                    c.sock.sendall(data[pos:pos + 1])
+                    pos += 1
+            if not stop.is_set():
+                answer = c.sock.recv(4096)
+                if answer.startswith(b"HTTP/1.1 408 "):
+                    kind = ("408 rate" if b"CM_MIN_RECV_BYTES_PER_S" in answer else
+                            "408 room" if b"needed for another client" in answer else "408 other")
+                elif answer.startswith(b"HTTP/1.1 503 "):
+                    kind = "503"
+                elif answer:
+                    kind = answer[:12].decode("latin-1")
+        except OSError:
+            pass
+        finally:
+            c.close()
+        if not stop.is_set():
+            with lock:
+                stats[kind] = stats.get(kind, 0) + 1
+        time.sleep(0.1 if kind == "503" else 0.02)
+
+
+class Attack:
+    """Slow-socket loops (see _slow_socket_loop), n from each source address."""
+
+    def __init__(self, port, sources, n):
+        self.stop_ev, self.lock, self.stats, self.threads = threading.Event(), threading.Lock(), {}, []
+        for src in sources:
+            for i in range(n):
+                t = threading.Thread(target=_slow_socket_loop, daemon=True,
+                                     args=(port, src, i % 2 == 1, self.stop_ev, self.stats, self.lock))
+                t.start()
+                self.threads.append(t)
+
+    def stop(self):
+        """Ends every loop; True when all ended."""
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(10)
+        return not any(t.is_alive() for t in self.threads)
+
+
+def test_slow_sockets_from_one_address_lock_no_one_out():
+    """16 slowloris and slow-POST sockets from 127.0.0.2, reconnecting as
+    they are closed, against the default build: a client on 127.0.0.1 gets
+    every answer, a kept-alive client idle meanwhile keeps its connection;
+    the slow sockets hold at most their address's share, and their
+    reconnections, meeting the per-address limit, close their own stalled
+    ones (408) or are refused (503). A lone slow socket from 127.0.0.6 is
+    cut at the minimum data rate, long before the whole-request timeout."""
+    if H.HTTPS:
+        raise H.Skip("counts plain-text refusals (over HTTPS a full server closes at accept: test_tls.py)")
+    s = start(H.Server(*FAKE.server_flags()))
+    attacks = []
+    try:
+        port = s.port
+        idle = Conn(port)
+        idle.send(build_request("GET", "/healthz", port=port))
+        assert idle.read_response("GET").status == 200
+        attack, lone = Attack(port, ["127.0.0.2"], 16), Attack(port, ["127.0.0.6"], 1)
+        attacks = [attack, lone]
+        deadline = time.monotonic() + 8
+        while healthz(port)["connections"] < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answered, failures = 0, []
+        for i in range(40):  # about 5 s: past the minimum-rate cut (3 s)
+            try:
+                if i % 10 == 9:
+                    call_ok(port)
+                else:
+                    tools_list_ok(port, id=f"during-{i}")
+                answered += 1
+            except (AssertionError, OSError, H.ConnectionClosed) as e:
+                failures.append(f"request {i}: {e}"[:200])
+            time.sleep(0.1)
+        j = healthz(port)
+        idle.send(build_request("GET", "/healthz", port=port))
+        try:
+            idle_status = idle.read_response("GET").status
+        except H.ConnectionClosed:
+            idle_status = "closed"
+        stopped = all([a.stop() for a in attacks])
+        attacks = []
+        assert answered == 40, f"the client on 127.0.0.1 got {answered} of 40 answers during the attack: {failures[:3]}"
+        assert idle_status == 200, f"the kept-alive idle client was pushed off ({idle_status}); attack: {attack.stats}"
+        assert attack.stats.get("408 room", 0) >= 8 and attack.stats.get("503", 0) > 0, f"attack: {attack.stats}"
+        assert j["refusedPerAddress"] > 0, f"no reconnection met the per-address limit: {j} {attack.stats}"
+        assert lone.stats.get("408 rate", 0) >= 1, f"the lone slow socket was not cut at the minimum data rate: {lone.stats}"
+        assert not lone.stats.get("408 other"), f"the lone slow socket met another timeout first: {lone.stats}"
+        assert stopped, "an attacking thread did not stop"
+        assert s.alive()
+    finally:
+        for a in attacks:
+            a.stop()
+        stop(s)
+
+
+def _half_request(port, source):
+    c = Conn(port, timeout=5, source=source)
+    c.send(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Le".encode())
+    return c
+
+
+def test_full_table_makes_room_from_stalled_not_from_idle():
+    """The table full of stalled half-requests from two addresses and one
+    idle kept-alive client: past CM_SLOW_GRACE_MS a newcomer from a third
+    address gets in by closing a stalled one (which is told 408), a newcomer
+    from a heavy address does not take a slot from the other heavy one, and
+    the idle client is never the one closed."""
+    if H.HTTPS:
+        raise H.Skip("counts plain-text refusals (over HTTPS a full server closes at accept: test_tls.py)")
+    s = start(H.Server(*FAKE.server_flags()))
+    held = []
+    try:
+        port = s.port
+        idle = Conn(port)
+        idle.send(build_request("GET", "/healthz", port=port))
+        assert idle.read_response("GET").status == 200
+        held = [_half_request(port, "127.0.0.2") for _ in range(8)] + [_half_request(port, "127.0.0.3") for _ in range(7)]
+        time.sleep(1.3)  # past CM_SLOW_GRACE_MS (1 s), well before the minimum-rate cut (3 s)
+        with Conn(port, source="127.0.0.3") as heavy:
+            heavy.send(build_request("GET", "/healthz", port=port))
+            r = heavy.read_response("GET")
+            assert r.status == 503, f"a newcomer from the heavy 127.0.0.3 took a slot: {r.status} {r.text[:200]}"
+        served = 0
+        for i in range(5):
+            with Conn(port, source="127.0.0.9") as c:
+                c.send(build_request("GET", "/healthz", port=port))
+                served += c.read_response("GET").status == 200
+        told = 0
+        for c in held:
+            readable, _, _ = select.select([c.sock], [], [], 0)
+            if readable:
+                data = c.sock.recv(4096)
+                told += data.startswith(b"HTTP/1.1 408 ") and b"needed for another client" in data
+        idle.send(build_request("GET", "/healthz", port=port))
+        r = idle.read_response("GET")
+        assert served == 5, f"only {served} of 5 newcomers served from a table of stalled connections"
+        assert told >= 1, "no stalled connection was told why it was closed"
+        assert r.status == 200 and r.json()["evictedStalled"] >= 1, f"idle client: {r.status} {r.text[:200]}"
+        assert s.alive()
+    finally:
+        for c in held:
+            c.close()
+        stop(s)
+
+
+def test_per_address_limit_names_itself():
+    """8 busy connections from 127.0.0.4: the 9th from there gets 503 naming
+    CM_MAX_CONNS_PER_ADDR, one from 127.0.0.5 is served meanwhile."""
+    if H.HTTPS:
+        raise H.Skip("counts plain-text refusals (over HTTPS a full server closes at accept: test_tls.py)")
+    s = start(H.Server(*FAKE.server_flags()))
+    held = []
+    try:
+        port = s.port
+        held = [_half_request(port, "127.0.0.4") for _ in range(8)]
+        time.sleep(0.1)
+        with Conn(port, source="127.0.0.4") as c:
+            c.send(build_request("GET", "/healthz", port=port))
+            r = c.read_response("GET")
+        assert r.status == 503 and "CM_MAX_CONNS_PER_ADDR" in r.json()["error"]["message"], f"{r.status} {r.text[:300]}"
+        assert "retry-after" in r.headers, r.headers
+        with Conn(port, source="127.0.0.5") as c:
+            c.send(build_request("GET", "/healthz", port=port))
+            assert c.read_response("GET").status == 200
+        assert s.alive()
+    finally:
+        for c in held:
+            c.close()
         stop(s)
 
 
@@ -1327,6 +1680,8 @@ def _exercise_with_token(port, token):
     CTL.fault(path="/teams", mode="reset")
     H.session_post(port, sid, rpc("tools/call", 5, {"name": "get_teams", "arguments": {}}), token=token)
     H.session_post(port, sid, rpc("tools/call", 6, {"name": "get_booking_by_id", "arguments": {}}), token=token)
+    H.session_post(port, sid, rpc("tools/call", 8, {"name": "list_contacts", "arguments": {"search": "qsecret4711"}}),
+                   token=token)
     H.modern_post(port, "tools/call", {"name": "get_users_me", "arguments": {}}, token=token)
     H.session_post(port, sid, rpc("ping", 7), token=token + "x")
     H.initialize_response(port, token=None, headers={"Authorization": "Basic " + token})
@@ -1359,6 +1714,9 @@ def test_token_never_in_stderr_at_any_log_level():
             if secret in log or frag in log:
                 lines = [ln for ln in log.splitlines() if frag in ln]
                 problems.append(f"--log-level {level}: the caller's token is in stderr: {lines[:3]}")
+        if "qsecret4711" in log:
+            lines = [ln for ln in log.splitlines() if "qsecret4711" in ln]
+            problems.append(f"--log-level {level}: a query string value is in stderr: {lines[:3]}")
         if level == "debug" and "debug" not in log:
             problems.append(f"--log-level debug wrote no debug lines: {log[:200]!r}")
         # a key held by the server and the access token clients present

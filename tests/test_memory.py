@@ -79,7 +79,7 @@ def test_pool_waits_then_serves():
     size = lim["CM_MAX_BODY_BYTES"]
     assert lim["CM_BODY_POOL"] == 1 and size > lim["CM_CONN_IN_BYTES"], lim
     with H.Server(binary=TINY) as s:
-        first, second = Conn(s.port), Conn(s.port)
+        first, second = Conn(s.port), Conn(s.port, source="127.0.0.2")
         try:
             whole = big_request(s.port, size)
             first.send(whole[:len(whole) - size // 2])   # holds the pool buffer, half its body sent
@@ -93,7 +93,7 @@ def test_pool_waits_then_serves():
                 early = b""
             second.sock.settimeout(H.IO_TIMEOUT)
             assert early == b"", f"the waiting request was answered before the buffer was free: {early!r}"
-            with Conn(s.port) as over:                   # over the limit: 413 at once, pool or not
+            with Conn(s.port, source="127.0.0.2") as over:  # over the limit: 413 at once, pool or not
                 over.send(big_request(s.port, size + 1))
                 r = over.read_response()
                 assert r.status == 413, f"{r.status} {r.text[:200]}"
@@ -114,7 +114,7 @@ def test_waiting_request_still_times_out():
     lim = H.limits(TINY)
     size = lim["CM_MAX_BODY_BYTES"]
     with H.Server(binary=TINY) as s:
-        stalled, waiting = Conn(s.port, timeout=30), Conn(s.port, timeout=30)
+        stalled, waiting = Conn(s.port, timeout=30), Conn(s.port, timeout=30, source="127.0.0.2")
         try:
             whole = big_request(s.port, size)
             stalled.send(whole[:len(whole) - size // 2])

@@ -73,8 +73,8 @@ def rpc(method, id=1, params=None):
     return body
 
 
-def call(port, name, args=None, id=1):
-    r = H.modern_post(port, "tools/call", {"name": name, "arguments": args or {}}, id=id, token=TOKEN)
+def call(port, name, args=None, id=1, source=None):
+    r = H.modern_post(port, "tools/call", {"name": name, "arguments": args or {}}, id=id, token=TOKEN, source=source)
     assert r.status == 200, f"{name}: {r.status} {r.text[:300]}"
     return r.json()["result"]
 
@@ -240,7 +240,8 @@ def test_sigterm_finishes_ten_tool_calls_waiting_on_a_slow_api():
 
         def one(i):
             try:
-                results[i] = call(port, "get_users_me", id=i)
+                # two clients: one address holds at most CM_MAX_CONNS_PER_ADDR (8) connections
+                results[i] = call(port, "get_users_me", id=i, source=f"127.0.0.{1 + i % 2}")
             except Exception as e:  # noqa: BLE001 - recorded and asserted below
                 results[i] = e
 

@@ -1163,13 +1163,15 @@ def test_request_sent_byte_by_byte():
     assert r.status == 200 and r.json()["id"] == "slow", f"{r.status} {r.text}"
 
 
-def open_answered(port, n, deadline_s=10.0):
-    """Opens n connections that each get a healthz answer and stay open.
-    A 503 (the server has not yet seen a slot freed) is retried."""
+def open_answered(port, n, deadline_s=10.0, sources=("127.0.0.1", "127.0.0.2")):
+    """Opens n connections that each get a healthz answer and stay open, from
+    the source addresses in turn (one address holds at most
+    CM_MAX_CONNS_PER_ADDR, half the table). A 503 (the server has not yet seen
+    a slot freed) is retried."""
     conns = []
     deadline = time.monotonic() + deadline_s
     while len(conns) < n and time.monotonic() < deadline:
-        c = Conn(port, timeout=5)
+        c = Conn(port, timeout=5, source=sources[len(conns) % len(sources)])
         c.send(healthz_request(port))
         try:
             r = c.read_response()
@@ -1194,7 +1196,8 @@ def conn_slots():
 
 
 def test_connection_limit_503_then_recovers():
-    """All CM_MAX_CONNS (16) slots busy mid-request: one more gets 503; freed slots serve again."""
+    """All CM_MAX_CONNS (16) slots busy mid-request (for less than CM_SLOW_GRACE_MS,
+    so none is stalled yet): one more gets 503; freed slots serve again."""
     if H.HTTPS:
         raise H.Skip("a full HTTPS server closes new connections (a 503 needs a handshake): test_tls.py covers it")
     problems = []
@@ -1208,7 +1211,7 @@ def test_connection_limit_503_then_recovers():
             for c in held:  # each now holds half a request: busy, not idle
                 c.send(partial)
             time.sleep(0.2)
-            with Conn(s.port) as extra:
+            with Conn(s.port, source="127.0.0.3") as extra:
                 raw = extra.read_until_close()
             head, _, body = raw.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 503 "), f"17th connection: {raw[:200]!r}"
@@ -1224,15 +1227,14 @@ def test_connection_limit_503_then_recovers():
             held = held[k:]
             more = open_answered(s.port, k)
             assert len(more) == k, f"after closing {k}, only {len(more)} new connections served"
-            for c in more:
-                c.send(partial)
             for c in held:  # the old ones finish their request and still work
                 c.send(f"Host: 127.0.0.1:{s.port}\r\n\r\n".encode())
                 assert c.read_response().status == 200
-                c.send(partial)
             held += more
+            for c in held:  # all busy again, just now
+                c.send(partial)
             time.sleep(0.2)
-            with Conn(s.port) as extra:
+            with Conn(s.port, source="127.0.0.3") as extra:
                 assert extra.read_until_close().startswith(b"HTTP/1.1 503 "), "limit not enforced after reuse"
         finally:
             for c in held:
@@ -1249,7 +1251,7 @@ def test_idle_keepalive_connections_make_room():
         try:
             assert len(held) == n, f"only {len(held)} of {n} connections served"
             time.sleep(1.2)  # idle for longer than CM_EVICT_IDLE_MS (1 s)
-            with Conn(s.port) as extra:
+            with Conn(s.port, source="127.0.0.3") as extra:  # an address holding none: it may ask one to leave
                 extra.send(healthz_request(s.port))
                 assert extra.read_response().status == 200, "17th client refused while 16 were idle"
         finally:

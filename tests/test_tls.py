@@ -97,9 +97,11 @@ def connections_settle(port, want=1, timeout=8.0):
     raise AssertionError(f"{n} connections still open, expected {want}")
 
 
-def raw(port):
-    """A plain TCP socket to the server: bytes exactly as given."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=H.IO_TIMEOUT)
+def raw(port, source=None):
+    """A plain TCP socket to the server: bytes exactly as given (from the
+    loopback address source, if given)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=H.IO_TIMEOUT,
+                                 source_address=(source, 0) if source else None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 
@@ -374,7 +376,7 @@ def test_stalled_handshakes_cost_a_slot_until_the_timeout():
         socks = []
         t0 = time.monotonic()
         for i in range(16):
-            c = raw(s.port)
+            c = raw(s.port, source=f"127.0.0.{1 + i % 2}")  # one address holds at most half the table
             if i % 3 == 1:
                 c.sendall(hello[:len(hello) // 2])
             elif i % 3 == 2:
@@ -382,7 +384,7 @@ def test_stalled_handshakes_cost_a_slot_until_the_timeout():
             socks.append(c)
         try:
             try:
-                with Conn(s.port, tls=True):
+                with Conn(s.port, tls=True, source="127.0.0.3"):
                     pass
                 raise AssertionError("a 17th TLS client got a handshake with all 16 engine slots taken")
             except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
@@ -408,13 +410,13 @@ def test_full_server_closes_new_tls_clients_then_recovers():
         held = []
         partial = b"GET /healthz HTTP/1.1\r\n"
         try:
-            for _ in range(n):
-                c = Conn(s.port, tls=True)
-                c.send(partial)  # busy: half a request, not an idle keep-alive
-                held.append(c)
+            for i in range(n):  # one address holds at most half the table
+                held.append(Conn(s.port, tls=True, source=f"127.0.0.{1 + i % 2}"))
+            for c in held:  # busy: half a request (just now: not stalled), not an idle keep-alive
+                c.send(partial)
             time.sleep(0.2)
             try:
-                with Conn(s.port, tls=True) as extra:
+                with Conn(s.port, tls=True, source="127.0.0.3") as extra:
                     extra.send(H.build_request("GET", "/healthz", [("Host", "127.0.0.1")]))
                     got = extra.read_until_close()
                 raise AssertionError(f"a 17th TLS client got a handshake and {got[:80]!r}")

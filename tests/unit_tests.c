@@ -91,6 +91,11 @@ static void test_chunked(void)
     CHECK(chunked_scan("123456789\r\n", 11, 1u << 30, &enc, &dec) == -1, "too many hex digits");
     CHECK(chunked_scan("ff\r\n", 4, 100, &enc, &dec) == -2, "chunk over the body limit");
     CHECK(chunked_scan("3\r\nabcX\r\n0\r\n\r\n", 14, 100, &enc, &dec) == -1, "missing CRLF after data");
+    CHECK(chunked_scan("0x5\r\nhello\r\n0\r\n\r\n", 20, 100, &enc, &dec) == -1, "0x5 is not a chunk size");
+    CHECK(chunked_scan("5 ;a=b\r\nhello\r\n0\r\n\r\n", 22, 100, &enc, &dec) == 1 && dec == 5, "white space before an extension");
+    CHECK(chunked_scan("5;a\rb\r\nhello\r\n0\r\n\r\n", 22, 100, &enc, &dec) == -1, "bare CR in a chunk extension");
+    CHECK(chunked_scan("5;a\r", 4, 100, &enc, &dec) == 0, "CR at the end of what arrived: wait for LF");
+    CHECK(chunked_scan("0\r\nX: a\rb\r\n\r\n", 15, 100, &enc, &dec) == -1, "bare CR in a trailer");
 }
 
 static int jok(const char *s)
@@ -155,6 +160,51 @@ static void test_strings(void)
     CHECK(json_escaped_len("a\"\n\x01", 4) == 1 + 2 + 2 + 6, "escaped length");
     CHECK(const_time_eq("abc", 3, "abc", 3) && !const_time_eq("abc", 3, "abd", 3) && !const_time_eq("ab", 2, "abc", 3),
           "constant-time compare");
+}
+
+/* json_message_rules on a copy of s: 0 ok (the canonical text in rules_text),
+ * or -1 with the reason in rules_why. */
+static char rules_text[1024], rules_why[160];
+static int rules(const char *s)
+{
+    static jsmntok_t t[128];
+    struct jdoc d;
+    const char *why;
+    size_t at;
+    strcpy(rules_text, s);
+    rules_why[0] = 0;
+    if (jdoc_parse(&d, rules_text, strlen(rules_text), t, 128, &why, &at) != 0)
+        return -100;
+    return json_message_rules(&d, rules_text, rules_why, sizeof rules_why);
+}
+
+static void test_message_rules(void)
+{
+    CHECK(rules("{\"name\":\"delete_team\",\"a\":{\"name\":1},\"name\":\"get_teams\"}") == -1 &&
+              strstr(rules_why, "\"name\" appears twice"), "duplicate key at the top: %s", rules_why);
+    CHECK(rules("{\"p\":{\"a\":1,\"b\":[{\"x\":1,\"x\":2}]}}") == -1 && strstr(rules_why, "\"x\""),
+          "duplicate key deep inside: %s", rules_why);
+    CHECK(rules("{\"userId\":1,\"user\\u0049d\":2}") == -1 && strstr(rules_why, "\"userId\" appears twice"),
+          "an escaped key is the key it spells: %s", rules_why);
+    CHECK(rules("{\"a\":{\"k\":1},\"b\":{\"k\":1},\"k\":[{\"k\":1},{\"k\":2}]}") == 0, "same key in sibling objects is fine");
+    CHECK(rules("{\"user\\u0049d\":5,\"t\\/x\":\"\\u0041\"}") == 0 && strstr(rules_text, "{\"userId\"     :5,\"t/x\" :\"\\u0041\"}"),
+          "keys rewritten canonically, values left alone: %s", rules_text);
+    CHECK(rules("{\"a\\u0000b\":1}") == -1 && strstr(rules_why, "control character"), "NUL in a key: %s", rules_why);
+    CHECK(rules("{\"a\\u007f\":1}") == -1 && strstr(rules_why, "control character"), "DEL in a key");
+    CHECK(rules("{\"a\x7f\":1}") == -1, "raw DEL in a key");
+    CHECK(rules("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"delete_team\\u0000-harmless\"}}") == -1 &&
+              strstr(rules_why, "params.name holds a control character"), "NUL in a tool name: %s", rules_why);
+    CHECK(rules("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\\n\"}") == -1 && strstr(rules_why, "method"), "newline in a method");
+    CHECK(rules("[{\"method\":\"ping\"},{\"method\":\"x\",\"params\":{\"uri\":\"cal://\\u0001\"}}]") == -1 &&
+              strstr(rules_why, "params.uri"), "control character in a resource URI, in a batch: %s", rules_why);
+    CHECK(rules("{\"method\":\"tools\\/list\",\"params\":{\"name\":\"get_\\u0075sers_me\"}}") == 0 &&
+              strstr(rules_text, "\"tools/list\"") && strstr(rules_text, "\"get_users_me\""),
+          "method and tool name rewritten canonically: %s", rules_text);
+    CHECK(rules("{\"params\":{\"arguments\":{\"text\":\"a\\u0000b\"}}}") == 0, "a NUL inside an argument value is data");
+    CHECK(rules("{\"\\ud83d\\ude00\":1,\"\\uD83D\\uDE00\":2}") == -1, "surrogate pair keys compared decoded");
+    CHECK(rules("{\"\\ud800\":1,\"\\uD800\":2}") == -1, "lone surrogate keys compared case-blind in hex");
+    CHECK(rules("{\"\\\"\":1,\"\\u0022\":2}") == -1 && strstr(rules_why, "\"\\\"\""), "escaped quote keys: %s", rules_why);
+    CHECK(rules("{\"a\":1}") == 0 && rules("[1,2]") == 0 && rules("\"x\"") == 0, "plain documents pass");
 }
 
 /* Runs dispatch on one message; returns the rendered answer text. */
@@ -244,8 +294,26 @@ static void test_dispatch(void)
                        ERA_SESSION, &pc) == D_REPLIED && strstr(answer, "-32602"), "arguments not an object");
     memset(&pc, 0, sizeof pc);
     CHECK(run_dispatch("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\"}}", ERA_SESSION, &pc) ==
-              D_PENDING && pc.active && strcmp(pc.id, "9") == 0 && strcmp(tools[pc.tool].name, "get_users_me") == 0,
+              D_PENDING && pc.active && view_eq(pc.id, "9") && strcmp(tools[pc.tool].name, "get_users_me") == 0,
           "valid call is pending");
+    {   /* a long id is kept whole for the answer, string or number */
+        static char msg[2048], want[1100];
+        char digits[1001];
+        memset(digits, '7', 1000);
+        digits[1000] = 0;
+        snprintf(want, sizeof want, "\"%.300s\\u00e9\"", digits);
+        snprintf(msg, sizeof msg, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\"}}", want);
+        memset(&pc, 0, sizeof pc);
+        CHECK(run_dispatch(msg, ERA_SESSION, &pc) == D_PENDING && pc.id.n == strlen(want) && memcmp(pc.id.p, want, pc.id.n) == 0,
+              "a 307-byte string id is kept whole");
+        snprintf(msg, sizeof msg, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"tools/call\",\"params\":{\"name\":\"get_users_me\"}}", digits);
+        memset(&pc, 0, sizeof pc);
+        CHECK(run_dispatch(msg, ERA_SESSION, &pc) == D_PENDING && pc.id.n == 1000 && memcmp(pc.id.p, digits, 1000) == 0,
+              "a 1000-digit number id is kept whole");
+        snprintf(msg, sizeof msg, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"method\":\"nope\"}", digits);
+        CHECK(run_dispatch(msg, ERA_SESSION, &pc) == D_REPLIED && strstr(answer, digits) && strstr(answer, "-32601"),
+              "an error answer carries the long id");
+    }
 }
 
 /* Builds the API request for a tool call and checks path and body. */
@@ -565,6 +633,68 @@ static void test_builtin_anchors(void)
 #endif
 }
 
+static void set_peer(unsigned char *p, int a, int b)
+{
+    memset(p, 0, 16);
+    p[10] = p[11] = 0xff;
+    p[12] = 127;
+    p[14] = (unsigned char)a;
+    p[15] = (unsigned char)b;
+}
+
+static void test_admission(void)
+{
+    unsigned char a[16], b[16];
+    int k, v;
+    set_peer(a, 0, 1);
+    set_peer(b, 0, 1);
+    CHECK(same_client(a, b), "same IPv4 address");
+    b[15] = 2;
+    CHECK(!same_client(a, b), "another IPv4 address");
+    memset(a, 0, 16);
+    memset(b, 0, 16);
+    a[0] = b[0] = 0x20;
+    a[1] = b[1] = 0x01;
+    a[15] = 1;
+    b[15] = 2;
+    CHECK(same_client(a, b), "one IPv6 /64");
+    b[7] = 1;
+    CHECK(!same_client(a, b), "another IPv6 /64");
+    set_peer(b, 0, 1);
+    memset(a, 0, 16);
+    CHECK(!same_client(a, b), "an IPv6 address is not an IPv4 one");
+    /* a table: 8 stalled half-requests from .2, 7 from .3, one idle client on .1 */
+    memset(conns, 0, sizeof conns);
+    for (k = 0; k < CM_MAX_CONNS; k++) {
+        conns[k].state = C_READ;
+        conns[k].served = 1;
+        conns[k].in_len = k < 15 ? 20 : 0;
+        conns[k].req_start_ms = 1000 + (uint64_t)k;
+        conns[k].last_ms = 1000 + (uint64_t)k;
+        set_peer(conns[k].peer, 0, k < 8 ? 2 : k < 15 ? 3 : 1);
+    }
+    set_peer(a, 0, 9);
+    CHECK(pick_victim(a, 0, 1500) < 0, "nothing is stalled before the grace");
+    v = pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100);
+    CHECK(v == 0, "past the grace: the oldest stalled one of the heaviest address (%d)", v);
+    set_peer(a, 0, 3);
+    CHECK(pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100) < 0, "a heavy address takes no slot from another as heavy");
+    CHECK(pick_victim(a, 1, 1000 + CM_SLOW_GRACE_MS + 100) == 8, "an address at its limit replaces its own");
+    for (k = 0; k < 15; k++)
+        conns[k].state = C_WAIT_API; /* all busy but the idle one */
+    set_peer(a, 0, 9);
+    conns[9].state = C_WRITE;        /* ... and one answer not being read since 1009 */
+    CHECK(pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100) == 9, "an answer without write progress is stalled");
+    conns[9].last_ms = 1000 + CM_SLOW_GRACE_MS;
+    CHECK(pick_victim(a, 0, 1000 + CM_SLOW_GRACE_MS + 100) == 15, "an answer still moving is not (the idle one goes)");
+    conns[9].state = C_WAIT_API;
+    set_peer(a, 0, 9);
+    CHECK(pick_victim(a, 0, 1000 + CM_EVICT_IDLE_MS + 100) == 15, "a newcomer holding none may ask an idle one to leave");
+    set_peer(a, 0, 2);
+    CHECK(pick_victim(a, 0, 1000 + CM_EVICT_IDLE_MS + 100) < 0, "a heavy address does not push an idle light one off");
+    memset(conns, 0, sizeof conns);
+}
+
 static void test_selection_and_features(void)
 {
     unsigned mask;
@@ -601,12 +731,14 @@ int main(void)
     test_http_parser();
     test_chunked();
     test_json_check();
+    test_message_rules();
     test_strings();
     test_dispatch();
     test_routes();
     test_sessions();
     test_builtin_anchors();
     test_schema_tokens();
+    test_admission();
     test_ended_churn();
     test_operations();
     test_oauth();

@@ -217,12 +217,18 @@ cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_
     return i;
 }
 
-cm_sock_t cm_port_accept(cm_sock_t listener)
+cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16])
 {
     int i;
     for (i = 0; i < FW_SOCKS; i++)
         if (socks[i].used && !socks[i].accepted && socks[i].parent == (int)listener) {
             socks[i].accepted = 1;
+            memset(peer, 0, 16);
+            if (socks[i].pcb && IP_IS_V4(&socks[i].pcb->remote_ip)) { /* as ::ffff:a.b.c.d */
+                u32_t a = ip4_addr_get_u32(ip_2_ip4(&socks[i].pcb->remote_ip)); /* network order */
+                peer[10] = peer[11] = 0xff;
+                memcpy(peer + 12, &a, 4);
+            }
             return i;
         }
     return CM_SOCK_INVALID;

@@ -156,8 +156,20 @@ static size_t piece_size(unsigned cls, uint32_t *st)
 }
 
 /* An independent decoder for the grammar chunked_scan accepts:
- *   chunk = 1*8HEXDIG *(ext-byte) LF data [CR] LF ; last = 1*8HEXDIG(=0) *(ext-byte) LF *(line LF)
+ *   chunk = 1*8HEXDIG [(";" / SP / HTAB / CR) *(ext-byte)] LF data [CR] LF
+ *   last  = 1*8HEXDIG(=0) [...as above] LF *(line LF)
+ * where no CR in a size, extension or trailer line stands anywhere but just
+ * before its LF ("0x5" is not a size; a bare CR is not a line end).
  * Returns the decoded length, or -1 when it disagrees on the shape. */
+static int ref_bare_cr(const char *p, size_t from, size_t lf)
+{
+    size_t k;
+    for (k = from; k < lf; k++)
+        if (p[k] == '\r' && k + 1 != lf)
+            return 1;
+    return 0;
+}
+
 static long ref_chunked_decode(const char *p, size_t n, char *out)
 {
     size_t i = 0, o = 0;
@@ -167,15 +179,28 @@ static long ref_chunked_decode(const char *p, size_t n, char *out)
             size = size * 16 + (size_t)hexval((unsigned char)p[i++]);
             digits++;
         }
-        if (digits == 0 || digits > 8)
+        if (digits == 0 || digits > 8 || i >= n || p[i] == 0 || !strchr(";\r\n \t", p[i]))
             return -1;
-        while (i < n && p[i] != '\n')
-            i++;
-        if (i >= n)
-            return -1;
+        {
+            size_t from = i;
+            while (i < n && p[i] != '\n')
+                i++;
+            if (i >= n || ref_bare_cr(p, from, i))
+                return -1;
+        }
         i++;
-        if (size == 0)
-            return (long)o;
+        if (size == 0) {
+            for (;;) { /* trailer lines up to the blank one */
+                size_t from = i;
+                while (i < n && p[i] != '\n')
+                    i++;
+                if (i >= n || ref_bare_cr(p, from, i))
+                    return -1;
+                i++;
+                if (i - from <= 2 && (i - from == 1 || p[from] == '\r'))
+                    return (long)o;
+            }
+        }
         if (n - i < size)
             return -1;
         memcpy(out + o, p + i, size);

@@ -252,11 +252,16 @@ cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_
     return S_LISTEN;
 }
 
-cm_sock_t cm_port_accept(cm_sock_t l)
+cm_sock_t cm_port_accept(cm_sock_t l, unsigned char peer[16])
 {
     FUZZ_ASSERT(l == S_LISTEN && F.listener_open, "accept on socket %ld", (long)l);
+    /* every client its own IPv4 loopback address, 127.0.0.(1 + k) */
+    memset(peer, 0, 16);
+    peer[10] = peer[11] = 0xff;
+    peer[12] = 127;
     if (F.extra_accepted < F.extra_total) {
         F.extra_open |= 1 << F.extra_accepted;
+        peer[15] = (unsigned char)(100 + F.extra_accepted);
         return S_EXTRA + F.extra_accepted++;
     }
     {
@@ -264,6 +269,7 @@ cm_sock_t cm_port_accept(cm_sock_t l)
         for (i = 0; i < F.n_clients; i++)
             if (!F.cl[i].accepted) {
                 F.cl[i].accepted = 1;
+                peer[15] = (unsigned char)(1 + i);
                 return S_CLIENT + i;
             }
     }
@@ -582,6 +588,26 @@ static int route_matches(const char *tpl, const char *path, size_t n)
     }
 }
 
+/* A JSON API body never holds one key twice in an object (the client's
+ * duplicate keys are refused where the request enters). */
+static void check_api_body_keys(const char *body, size_t n)
+{
+    static jsmntok_t t[CM_JSON_TOKENS * 2];
+    static char why_buf[160];
+    struct jdoc d;
+    const char *why;
+    size_t at;
+    char *copy = malloc(n ? n : 1);
+    if (!copy)
+        abort();
+    memcpy(copy, body, n);
+    if (jdoc_parse(&d, copy, n, t, sizeof t / sizeof t[0], &why, &at) == 0 && n > 0 &&
+        json_message_rules(&d, copy, why_buf, sizeof why_buf) < 0)
+        FUZZ_ASSERT(!strstr(why_buf, "appears twice"), "API request body: %s: %.*s", why_buf, (int)(n > 300 ? 300 : n),
+                    body);
+    free(copy);
+}
+
 static void check_api_request(int h)
 {
     struct up_slot *s = &up.slots[h];
@@ -630,6 +656,9 @@ static void check_api_request(int h)
             break;
     FUZZ_ASSERT(i < N_TOOLS, "API path %.*s matches no route of the catalog with opaque, non-dot parameters",
                 (int)q.target.n, q.target.p);
+    v = http_header(&q, "content-type");
+    if (v && view_icontains(*v, "application/json"))
+        check_api_body_keys(copy + q.head_len, s->req_len - q.head_len);
     free(copy);
 }
 

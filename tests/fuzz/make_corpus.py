@@ -173,6 +173,9 @@ H["pipelined_split"] = b"\x0a" + reqs["pipelined"]
 H["chunked_bytewise"] = b"\x20" + reqs["chunked"]
 H["small_head"] = b"\x01" + reqs["curl_initialize"]
 H["body_only_chunks"] = b"\x30" + b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n"
+# chunk lines nginx refuses: a size like 0x5, a CR that is not a line end
+H["chunk_0x"] = b"\x30" + b"0x5\r\nhello\r\n0\r\n\r\n"
+H["chunk_ext_bare_cr"] = b"\x30" + b"5;a\rb\r\nhello\r\n0\r\nX: a\rb\r\n\r\n"
 
 # ---- fuzz_upstream: option byte + answer ----
 U = seeds["fuzz_upstream"]
@@ -301,6 +304,21 @@ M["five_clients_tool_calls"] = mcp(HTTP, 0x02, 0x80, [modern("tools/call", 1, {"
 M["five_clients_hang_batch"] = mcp(HTTP | HANG, 0, 0x80, [initialize(), post(js([
     {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "get_teams", "arguments": {"limit": i}}} for i in range(3)]),
     [b"Mcp-Session-Id: " + SID])])
+# parser differentials: duplicate keys (plain and escaped), NULs in names, long ids
+M["duplicate_keys_and_nuls"] = mcp(HTTP, 0, 0, [initialize(), b"".join([
+    post(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_team","arguments":{"teamId":7},'
+         b'"name":"get_teams"}}', [b"Mcp-Session-Id: " + SID]),
+    post(b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_contact","arguments":'
+         b'{"contactId":1,"contact\\u0049d":2}}}', [b"Mcp-Session-Id: " + SID]),
+    post(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_team\\u0000-harmless",'
+         b'"arguments":{"teamId":7}}}', [b"Mcp-Session-Id: " + SID]),
+    post(b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"get_\\u0075sers_me","arguments":'
+         b'{"a\\/b":1}}}', [b"Mcp-Session-Id: " + SID])])], [UP_ANSWERS["200_cl"]])
+M["long_ids"] = mcp(HTTP, 0, 0, [initialize(), post(js([
+    {"jsonrpc": "2.0", "id": "i" * 300, "method": "tools/call", "params": {"name": "get_users_me", "arguments": {}}},
+    {"jsonrpc": "2.0", "id": int("7" * 90), "method": "ping"}]), [b"Mcp-Session-Id: " + SID]),
+    modern("tools/call", "m" * 2000, {"name": "get_users_me", "arguments": {}}, name="get_users_me")],
+    [UP_ANSWERS["200_cl"]])
 STDIO_LINES = b"\n".join([
     js({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                                                                       "clientInfo": {"name": "claude", "version": "1"}}}),
