@@ -41,9 +41,9 @@ const port = Number(args.port ?? 0);
 const upstream = (args.upstream ?? 'https://api.cal.id').replace(/\/$/, '');
 const tools = JSON.parse(readFileSync(args.tools, 'utf8'));
 
-// The route map: the first columns of each catalog row.
+// The route map: the first columns of each catalog row, X(name, "METHOD", "/path", KIND, FLAGS, ...)
 const routes = new Map();
-for (const m of readFileSync(args.catalog, 'utf8').matchAll(/^\{"([a-z_]+)",\s*"(GET|POST|PATCH|DELETE)",\s*"([^"]+)",\s*([^,]+),/gm))
+for (const m of readFileSync(args.catalog, 'utf8').matchAll(/^X\(([a-z_]+),\s*"(GET|POST|PUT|PATCH|DELETE)",\s*"([^"]+)",[\s\\]*\w+,\s*([^,]+),/gm))
   routes.set(m[1], { method: m[2], path: m[3], multipart: /T_MULTIPART/.test(m[4]) });
 
 const validator = new AjvJsonSchemaValidator();
