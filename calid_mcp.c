@@ -8853,7 +8853,8 @@ static void conn_timeouts(uint64_t now)
             c->keep_alive = 0;
             c->req_total = c->in_len;
             conn_reject(c, 408, E_SERVER, "Request Timeout: the request did not arrive in time", NULL);
-        } else if (c->state == C_READ && c->in_len > 0 && !c->parse_pending && CM_MIN_RECV_BYTES_PER_S > 0 &&
+        } else if (c->state == C_READ && c->in_len > 0 && !c->parse_pending && !c->pool_wait && !c->pool_wake &&
+                   CM_MIN_RECV_BYTES_PER_S > 0 &&
                    age > CM_MIN_RECV_AFTER_MS && c->in_len < age * CM_MIN_RECV_BYTES_PER_S / 1000) {
             char m[160];
             snprintf(m, sizeof m, "Request Timeout: the request arrived slower than %d bytes a second (CM_MIN_RECV_BYTES_PER_S)",

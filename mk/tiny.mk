@@ -6,11 +6,12 @@
 # The limits (README, "Memory"): 4 connections with 1 KiB of their own and
 # one shared 16 KiB buffer for larger requests, 12 KiB bodies, 2 KiB answer
 # text, 1 API connection with 12 KiB requests and answers, no HTTPS listener,
-# no OAuth sign-in, trust anchors compiled in (const: flash on a
+# no OAuth sign-in, no per-address share (a board behind NAT sees one
+# address), trust anchors compiled in (const: flash on a
 # microcontroller). --version prints the total and the goal: at most 128 KiB
 # of static memory. The firmware (mk/firmware.mk) uses the same limits.
 
-TINY_SIZES  = -DCM_MAX_CONNS=4 -DCM_MAX_CONNS_PER_ADDR=3 -DCM_OAUTH=0 -DCM_CONN_IN_BYTES=1024 -DCM_BODY_POOL=1 -DCM_MAX_HEADER_BYTES=4096 \
+TINY_SIZES  = -DCM_MAX_CONNS=4 -DCM_MAX_CONNS_PER_ADDR=4 -DCM_OAUTH=0 -DCM_CONN_IN_BYTES=1024 -DCM_BODY_POOL=1 -DCM_MAX_HEADER_BYTES=4096 \
               -DCM_MAX_HEADERS=24 -DCM_MAX_BODY_BYTES=12288 -DCM_OUT_BYTES=2048 -DCM_STAGE_BYTES=256 \
               -DCM_JSON_TOKENS=224 -DCM_MAX_ENDED_SESSIONS=8 -DCM_MAX_SESSION_LEVELS=8 -DCM_MAX_UPSTREAMS=1 -DCM_UPSTREAM_REQ_BYTES=12288 \
               -DCM_UPSTREAM_BODY_BYTES=12288 -DCM_TRUST_ARENA_BYTES=2048 -DCM_MAX_TRUST_ANCHORS=4 \
