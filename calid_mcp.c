@@ -7332,6 +7332,21 @@ static void conn_reset_request(struct conn *c)
     note_reset(&c->note);
 }
 
+/* A client address (16 bytes, IPv4 as ::ffff:a.b.c.d) as text: "192.0.2.7",
+ * "2001:db8:0:0:0:0:0:1", or "-" when the platform could not tell. */
+static void peer_text(const unsigned char a[16], char *out, size_t cap)
+{
+    static const unsigned char v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char zero[16];
+    if (memcmp(a, zero, 16) == 0)
+        snprintf(out, cap, "-");
+    else if (memcmp(a, v4_prefix, 12) == 0)
+        snprintf(out, cap, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
+    else
+        snprintf(out, cap, "%x:%x:%x:%x:%x:%x:%x:%x", a[0] << 8 | a[1], a[2] << 8 | a[3], a[4] << 8 | a[5],
+                 a[6] << 8 | a[7], a[8] << 8 | a[9], a[10] << 8 | a[11], a[12] << 8 | a[13], a[14] << 8 | a[15]);
+}
+
 /* The access log line and the request counter, once per answer: never a
  * token, a key, a query string or a body. */
 static void access_log(struct conn *c, int status)
@@ -7343,7 +7358,7 @@ static void access_log(struct conn *c, int status)
     if (cfg.log_level < CM_LOG_INFO)
         return;
     utc_text(cm_port_unix_time(), t);
-    cm_port_peer_name(c->sock, peer, sizeof peer);
+    peer_text(c->peer, peer, sizeof peer);
     {
         size_t i, n = c->req.method.n < 16 ? c->req.method.n : 16;
         for (i = 0; i < n && is_tchar((unsigned char)c->req.method.p[i]); i++)
@@ -10072,7 +10087,7 @@ static void authorize_post(struct conn *c)
                                                   : "Enter your Cal ID API key.");
         return;
     }
-    cm_port_peer_host(c->sock, peer, sizeof peer);
+    peer_text(c->peer, peer, sizeof peer);
     if (rate_take(peer, cm_port_now_ms()) < 0) {
         consent_page_show(c, 429, "Too many keys were tried from your address: wait a minute, then try again.");
         return;
