@@ -8160,37 +8160,299 @@ static void conn_process(struct conn *c)
     conn_simple(c, 404, "{\"error\":\"not found: the MCP endpoint is /mcp\"}", NULL);
 }
 
-/* POST, DELETE and OPTIONS on /mcp. */
-static void serve_mcp(struct conn *c)
-{
-    struct http_req *q = &c->req;
-    const struct view *h;
-    const char *tok = NULL, *presented = NULL, *why = NULL;
-    size_t tok_n = 0, presented_n = 0, at = 0;
-    struct jdoc d;
-    int r, claims_modern = 0;
-    const struct view *sid = http_header(q, "mcp-session-id");
-    const struct view *pver = http_header(q, "mcp-protocol-version");
-    uint64_t now = cm_port_now_ms();
-    int64_t now_s = cm_port_unix_time(); /* session ids carry wall-clock times: instances share them */
-    char extra[200];
+/*
+ * /mcp, as stages in the order a request meets them. Each stage either lets
+ * the request go on (returns 0) or has started the answer, an error most of
+ * the time, and returns -1. mcp_answer() sends what the stages rendered.
+ */
+static const char *answer_type(const struct conn *c) { return c->want_sse ? "text/event-stream" : "application/json"; }
 
-    if (view_eq(q->method, "OPTIONS")) {
-        rs_init(&c->resp, c->out, sizeof c->out, 0);
-        conn_answer(c, 204, NULL,
-                    "Access-Control-Allow-Methods: POST, GET, DELETE, OPTIONS\r\n"
-                    "Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID\r\n"
-                    "Access-Control-Max-Age: 86400\r\n");
-        return;
-    }
-    r = resolve_token(q, &tok, &tok_n, &presented, &presented_n, &why, c->oauth_key, sizeof c->oauth_key);
+static void mcp_answer(struct conn *c, int status) { conn_answer(c, status, answer_type(c), NULL); }
+
+static void mcp_options(struct conn *c)
+{
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    conn_answer(c, 204, NULL,
+                "Access-Control-Allow-Methods: POST, GET, DELETE, OPTIONS\r\n"
+                "Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID\r\n"
+                "Access-Control-Max-Age: 86400\r\n");
+}
+
+/* Who calls: the token for the API (c->ctx) and the one presented (bound to sessions). */
+struct mcp_caller {
+    const char *presented;
+    size_t presented_n;
+    uint64_t now;
+    int64_t now_s; /* session ids carry wall-clock times: instances share them */
+};
+
+static int mcp_auth(struct conn *c, struct mcp_caller *who)
+{
+    const char *tok = NULL, *why = NULL;
+    size_t tok_n = 0;
+    int r = resolve_token(&c->req, &tok, &tok_n, &who->presented, &who->presented_n, &why, c->oauth_key, sizeof c->oauth_key);
     if (r) {
-        conn_reject(c, r, E_SERVER - 1, why, oauth_challenge(http_header(q, "authorization") != NULL));
-        return;
+        conn_reject(c, r, E_SERVER - 1, why, oauth_challenge(http_header(&c->req, "authorization") != NULL));
+        return -1;
+    }
+    if (!who->presented) {
+        who->presented = "";
+        who->presented_n = 0;
     }
     c->ctx.token = tok;
     c->ctx.token_len = tok_n;
-    if (request_toolsets(c, q) < 0)
+    return request_toolsets(c, &c->req);
+}
+
+/* DELETE: the session ends here (the ended-id table remembers it). */
+static void mcp_delete(struct conn *c, const struct mcp_caller *who)
+{
+    const struct view *sid = http_header(&c->req, "mcp-session-id");
+    struct session s;
+    if (!sid) {
+        conn_reject(c, 405, E_SERVER, "Method Not Allowed: DELETE ends a session and needs Mcp-Session-Id", "Allow: POST, OPTIONS\r\n");
+        return;
+    }
+    if (session_open(*sid, who->presented, who->presented_n, who->now, who->now_s, &s) < 0) {
+        conn_reject(c, 404, -32001, "Session not found", NULL);
+        return;
+    }
+    if (ended_add(&s, who->now, who->now_s) < 0) {
+        conn_reject(c, 503, E_SERVER,
+                    "Service Unavailable: too many sessions were ended here recently to remember another; the session stays open, retry later",
+                    "Retry-After: 60\r\n");
+        return;
+    }
+    conn_simple(c, 200, "{}", NULL);
+}
+
+/* Content-Type and Accept; sets c->want_sse when only a stream is accepted. */
+static int mcp_check_media(struct conn *c)
+{
+    const struct view *h = http_header(&c->req, "content-type");
+    if (!h || !view_icontains(*h, "application/json")) {
+        conn_reject(c, 415, E_SERVER, "Unsupported Media Type: Content-Type must be application/json", NULL);
+        return -1;
+    }
+    h = http_header(&c->req, "accept");
+    c->want_sse = 0;
+    if (h && !view_icontains(*h, "application/json") && !view_icontains(*h, "*/*")) {
+        if (!view_icontains(*h, "text/event-stream")) {
+            conn_reject(c, 406, E_SERVER, "Not Acceptable: Accept must include application/json or text/event-stream", NULL);
+            return -1;
+        }
+        c->want_sse = 1;
+    }
+    return 0;
+}
+
+/* The body: JSON, within the token limit, and by the message rules. */
+static int mcp_read_body(struct conn *c, struct jdoc *d)
+{
+    const char *why = NULL;
+    size_t at = 0;
+    char m[200], rule[150];
+    int r = conn_parse_body(c, d, &why, &at);
+    if (r == -2) {
+        snprintf(m, sizeof m, "Invalid Request: the message has more than %d JSON tokens (CM_JSON_TOKENS)", CM_JSON_TOKENS);
+        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+        return -1;
+    }
+    if (r < 0) {
+        snprintf(m, sizeof m, "Parse error: %s at byte %lu", why ? why : "invalid JSON", (unsigned long)at);
+        conn_reject(c, 400, E_PARSE, m, NULL);
+        return -1;
+    }
+    if (json_message_rules(d, c->body, rule, sizeof rule) < 0) {
+        snprintf(m, sizeof m, "Invalid Request: %s", rule);
+        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+        return -1;
+    }
+    rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
+    c->note.method = note_method(d);
+    return 0;
+}
+
+/* Which era? A message whose params._meta names a protocol version is
+ * modern (1); else the session era (0); -1 when refused. */
+static int mcp_era(struct conn *c, const struct jdoc *d)
+{
+    int k, el;
+    if (d->t[0].type == JSMN_OBJECT)
+        return obj_get(d, obj_get(d, obj_get(d, 0, "params"), "_meta"), "io.modelcontextprotocol/protocolVersion") >= 0;
+    if (d->t[0].type != JSMN_ARRAY) {
+        conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: expected a JSON-RPC message object", NULL);
+        return -1;
+    }
+    for (k = 0, el = 1; k < d->t[0].size; k++, el = tok_next(d, el))
+        if (obj_get(d, obj_get(d, obj_get(d, el, "params"), "_meta"), "io.modelcontextprotocol/protocolVersion") >= 0) {
+            conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: batches are not allowed in protocol 2026-07-28", NULL);
+            return -1;
+        }
+    return 0;
+}
+
+/* The header names 2026-07-28 but the body has no envelope. -1 (answered) or 0. */
+static int mcp_modern_without_envelope(struct conn *c, const struct jdoc *d, const struct view *pver)
+{
+    if (!pver || pver->n != strlen(MODERN_VERSION) || memcmp(pver->p, MODERN_VERSION, pver->n) < 0 ||
+        d->t[0].type != JSMN_OBJECT)
+        return 0;
+    if (obj_get(d, 0, "id") < 0) { /* a modern notification: the header alone says so */
+        rs_init(&c->resp, c->out, sizeof c->out, 0);
+        conn_answer(c, 202, NULL, NULL);
+        return -1;
+    }
+    if (tok_is_str(d, obj_get(d, 0, "method"), "initialize")) {
+        c->ctx.http_status = 400;
+        rpc_error(&c->resp, rpc_id(d, 0), E_HEADER_MISMATCH,
+                  "Bad Request: initialize belongs to the session era, but MCP-Protocol-Version names 2026-07-28", NULL);
+    } else {
+        rpc_error(&c->resp, rpc_id(d, 0), E_INVALID_PARAMS,
+                  "Invalid params: protocol 2026-07-28 requires params._meta with io.modelcontextprotocol/protocolVersion and clientCapabilities",
+                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing\"}}");
+    }
+    mcp_answer(c, 400);
+    return -1;
+}
+
+/* 2026-07-28: the envelope, and the headers that must repeat the body. */
+static int mcp_modern_checks(struct conn *c, const struct jdoc *d, const struct view *pver)
+{
+    const struct view *hm = http_header(&c->req, "mcp-method"), *hn = http_header(&c->req, "mcp-name");
+    int method = obj_get(d, 0, "method");
+    struct view empty = {"", 0};
+    c->ctx.era = ERA_MODERN;
+    c->ctx.version = MODERN_VERSION;
+    if (check_envelope(d, 0, &c->resp, &c->ctx, pver ? *pver : empty) < 0) {
+        mcp_answer(c, c->ctx.http_status);
+        return -1;
+    }
+    if (!pver || !hm || method < 0 || d->t[method].type != JSMN_STRING || tok_view(d, method).n != hm->n ||
+        memcmp(tok_view(d, method).p, hm->p, hm->n) != 0) {
+        rpc_error(&c->resp, rpc_id(d, 0), E_HEADER_MISMATCH,
+                  !pver ? "Bad Request: the MCP-Protocol-Version header is required"
+                        : !hm ? "Bad Request: the Mcp-Method header is required"
+                              : "Bad Request: the request headers and body disagree: Mcp-Method differs from method",
+                  NULL);
+        mcp_answer(c, 400);
+        return -1;
+    }
+    if (check_mcp_name(d, method, hn, &c->resp) < 0) {
+        mcp_answer(c, 400);
+        return -1;
+    }
+    return 0;
+}
+
+/* initialize opens a session bound to the token the client presented. */
+static void mcp_initialize(struct conn *c, const struct jdoc *d, const struct mcp_caller *who)
+{
+    char extra[200];
+    c->ctx.token = who->presented;
+    c->ctx.token_len = who->presented_n;
+    handle_initialize(&c->ctx, d, 0, &c->resp, who->now_s);
+    extra[0] = 0;
+    if (c->ctx.new_session > 0)
+        snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", c->ctx.new_session_id);
+    conn_answer(c, c->ctx.http_status, answer_type(c), extra);
+}
+
+/* The session era: the protocol version header, then initialize or a
+ * session the id proves. -1 when answered (initialize included). */
+static int mcp_session_checks(struct conn *c, const struct jdoc *d, const struct view *pver, const struct mcp_caller *who)
+{
+    const struct view *sid = http_header(&c->req, "mcp-session-id");
+    struct session s;
+    c->ctx.era = ERA_SESSION;
+    c->ctx.version = LATEST_SESSION_VERSION;
+    if (pver && !is_session_version(pver->p, pver->n)) {
+        char m[320], supported[160];
+        supported_versions_json(supported, sizeof supported);
+        snprintf(m, sizeof m, "Bad Request: unsupported MCP-Protocol-Version %.*s (supported: %s)",
+                 (int)(pver->n > 40 ? 40 : pver->n), pver->p, supported);
+        conn_reject(c, 400, E_SERVER, m, NULL);
+        return -1;
+    }
+    if (d->t[0].type == JSMN_OBJECT && tok_is_str(d, obj_get(d, 0, "method"), "initialize")) {
+        mcp_initialize(c, d, who);
+        return -1;
+    }
+    if (!sid) {
+        conn_reject(c, 400, E_SERVER, "Bad Request: Mcp-Session-Id header is required (send initialize first)", NULL);
+        return -1;
+    }
+    if (session_open(*sid, who->presented, who->presented_n, who->now, who->now_s, &s) < 0) {
+        conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
+        return -1;
+    }
+    c->ctx.version = s.version; /* the version travels in the id */
+    /* only a request that can set the level makes an entry for it */
+    c->ctx.log_level = session_level(&s, c->note.method == METHOD_BATCH ||
+                                             strcmp(metric_methods[c->note.method], "logging/setLevel") == 0,
+                                     who->now, who->now_s);
+    return 0;
+}
+
+/* A 2025-03-26 (or 2024-11-05) batch: its messages are served one by one. */
+static void mcp_batch(struct conn *c, struct jdoc *d)
+{
+    if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
+        char m[160];
+        snprintf(m, sizeof m, "Invalid Request: JSON-RPC batches are not part of protocol %s", c->ctx.version);
+        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+        return;
+    }
+    if (d->t[0].size == 0 || d->t[0].size > MAX_BATCH) {
+        conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: a batch holds 1 to 16 messages", NULL);
+        return;
+    }
+    c->ctx.batch = 1;
+    c->batch_len = d->t[0].size;
+    c->batch_pos = 0;
+    c->batch_replies = 0;
+    c->resp.sse = 0; /* one SSE event for the whole batch */
+    rs_str(&c->resp, c->want_sse ? "event: message\ndata: [" : "[");
+    conn_continue_batch(c, d);
+}
+
+/* One message: answered now, or after the API call it started. */
+static void mcp_one(struct conn *c, struct jdoc *d, uint64_t now)
+{
+    int r = dispatch(&c->ctx, d, 0, &c->resp, &c->pc);
+    if (r == D_NO_REPLY) {
+        rs_init(&c->resp, c->out, sizeof c->out, 0);
+        conn_answer(c, 202, NULL, NULL);
+        return;
+    }
+    if (r == D_PENDING) {
+        const struct view *accept = http_header(&c->req, "accept");
+        if (c->pc.log_level && accept && view_icontains(*accept, "text/event-stream"))
+            c->want_sse = c->resp.sse = 1; /* log messages need a stream: nothing is written yet */
+        c->state = C_WAIT_API;
+        c->last_ms = now;
+        conn_submit(c, d);
+        return;
+    }
+    mcp_answer(c, c->ctx.http_status);
+}
+
+/* POST, DELETE and OPTIONS on /mcp. */
+static void serve_mcp(struct conn *c)
+{
+    const struct http_req *q = &c->req;
+    const struct view *pver = http_header(q, "mcp-protocol-version");
+    struct mcp_caller who;
+    struct jdoc d;
+    int modern;
+    memset(&who, 0, sizeof who);
+    who.now = cm_port_now_ms();
+    who.now_s = cm_port_unix_time();
+    if (view_eq(q->method, "OPTIONS")) {
+        mcp_options(c);
+        return;
+    }
+    if (mcp_auth(c, &who) < 0)
         return;
     if (view_eq(q->method, "GET")) {
         conn_reject(c, 405, E_SERVER, "Method Not Allowed: this server sends no server-initiated messages; POST to /mcp",
@@ -8198,206 +8460,22 @@ static void serve_mcp(struct conn *c)
         return;
     }
     if (view_eq(q->method, "DELETE")) {
-        struct session s;
-        if (!sid) {
-            conn_reject(c, 405, E_SERVER, "Method Not Allowed: DELETE ends a session and needs Mcp-Session-Id", "Allow: POST, OPTIONS\r\n");
-            return;
-        }
-        if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
-            conn_reject(c, 404, -32001, "Session not found", NULL);
-            return;
-        }
-        if (ended_add(&s, now, now_s) < 0) {
-            conn_reject(c, 503, E_SERVER,
-                        "Service Unavailable: too many sessions were ended here recently to remember another; the session stays open, retry later",
-                        "Retry-After: 60\r\n");
-            return;
-        }
-        conn_simple(c, 200, "{}", NULL);
+        mcp_delete(c, &who);
         return;
     }
     if (!view_eq(q->method, "POST")) {
         conn_reject(c, 405, E_SERVER, "Method Not Allowed: POST JSON-RPC messages to /mcp", "Allow: POST, GET, DELETE, OPTIONS\r\n");
         return;
     }
-    h = http_header(q, "content-type");
-    if (!h || !view_icontains(*h, "application/json")) {
-        conn_reject(c, 415, E_SERVER, "Unsupported Media Type: Content-Type must be application/json", NULL);
+    if (mcp_check_media(c) < 0 || mcp_read_body(c, &d) < 0 || (modern = mcp_era(c, &d)) < 0)
         return;
-    }
-    h = http_header(q, "accept");
-    c->want_sse = 0;
-    if (h && !view_icontains(*h, "application/json") && !view_icontains(*h, "*/*")) {
-        if (view_icontains(*h, "text/event-stream"))
-            c->want_sse = 1;
-        else {
-            conn_reject(c, 406, E_SERVER, "Not Acceptable: Accept must include application/json or text/event-stream", NULL);
-            return;
-        }
-    }
-    r = conn_parse_body(c, &d, &why, &at);
-    if (r == -2) {
-        char m[120];
-        snprintf(m, sizeof m, "Invalid Request: the message has more than %d JSON tokens (CM_JSON_TOKENS)", CM_JSON_TOKENS);
-        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+    if (modern ? mcp_modern_checks(c, &d, pver) < 0
+               : mcp_modern_without_envelope(c, &d, pver) < 0 || mcp_session_checks(c, &d, pver, &who) < 0)
         return;
-    }
-    if (r < 0) {
-        char m[160];
-        snprintf(m, sizeof m, "Parse error: %s at byte %lu", why ? why : "invalid JSON", (unsigned long)at);
-        conn_reject(c, 400, E_PARSE, m, NULL);
-        return;
-    }
-    {
-        char m[200], rule[150];
-        if (json_message_rules(&d, c->body, rule, sizeof rule) < 0) {
-            snprintf(m, sizeof m, "Invalid Request: %s", rule);
-            conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
-            return;
-        }
-    }
-    rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
-    c->note.method = note_method(&d);
-
-    /* Which era? A message whose params._meta names a protocol version is modern. */
-    if (d.t[0].type == JSMN_OBJECT) {
-        int meta = obj_get(&d, obj_get(&d, 0, "params"), "_meta");
-        claims_modern = obj_get(&d, meta, "io.modelcontextprotocol/protocolVersion") >= 0;
-    } else if (d.t[0].type == JSMN_ARRAY) {
-        int k, el;
-        for (k = 0, el = 1; k < d.t[0].size; k++, el = tok_next(&d, el))
-            if (obj_get(&d, obj_get(&d, obj_get(&d, el, "params"), "_meta"), "io.modelcontextprotocol/protocolVersion") >= 0) {
-                conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: batches are not allowed in protocol 2026-07-28", NULL);
-                return;
-            }
-    } else {
-        conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: expected a JSON-RPC message object", NULL);
-        return;
-    }
-    if (!claims_modern && pver && pver->n == strlen(MODERN_VERSION) && memcmp(pver->p, MODERN_VERSION, pver->n) >= 0 &&
-        d.t[0].type == JSMN_OBJECT) {
-        if (obj_get(&d, 0, "id") < 0) { /* a modern notification: the header alone says so */
-            rs_init(&c->resp, c->out, sizeof c->out, 0);
-            conn_answer(c, 202, NULL, NULL);
-            return;
-        }
-        if (tok_is_str(&d, obj_get(&d, 0, "method"), "initialize")) {
-            c->ctx.http_status = 400;
-            rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH,
-                      "Bad Request: initialize belongs to the session era, but MCP-Protocol-Version names 2026-07-28", NULL);
-        } else {
-            rpc_error(&c->resp, rpc_id(&d, 0), E_INVALID_PARAMS,
-                      "Invalid params: protocol 2026-07-28 requires params._meta with io.modelcontextprotocol/protocolVersion and clientCapabilities",
-                      "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing\"}}");
-        }
-        conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-        return;
-    }
-    if (claims_modern) {
-        const struct view *hm = http_header(q, "mcp-method"), *hn = http_header(q, "mcp-name");
-        int method = obj_get(&d, 0, "method");
-        struct view empty = {"", 0};
-        c->ctx.era = ERA_MODERN;
-        c->ctx.version = MODERN_VERSION;
-        if (check_envelope(&d, 0, &c->resp, &c->ctx, pver ? *pver : empty) < 0) {
-            conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", NULL);
-            return;
-        }
-        if (!pver || !hm || method < 0 || d.t[method].type != JSMN_STRING || tok_view(&d, method).n != hm->n ||
-            memcmp(tok_view(&d, method).p, hm->p, hm->n) != 0) {
-            rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH,
-                      !pver ? "Bad Request: the MCP-Protocol-Version header is required"
-                            : !hm ? "Bad Request: the Mcp-Method header is required"
-                                  : "Bad Request: the request headers and body disagree: Mcp-Method differs from method",
-                      NULL);
-            conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-            return;
-        }
-        if (check_mcp_name(&d, method, hn, &c->resp) < 0) {
-            conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-            return;
-        }
-    } else {
-        /* the session era */
-        int is_init = d.t[0].type == JSMN_OBJECT && tok_is_str(&d, obj_get(&d, 0, "method"), "initialize");
-        c->ctx.era = ERA_SESSION;
-        c->ctx.version = LATEST_SESSION_VERSION;
-        if (pver && !is_session_version(pver->p, pver->n)) {
-            char m[320], supported[160];
-            supported_versions_json(supported, sizeof supported);
-            snprintf(m, sizeof m, "Bad Request: unsupported MCP-Protocol-Version %.*s (supported: %s)",
-                     (int)(pver->n > 40 ? 40 : pver->n), pver->p, supported);
-            conn_reject(c, 400, E_SERVER, m, NULL);
-            return;
-        }
-        if (is_init) {
-            /* the session is bound to the token the client presented */
-            c->ctx.token = presented ? presented : "";
-            c->ctx.token_len = presented ? presented_n : 0;
-            handle_initialize(&c->ctx, &d, 0, &c->resp, now_s);
-            extra[0] = 0;
-            if (c->ctx.new_session > 0)
-                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", c->ctx.new_session_id);
-            conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", extra);
-            return;
-        }
-        if (!sid) {
-            conn_reject(c, 400, E_SERVER, "Bad Request: Mcp-Session-Id header is required (send initialize first)", NULL);
-            return;
-        }
-        {
-            struct session s;
-            if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
-                conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
-                return;
-            }
-            c->ctx.version = s.version; /* the version travels in the id */
-            /* only a request that can set the level makes an entry for it */
-            c->ctx.log_level = session_level(&s, c->note.method == METHOD_BATCH ||
-                                                     strcmp(metric_methods[c->note.method], "logging/setLevel") == 0,
-                                             now, now_s);
-        }
-        if (d.t[0].type == JSMN_ARRAY) {
-            if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
-                char m[160];
-                snprintf(m, sizeof m, "Invalid Request: JSON-RPC batches are not part of protocol %s", c->ctx.version);
-                conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
-                return;
-            }
-            if (d.t[0].size == 0 || d.t[0].size > MAX_BATCH) {
-                conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: a batch holds 1 to 16 messages", NULL);
-                return;
-            }
-            c->ctx.batch = 1;
-            c->batch_len = d.t[0].size;
-            c->batch_pos = 0;
-            c->batch_replies = 0;
-            c->resp.sse = 0; /* one SSE event for the whole batch */
-            if (c->want_sse)
-                rs_str(&c->resp, "event: message\ndata: [");
-            else
-                rs_str(&c->resp, "[");
-            conn_continue_batch(c, &d);
-            return;
-        }
-    }
-    /* one message */
-    r = dispatch(&c->ctx, &d, 0, &c->resp, &c->pc);
-    if (r == D_NO_REPLY) {
-        rs_init(&c->resp, c->out, sizeof c->out, 0);
-        conn_answer(c, 202, NULL, NULL);
-        return;
-    }
-    if (r == D_PENDING) {
-        const struct view *accept = http_header(q, "accept");
-        if (c->pc.log_level && accept && view_icontains(*accept, "text/event-stream"))
-            c->want_sse = c->resp.sse = 1; /* log messages need a stream: nothing is written yet */
-        c->state = C_WAIT_API;
-        c->last_ms = now;
-        conn_submit(c, &d);
-        return;
-    }
-    conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", NULL);
+    if (d.t[0].type == JSMN_ARRAY)
+        mcp_batch(c, &d);
+    else
+        mcp_one(c, &d, who.now);
 }
 
 static void conn_try_request(struct conn *c);
