@@ -1575,19 +1575,28 @@ enum {
 /* --- Shared properties, each written once ----------------------------- */
 /* Ids: integers wherever the API parses them with parseInt / z.coerce */
 #define ID(name, desc) PROP(name, desc, TYPE("integer") MINIMUM(1))
-#define ID_BOOKING ID("bookingId", "Numeric booking id (id, not uid), from get_booking or create_booking.")
-#define ID_EVENT_TYPE ID("eventTypeId", "Numeric event type id, from get_event_types or create_eventtype.")
-#define ID_TEAM ID("teamId", "Numeric team id, from get_teams or create_team.")
-#define ID_TEAM_EVENT_TYPE ID("eventTypeId", "Numeric id of the team's event type, from get_team_event_types.")
+/* Path ids also ask 2026-07-28 clients to mirror them as an Mcp-Param-{Name}
+ * header (x-mcp-header), so that a gateway can route on them; the name is the
+ * property's with its first letter in capitals (check_mcp_params relies on it). */
+#define MCP_HEADER(h) ",\"x-mcp-header\":" JS(h)
+#define PATH_ID(name, header, desc) PROP(name, desc, TYPE("integer") MINIMUM(1) MCP_HEADER(header))
+#define PATH_STR(name, header, desc) PROP(name, desc, TYPE("string") MCP_HEADER(header))
+#define ID_BOOKING PATH_ID("bookingId", "BookingId", "Numeric booking id (id, not uid), from get_booking or create_booking.")
+#define ID_EVENT_TYPE                                                                                        \
+    PATH_ID("eventTypeId", "EventTypeId", "Numeric event type id, from get_event_types or create_eventtype.")
+#define ID_TEAM PATH_ID("teamId", "TeamId", "Numeric team id, from get_teams or create_team.")
+#define ID_TEAM_EVENT_TYPE                                                                                   \
+    PATH_ID("eventTypeId", "EventTypeId", "Numeric id of the team's event type, from get_team_event_types.")
 #define ID_MEMBERSHIP                                                                                       \
-    ID("membershipId", "Numeric membership id (not the user id), from get_team_memberships or add_team_member.")
-#define ID_SCHEDULE ID("scheduleId", "Numeric schedule id, from get_schedule or create_schedule.")
+    PATH_ID("membershipId", "MembershipId",                                                                  \
+            "Numeric membership id (not the user id), from get_team_memberships or add_team_member.")
+#define ID_SCHEDULE PATH_ID("scheduleId", "ScheduleId", "Numeric schedule id, from get_schedule or create_schedule.")
 #define ID_AVAILABILITY                                                                                     \
-    ID("availabilityId", "Numeric id of one availability window, from get_schedule (availability[].id) or " \
-                         "create_availability.")
-#define ID_CONTACT ID("contactId", "Numeric contact id, from list_contacts or create_contact.")
-#define ID_WEBHOOK STR("webhookId", "Webhook id (a uuid string), from get_webhook or create_webhook.")
-#define ID_SLOT STR("uid", "The reservation's uid: reservationUid from create_slots_reserve.")
+    PATH_ID("availabilityId", "AvailabilityId",                                                              \
+            "Numeric id of one availability window, from get_schedule (availability[].id) or create_availability.")
+#define ID_CONTACT PATH_ID("contactId", "ContactId", "Numeric contact id, from list_contacts or create_contact.")
+#define ID_WEBHOOK PATH_STR("webhookId", "WebhookId", "Webhook id (a uuid string), from get_webhook or create_webhook.")
+#define ID_SLOT PATH_STR("uid", "Uid", "The reservation's uid: reservationUid from create_slots_reserve.")
 /* Times */
 #define TZ_NAME "IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'."
 #define TIME_ZONE(what) STR("timeZone", what " " TZ_NAME)
@@ -2116,6 +2125,9 @@ static const struct cm_tool tools[] = {CM_TOOLS(AS_ROW)};
 #undef MIN_LENGTH
 #undef MAX_LENGTH
 #undef MINIMUM
+#undef MCP_HEADER
+#undef PATH_ID
+#undef PATH_STR
 #undef MAXIMUM
 #undef ONE_OF
 #undef ITEMS
@@ -7930,6 +7942,57 @@ static int check_mcp_name(const struct jdoc *d, int method, const struct view *h
     return -1;
 }
 
+/*
+ * 2026-07-28: each path id present in a tools/call's arguments must come in
+ * its Mcp-Param-{Name} header too (the schema asks for it with x-mcp-header),
+ * equal after decoding; integers are compared as numbers. 0, or -1 with the
+ * -32020 error rendered.
+ */
+static int check_mcp_params(const struct jdoc *d, const struct http_req *q, struct resp *r)
+{
+    int params = obj_get(d, 0, "params"), args = obj_get(d, params, "arguments"), nm = obj_get(d, params, "name");
+    char name[128];
+    int t = nm >= 0 && tok_unescape(d, nm, name, sizeof name) >= 0 ? find_tool(name) : -1;
+    const char *p = t >= 0 ? tools[t].path : ""; /* an unknown tool is dispatch's -32602 */
+    while ((p = strchr(p, '{')) != NULL) {
+        const char *end = strchr(p, '}');
+        char key[40], hname[56], hv[256], bv[256], m[200];
+        const struct view *h;
+        long hl, bl;
+        int v;
+        snprintf(key, sizeof key, "%.*s", (int)(end - p - 1), p + 1);
+        p = end;
+        v = obj_get(d, args, key);
+        if (v < 0 || (d->t[v].type != JSMN_STRING && d->t[v].type != JSMN_PRIMITIVE) ||
+            (d->t[v].type == JSMN_PRIMITIVE && !strchr("-0123456789", d->js[d->t[v].start])))
+            continue; /* absent, or not a string or number: the argument check explains it */
+        snprintf(hname, sizeof hname, "mcp-param-%s", key);
+        h = http_header(q, hname);
+        hl = h ? header_value_decode(*h, hv, sizeof hv - 1) : -1;
+        if (d->t[v].type == JSMN_PRIMITIVE) /* a number: its text as written */
+            bl = snprintf(bv, sizeof bv, "%.*s", (int)tok_view(d, v).n, tok_view(d, v).p);
+        else
+            bl = tok_unescape(d, v, bv, sizeof bv - 1);
+        if (hl >= 0)
+            hv[hl] = 0;
+        if (bl >= 0)
+            bv[bl] = 0;
+        if (hl >= 0 && bl >= 0 &&
+            (d->t[v].type == JSMN_PRIMITIVE ? hl > 0 && strtod(hv, NULL) == strtod(bv, NULL) && strspn(hv, "-0123456789") == (size_t)hl
+                                             : hl == bl && memcmp(hv, bv, (size_t)hl) == 0))
+            continue;
+        if (h)
+            snprintf(m, sizeof m, "Bad Request: the request headers and body disagree: Mcp-Param-%c%s differs from arguments.%s",
+                     key[0] & ~0x20, key + 1, key);
+        else
+            snprintf(m, sizeof m, "Bad Request: the Mcp-Param-%c%s header is required (x-mcp-header on arguments.%s)",
+                     key[0] & ~0x20, key + 1, key);
+        rpc_error(r, rpc_id(d, 0), E_HEADER_MISMATCH, m, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 /* ?toolsets=a,b narrows the server's selection for this request (never
  * widens it). 0, or -1 with the refusal sent. */
 static int request_toolsets(struct conn *c, const struct http_req *q)
@@ -8338,7 +8401,8 @@ static int mcp_modern_checks(struct conn *c, const struct jdoc *d, const struct 
         mcp_answer(c, 400);
         return -1;
     }
-    if (check_mcp_name(d, method, hn, &c->resp) < 0) {
+    if (check_mcp_name(d, method, hn, &c->resp) < 0 ||
+        (tok_is_str(d, method, "tools/call") && check_mcp_params(d, &c->req, &c->resp) < 0)) {
         mcp_answer(c, 400);
         return -1;
     }
