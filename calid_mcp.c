@@ -1066,21 +1066,12 @@ static int http_fail(struct http_req *r, int status, const char *why)
     return -status;
 }
 
-static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t max_head, struct http_req *r)
+/* METHOD SP target SP HTTP/1.x CRLF, from b[0]; *at is past its LF.
+ * 0, or a negative status with r->error set. */
+static int http_request_line(const char *b, size_t end, size_t *at, struct http_req *r)
 {
-    size_t end = http_head_end(b, len, scan_from), i = 0, ls;
-    int seen_cl = 0;
-    memset(r, 0, sizeof *r);
-    r->content_length = -1;
-    if (end == 0) {
-        if (len >= max_head)
-            return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
-        return 0;
-    }
-    if (end > max_head)
-        return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
-    /* request line: METHOD SP target SP HTTP/1.x */
-    ls = i;
+    size_t i = 0, ls = 0;
+    const char *q;
     while (i < end && is_tchar((unsigned char)b[i]))
         i++;
     if (i == ls || i >= end || b[i] != ' ')
@@ -1106,18 +1097,22 @@ static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t m
         i++;
     if (b[i] != '\n')
         return http_fail(r, 400, "malformed request line");
-    i++;
+    *at = i + 1;
     r->path = r->target;
-    {
-        const char *q = memchr(r->target.p, '?', r->target.n);
-        if (q) {
-            r->path.n = (size_t)(q - r->target.p);
-            r->query.p = q + 1;
-            r->query.n = r->target.n - r->path.n - 1;
-        }
+    q = memchr(r->target.p, '?', r->target.n);
+    if (q) {
+        r->path.n = (size_t)(q - r->target.p);
+        r->query.p = q + 1;
+        r->query.n = r->target.n - r->path.n - 1;
     }
     r->keep_alive = r->minor >= 1;
-    /* header fields */
+    return 0;
+}
+
+/* The header fields from b[*at] to the blank line: views into b. */
+static int http_fields(const char *b, size_t end, size_t *at, struct http_req *r)
+{
+    size_t i = *at;
     while (i < end) {
         size_t ns = i, ne, vs, ve;
         if (b[i] == '\r' || b[i] == '\n')
@@ -1155,26 +1150,39 @@ static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t m
         r->value[r->nh].n = ve - vs;
         r->nh++;
     }
-    r->head_len = end;
-    /* what the head says about the body and the connection */
-    for (i = 0; i < (size_t)r->nh; i++) {
+    *at = i;
+    return 0;
+}
+
+/* Content-Length: up to 10 digits (long may be 32 bits); -1 if malformed. */
+static long http_content_length(struct view v)
+{
+    unsigned long long n = 0;
+    size_t k;
+    if (v.n == 0 || v.n > 10)
+        return -1;
+    for (k = 0; k < v.n; k++) {
+        if (v.p[k] < '0' || v.p[k] > '9')
+            return -1;
+        n = n * 10 + (unsigned)(v.p[k] - '0');
+    }
+    return n > 0x7fffffffULL ? 0x7fffffffL : (long)n; /* far over any body limit: answered 413 */
+}
+
+/* What the fields say about the body and the connection. */
+static int http_framing(struct http_req *r)
+{
+    int i, seen_cl = 0;
+    for (i = 0; i < r->nh; i++) {
         struct view v = r->value[i];
         if (view_ieq(r->name[i], "content-length")) {
-            unsigned long long n = 0; /* 10 digits fit; long may be 32 bits */
-            size_t k;
-            if (v.n == 0 || v.n > 10)
+            long n = http_content_length(v);
+            if (n < 0)
                 return http_fail(r, 400, "invalid Content-Length");
-            for (k = 0; k < v.n; k++) {
-                if (v.p[k] < '0' || v.p[k] > '9')
-                    return http_fail(r, 400, "invalid Content-Length");
-                n = n * 10 + (unsigned)(v.p[k] - '0');
-            }
-            if (n > 0x7fffffffULL)
-                n = 0x7fffffffULL; /* far over any body limit: answered 413 */
-            if (seen_cl && (long)n != r->content_length)
+            if (seen_cl && n != r->content_length)
                 return http_fail(r, 400, "conflicting Content-Length headers");
             seen_cl = 1;
-            r->content_length = (long)n;
+            r->content_length = n;
         } else if (view_ieq(r->name[i], "transfer-encoding")) {
             if (!view_ieq(v, "chunked"))
                 return http_fail(r, 501, "only Transfer-Encoding: chunked is supported");
@@ -1196,6 +1204,30 @@ static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t m
         return http_fail(r, 400, "both Content-Length and Transfer-Encoding (request smuggling)");
     if (r->chunked && r->minor == 0)
         return http_fail(r, 400, "chunked encoding in an HTTP/1.0 request");
+    return 0;
+}
+
+/* The request head in b[0..len): its length once whole, 0 while partial, or a
+ * negative status (400, 431, 501, 505, 417) with r->error saying why. Only
+ * bytes from scan_from on are searched for the blank line. */
+static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t max_head, struct http_req *r)
+{
+    size_t end = http_head_end(b, len, scan_from), at = 0;
+    int e;
+    memset(r, 0, sizeof *r);
+    r->content_length = -1;
+    if (end == 0) {
+        if (len >= max_head)
+            return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
+        return 0;
+    }
+    if (end > max_head)
+        return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
+    if ((e = http_request_line(b, end, &at, r)) < 0 || (e = http_fields(b, end, &at, r)) < 0)
+        return e;
+    r->head_len = end;
+    if ((e = http_framing(r)) < 0)
+        return e;
     return (int)end;
 }
 
@@ -3257,12 +3289,58 @@ static int up_prefix_ieq(const char *s, const char *lower_prefix)
     return 1;
 }
 
+/* The first character of host h[0..n) a URL may not have there, or -1:
+ * letters, digits, '.', and '-' '_' for names or ':' inside [brackets]. */
+static int up_url_bad_host_char(const char *h, size_t n, int bracket)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)h[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                 (!bracket && (c == '-' || c == '_')) || (bracket && c == ':');
+        if (!ok)
+            return c;
+    }
+    return -1;
+}
+
+/* ":PORT" at *pp (1..65535, then the end or '/'): 0 with *port set and *pp
+ * past it, -1 if malformed. Without one, *port stays. */
+static int up_url_port(const char **pp, unsigned long *port)
+{
+    const char *p = *pp;
+    int digits = 0;
+    if (*p != ':')
+        return 0;
+    *port = 0;
+    for (p++; *p >= '0' && *p <= '9' && digits < 6; p++, digits++)
+        *port = *port * 10 + (unsigned long)(*p - '0');
+    if (digits == 0 || *port == 0 || *port > 65535 || (*p != '\0' && *p != '/'))
+        return -1;
+    *pp = p;
+    return 0;
+}
+
+/* A plain path: no spaces, controls, query or fragment. */
+static int up_url_path_ok(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
+            return 0;
+    }
+    return 1;
+}
+
+/* Host, port and path prefix of the API base URL into up: https:// only,
+ * since the bearer token travels with every request. */
 static int up_parse_base_url(const char *url, char *err, size_t errlen)
 {
     const char *p, *h, *hend;
     size_t hlen, plen;
     unsigned long port = 443;
-    int bracket = 0;
+    int bracket = 0, bad;
     if (url == NULL || *url == '\0') {
         snprintf(err, errlen, "the Cal ID API URL is empty");
         return -1;
@@ -3287,9 +3365,8 @@ static int up_parse_base_url(const char *url, char *err, size_t errlen)
         }
         p = hend + 1;
     } else {
-        h = p;
-        while (*p && *p != ':' && *p != '/')
-            p++;
+        for (h = p; *p && *p != ':' && *p != '/'; p++)
+            ;
         hend = p;
     }
     hlen = (size_t)(hend - h);
@@ -3302,70 +3379,41 @@ static int up_parse_base_url(const char *url, char *err, size_t errlen)
                  (int)sizeof up.host - 1);
         return -1;
     }
-    {
-        size_t i;
-        for (i = 0; i < hlen; i++) {
-            int c = (unsigned char)h[i];
-            int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                     c == '.' || (!bracket && (c == '-' || c == '_')) || (bracket && c == ':');
-            if (!ok) {
-                snprintf(err, errlen, "the Cal ID API URL '%s' has a bad character in its host name%s", url,
-                         c == '@' ? " (user:password@ is not supported)" : "");
-                return -1;
-            }
-        }
+    if ((bad = up_url_bad_host_char(h, hlen, bracket)) >= 0) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' has a bad character in its host name%s", url,
+                 bad == '@' ? " (user:password@ is not supported)" : "");
+        return -1;
     }
-    if (*p == ':') {
-        int digits = 0;
-        port = 0;
-        for (p++; *p >= '0' && *p <= '9' && digits < 6; p++, digits++)
-            port = port * 10 + (unsigned long)(*p - '0');
-        if (digits == 0 || port == 0 || port > 65535 || (*p != '\0' && *p != '/')) {
-            snprintf(err, errlen, "the Cal ID API URL '%s' has a bad port", url);
-            return -1;
-        }
+    if (up_url_port(&p, &port) < 0) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' has a bad port", url);
+        return -1;
     }
     if (*p != '\0' && *p != '/') {
         snprintf(err, errlen, "the Cal ID API URL '%s' has something unexpected after the host", url);
         return -1;
     }
-    plen = strlen(p);
-    while (plen > 0 && p[plen - 1] == '/')
-        plen--;
+    for (plen = strlen(p); plen > 0 && p[plen - 1] == '/'; plen--)
+        ;
     if (plen >= sizeof up.prefix) {
         snprintf(err, errlen, "the path in the Cal ID API URL is longer than %d characters",
                  (int)sizeof up.prefix - 1);
         return -1;
     }
-    {
-        size_t i;
-        for (i = 0; i < plen; i++) {
-            int c = (unsigned char)p[i];
-            if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#') {
-                snprintf(err, errlen, "the Cal ID API URL '%s' may only have a plain path after the host "
-                         "(no query, fragment, spaces)", url);
-                return -1;
-            }
-        }
+    if (!up_url_path_ok(p, plen)) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' may only have a plain path after the host "
+                 "(no query, fragment, spaces)", url);
+        return -1;
     }
     memcpy(up.host, h, hlen);
     up.host[hlen] = '\0';
     memcpy(up.prefix, p, plen);
     up.prefix[plen] = '\0';
     up.port = (unsigned short)port;
-    if (bracket) {
-        snprintf(up.host_port, sizeof up.host_port, "[%s]:%lu", up.host, port);
-        if (port == 443)
-            snprintf(up.host_header, sizeof up.host_header, "[%s]", up.host);
-        else
-            snprintf(up.host_header, sizeof up.host_header, "[%s]:%lu", up.host, port);
-    } else {
-        snprintf(up.host_port, sizeof up.host_port, "%s:%lu", up.host, port);
-        if (port == 443)
-            snprintf(up.host_header, sizeof up.host_header, "%s", up.host);
-        else
-            snprintf(up.host_header, sizeof up.host_header, "%s:%lu", up.host, port);
-    }
+    snprintf(up.host_port, sizeof up.host_port, bracket ? "[%s]:%lu" : "%s:%lu", up.host, port);
+    if (port == 443) /* the Host header leaves the default port out */
+        snprintf(up.host_header, sizeof up.host_header, bracket ? "[%s]" : "%s", up.host);
+    else
+        snprintf(up.host_header, sizeof up.host_header, bracket ? "[%s]:%lu" : "%s:%lu", up.host, port);
     return 0;
 }
 
