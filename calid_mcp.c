@@ -1081,21 +1081,12 @@ static int http_fail(struct http_req *r, int status, const char *why)
     return -status;
 }
 
-static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t max_head, struct http_req *r)
+/* METHOD SP target SP HTTP/1.x CRLF, from b[0]; *at is past its LF.
+ * 0, or a negative status with r->error set. */
+static int http_request_line(const char *b, size_t end, size_t *at, struct http_req *r)
 {
-    size_t end = http_head_end(b, len, scan_from), i = 0, ls;
-    int seen_cl = 0;
-    memset(r, 0, sizeof *r);
-    r->content_length = -1;
-    if (end == 0) {
-        if (len >= max_head)
-            return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
-        return 0;
-    }
-    if (end > max_head)
-        return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
-    /* request line: METHOD SP target SP HTTP/1.x */
-    ls = i;
+    size_t i = 0, ls = 0;
+    const char *q;
     while (i < end && is_tchar((unsigned char)b[i]))
         i++;
     if (i == ls || i >= end || b[i] != ' ')
@@ -1121,18 +1112,22 @@ static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t m
         i++;
     if (b[i] != '\n')
         return http_fail(r, 400, "malformed request line");
-    i++;
+    *at = i + 1;
     r->path = r->target;
-    {
-        const char *q = memchr(r->target.p, '?', r->target.n);
-        if (q) {
-            r->path.n = (size_t)(q - r->target.p);
-            r->query.p = q + 1;
-            r->query.n = r->target.n - r->path.n - 1;
-        }
+    q = memchr(r->target.p, '?', r->target.n);
+    if (q) {
+        r->path.n = (size_t)(q - r->target.p);
+        r->query.p = q + 1;
+        r->query.n = r->target.n - r->path.n - 1;
     }
     r->keep_alive = r->minor >= 1;
-    /* header fields */
+    return 0;
+}
+
+/* The header fields from b[*at] to the blank line: views into b. */
+static int http_fields(const char *b, size_t end, size_t *at, struct http_req *r)
+{
+    size_t i = *at;
     while (i < end) {
         size_t ns = i, ne, vs, ve;
         if (b[i] == '\r' || b[i] == '\n')
@@ -1170,26 +1165,39 @@ static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t m
         r->value[r->nh].n = ve - vs;
         r->nh++;
     }
-    r->head_len = end;
-    /* what the head says about the body and the connection */
-    for (i = 0; i < (size_t)r->nh; i++) {
+    *at = i;
+    return 0;
+}
+
+/* Content-Length: up to 10 digits (long may be 32 bits); -1 if malformed. */
+static long http_content_length(struct view v)
+{
+    unsigned long long n = 0;
+    size_t k;
+    if (v.n == 0 || v.n > 10)
+        return -1;
+    for (k = 0; k < v.n; k++) {
+        if (v.p[k] < '0' || v.p[k] > '9')
+            return -1;
+        n = n * 10 + (unsigned)(v.p[k] - '0');
+    }
+    return n > 0x7fffffffULL ? 0x7fffffffL : (long)n; /* far over any body limit: answered 413 */
+}
+
+/* What the fields say about the body and the connection. */
+static int http_framing(struct http_req *r)
+{
+    int i, seen_cl = 0;
+    for (i = 0; i < r->nh; i++) {
         struct view v = r->value[i];
         if (view_ieq(r->name[i], "content-length")) {
-            unsigned long long n = 0; /* 10 digits fit; long may be 32 bits */
-            size_t k;
-            if (v.n == 0 || v.n > 10)
+            long n = http_content_length(v);
+            if (n < 0)
                 return http_fail(r, 400, "invalid Content-Length");
-            for (k = 0; k < v.n; k++) {
-                if (v.p[k] < '0' || v.p[k] > '9')
-                    return http_fail(r, 400, "invalid Content-Length");
-                n = n * 10 + (unsigned)(v.p[k] - '0');
-            }
-            if (n > 0x7fffffffULL)
-                n = 0x7fffffffULL; /* far over any body limit: answered 413 */
-            if (seen_cl && (long)n != r->content_length)
+            if (seen_cl && n != r->content_length)
                 return http_fail(r, 400, "conflicting Content-Length headers");
             seen_cl = 1;
-            r->content_length = (long)n;
+            r->content_length = n;
         } else if (view_ieq(r->name[i], "transfer-encoding")) {
             if (!view_ieq(v, "chunked"))
                 return http_fail(r, 501, "only Transfer-Encoding: chunked is supported");
@@ -1211,6 +1219,30 @@ static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t m
         return http_fail(r, 400, "both Content-Length and Transfer-Encoding (request smuggling)");
     if (r->chunked && r->minor == 0)
         return http_fail(r, 400, "chunked encoding in an HTTP/1.0 request");
+    return 0;
+}
+
+/* The request head in b[0..len): its length once whole, 0 while partial, or a
+ * negative status (400, 431, 501, 505, 417) with r->error saying why. Only
+ * bytes from scan_from on are searched for the blank line. */
+static int http_parse_head(const char *b, size_t len, size_t scan_from, size_t max_head, struct http_req *r)
+{
+    size_t end = http_head_end(b, len, scan_from), at = 0;
+    int e;
+    memset(r, 0, sizeof *r);
+    r->content_length = -1;
+    if (end == 0) {
+        if (len >= max_head)
+            return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
+        return 0;
+    }
+    if (end > max_head)
+        return http_fail(r, 431, "request head larger than CM_MAX_HEADER_BYTES");
+    if ((e = http_request_line(b, end, &at, r)) < 0 || (e = http_fields(b, end, &at, r)) < 0)
+        return e;
+    r->head_len = end;
+    if ((e = http_framing(r)) < 0)
+        return e;
     return (int)end;
 }
 
@@ -1590,19 +1622,28 @@ enum {
 /* --- Shared properties, each written once ----------------------------- */
 /* Ids: integers wherever the API parses them with parseInt / z.coerce */
 #define ID(name, desc) PROP(name, desc, TYPE("integer") MINIMUM(1))
-#define ID_BOOKING ID("bookingId", "Numeric booking id (id, not uid), from get_booking or create_booking.")
-#define ID_EVENT_TYPE ID("eventTypeId", "Numeric event type id, from get_event_types or create_eventtype.")
-#define ID_TEAM ID("teamId", "Numeric team id, from get_teams or create_team.")
-#define ID_TEAM_EVENT_TYPE ID("eventTypeId", "Numeric id of the team's event type, from get_team_event_types.")
+/* Path ids also ask 2026-07-28 clients to mirror them as an Mcp-Param-{Name}
+ * header (x-mcp-header), so that a gateway can route on them; the name is the
+ * property's with its first letter in capitals (check_mcp_params relies on it). */
+#define MCP_HEADER(h) ",\"x-mcp-header\":" JS(h)
+#define PATH_ID(name, header, desc) PROP(name, desc, TYPE("integer") MINIMUM(1) MCP_HEADER(header))
+#define PATH_STR(name, header, desc) PROP(name, desc, TYPE("string") MCP_HEADER(header))
+#define ID_BOOKING PATH_ID("bookingId", "BookingId", "Numeric booking id (id, not uid), from get_booking or create_booking.")
+#define ID_EVENT_TYPE                                                                                        \
+    PATH_ID("eventTypeId", "EventTypeId", "Numeric event type id, from get_event_types or create_eventtype.")
+#define ID_TEAM PATH_ID("teamId", "TeamId", "Numeric team id, from get_teams or create_team.")
+#define ID_TEAM_EVENT_TYPE                                                                                   \
+    PATH_ID("eventTypeId", "EventTypeId", "Numeric id of the team's event type, from get_team_event_types.")
 #define ID_MEMBERSHIP                                                                                       \
-    ID("membershipId", "Numeric membership id (not the user id), from get_team_memberships or add_team_member.")
-#define ID_SCHEDULE ID("scheduleId", "Numeric schedule id, from get_schedule or create_schedule.")
+    PATH_ID("membershipId", "MembershipId",                                                                  \
+            "Numeric membership id (not the user id), from get_team_memberships or add_team_member.")
+#define ID_SCHEDULE PATH_ID("scheduleId", "ScheduleId", "Numeric schedule id, from get_schedule or create_schedule.")
 #define ID_AVAILABILITY                                                                                     \
-    ID("availabilityId", "Numeric id of one availability window, from get_schedule (availability[].id) or " \
-                         "create_availability.")
-#define ID_CONTACT ID("contactId", "Numeric contact id, from list_contacts or create_contact.")
-#define ID_WEBHOOK STR("webhookId", "Webhook id (a uuid string), from get_webhook or create_webhook.")
-#define ID_SLOT STR("uid", "The reservation's uid: reservationUid from create_slots_reserve.")
+    PATH_ID("availabilityId", "AvailabilityId",                                                              \
+            "Numeric id of one availability window, from get_schedule (availability[].id) or create_availability.")
+#define ID_CONTACT PATH_ID("contactId", "ContactId", "Numeric contact id, from list_contacts or create_contact.")
+#define ID_WEBHOOK PATH_STR("webhookId", "WebhookId", "Webhook id (a uuid string), from get_webhook or create_webhook.")
+#define ID_SLOT PATH_STR("uid", "Uid", "The reservation's uid: reservationUid from create_slots_reserve.")
 /* Times */
 #define TZ_NAME "IANA time zone name, e.g. 'Europe/Berlin' or 'America/New_York'."
 #define TIME_ZONE(what) STR("timeZone", what " " TZ_NAME)
@@ -2131,6 +2172,9 @@ static const struct cm_tool tools[] = {CM_TOOLS(AS_ROW)};
 #undef MIN_LENGTH
 #undef MAX_LENGTH
 #undef MINIMUM
+#undef MCP_HEADER
+#undef PATH_ID
+#undef PATH_STR
 #undef MAXIMUM
 #undef ONE_OF
 #undef ITEMS
@@ -3271,12 +3315,58 @@ static int up_prefix_ieq(const char *s, const char *lower_prefix)
     return 1;
 }
 
+/* The first character of host h[0..n) a URL may not have there, or -1:
+ * letters, digits, '.', and '-' '_' for names or ':' inside [brackets]. */
+static int up_url_bad_host_char(const char *h, size_t n, int bracket)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)h[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                 (!bracket && (c == '-' || c == '_')) || (bracket && c == ':');
+        if (!ok)
+            return c;
+    }
+    return -1;
+}
+
+/* ":PORT" at *pp (1..65535, then the end or '/'): 0 with *port set and *pp
+ * past it, -1 if malformed. Without one, *port stays. */
+static int up_url_port(const char **pp, unsigned long *port)
+{
+    const char *p = *pp;
+    int digits = 0;
+    if (*p != ':')
+        return 0;
+    *port = 0;
+    for (p++; *p >= '0' && *p <= '9' && digits < 6; p++, digits++)
+        *port = *port * 10 + (unsigned long)(*p - '0');
+    if (digits == 0 || *port == 0 || *port > 65535 || (*p != '\0' && *p != '/'))
+        return -1;
+    *pp = p;
+    return 0;
+}
+
+/* A plain path: no spaces, controls, query or fragment. */
+static int up_url_path_ok(const char *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
+            return 0;
+    }
+    return 1;
+}
+
+/* Host, port and path prefix of the API base URL into up: https:// only,
+ * since the bearer token travels with every request. */
 static int up_parse_base_url(const char *url, char *err, size_t errlen)
 {
     const char *p, *h, *hend;
     size_t hlen, plen;
     unsigned long port = 443;
-    int bracket = 0;
+    int bracket = 0, bad;
     if (url == NULL || *url == '\0') {
         snprintf(err, errlen, "the Cal ID API URL is empty");
         return -1;
@@ -3301,9 +3391,8 @@ static int up_parse_base_url(const char *url, char *err, size_t errlen)
         }
         p = hend + 1;
     } else {
-        h = p;
-        while (*p && *p != ':' && *p != '/')
-            p++;
+        for (h = p; *p && *p != ':' && *p != '/'; p++)
+            ;
         hend = p;
     }
     hlen = (size_t)(hend - h);
@@ -3316,70 +3405,41 @@ static int up_parse_base_url(const char *url, char *err, size_t errlen)
                  (int)sizeof up.host - 1);
         return -1;
     }
-    {
-        size_t i;
-        for (i = 0; i < hlen; i++) {
-            int c = (unsigned char)h[i];
-            int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                     c == '.' || (!bracket && (c == '-' || c == '_')) || (bracket && c == ':');
-            if (!ok) {
-                snprintf(err, errlen, "the Cal ID API URL '%s' has a bad character in its host name%s", url,
-                         c == '@' ? " (user:password@ is not supported)" : "");
-                return -1;
-            }
-        }
+    if ((bad = up_url_bad_host_char(h, hlen, bracket)) >= 0) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' has a bad character in its host name%s", url,
+                 bad == '@' ? " (user:password@ is not supported)" : "");
+        return -1;
     }
-    if (*p == ':') {
-        int digits = 0;
-        port = 0;
-        for (p++; *p >= '0' && *p <= '9' && digits < 6; p++, digits++)
-            port = port * 10 + (unsigned long)(*p - '0');
-        if (digits == 0 || port == 0 || port > 65535 || (*p != '\0' && *p != '/')) {
-            snprintf(err, errlen, "the Cal ID API URL '%s' has a bad port", url);
-            return -1;
-        }
+    if (up_url_port(&p, &port) < 0) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' has a bad port", url);
+        return -1;
     }
     if (*p != '\0' && *p != '/') {
         snprintf(err, errlen, "the Cal ID API URL '%s' has something unexpected after the host", url);
         return -1;
     }
-    plen = strlen(p);
-    while (plen > 0 && p[plen - 1] == '/')
-        plen--;
+    for (plen = strlen(p); plen > 0 && p[plen - 1] == '/'; plen--)
+        ;
     if (plen >= sizeof up.prefix) {
         snprintf(err, errlen, "the path in the Cal ID API URL is longer than %d characters",
                  (int)sizeof up.prefix - 1);
         return -1;
     }
-    {
-        size_t i;
-        for (i = 0; i < plen; i++) {
-            int c = (unsigned char)p[i];
-            if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#') {
-                snprintf(err, errlen, "the Cal ID API URL '%s' may only have a plain path after the host "
-                         "(no query, fragment, spaces)", url);
-                return -1;
-            }
-        }
+    if (!up_url_path_ok(p, plen)) {
+        snprintf(err, errlen, "the Cal ID API URL '%s' may only have a plain path after the host "
+                 "(no query, fragment, spaces)", url);
+        return -1;
     }
     memcpy(up.host, h, hlen);
     up.host[hlen] = '\0';
     memcpy(up.prefix, p, plen);
     up.prefix[plen] = '\0';
     up.port = (unsigned short)port;
-    if (bracket) {
-        snprintf(up.host_port, sizeof up.host_port, "[%s]:%lu", up.host, port);
-        if (port == 443)
-            snprintf(up.host_header, sizeof up.host_header, "[%s]", up.host);
-        else
-            snprintf(up.host_header, sizeof up.host_header, "[%s]:%lu", up.host, port);
-    } else {
-        snprintf(up.host_port, sizeof up.host_port, "%s:%lu", up.host, port);
-        if (port == 443)
-            snprintf(up.host_header, sizeof up.host_header, "%s", up.host);
-        else
-            snprintf(up.host_header, sizeof up.host_header, "%s:%lu", up.host, port);
-    }
+    snprintf(up.host_port, sizeof up.host_port, bracket ? "[%s]:%lu" : "%s:%lu", up.host, port);
+    if (port == 443) /* the Host header leaves the default port out */
+        snprintf(up.host_header, sizeof up.host_header, bracket ? "[%s]" : "%s", up.host);
+    else
+        snprintf(up.host_header, sizeof up.host_header, bracket ? "[%s]:%lu" : "%s:%lu", up.host, port);
     return 0;
 }
 
@@ -7529,6 +7589,21 @@ static void conn_reset_request(struct conn *c)
     note_reset(&c->note);
 }
 
+/* A client address (16 bytes, IPv4 as ::ffff:a.b.c.d) as text: "192.0.2.7",
+ * "2001:db8:0:0:0:0:0:1", or "-" when the platform could not tell. */
+static void peer_text(const unsigned char a[16], char *out, size_t cap)
+{
+    static const unsigned char v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char zero[16];
+    if (memcmp(a, zero, 16) == 0)
+        snprintf(out, cap, "-");
+    else if (memcmp(a, v4_prefix, 12) == 0)
+        snprintf(out, cap, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
+    else
+        snprintf(out, cap, "%x:%x:%x:%x:%x:%x:%x:%x", a[0] << 8 | a[1], a[2] << 8 | a[3], a[4] << 8 | a[5],
+                 a[6] << 8 | a[7], a[8] << 8 | a[9], a[10] << 8 | a[11], a[12] << 8 | a[13], a[14] << 8 | a[15]);
+}
+
 /* The access log line and the request counter, once per answer: never a
  * token, a key, a query string or a body. */
 static void access_log(struct conn *c, int status)
@@ -7540,7 +7615,7 @@ static void access_log(struct conn *c, int status)
     if (cfg.log_level < CM_LOG_INFO)
         return;
     utc_text(cm_port_unix_time(), t);
-    cm_port_peer_name(c->sock, peer, sizeof peer);
+    peer_text(c->peer, peer, sizeof peer);
     {
         size_t i, n = c->req.method.n < 16 ? c->req.method.n : 16;
         for (i = 0; i < n && is_tchar((unsigned char)c->req.method.p[i]); i++)
@@ -8113,6 +8188,57 @@ static int check_mcp_name(const struct jdoc *d, int method, const struct view *h
     return -1;
 }
 
+/*
+ * 2026-07-28: each path id present in a tools/call's arguments must come in
+ * its Mcp-Param-{Name} header too (the schema asks for it with x-mcp-header),
+ * equal after decoding; integers are compared as numbers. 0, or -1 with the
+ * -32020 error rendered.
+ */
+static int check_mcp_params(const struct jdoc *d, const struct http_req *q, struct resp *r)
+{
+    int params = obj_get(d, 0, "params"), args = obj_get(d, params, "arguments"), nm = obj_get(d, params, "name");
+    char name[128];
+    int t = nm >= 0 && tok_unescape(d, nm, name, sizeof name) >= 0 ? find_tool(name) : -1;
+    const char *p = t >= 0 ? tools[t].path : ""; /* an unknown tool is dispatch's -32602 */
+    while ((p = strchr(p, '{')) != NULL) {
+        const char *end = strchr(p, '}');
+        char key[40], hname[56], hv[256], bv[256], m[200];
+        const struct view *h;
+        long hl, bl;
+        int v;
+        snprintf(key, sizeof key, "%.*s", (int)(end - p - 1), p + 1);
+        p = end;
+        v = obj_get(d, args, key);
+        if (v < 0 || (d->t[v].type != JSMN_STRING && d->t[v].type != JSMN_PRIMITIVE) ||
+            (d->t[v].type == JSMN_PRIMITIVE && !strchr("-0123456789", d->js[d->t[v].start])))
+            continue; /* absent, or not a string or number: the argument check explains it */
+        snprintf(hname, sizeof hname, "mcp-param-%s", key);
+        h = http_header(q, hname);
+        hl = h ? header_value_decode(*h, hv, sizeof hv - 1) : -1;
+        if (d->t[v].type == JSMN_PRIMITIVE) /* a number: its text as written */
+            bl = snprintf(bv, sizeof bv, "%.*s", (int)tok_view(d, v).n, tok_view(d, v).p);
+        else
+            bl = tok_unescape(d, v, bv, sizeof bv - 1);
+        if (hl >= 0)
+            hv[hl] = 0;
+        if (bl >= 0)
+            bv[bl] = 0;
+        if (hl >= 0 && bl >= 0 &&
+            (d->t[v].type == JSMN_PRIMITIVE ? hl > 0 && strtod(hv, NULL) == strtod(bv, NULL) && strspn(hv, "-0123456789") == (size_t)hl
+                                             : hl == bl && memcmp(hv, bv, (size_t)hl) == 0))
+            continue;
+        if (h)
+            snprintf(m, sizeof m, "Bad Request: the request headers and body disagree: Mcp-Param-%c%s differs from arguments.%s",
+                     key[0] & ~0x20, key + 1, key);
+        else
+            snprintf(m, sizeof m, "Bad Request: the Mcp-Param-%c%s header is required (x-mcp-header on arguments.%s)",
+                     key[0] & ~0x20, key + 1, key);
+        rpc_error(r, rpc_id(d, 0), E_HEADER_MISMATCH, m, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 /* ?toolsets=a,b narrows the server's selection for this request (never
  * widens it). 0, or -1 with the refusal sent. */
 static int request_toolsets(struct conn *c, const struct http_req *q)
@@ -8348,37 +8474,300 @@ static void conn_process(struct conn *c)
     conn_simple(c, 404, "{\"error\":\"not found: the MCP endpoint is /mcp\"}", NULL);
 }
 
-/* POST, DELETE and OPTIONS on /mcp. */
-static void serve_mcp(struct conn *c)
-{
-    struct http_req *q = &c->req;
-    const struct view *h;
-    const char *tok = NULL, *presented = NULL, *why = NULL;
-    size_t tok_n = 0, presented_n = 0, at = 0;
-    struct jdoc d;
-    int r, claims_modern = 0;
-    const struct view *sid = http_header(q, "mcp-session-id");
-    const struct view *pver = http_header(q, "mcp-protocol-version");
-    uint64_t now = cm_port_now_ms();
-    int64_t now_s = cm_port_unix_time(); /* session ids carry wall-clock times: instances share them */
-    char extra[200];
+/*
+ * /mcp, as stages in the order a request meets them. Each stage either lets
+ * the request go on (returns 0) or has started the answer, an error most of
+ * the time, and returns -1. mcp_answer() sends what the stages rendered.
+ */
+static const char *answer_type(const struct conn *c) { return c->want_sse ? "text/event-stream" : "application/json"; }
 
-    if (view_eq(q->method, "OPTIONS")) {
-        rs_init(&c->resp, c->out, sizeof c->out, 0);
-        conn_answer(c, 204, NULL,
-                    "Access-Control-Allow-Methods: POST, GET, DELETE, OPTIONS\r\n"
-                    "Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID\r\n"
-                    "Access-Control-Max-Age: 86400\r\n");
-        return;
-    }
-    r = resolve_token(q, &tok, &tok_n, &presented, &presented_n, &why, c->oauth_key, sizeof c->oauth_key);
+static void mcp_answer(struct conn *c, int status) { conn_answer(c, status, answer_type(c), NULL); }
+
+static void mcp_options(struct conn *c)
+{
+    rs_init(&c->resp, c->out, sizeof c->out, 0);
+    conn_answer(c, 204, NULL,
+                "Access-Control-Allow-Methods: POST, GET, DELETE, OPTIONS\r\n"
+                "Access-Control-Allow-Headers: Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID\r\n"
+                "Access-Control-Max-Age: 86400\r\n");
+}
+
+/* Who calls: the token for the API (c->ctx) and the one presented (bound to sessions). */
+struct mcp_caller {
+    const char *presented;
+    size_t presented_n;
+    uint64_t now;
+    int64_t now_s; /* session ids carry wall-clock times: instances share them */
+};
+
+static int mcp_auth(struct conn *c, struct mcp_caller *who)
+{
+    const char *tok = NULL, *why = NULL;
+    size_t tok_n = 0;
+    int r = resolve_token(&c->req, &tok, &tok_n, &who->presented, &who->presented_n, &why, c->oauth_key, sizeof c->oauth_key);
     if (r) {
-        conn_reject(c, r, E_SERVER - 1, why, oauth_challenge(http_header(q, "authorization") != NULL));
-        return;
+        conn_reject(c, r, E_SERVER - 1, why, oauth_challenge(http_header(&c->req, "authorization") != NULL));
+        return -1;
+    }
+    if (!who->presented) {
+        who->presented = "";
+        who->presented_n = 0;
     }
     c->ctx.token = tok;
     c->ctx.token_len = tok_n;
-    if (request_toolsets(c, q) < 0)
+    return request_toolsets(c, &c->req);
+}
+
+/* DELETE: the session ends here (the ended-id table remembers it). */
+static void mcp_delete(struct conn *c, const struct mcp_caller *who)
+{
+    const struct view *sid = http_header(&c->req, "mcp-session-id");
+    struct session s;
+    if (!sid) {
+        conn_reject(c, 405, E_SERVER, "Method Not Allowed: DELETE ends a session and needs Mcp-Session-Id", "Allow: POST, OPTIONS\r\n");
+        return;
+    }
+    if (session_open(*sid, who->presented, who->presented_n, who->now, who->now_s, &s) < 0) {
+        conn_reject(c, 404, -32001, "Session not found", NULL);
+        return;
+    }
+    if (ended_add(&s, who->now, who->now_s) < 0) {
+        conn_reject(c, 503, E_SERVER,
+                    "Service Unavailable: too many sessions were ended here recently to remember another; the session stays open, retry later",
+                    "Retry-After: 60\r\n");
+        return;
+    }
+    conn_simple(c, 200, "{}", NULL);
+}
+
+/* Content-Type and Accept; sets c->want_sse when only a stream is accepted. */
+static int mcp_check_media(struct conn *c)
+{
+    const struct view *h = http_header(&c->req, "content-type");
+    if (!h || !view_icontains(*h, "application/json")) {
+        conn_reject(c, 415, E_SERVER, "Unsupported Media Type: Content-Type must be application/json", NULL);
+        return -1;
+    }
+    h = http_header(&c->req, "accept");
+    c->want_sse = 0;
+    if (h && !view_icontains(*h, "application/json") && !view_icontains(*h, "*/*")) {
+        if (!view_icontains(*h, "text/event-stream")) {
+            conn_reject(c, 406, E_SERVER, "Not Acceptable: Accept must include application/json or text/event-stream", NULL);
+            return -1;
+        }
+        c->want_sse = 1;
+    }
+    return 0;
+}
+
+/* The body: JSON, within the token limit, and by the message rules. */
+static int mcp_read_body(struct conn *c, struct jdoc *d)
+{
+    const char *why = NULL;
+    size_t at = 0;
+    char m[200], rule[150];
+    int r = conn_parse_body(c, d, &why, &at);
+    if (r == -2) {
+        snprintf(m, sizeof m, "Invalid Request: the message has more than %d JSON tokens (CM_JSON_TOKENS)", CM_JSON_TOKENS);
+        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+        return -1;
+    }
+    if (r < 0) {
+        snprintf(m, sizeof m, "Parse error: %s at byte %lu", why ? why : "invalid JSON", (unsigned long)at);
+        conn_reject(c, 400, E_PARSE, m, NULL);
+        return -1;
+    }
+    if (json_message_rules(d, c->body, rule, sizeof rule) < 0) {
+        snprintf(m, sizeof m, "Invalid Request: %s", rule);
+        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+        return -1;
+    }
+    rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
+    c->note.method = note_method(d);
+    return 0;
+}
+
+/* Which era? A message whose params._meta names a protocol version is
+ * modern (1); else the session era (0); -1 when refused. */
+static int mcp_era(struct conn *c, const struct jdoc *d)
+{
+    int k, el;
+    if (d->t[0].type == JSMN_OBJECT)
+        return obj_get(d, obj_get(d, obj_get(d, 0, "params"), "_meta"), "io.modelcontextprotocol/protocolVersion") >= 0;
+    if (d->t[0].type != JSMN_ARRAY) {
+        conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: expected a JSON-RPC message object", NULL);
+        return -1;
+    }
+    for (k = 0, el = 1; k < d->t[0].size; k++, el = tok_next(d, el))
+        if (obj_get(d, obj_get(d, obj_get(d, el, "params"), "_meta"), "io.modelcontextprotocol/protocolVersion") >= 0) {
+            conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: batches are not allowed in protocol 2026-07-28", NULL);
+            return -1;
+        }
+    return 0;
+}
+
+/* The header names 2026-07-28 but the body has no envelope. -1 (answered) or 0. */
+static int mcp_modern_without_envelope(struct conn *c, const struct jdoc *d, const struct view *pver)
+{
+    if (!pver || pver->n != strlen(MODERN_VERSION) || memcmp(pver->p, MODERN_VERSION, pver->n) < 0 ||
+        d->t[0].type != JSMN_OBJECT)
+        return 0;
+    if (obj_get(d, 0, "id") < 0) { /* a modern notification: the header alone says so */
+        rs_init(&c->resp, c->out, sizeof c->out, 0);
+        conn_answer(c, 202, NULL, NULL);
+        return -1;
+    }
+    if (tok_is_str(d, obj_get(d, 0, "method"), "initialize")) {
+        c->ctx.http_status = 400;
+        rpc_error(&c->resp, rpc_id(d, 0), E_HEADER_MISMATCH,
+                  "Bad Request: initialize belongs to the session era, but MCP-Protocol-Version names 2026-07-28", NULL);
+    } else {
+        rpc_error(&c->resp, rpc_id(d, 0), E_INVALID_PARAMS,
+                  "Invalid params: protocol 2026-07-28 requires params._meta with io.modelcontextprotocol/protocolVersion and clientCapabilities",
+                  "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing\"}}");
+    }
+    mcp_answer(c, 400);
+    return -1;
+}
+
+/* 2026-07-28: the envelope, and the headers that must repeat the body. */
+static int mcp_modern_checks(struct conn *c, const struct jdoc *d, const struct view *pver)
+{
+    const struct view *hm = http_header(&c->req, "mcp-method"), *hn = http_header(&c->req, "mcp-name");
+    int method = obj_get(d, 0, "method");
+    struct view empty = {"", 0};
+    c->ctx.era = ERA_MODERN;
+    c->ctx.version = MODERN_VERSION;
+    if (check_envelope(d, 0, &c->resp, &c->ctx, pver ? *pver : empty) < 0) {
+        mcp_answer(c, c->ctx.http_status);
+        return -1;
+    }
+    if (!pver || !hm || method < 0 || d->t[method].type != JSMN_STRING || tok_view(d, method).n != hm->n ||
+        memcmp(tok_view(d, method).p, hm->p, hm->n) != 0) {
+        rpc_error(&c->resp, rpc_id(d, 0), E_HEADER_MISMATCH,
+                  !pver ? "Bad Request: the MCP-Protocol-Version header is required"
+                        : !hm ? "Bad Request: the Mcp-Method header is required"
+                              : "Bad Request: the request headers and body disagree: Mcp-Method differs from method",
+                  NULL);
+        mcp_answer(c, 400);
+        return -1;
+    }
+    if (check_mcp_name(d, method, hn, &c->resp) < 0 ||
+        (tok_is_str(d, method, "tools/call") && check_mcp_params(d, &c->req, &c->resp) < 0)) {
+        mcp_answer(c, 400);
+        return -1;
+    }
+    return 0;
+}
+
+/* initialize opens a session bound to the token the client presented. */
+static void mcp_initialize(struct conn *c, const struct jdoc *d, const struct mcp_caller *who)
+{
+    char extra[200];
+    c->ctx.token = who->presented;
+    c->ctx.token_len = who->presented_n;
+    handle_initialize(&c->ctx, d, 0, &c->resp, who->now_s);
+    extra[0] = 0;
+    if (c->ctx.new_session > 0)
+        snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", c->ctx.new_session_id);
+    conn_answer(c, c->ctx.http_status, answer_type(c), extra);
+}
+
+/* The session era: the protocol version header, then initialize or a
+ * session the id proves. -1 when answered (initialize included). */
+static int mcp_session_checks(struct conn *c, const struct jdoc *d, const struct view *pver, const struct mcp_caller *who)
+{
+    const struct view *sid = http_header(&c->req, "mcp-session-id");
+    struct session s;
+    c->ctx.era = ERA_SESSION;
+    c->ctx.version = LATEST_SESSION_VERSION;
+    if (pver && !is_session_version(pver->p, pver->n)) {
+        char m[320], supported[160];
+        supported_versions_json(supported, sizeof supported);
+        snprintf(m, sizeof m, "Bad Request: unsupported MCP-Protocol-Version %.*s (supported: %s)",
+                 (int)(pver->n > 40 ? 40 : pver->n), pver->p, supported);
+        conn_reject(c, 400, E_SERVER, m, NULL);
+        return -1;
+    }
+    if (d->t[0].type == JSMN_OBJECT && tok_is_str(d, obj_get(d, 0, "method"), "initialize")) {
+        mcp_initialize(c, d, who);
+        return -1;
+    }
+    if (!sid) {
+        conn_reject(c, 400, E_SERVER, "Bad Request: Mcp-Session-Id header is required (send initialize first)", NULL);
+        return -1;
+    }
+    if (session_open(*sid, who->presented, who->presented_n, who->now, who->now_s, &s) < 0) {
+        conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
+        return -1;
+    }
+    c->ctx.version = s.version; /* the version travels in the id */
+    /* only a request that can set the level makes an entry for it */
+    c->ctx.log_level = session_level(&s, c->note.method == METHOD_BATCH ||
+                                             strcmp(metric_methods[c->note.method], "logging/setLevel") == 0,
+                                     who->now, who->now_s);
+    return 0;
+}
+
+/* A 2025-03-26 (or 2024-11-05) batch: its messages are served one by one. */
+static void mcp_batch(struct conn *c, struct jdoc *d)
+{
+    if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
+        char m[160];
+        snprintf(m, sizeof m, "Invalid Request: JSON-RPC batches are not part of protocol %s", c->ctx.version);
+        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+        return;
+    }
+    if (d->t[0].size == 0 || d->t[0].size > MAX_BATCH) {
+        conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: a batch holds 1 to 16 messages", NULL);
+        return;
+    }
+    c->ctx.batch = 1;
+    c->batch_len = d->t[0].size;
+    c->batch_pos = 0;
+    c->batch_replies = 0;
+    c->resp.sse = 0; /* one SSE event for the whole batch */
+    rs_str(&c->resp, c->want_sse ? "event: message\ndata: [" : "[");
+    conn_continue_batch(c, d);
+}
+
+/* One message: answered now, or after the API call it started. */
+static void mcp_one(struct conn *c, struct jdoc *d, uint64_t now)
+{
+    int r = dispatch(&c->ctx, d, 0, &c->resp, &c->pc);
+    if (r == D_NO_REPLY) {
+        rs_init(&c->resp, c->out, sizeof c->out, 0);
+        conn_answer(c, 202, NULL, NULL);
+        return;
+    }
+    if (r == D_PENDING) {
+        const struct view *accept = http_header(&c->req, "accept");
+        if (c->pc.log_level && accept && view_icontains(*accept, "text/event-stream"))
+            c->want_sse = c->resp.sse = 1; /* log messages need a stream: nothing is written yet */
+        c->state = C_WAIT_API;
+        c->last_ms = now;
+        conn_submit(c, d);
+        return;
+    }
+    mcp_answer(c, c->ctx.http_status);
+}
+
+/* POST, DELETE and OPTIONS on /mcp. */
+static void serve_mcp(struct conn *c)
+{
+    const struct http_req *q = &c->req;
+    const struct view *pver = http_header(q, "mcp-protocol-version");
+    struct mcp_caller who;
+    struct jdoc d;
+    int modern;
+    memset(&who, 0, sizeof who);
+    who.now = cm_port_now_ms();
+    who.now_s = cm_port_unix_time();
+    if (view_eq(q->method, "OPTIONS")) {
+        mcp_options(c);
+        return;
+    }
+    if (mcp_auth(c, &who) < 0)
         return;
     if (view_eq(q->method, "GET")) {
         conn_reject(c, 405, E_SERVER, "Method Not Allowed: this server sends no server-initiated messages; POST to /mcp",
@@ -8386,206 +8775,22 @@ static void serve_mcp(struct conn *c)
         return;
     }
     if (view_eq(q->method, "DELETE")) {
-        struct session s;
-        if (!sid) {
-            conn_reject(c, 405, E_SERVER, "Method Not Allowed: DELETE ends a session and needs Mcp-Session-Id", "Allow: POST, OPTIONS\r\n");
-            return;
-        }
-        if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
-            conn_reject(c, 404, -32001, "Session not found", NULL);
-            return;
-        }
-        if (ended_add(&s, now, now_s) < 0) {
-            conn_reject(c, 503, E_SERVER,
-                        "Service Unavailable: too many sessions were ended here recently to remember another; the session stays open, retry later",
-                        "Retry-After: 60\r\n");
-            return;
-        }
-        conn_simple(c, 200, "{}", NULL);
+        mcp_delete(c, &who);
         return;
     }
     if (!view_eq(q->method, "POST")) {
         conn_reject(c, 405, E_SERVER, "Method Not Allowed: POST JSON-RPC messages to /mcp", "Allow: POST, GET, DELETE, OPTIONS\r\n");
         return;
     }
-    h = http_header(q, "content-type");
-    if (!h || !view_icontains(*h, "application/json")) {
-        conn_reject(c, 415, E_SERVER, "Unsupported Media Type: Content-Type must be application/json", NULL);
+    if (mcp_check_media(c) < 0 || mcp_read_body(c, &d) < 0 || (modern = mcp_era(c, &d)) < 0)
         return;
-    }
-    h = http_header(q, "accept");
-    c->want_sse = 0;
-    if (h && !view_icontains(*h, "application/json") && !view_icontains(*h, "*/*")) {
-        if (view_icontains(*h, "text/event-stream"))
-            c->want_sse = 1;
-        else {
-            conn_reject(c, 406, E_SERVER, "Not Acceptable: Accept must include application/json or text/event-stream", NULL);
-            return;
-        }
-    }
-    r = conn_parse_body(c, &d, &why, &at);
-    if (r == -2) {
-        char m[120];
-        snprintf(m, sizeof m, "Invalid Request: the message has more than %d JSON tokens (CM_JSON_TOKENS)", CM_JSON_TOKENS);
-        conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
+    if (modern ? mcp_modern_checks(c, &d, pver) < 0
+               : mcp_modern_without_envelope(c, &d, pver) < 0 || mcp_session_checks(c, &d, pver, &who) < 0)
         return;
-    }
-    if (r < 0) {
-        char m[160];
-        snprintf(m, sizeof m, "Parse error: %s at byte %lu", why ? why : "invalid JSON", (unsigned long)at);
-        conn_reject(c, 400, E_PARSE, m, NULL);
-        return;
-    }
-    {
-        char m[200], rule[150];
-        if (json_message_rules(&d, c->body, rule, sizeof rule) < 0) {
-            snprintf(m, sizeof m, "Invalid Request: %s", rule);
-            conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
-            return;
-        }
-    }
-    rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
-    c->note.method = note_method(&d);
-
-    /* Which era? A message whose params._meta names a protocol version is modern. */
-    if (d.t[0].type == JSMN_OBJECT) {
-        int meta = obj_get(&d, obj_get(&d, 0, "params"), "_meta");
-        claims_modern = obj_get(&d, meta, "io.modelcontextprotocol/protocolVersion") >= 0;
-    } else if (d.t[0].type == JSMN_ARRAY) {
-        int k, el;
-        for (k = 0, el = 1; k < d.t[0].size; k++, el = tok_next(&d, el))
-            if (obj_get(&d, obj_get(&d, obj_get(&d, el, "params"), "_meta"), "io.modelcontextprotocol/protocolVersion") >= 0) {
-                conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: batches are not allowed in protocol 2026-07-28", NULL);
-                return;
-            }
-    } else {
-        conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: expected a JSON-RPC message object", NULL);
-        return;
-    }
-    if (!claims_modern && pver && pver->n == strlen(MODERN_VERSION) && memcmp(pver->p, MODERN_VERSION, pver->n) >= 0 &&
-        d.t[0].type == JSMN_OBJECT) {
-        if (obj_get(&d, 0, "id") < 0) { /* a modern notification: the header alone says so */
-            rs_init(&c->resp, c->out, sizeof c->out, 0);
-            conn_answer(c, 202, NULL, NULL);
-            return;
-        }
-        if (tok_is_str(&d, obj_get(&d, 0, "method"), "initialize")) {
-            c->ctx.http_status = 400;
-            rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH,
-                      "Bad Request: initialize belongs to the session era, but MCP-Protocol-Version names 2026-07-28", NULL);
-        } else {
-            rpc_error(&c->resp, rpc_id(&d, 0), E_INVALID_PARAMS,
-                      "Invalid params: protocol 2026-07-28 requires params._meta with io.modelcontextprotocol/protocolVersion and clientCapabilities",
-                      "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing\"}}");
-        }
-        conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-        return;
-    }
-    if (claims_modern) {
-        const struct view *hm = http_header(q, "mcp-method"), *hn = http_header(q, "mcp-name");
-        int method = obj_get(&d, 0, "method");
-        struct view empty = {"", 0};
-        c->ctx.era = ERA_MODERN;
-        c->ctx.version = MODERN_VERSION;
-        if (check_envelope(&d, 0, &c->resp, &c->ctx, pver ? *pver : empty) < 0) {
-            conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", NULL);
-            return;
-        }
-        if (!pver || !hm || method < 0 || d.t[method].type != JSMN_STRING || tok_view(&d, method).n != hm->n ||
-            memcmp(tok_view(&d, method).p, hm->p, hm->n) != 0) {
-            rpc_error(&c->resp, rpc_id(&d, 0), E_HEADER_MISMATCH,
-                      !pver ? "Bad Request: the MCP-Protocol-Version header is required"
-                            : !hm ? "Bad Request: the Mcp-Method header is required"
-                                  : "Bad Request: the request headers and body disagree: Mcp-Method differs from method",
-                      NULL);
-            conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-            return;
-        }
-        if (check_mcp_name(&d, method, hn, &c->resp) < 0) {
-            conn_answer(c, 400, c->want_sse ? "text/event-stream" : "application/json", NULL);
-            return;
-        }
-    } else {
-        /* the session era */
-        int is_init = d.t[0].type == JSMN_OBJECT && tok_is_str(&d, obj_get(&d, 0, "method"), "initialize");
-        c->ctx.era = ERA_SESSION;
-        c->ctx.version = LATEST_SESSION_VERSION;
-        if (pver && !is_session_version(pver->p, pver->n)) {
-            char m[320], supported[160];
-            supported_versions_json(supported, sizeof supported);
-            snprintf(m, sizeof m, "Bad Request: unsupported MCP-Protocol-Version %.*s (supported: %s)",
-                     (int)(pver->n > 40 ? 40 : pver->n), pver->p, supported);
-            conn_reject(c, 400, E_SERVER, m, NULL);
-            return;
-        }
-        if (is_init) {
-            /* the session is bound to the token the client presented */
-            c->ctx.token = presented ? presented : "";
-            c->ctx.token_len = presented ? presented_n : 0;
-            handle_initialize(&c->ctx, &d, 0, &c->resp, now_s);
-            extra[0] = 0;
-            if (c->ctx.new_session > 0)
-                snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\n", c->ctx.new_session_id);
-            conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", extra);
-            return;
-        }
-        if (!sid) {
-            conn_reject(c, 400, E_SERVER, "Bad Request: Mcp-Session-Id header is required (send initialize first)", NULL);
-            return;
-        }
-        {
-            struct session s;
-            if (session_open(*sid, presented ? presented : "", presented ? presented_n : 0, now, now_s, &s) < 0) {
-                conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
-                return;
-            }
-            c->ctx.version = s.version; /* the version travels in the id */
-            /* only a request that can set the level makes an entry for it */
-            c->ctx.log_level = session_level(&s, c->note.method == METHOD_BATCH ||
-                                                     strcmp(metric_methods[c->note.method], "logging/setLevel") == 0,
-                                             now, now_s);
-        }
-        if (d.t[0].type == JSMN_ARRAY) {
-            if (strcmp(c->ctx.version, "2025-03-26") != 0 && strcmp(c->ctx.version, "2024-11-05") != 0) {
-                char m[160];
-                snprintf(m, sizeof m, "Invalid Request: JSON-RPC batches are not part of protocol %s", c->ctx.version);
-                conn_reject(c, 400, E_INVALID_REQUEST, m, NULL);
-                return;
-            }
-            if (d.t[0].size == 0 || d.t[0].size > MAX_BATCH) {
-                conn_reject(c, 400, E_INVALID_REQUEST, "Invalid Request: a batch holds 1 to 16 messages", NULL);
-                return;
-            }
-            c->ctx.batch = 1;
-            c->batch_len = d.t[0].size;
-            c->batch_pos = 0;
-            c->batch_replies = 0;
-            c->resp.sse = 0; /* one SSE event for the whole batch */
-            if (c->want_sse)
-                rs_str(&c->resp, "event: message\ndata: [");
-            else
-                rs_str(&c->resp, "[");
-            conn_continue_batch(c, &d);
-            return;
-        }
-    }
-    /* one message */
-    r = dispatch(&c->ctx, &d, 0, &c->resp, &c->pc);
-    if (r == D_NO_REPLY) {
-        rs_init(&c->resp, c->out, sizeof c->out, 0);
-        conn_answer(c, 202, NULL, NULL);
-        return;
-    }
-    if (r == D_PENDING) {
-        const struct view *accept = http_header(q, "accept");
-        if (c->pc.log_level && accept && view_icontains(*accept, "text/event-stream"))
-            c->want_sse = c->resp.sse = 1; /* log messages need a stream: nothing is written yet */
-        c->state = C_WAIT_API;
-        c->last_ms = now;
-        conn_submit(c, &d);
-        return;
-    }
-    conn_answer(c, c->ctx.http_status, c->want_sse ? "text/event-stream" : "application/json", NULL);
+    if (d.t[0].type == JSMN_ARRAY)
+        mcp_batch(c, &d);
+    else
+        mcp_one(c, &d, who.now);
 }
 
 static void conn_try_request(struct conn *c);
@@ -10296,7 +10501,7 @@ static void authorize_post(struct conn *c)
                                                   : "Enter your Cal ID API key.");
         return;
     }
-    cm_port_peer_host(c->sock, peer, sizeof peer);
+    peer_text(c->peer, peer, sizeof peer);
     if (rate_take(peer, cm_port_now_ms()) < 0) {
         consent_page_show(c, 429, "Too many keys were tried from your address: wait a minute, then try again.");
         return;

@@ -244,9 +244,6 @@ cm_sock_t cm_port_listen(const char *host, unsigned short port, char *err, size_
  * peer's IP address goes to peer: IPv6 as is, IPv4 as ::ffff:a.b.c.d (all
  * zero when the platform cannot tell). */
 cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16]);
-/* The peer of a connected socket as text, "127.0.0.1:5000" or "[::1]:5000"
- * (for the access log). 0 ok, -1 unknown: out is then "-". */
-int cm_port_peer_name(cm_sock_t s, char *out, size_t cap);
 /* Starts a non-blocking connect. 0 started (wait for CM_POLL_OUT), -1 failed. */
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out);
 /* After the socket turned writable: 0 connected, or -1 the connect failed. */
@@ -267,9 +264,6 @@ int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms);
  * while a lookup runs in the background (call again later), -1 failed.
  * IPv4 results are preferred. */
 int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out);
-/* The peer's numeric address ("192.0.2.7", "::1") of a connected socket.
- * 0 ok, -1 unknown (out is then ""). */
-int cm_port_peer_host(cm_sock_t s, char *out, size_t cap);
 /* Path of the system CA bundle, or NULL if the platform has none. */
 const char *cm_port_default_ca_file(void);
 /* Creates the file path, which must not exist yet, readable and writable by

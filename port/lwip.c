@@ -255,54 +255,6 @@ cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16])
     return fd;
 }
 
-int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char ip[48];
-    snprintf(out, cap, "-");
-    if (lwip_getpeername((int)s, (struct sockaddr *)&ss, &len) != 0)
-        return -1;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        if (!lwip_inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip))
-            return -1;
-        snprintf(out, cap, "%s:%u", ip, (unsigned)lwip_ntohs(a->sin_port));
-        return 0;
-    }
-#if LWIP_IPV6
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        if (!lwip_inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip))
-            return -1;
-        snprintf(out, cap, "[%s]:%u", ip, (unsigned)lwip_ntohs(a->sin6_port));
-        return 0;
-    }
-#endif
-    return -1;
-}
-
-int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    const void *a = NULL;
-    out[0] = 0;
-    if (lwip_getpeername((int)s, (struct sockaddr *)&ss, &len) != 0)
-        return -1;
-    if (ss.ss_family == AF_INET)
-        a = &((struct sockaddr_in *)&ss)->sin_addr;
-#if LWIP_IPV6
-    else if (ss.ss_family == AF_INET6)
-        a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-#endif
-    if (!a || !lwip_inet_ntop(ss.ss_family, a, out, (socklen_t)cap)) {
-        out[0] = 0;
-        return -1;
-    }
-    return 0;
-}
-
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     const struct sockaddr *sa = (const struct sockaddr *)addr->bytes;

@@ -143,44 +143,6 @@ cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16])
     return fd;
 }
 
-int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char ip[INET6_ADDRSTRLEN];
-    snprintf(out, cap, "-");
-    if (getpeername((int)s, (struct sockaddr *)&ss, &len) != 0)
-        return -1;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        if (!inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip))
-            return -1;
-        snprintf(out, cap, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
-        return 0;
-    }
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        if (!inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip))
-            return -1;
-        snprintf(out, cap, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
-        return 0;
-    }
-    return -1;
-}
-
-int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    out[0] = 0;
-    if (getpeername((int)s, (struct sockaddr *)&ss, &len) != 0 ||
-        getnameinfo((struct sockaddr *)&ss, len, out, (socklen_t)cap, NULL, 0, NI_NUMERICHOST) != 0) {
-        out[0] = 0;
-        return -1;
-    }
-    return 0;
-}
-
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     int one = 1;

@@ -641,6 +641,29 @@ def modern_body(method, params=None, id=1, version=MODERN, capabilities=None):
     return body
 
 
+# The path ids the catalog marks with x-mcp-header: a 2026-07-28 client
+# mirrors each as Mcp-Param-{Name} (a header the server does not check for a
+# tool is ignored, so sending one for a body field of that name is harmless).
+PATH_ID_ARGS = ("bookingId", "eventTypeId", "teamId", "membershipId", "scheduleId", "availabilityId", "contactId",
+                "webhookId", "uid")
+
+
+def mcp_param_value(v):
+    """A header value as SEP-2243 writes it: plain ASCII, else =?base64?...?=."""
+    text = str(v)
+    if all(0x20 < ord(ch) < 0x7f for ch in text):
+        return text
+    import base64
+    return "=?base64?" + base64.b64encode(text.encode()).decode() + "?="
+
+
+def mcp_param_headers(arguments):
+    if not isinstance(arguments, dict):
+        return []
+    return [("Mcp-Param-" + k[0].upper() + k[1:], mcp_param_value(v)) for k, v in arguments.items()
+            if k in PATH_ID_ARGS and isinstance(v, (int, str)) and not isinstance(v, bool)]
+
+
 def modern_post(port, method, params=None, id=1, token=DEFAULT_TOKEN, version=MODERN, name=None,
                 headers=None, body=None, header_version=None, capabilities=None, source=None):
     """POSTs a modern request with MCP-Protocol-Version, Mcp-Method and (for
@@ -654,6 +677,8 @@ def modern_post(port, method, params=None, id=1, token=DEFAULT_TOKEN, version=MO
         name = params["name"]
     if name is not None:
         h.append(("Mcp-Name", name))
+    if method == "tools/call" and params:
+        h += mcp_param_headers(params.get("arguments"))
     return post_json(port, body, headers=_merge_headers(h, headers), token=token, source=source)
 
 

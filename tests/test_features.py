@@ -531,5 +531,27 @@ def test_zz_tools_list_sizes():
         print(f"  tools/list {name:>12}: {n:6d} bytes, ~{n // 4:5d} tokens, saves ~{(full - n) // 4:5d}")
 
 
+def test_path_ids_are_mirrored_as_mcp_param_headers():
+    """2026-07-28: path ids carry x-mcp-header, and a tools/call must repeat them as Mcp-Param-{Name}."""
+    tools = {t["name"]: t for t in mjson("tools/list")["result"]["tools"]}
+    props = tools["get_team_membership"]["inputSchema"]["properties"]
+    assert props["teamId"]["x-mcp-header"] == "TeamId" and props["membershipId"]["x-mcp-header"] == "MembershipId", props
+    assert "x-mcp-header" not in tools["get_availability"]["inputSchema"]["properties"]["eventTypeId"]  # a query field
+    call = {"name": "get_booking_by_id", "arguments": {"bookingId": 501}}
+    ok = H.modern_post(port(), "tools/call", call, token=TOKEN)  # the harness mirrors it, as the v2 SDK does
+    assert ok.status == 200 and "result" in ok.json(), ok.text[:300]
+    for headers, why in [([("Mcp-Param-BookingId", None)], "is required"),
+                         ([("Mcp-Param-BookingId", "502")], "differs from arguments.bookingId"),
+                         ([("Mcp-Param-BookingId", "501x")], "differs")]:
+        r = H.modern_post(port(), "tools/call", call, token=TOKEN, headers=headers)
+        assert r.status == 400 and r.json()["error"]["code"] == -32020 and why in r.json()["error"]["message"], r.text[:300]
+    r = H.modern_post(port(), "tools/call", call, token=TOKEN, headers=[("Mcp-Param-BookingId", "=?base64?NTAx?=")])
+    assert r.status == 200 and "result" in r.json(), r.text[:300]  # "501", base64-encoded
+    r = H.modern_post(port(), "tools/call", {"name": "get_webhook_by_id", "arguments": {"webhookId": "wh-1"}}, token=TOKEN,
+                      headers=[("Mcp-Param-WebhookId", "wh-2")])
+    assert r.status == 400 and r.json()["error"]["code"] == -32020, r.text[:300]
+    assert "result" in Session().call("tools/call", call), "the session era has no such headers"
+
+
 if __name__ == "__main__":
     H.run_tests(globals(), setup=setup, teardown=teardown)

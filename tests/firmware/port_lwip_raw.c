@@ -234,27 +234,6 @@ cm_sock_t cm_port_accept(cm_sock_t listener, unsigned char peer[16])
     return CM_SOCK_INVALID;
 }
 
-int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
-{
-    const struct tcp_pcb *pcb = s >= 0 && s < FW_SOCKS && socks[s].used ? socks[s].pcb : NULL;
-    snprintf(out, cap, "-");
-    if (!pcb)
-        return -1;
-    snprintf(out, cap, "%s:%u", ipaddr_ntoa(&pcb->remote_ip), (unsigned)pcb->remote_port);
-    return 0;
-}
-
-int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
-{
-    struct fw_sock *k = sock_of(s);
-    out[0] = 0;
-    if (!k || !k->pcb || !ipaddr_ntoa_r(&k->pcb->remote_ip, out, (int)cap)) {
-        out[0] = 0;
-        return -1;
-    }
-    return 0;
-}
-
 int cm_port_connect(const struct cm_addr *addr, cm_sock_t *out)
 {
     ip_addr_t a;

@@ -276,12 +276,6 @@ cm_sock_t cm_port_accept(cm_sock_t l, unsigned char peer[16])
     return CM_SOCK_INVALID;
 }
 
-int cm_port_peer_name(cm_sock_t s, char *out, size_t cap)
-{
-    snprintf(out, cap, "127.0.0.1:%ld", 40000 + (long)s); /* a stand-in peer per fuzz socket */
-    return 0;
-}
-
 static int up_index_of_sockptr(cm_sock_t *out)
 {
     size_t off = (size_t)((char *)out - (char *)&up.slots[0].sock);
@@ -729,12 +723,7 @@ int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out)
 }
 
 const char *cm_port_default_ca_file(void) { return NULL; }
-int cm_port_peer_host(cm_sock_t s, char *out, size_t cap)
-{
-    (void)s;
-    snprintf(out, cap, "192.0.2.1"); /* every fuzzed client comes from one address */
-    return 0;
-}
+
 int cm_port_create_private_file(const char *path, const void *buf, size_t len)
 {
     (void)path;
