@@ -153,9 +153,10 @@ static int view_eq(struct view v, const char *s)
 
 static int lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
 
-static int view_ieq(struct view v, const char *s)
+/* Case-insensitive equality with the n bytes at s. */
+static int view_ieq_n(struct view v, const char *s, size_t n)
 {
-    size_t i, n = strlen(s);
+    size_t i;
     if (v.n != n)
         return 0;
     for (i = 0; i < n; i++)
@@ -163,6 +164,10 @@ static int view_ieq(struct view v, const char *s)
             return 0;
     return 1;
 }
+
+static int view_ieq(struct view v, const char *s) { return view_ieq_n(v, s, strlen(s)); }
+/* The same with a string literal, whose length the compiler knows. */
+#define VIEW_IEQ_LIT(v, lit) view_ieq_n(v, lit, sizeof lit - 1)
 
 /* Case-insensitive substring search within a view. */
 static int view_icontains(struct view v, const char *s)
@@ -748,12 +753,15 @@ static int tok_is_str(const struct jdoc *d, int i, const char *s)
 static int obj_get(const struct jdoc *d, int obj, const char *key)
 {
     int i, k, count;
+    size_t n;
     if (obj < 0 || d->t[obj].type != JSMN_OBJECT)
         return -1;
+    n = strlen(key);
     count = d->t[obj].size;
     i = obj + 1;
     for (k = 0; k < count; k++) {
-        if (tok_is_str(d, i, key))
+        if (d->t[i].type == JSMN_STRING && (size_t)(d->t[i].end - d->t[i].start) == n &&
+            memcmp(d->js + d->t[i].start, key, n) == 0)
             return i + 1;
         i = tok_next(d, i + 1);
     }
@@ -1045,17 +1053,22 @@ struct http_req {
     const char *error;               /* the reason behind a negative result */
 };
 
+/* A token character (RFC 9110): letters, digits and !#$%&'*+-.^_`|~, one
+ * bit per byte value (every byte of a head is tested). */
 static int is_tchar(int c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
+    static const unsigned char tchar_bits[32] = {
+        0x00, 0x00, 0x00, 0x00, 0xfa, 0x6c, 0xff, 0x03, 0xfe, 0xff, 0xff, 0xc7, 0xff, 0xff, 0xff, 0x57,
+    };
+    return c >= 0 && c < 256 && (tchar_bits[c >> 3] >> (c & 7) & 1);
 }
 
 static const struct view *http_header(const struct http_req *r, const char *name)
 {
+    size_t n = strlen(name);
     int i;
     for (i = 0; i < r->nh; i++)
-        if (view_ieq(r->name[i], name))
+        if (view_ieq_n(r->name[i], name, n))
             return &r->value[i];
     return NULL;
 }
@@ -1064,9 +1077,9 @@ static const struct view *http_header(const struct http_req *r, const char *name
 static size_t http_head_end(const char *b, size_t len, size_t scan_from)
 {
     size_t i = scan_from > 3 ? scan_from - 3 : 0;
-    for (; i < len; i++) {
-        if (b[i] != '\n')
-            continue;
+    const char *lf;
+    for (; i < len && (lf = memchr(b + i, '\n', len - i)) != NULL; i++) {
+        i = (size_t)(lf - b);
         if (i + 1 < len && b[i + 1] == '\n')
             return i + 2;
         if (i + 2 < len && b[i + 1] == '\r' && b[i + 2] == '\n')
@@ -1143,10 +1156,14 @@ static int http_fields(const char *b, size_t end, size_t *at, struct http_req *r
         while (i < end && (b[i] == ' ' || b[i] == '\t'))
             i++;
         vs = i;
-        while (i < end && b[i] != '\r' && b[i] != '\n') {
+        while (i < end) {
             unsigned char c = (unsigned char)b[i];
-            if ((c < 0x20 && c != '\t') || c == 0x7f)
-                return http_fail(r, 400, "control character in a header value");
+            if (c < 0x20 || c == 0x7f) { /* rare: the line's end, a tab, or a refusal */
+                if (c == '\r' || c == '\n')
+                    break;
+                if (c != '\t')
+                    return http_fail(r, 400, "control character in a header value");
+            }
             i++;
         }
         ve = i;
@@ -1190,7 +1207,7 @@ static int http_framing(struct http_req *r)
     int i, seen_cl = 0;
     for (i = 0; i < r->nh; i++) {
         struct view v = r->value[i];
-        if (view_ieq(r->name[i], "content-length")) {
+        if (VIEW_IEQ_LIT(r->name[i], "content-length")) {
             long n = http_content_length(v);
             if (n < 0)
                 return http_fail(r, 400, "invalid Content-Length");
@@ -1198,18 +1215,18 @@ static int http_framing(struct http_req *r)
                 return http_fail(r, 400, "conflicting Content-Length headers");
             seen_cl = 1;
             r->content_length = n;
-        } else if (view_ieq(r->name[i], "transfer-encoding")) {
+        } else if (VIEW_IEQ_LIT(r->name[i], "transfer-encoding")) {
             if (!view_ieq(v, "chunked"))
                 return http_fail(r, 501, "only Transfer-Encoding: chunked is supported");
             if (r->chunked)
                 return http_fail(r, 400, "repeated Transfer-Encoding");
             r->chunked = 1;
-        } else if (view_ieq(r->name[i], "connection")) {
+        } else if (VIEW_IEQ_LIT(r->name[i], "connection")) {
             if (view_icontains(v, "close"))
                 r->keep_alive = 0;
             else if (view_icontains(v, "keep-alive"))
                 r->keep_alive = 1;
-        } else if (view_ieq(r->name[i], "expect")) {
+        } else if (VIEW_IEQ_LIT(r->name[i], "expect")) {
             if (!view_ieq(v, "100-continue"))
                 return http_fail(r, 417, "only Expect: 100-continue is understood");
             r->expect_continue = 1;
@@ -2121,9 +2138,12 @@ X(update_webhook, "PATCH", "/webhook/{webhookId}", UPDATES, 0, "Update webhook",
   "given change.",                                                                                             \
   SCHEMA(PROPS(ID_WEBHOOK, WEBHOOK_FIELDS("URL that receives a POST for each event.")), REQUIRED("webhookId")))
 
-/* Each tools/list entry as one literal, with a comma before it */
+/* Each tools/list entry as one literal, with a comma before it; the head is
+ * what comes before the input schema (whose place the catalog rows record) */
+#define TOOL_ENTRY_HEAD(name, title, desc)                                                                   \
+    "{\"name\":" JS(#name) ",\"title\":" JS(title) ",\"description\":" JS(desc) ",\"inputSchema\":"
 #define TOOL_ENTRY(name, kind, title, desc, schema)                                                          \
-    ",{\"name\":" JS(#name) ",\"title\":" JS(title) ",\"description\":" JS(desc) ",\"inputSchema\":" schema   \
+    "," TOOL_ENTRY_HEAD(name, title, desc) schema                                                            \
     ",\"annotations\":{\"title\":" JS(title) K_##kind##_HINTS ",\"openWorldHint\":true}}"
 
 #if defined(__has_attribute)
@@ -2149,12 +2169,13 @@ struct cm_tool {
     const char *method;
     const char *path;
     unsigned flags;
+    unsigned short schema_at, schema_len; /* its inputSchema within the entry (checked at start) */
     size_t entry_at, entry_len; /* its tools/list entry in tool_list, without the comma */
 };
 
 #define AS_ROW(name, method, path, kind, extra, title, desc, schema)                                         \
-    {#name, method, path, K_##kind##_FLAGS | (extra), offsetof(struct tool_list, name) + 1,                 \
-     sizeof tool_list.name - 1},
+    {#name, method, path, K_##kind##_FLAGS | (extra), sizeof TOOL_ENTRY_HEAD(name, title, desc) - 1,         \
+     sizeof schema - 1, offsetof(struct tool_list, name) + 1, sizeof tool_list.name - 1},
 static const struct cm_tool tools[] = {CM_TOOLS(AS_ROW)};
 #define N_TOOLS (sizeof tools / sizeof tools[0])
 
@@ -2247,31 +2268,64 @@ static int type_matches(const struct jdoc *sd, int type_tok, const char *actual)
     return 0;
 }
 
-/* The tool's inputSchema, parsed from its catalog entry: the token of the
- * schema object, or -1. */
+/* The tool's inputSchema, parsed alone from where its row says it lies in
+ * the catalog entry (the title and description around it are not read): the
+ * token of the schema object, or -1. */
 static int parse_schema(const struct cm_tool *t, struct jdoc *sd)
 {
     jsmn_parser p;
     int r;
     jsmn_init(&p);
+    r = jsmn_parse(&p, tool_entry(t) + t->schema_at, t->schema_len, schema_toks, SCHEMA_TOKENS);
+    if (r < 1 || schema_toks[0].type != JSMN_OBJECT || schema_toks[0].end != (int)t->schema_len)
+        return -1;
+    sd->js = tool_entry(t) + t->schema_at;
+    sd->t = schema_toks;
+    sd->n = r;
+    return 0;
+}
+
+/* At start: the whole entry parses, and its inputSchema member is exactly
+ * where the row says (an entry past 64 KiB could not be named). */
+static int schema_place_check(const struct cm_tool *t)
+{
+    jsmn_parser p;
+    struct jdoc whole;
+    int r, v;
+    jsmn_init(&p);
     r = jsmn_parse(&p, tool_entry(t), t->entry_len, schema_toks, SCHEMA_TOKENS);
     if (r < 1)
         return -1;
-    sd->js = tool_entry(t);
-    sd->t = schema_toks;
-    sd->n = r;
-    return obj_get(sd, 0, "inputSchema");
+    whole.js = tool_entry(t);
+    whole.t = schema_toks;
+    whole.n = r;
+    v = obj_get(&whole, 0, "inputSchema");
+    return v >= 0 && schema_toks[v].start == (int)t->schema_at && schema_toks[v].end - schema_toks[v].start == (int)t->schema_len
+               ? 0 : -1;
+}
+
+/* A JSON number as a double: whole numbers of up to 15 digits (exact in a
+ * double, as strtod would give them) directly, others through strtod. */
+static double json_number(struct view v)
+{
+    char num[64];
+    size_t k = v.n && v.p[0] == '-';
+    double x = 0;
+    if (v.n > k && v.n - k <= 15) {
+        for (; k < v.n && v.p[k] >= '0' && v.p[k] <= '9'; k++)
+            x = x * 10 + (v.p[k] - '0');
+        if (k == v.n)
+            return v.p[0] == '-' ? -x : x;
+    }
+    snprintf(num, sizeof num, "%.*s", (int)(v.n < sizeof num ? v.n : sizeof num - 1), v.p);
+    return strtod(num, NULL);
 }
 
 /* A whole-number keyword of a schema property ("minimum"...), or fallback. */
 static double schema_number(const struct jdoc *sd, int prop, const char *key, double fallback)
 {
-    char num[32];
     int v = obj_get(sd, prop, key);
-    if (v < 0)
-        return fallback;
-    snprintf(num, sizeof num, "%.*s", (int)tok_view(sd, v).n, tok_view(sd, v).p);
-    return strtod(num, NULL);
+    return v < 0 ? fallback : json_number(tok_view(sd, v));
 }
 
 /* Code points of a decoded UTF-8 string. */
@@ -2291,10 +2345,7 @@ static int check_limits(const struct jdoc *sd, int prop, struct view key, const 
     struct view raw = tok_raw(d, v);
     int en = obj_get(sd, prop, "enum");
     if (d->t[v].type == JSMN_PRIMITIVE && raw.p[0] != 't' && raw.p[0] != 'f') {
-        char num[64];
-        double x, lo = schema_number(sd, prop, "minimum", -1e300), hi = schema_number(sd, prop, "maximum", 1e300);
-        snprintf(num, sizeof num, "%.*s", (int)(raw.n < sizeof num ? raw.n : sizeof num - 1), raw.p);
-        x = strtod(num, NULL);
+        double x = json_number(raw), lo = schema_number(sd, prop, "minimum", -1e300), hi = schema_number(sd, prop, "maximum", 1e300);
         if (x < lo || x > hi) {
             snprintf(msg, cap, "Argument '%.*s' must be %s %.0f, got %.*s", (int)key.n, key.p, x < lo ? ">=" : "<=",
                      x < lo ? lo : hi, (int)raw.n, raw.p);
@@ -2401,7 +2452,7 @@ static int tool_list_check(char *err, size_t errlen)
         struct jdoc sd;
         int n = snprintf(head, sizeof head, "{\"name\":\"%s\",", t->name);
         if (t->entry_at != next || strncmp(e, head, (size_t)n) != 0 || json_check(e, t->entry_len, &why, &at) < 0 ||
-            parse_schema(t, &sd) < 0) {
+            schema_place_check(t) < 0 || parse_schema(t, &sd) < 0) {
             snprintf(err, errlen, "the catalog entry of %s is not JSON (%s at byte %lu) or needs over %d tokens",
                      t->name, why, (unsigned long)at, SCHEMA_TOKENS);
             return -1;
@@ -4514,6 +4565,7 @@ static int up_next_timeout_ms(uint64_t now_ms)
 #define SESSION_ID_CHARS 43 /* base64url of 32 bytes, unpadded */
 static void secret_derive(const char *label, unsigned char out[32]);
 static uint64_t ms_since(uint64_t now, uint64_t since);
+static void session_memo_forget_all(void);
 #ifndef CM_SESSION_CLOCK_SKEW_S
 #define CM_SESSION_CLOCK_SKEW_S 300 /* an id up to this far "from the future" (another instance's clock) is accepted */
 #endif
@@ -4737,6 +4789,7 @@ static int ended_add(const struct session *s, uint64_t now_ms, int64_t now_s)
     ended[i].last_ms = now_ms;
     memcpy(ended[i].mac, s->mac, SID_MAC_BYTES);
     memcpy(ended[i].fp, s->token_fp, ENDED_FP_BYTES);
+    session_memo_forget_all(); /* a memo may name this session */
     return 0;
 }
 
@@ -4755,6 +4808,65 @@ static int session_open(struct view id, const char *token, size_t token_len, uin
     if (session_check(id, token, token_len, now_s, s) < 0)
         return -1;
     return ended_find(s, now_ms, now_s) >= 0 ? -1 : 0;
+}
+
+/*
+ * A connection's memo of the last session it proved: the Authorization value
+ * and the id it came with, byte for byte, and what the check found. A client
+ * on a kept-alive connection sends both unchanged with every request; a
+ * request presenting the same bytes skips the two HMACs and the ended-table
+ * scan, and is still refused once the id expires. Any change to the ended
+ * table (a DELETE on any connection) or to the keys (cm_start) forgets every
+ * memo; a connection wipes its own when it closes. The memo answers only
+ * "open": a failed check is never remembered, and what the token is for the
+ * API is still worked out for every request.
+ */
+#ifndef CM_SESSION_MEMO_AUTH
+#define CM_SESSION_MEMO_AUTH 96 /* longest Authorization value a memo keeps (longer: checked every time); 0: no memo */
+#endif
+
+struct session_memo {
+    unsigned gen;                 /* session_memo_gen when made; 0: empty */
+    int has_auth;                 /* the request carried an Authorization header */
+    size_t auth_n;
+    char auth[CM_SESSION_MEMO_AUTH + 1];
+    char id[SESSION_ID_CHARS];
+    struct session s;
+};
+static unsigned session_memo_gen = 1; /* never 0 */
+
+static void session_memo_forget_all(void)
+{
+    if (++session_memo_gen == 0)
+        session_memo_gen = 1;
+}
+
+/* The memo's session when auth (NULL: no header) and id are the ones it
+ * proved and it has not expired since: 0 with *s filled, else -1. */
+static int session_memo_use(const struct session_memo *m, const struct view *auth, struct view id, int64_t now_s,
+                            struct session *s)
+{
+    if (m->gen != session_memo_gen || m->has_auth != (auth != NULL) || id.n != SESSION_ID_CHARS ||
+        (auth && !const_time_eq(auth->p, auth->n, m->auth, m->auth_n)) ||
+        !const_time_eq(id.p, id.n, m->id, sizeof m->id) || session_expired(m->s.created_s, now_s))
+        return -1;
+    *s = m->s;
+    return 0;
+}
+
+/* Remembers a session just proved open with auth and id. */
+static void session_memo_keep(struct session_memo *m, const struct view *auth, struct view id, const struct session *s)
+{
+    m->gen = 0;
+    if (CM_SESSION_MEMO_AUTH == 0 || (auth && auth->n > CM_SESSION_MEMO_AUTH) || id.n != SESSION_ID_CHARS)
+        return;
+    m->has_auth = auth != NULL;
+    m->auth_n = auth ? auth->n : 0;
+    if (auth)
+        memcpy(m->auth, auth->p, auth->n);
+    memcpy(m->id, id.p, id.n);
+    m->s = *s;
+    m->gen = session_memo_gen;
 }
 
 /*
@@ -4906,6 +5018,21 @@ static unsigned tool_toolset(const struct cm_tool *t)
     return 0; /* a path outside every toolset: only listed with all of them */
 }
 
+/* The toolset of catalog row ti, worked out from the paths once: every
+ * tools/list asks it of every row. */
+static unsigned row_toolset(size_t ti)
+{
+    static unsigned char of_row[N_TOOLS]; /* TS_ bits: they fit a byte */
+    static int known;
+    if (!known) {
+        size_t i;
+        for (i = 0; i < N_TOOLS; i++)
+            of_row[i] = (unsigned char)tool_toolset(&tools[i]);
+        known = 1;
+    }
+    return of_row[ti];
+}
+
 /* Parses "bookings,slots" (or "all"; %2C counts as a comma) into a mask.
  * 0, or -1 with the offending name in err. */
 static int parse_toolsets(const char *s, size_t n, unsigned *mask, char *err, size_t cap)
@@ -4955,11 +5082,13 @@ static struct view query_param(struct view q, const char *name)
 
 static int tool_selected(const struct rpc_ctx *c, size_t ti)
 {
-    unsigned mask = c->toolsets ? c->toolsets : served_toolsets;
-    unsigned ts = tool_toolset(&tools[ti]);
+    unsigned mask = c->toolsets ? c->toolsets : served_toolsets, ts;
     if (served_read_only && !(tools[ti].flags & T_READ))
         return 0;
-    return ts ? (ts & mask) != 0 : mask == TS_ALL;
+    if (mask == TS_ALL)
+        return 1; /* every toolset, and the rows outside all of them */
+    ts = row_toolset(ti);
+    return (ts & mask) != 0;
 }
 
 /* A tool by name, only when this request's selection offers it. */
@@ -6743,6 +6872,7 @@ struct conn {
     struct req_note note;         /* for the access log and /metrics */
     int oauth_wait;               /* the API call in flight checks a key for the sign-in page */
     char oauth_key[OA_KEY_MAX + 1]; /* the Cal ID key opened from this request's access token */
+    struct session_memo memo;     /* the session this connection last proved (section 9) */
 };
 
 static struct conn conns[CM_MAX_CONNS];
@@ -7565,6 +7695,7 @@ static void conn_close(struct conn *c)
     c->parse_pending = 0;
     c->pc.active = 0;
     c->gen++;
+    memset(&c->memo, 0, sizeof c->memo); /* it holds an Authorization value */
 }
 
 static void conn_reset_request(struct conn *c)
@@ -8677,7 +8808,7 @@ static void mcp_initialize(struct conn *c, const struct jdoc *d, const struct mc
  * session the id proves. -1 when answered (initialize included). */
 static int mcp_session_checks(struct conn *c, const struct jdoc *d, const struct view *pver, const struct mcp_caller *who)
 {
-    const struct view *sid = http_header(&c->req, "mcp-session-id");
+    const struct view *sid = http_header(&c->req, "mcp-session-id"), *auth = http_header(&c->req, "authorization");
     struct session s;
     c->ctx.era = ERA_SESSION;
     c->ctx.version = LATEST_SESSION_VERSION;
@@ -8697,9 +8828,12 @@ static int mcp_session_checks(struct conn *c, const struct jdoc *d, const struct
         conn_reject(c, 400, E_SERVER, "Bad Request: Mcp-Session-Id header is required (send initialize first)", NULL);
         return -1;
     }
-    if (session_open(*sid, who->presented, who->presented_n, who->now, who->now_s, &s) < 0) {
-        conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
-        return -1;
+    if (session_memo_use(&c->memo, auth, *sid, who->now_s, &s) < 0) {
+        if (session_open(*sid, who->presented, who->presented_n, who->now, who->now_s, &s) < 0) {
+            conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
+            return -1;
+        }
+        session_memo_keep(&c->memo, auth, *sid, &s);
     }
     c->ctx.version = s.version; /* the version travels in the id */
     /* only a request that can set the level makes an entry for it */
@@ -11108,6 +11242,7 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         br_hmac_key_init(&fp_key, &br_sha256_vtable, k, sizeof k);
         secret_derive("calid-mcp session id", k);
         br_hmac_key_init(&sid_key, &br_sha256_vtable, k, sizeof k);
+        session_memo_forget_all(); /* new keys, and a fresh ended table below */
     }
     if (oauth_start(err, errlen) < 0)
         return -1;

@@ -1154,7 +1154,17 @@ def test_bad_input_expired_sessions():
         ended_one = open_session(port)
         assert delete_session(port, ended_one).status == 200
         assert healthz(port)["endedSessions"] == 1
+        kept = H.Conn(port)      # a kept-alive connection remembers the session it proved
+        ping_kept = H.build_request("POST", "/mcp", [("Content-Type", "application/json"), ("Accept", H.ACCEPT_BOTH),
+                                                     ("Authorization", f"Bearer {TOKEN}"), ("Mcp-Session-Id", sids["ping"])],
+                                    json.dumps(rpc("ping", "kept")), port=port)
+        kept.send(ping_kept)
+        assert kept.read_response().status == 200, "ping on the kept-alive connection"
         time.sleep(2.0)          # past the 1.5 s time to live
+        kept.send(ping_kept)
+        r = kept.read_response()
+        kept.close()
+        assert r.status == 404, f"an expired session served on the connection that proved it: {r.status} {r.text[:200]}"
         gone = ["Session not found"]
         cases = [
             Case("expired session: ping", session_send(sids["ping"], rpc("ping", 1)), 404, -32001, gone, id=None),

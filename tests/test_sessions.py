@@ -158,6 +158,52 @@ def test_delete_ends_the_session_on_the_instance_that_receives_it():
         close_all(servers)
 
 
+def kept_alive_ping(c, port, sid, token=TOKEN):
+    """A ping on the kept-alive connection c; the Response."""
+    body = json.dumps(rpc("ping", "k")).encode()
+    headers = [("Content-Type", "application/json"), ("Accept", H.ACCEPT_BOTH), ("Mcp-Session-Id", sid)]
+    if token is not None:
+        headers.append(("Authorization", f"Bearer {token}"))
+    c.send(H.build_request("POST", "/mcp", headers, body, port=port))
+    return c.read_response()
+
+
+def test_a_kept_alive_connection_sees_every_change_to_its_session():
+    """A connection remembers the session it last proved (the same id and
+    Authorization bytes skip the HMACs): another token, a DELETE on another
+    connection or on the same one, and a forged id are still refused on it,
+    and the connection goes on serving."""
+    (s,) = instances(1, "memo.key")
+    try:
+        port = s.port
+        sid, other = H.initialize(port, token=TOKEN), H.initialize(port, token=TOKEN)
+        with H.Conn(port) as c:
+            for k in range(3):
+                assert kept_alive_ping(c, port, sid).status == 200, f"ping {k}"
+            r = kept_alive_ping(c, port, sid, token="calid_intruder")
+            assert r.status == 404, f"another token used the remembered session: {r.status} {r.text[:200]}"
+            r = kept_alive_ping(c, port, sid, token=TOKEN + "x")
+            assert r.status == 404, f"a longer token with the same prefix: {r.status}"
+            r = kept_alive_ping(c, port, sid, token=None)
+            assert r.status == 401, f"no token at all: {r.status}"
+            assert kept_alive_ping(c, port, sid).status == 200, "the right token again"
+        with H.Conn(port) as c:
+            assert kept_alive_ping(c, port, sid).status == 200
+            assert kept_alive_ping(c, port, sid[:-1] + ("A" if sid[-1] != "A" else "B")).status == 404, "a forged id"
+            assert kept_alive_ping(c, port, other).status == 200, "the other session"
+            assert kept_alive_ping(c, port, sid).status == 200, "back to the first"
+            assert delete(port, sid).status == 200, "DELETE on another connection"
+            r = kept_alive_ping(c, port, sid)
+            assert r.status == 404, f"the ended session still served on a kept-alive connection: {r.status}"
+            assert kept_alive_ping(c, port, other).status == 200, "the other session is still open"
+            c.send(H.build_request("DELETE", "/mcp", [("Mcp-Session-Id", other), ("Authorization", f"Bearer {TOKEN}")],
+                                       port=port))
+            assert c.read_response(method="DELETE").status == 200, "DELETE on the same connection"
+            assert kept_alive_ping(c, port, other).status == 404, "ended on this very connection"
+    finally:
+        s.close()
+
+
 def test_the_log_level_is_kept_by_the_instance_that_was_told():
     """logging/setLevel comes after the id is made, so it cannot travel in
     it: the instance told keeps it; another instance sends no log messages

@@ -692,7 +692,7 @@ static void test_selection_and_features(void)
                                  "{\"title\":\"slug\",\"slug\" : \"demo\"},{\"slug\":\"intro-call\"},"
                                  "{\"slug\":\"a\\\"b\"},{\"slug\":5}]}";
     size_t n;
-    struct cm_tool t = {"x", "GET", "/user/profile", 0, 0, 0};
+    struct cm_tool t = {"x", "GET", "/user/profile", 0, 0, 0, 0, 0};
     CHECK(parse_toolsets("bookings,slots", 14, &mask, err, sizeof err) == 0 && mask == (TS_BOOKINGS | TS_SLOTS), "two toolsets");
     CHECK(parse_toolsets("teams%2Cusers", 13, &mask, err, sizeof err) == 0 && mask == (TS_TEAMS | TS_USERS), "%%2C is a comma");
     CHECK(parse_toolsets("all", 3, &mask, err, sizeof err) == 0 && mask == TS_ALL, "all");
