@@ -750,13 +750,11 @@ static int tok_is_str(const struct jdoc *d, int i, const char *s)
 /* Value token of key in the object at obj, or -1. Keys are compared raw:
  * the keys we look for have no escapes, and a client message's keys are
  * canonical (json_message_rules, below). */
-static int obj_get(const struct jdoc *d, int obj, const char *key)
+static int obj_get_n(const struct jdoc *d, int obj, const char *key, size_t n)
 {
     int i, k, count;
-    size_t n;
     if (obj < 0 || d->t[obj].type != JSMN_OBJECT)
         return -1;
-    n = strlen(key);
     count = d->t[obj].size;
     i = obj + 1;
     for (k = 0; k < count; k++) {
@@ -767,6 +765,8 @@ static int obj_get(const struct jdoc *d, int obj, const char *key)
     }
     return -1;
 }
+
+static int obj_get(const struct jdoc *d, int obj, const char *key) { return obj_get_n(d, obj, key, strlen(key)); }
 
 static int tok_is_null(const struct jdoc *d, int i)
 {
@@ -2384,14 +2384,11 @@ static int check_required(const struct jdoc *sd, int schema, const struct jdoc *
         return 0;
     for (i = req + 1, k = 0; k < sd->t[req].size; k++, i = tok_next(sd, i)) {
         struct view name = tok_view(sd, i);
-        char key[64];
-        int v, pd;
-        snprintf(key, sizeof key, "%.*s", (int)name.n, name.p);
-        v = obj_get(d, args, key);
+        int v = obj_get_n(d, args, name.p, name.n), pd;
         if (v >= 0 && !tok_is_null(d, v))
             continue;
-        pd = obj_get(sd, obj_get(sd, props, key), "description");
-        snprintf(msg, cap, "Missing required argument '%s'%s%.*s", key, pd >= 0 ? ": " : "",
+        pd = obj_get(sd, obj_get_n(sd, props, name.p, name.n), "description");
+        snprintf(msg, cap, "Missing required argument '%.*s'%s%.*s", (int)name.n, name.p, pd >= 0 ? ": " : "",
                  pd >= 0 ? (int)tok_view(sd, pd).n : 0, pd >= 0 ? tok_view(sd, pd).p : "");
         return -1;
     }
@@ -5153,9 +5150,8 @@ static struct view rpc_id(const struct jdoc *d, int msg)
 {
     struct view v;
     int id = obj_get(d, msg, "id");
-    if (id >= 0 && (d->t[id].type == JSMN_STRING ||
-                    (d->t[id].type == JSMN_PRIMITIVE && strcmp(tok_type_name(d, id), "integer") == 0) ||
-                    (d->t[id].type == JSMN_PRIMITIVE && strcmp(tok_type_name(d, id), "number") == 0)))
+    const char *type = id >= 0 ? tok_type_name(d, id) : "";
+    if (strcmp(type, "string") == 0 || strcmp(type, "integer") == 0 || strcmp(type, "number") == 0)
         return tok_raw(d, id);
     v.p = "null";
     v.n = 4;
