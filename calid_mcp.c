@@ -4808,25 +4808,18 @@ static int session_open(struct view id, const char *token, size_t token_len, uin
 }
 
 /*
- * A connection's memo of the last session it proved: the Authorization value
- * and the id it came with, byte for byte, and what the check found. A client
- * on a kept-alive connection sends both unchanged with every request; a
- * request presenting the same bytes skips the two HMACs and the ended-table
- * scan, and is still refused once the id expires. Any change to the ended
- * table (a DELETE on any connection) or to the keys (cm_start) forgets every
- * memo; a connection wipes its own when it closes. The memo answers only
- * "open": a failed check is never remembered, and what the token is for the
- * API is still worked out for every request.
+ * A connection's memo of the last session it proved: the id, byte for byte,
+ * and what the check found. A client on a kept-alive connection sends the
+ * same id with every request; when it comes again with the same token (its
+ * keyed fingerprint is still computed and compared: the memo keeps no token),
+ * the id's own HMAC and the ended-table scan are skipped, and the session is
+ * still refused once it expires. Any change to the ended table (a DELETE on
+ * any connection) or to the keys (cm_start) forgets every memo, and a
+ * connection forgets its own when it closes. Only an open session is
+ * remembered, never a refusal.
  */
-#ifndef CM_SESSION_MEMO_AUTH
-#define CM_SESSION_MEMO_AUTH 96 /* longest Authorization value a memo keeps (longer: checked every time); 0: no memo */
-#endif
-
 struct session_memo {
     unsigned gen;                 /* session_memo_gen when made; 0: empty */
-    int has_auth;                 /* the request carried an Authorization header */
-    size_t auth_n;
-    char auth[CM_SESSION_MEMO_AUTH + 1];
     char id[SESSION_ID_CHARS];
     struct session s;
 };
@@ -4838,29 +4831,28 @@ static void session_memo_forget_all(void)
         session_memo_gen = 1;
 }
 
-/* The memo's session when auth (NULL: no header) and id are the ones it
- * proved and it has not expired since: 0 with *s filled, else -1. */
-static int session_memo_use(const struct session_memo *m, const struct view *auth, struct view id, int64_t now_s,
-                            struct session *s)
+/* The memo's session when id is the one it proved, presented with the same
+ * token, and it has not expired since: 0 with *s filled, else -1. */
+static int session_memo_use(const struct session_memo *m, struct view id, const char *token, size_t token_len,
+                            int64_t now_s, struct session *s)
 {
-    if (m->gen != session_memo_gen || m->has_auth != (auth != NULL) || id.n != SESSION_ID_CHARS ||
-        (auth && !const_time_eq(auth->p, auth->n, m->auth, m->auth_n)) ||
-        !const_time_eq(id.p, id.n, m->id, sizeof m->id) || session_expired(m->s.created_s, now_s))
+    unsigned char fp[16];
+    if (m->gen != session_memo_gen || !const_time_eq(id.p, id.n, m->id, sizeof m->id) ||
+        session_expired(m->s.created_s, now_s))
+        return -1;
+    token_fingerprint(token, token_len, fp);
+    if (!const_time_eq(fp, sizeof fp, m->s.token_fp, sizeof m->s.token_fp))
         return -1;
     *s = m->s;
     return 0;
 }
 
-/* Remembers a session just proved open with auth and id. */
-static void session_memo_keep(struct session_memo *m, const struct view *auth, struct view id, const struct session *s)
+/* Remembers a session just proved open with id. */
+static void session_memo_keep(struct session_memo *m, struct view id, const struct session *s)
 {
     m->gen = 0;
-    if (CM_SESSION_MEMO_AUTH == 0 || (auth && auth->n > CM_SESSION_MEMO_AUTH) || id.n != SESSION_ID_CHARS)
+    if (id.n != SESSION_ID_CHARS)
         return;
-    m->has_auth = auth != NULL;
-    m->auth_n = auth ? auth->n : 0;
-    if (auth)
-        memcpy(m->auth, auth->p, auth->n);
     memcpy(m->id, id.p, id.n);
     m->s = *s;
     m->gen = session_memo_gen;
@@ -7691,7 +7683,7 @@ static void conn_close(struct conn *c)
     c->parse_pending = 0;
     c->pc.active = 0;
     c->gen++;
-    memset(&c->memo, 0, sizeof c->memo); /* it holds an Authorization value */
+    c->memo.gen = 0; /* the next client in this slot proves its own session */
 }
 
 static void conn_reset_request(struct conn *c)
@@ -8804,7 +8796,7 @@ static void mcp_initialize(struct conn *c, const struct jdoc *d, const struct mc
  * session the id proves. -1 when answered (initialize included). */
 static int mcp_session_checks(struct conn *c, const struct jdoc *d, const struct view *pver, const struct mcp_caller *who)
 {
-    const struct view *sid = http_header(&c->req, "mcp-session-id"), *auth = http_header(&c->req, "authorization");
+    const struct view *sid = http_header(&c->req, "mcp-session-id");
     struct session s;
     c->ctx.era = ERA_SESSION;
     c->ctx.version = LATEST_SESSION_VERSION;
@@ -8824,12 +8816,12 @@ static int mcp_session_checks(struct conn *c, const struct jdoc *d, const struct
         conn_reject(c, 400, E_SERVER, "Bad Request: Mcp-Session-Id header is required (send initialize first)", NULL);
         return -1;
     }
-    if (session_memo_use(&c->memo, auth, *sid, who->now_s, &s) < 0) {
+    if (session_memo_use(&c->memo, *sid, who->presented, who->presented_n, who->now_s, &s) < 0) {
         if (session_open(*sid, who->presented, who->presented_n, who->now, who->now_s, &s) < 0) {
             conn_reject(c, 404, -32001, "Session not found: it is unknown, expired, ended, or was opened with another token; send initialize again", NULL);
             return -1;
         }
-        session_memo_keep(&c->memo, auth, *sid, &s);
+        session_memo_keep(&c->memo, *sid, &s);
     }
     c->ctx.version = s.version; /* the version travels in the id */
     /* only a request that can set the level makes an entry for it */

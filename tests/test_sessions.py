@@ -169,8 +169,8 @@ def kept_alive_ping(c, port, sid, token=TOKEN):
 
 
 def test_a_kept_alive_connection_sees_every_change_to_its_session():
-    """A connection remembers the session it last proved (the same id and
-    Authorization bytes skip the HMACs): another token, a DELETE on another
+    """A connection remembers the session it last proved (the same id with
+    the same token skips the id's HMAC): another token, a DELETE on another
     connection or on the same one, and a forged id are still refused on it,
     and the connection goes on serving."""
     (s,) = instances(1, "memo.key")
