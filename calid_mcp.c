@@ -5069,15 +5069,20 @@ static struct view query_param(struct view q, const char *name)
     return v;
 }
 
+/* The whole catalog: every toolset (and the rows outside all of them), not read-only. */
+static int all_tools_selected(const struct rpc_ctx *c)
+{
+    return !served_read_only && (c->toolsets ? c->toolsets : served_toolsets) == TS_ALL;
+}
+
 static int tool_selected(const struct rpc_ctx *c, size_t ti)
 {
-    unsigned mask = c->toolsets ? c->toolsets : served_toolsets, ts;
+    unsigned mask = c->toolsets ? c->toolsets : served_toolsets;
+    if (all_tools_selected(c))
+        return 1;
     if (served_read_only && !(tools[ti].flags & T_READ))
         return 0;
-    if (mask == TS_ALL)
-        return 1; /* every toolset, and the rows outside all of them */
-    ts = row_toolset(ti);
-    return (ts & mask) != 0;
+    return mask == TS_ALL || (row_toolset(ti) & mask) != 0;
 }
 
 /* A tool by name, only when this request's selection offers it. */
@@ -6476,7 +6481,12 @@ static void render_tools_list(struct resp *r, const struct rpc_ctx *c, struct vi
     int listed = 0;
     result_begin(r, id);
     rs_str(r, "\"tools\":[");
-    for (i = 0; i < N_TOOLS; i++) {
+    if (all_tools_selected(c)) { /* the entries lie back to back (tool_list_check): one segment */
+        struct view first = tool_json(0), last = tool_json(N_TOOLS - 1);
+        run.p = first.p;
+        run.n = (size_t)(last.p + last.n - first.p);
+    }
+    for (i = run.p ? N_TOOLS : 0; i < N_TOOLS; i++) {
         struct view t;
         if (!tool_selected(c, i))
             continue;
