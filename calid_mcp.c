@@ -6881,7 +6881,15 @@ struct tls_conn {
     unsigned char got_bytes;             /* the first bytes were looked at (plain HTTP?) */
     unsigned char resume_len;            /* session id found in the cache for this handshake */
     unsigned char resume_id[32];
+    unsigned char failed;                /* its failed handshake is counted */
 };
+
+/* Why a handshake failed, for /metrics: a fixed set, so an operator can alert
+ * on each (old clients, clients that distrust the certificate, scanners). */
+enum { TLS_FAIL_VERSION, TLS_FAIL_CIPHER, TLS_FAIL_CERTIFICATE, TLS_FAIL_PROTOCOL, TLS_FAIL_PLAIN_HTTP, TLS_FAIL_TIMEOUT,
+       TLS_FAIL_CLOSED, N_TLS_FAILS };
+static const char *const tls_fail_names[N_TLS_FAILS] = {"version", "cipher", "certificate", "protocol", "plain_http",
+                                                        "timeout", "closed"};
 
 #define TLS_SESSION_ENTRY 100 /* bytes per entry in BearSSL's LRU cache */
 
@@ -6897,7 +6905,7 @@ static struct {
     unsigned char cache_store[CM_TLS_SESSIONS * TLS_SESSION_ENTRY];
     struct tls_conn conns[CM_TLS_CONNS];
     unsigned short of_conn[CM_MAX_CONNS];              /* per connection: 0 plain, else 1 + its engine slot */
-    unsigned long full, resumed, failed;               /* handshakes, for the debug log */
+    unsigned long full, resumed, failed[N_TLS_FAILS];  /* handshakes, for /metrics and the debug log */
 } tls;
 
 static size_t tls_static_bytes(void) { return sizeof tls; }
@@ -7194,11 +7202,28 @@ static int tls_attach(void)
         if (!br_ssl_server_reset(&tc->sc))
             return -1;
         tc->in_use = 1;
-        tc->ready = tc->got_bytes = tc->resume_len = 0;
+        tc->ready = tc->got_bytes = tc->resume_len = tc->failed = 0;
         tc->started_ms = cm_port_now_ms();
         return t;
     }
     return -1;
+}
+
+/* Counts a connection's failed handshake once, under its reason. */
+static void tls_count_failure(struct tls_conn *tc, int reason)
+{
+    if (!tc->failed)
+        tls.failed[reason]++;
+    tc->failed = 1;
+}
+
+static unsigned long tls_failed_total(void)
+{
+    unsigned long n = 0;
+    int i;
+    for (i = 0; i < N_TLS_FAILS; i++)
+        n += tls.failed[i];
+    return n;
 }
 
 static void tls_log_failure(struct tls_conn *tc)
@@ -7215,7 +7240,13 @@ static void tls_log_failure(struct tls_conn *tc)
             ? "the client's bytes are not TLS"
         : e == BR_ERR_UNEXPECTED ? "the client sent an unexpected message"
                                  : "an engine error";
-    tls.failed++;
+    if (tc->failed)
+        return; /* told once */
+    tls_count_failure(tc, alert == 70                                     ? TLS_FAIL_VERSION
+                          : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE   ? TLS_FAIL_CIPHER
+                          : e >= BR_ERR_RECV_FATAL_ALERT && e < BR_ERR_SEND_FATAL_ALERT && alert >= 42 && alert <= 49
+                              ? TLS_FAIL_CERTIFICATE /* the client refuses the certificate: bad_certificate .. access_denied */
+                              : TLS_FAIL_PROTOCOL);
     if (alert >= 0)
         cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s alert %d (%s)%s%s", e >= BR_ERR_SEND_FATAL_ALERT ? "sent" : "got", alert,
                 up_alert_name(alert), alert == 70 || alert == 40 ? ": " : "", alert == 70 || alert == 40 ? why : "");
@@ -7236,7 +7267,7 @@ static void tls_handshake_done(struct tls_conn *tc)
     else
         tls.full++;
     cm_logf(CM_LOG_DEBUG, "TLS: %s handshake in %lu ms (%lu full, %lu resumed, %lu failed so far)", resumed ? "resumed" : "full",
-            (unsigned long)ms_since(cm_port_now_ms(), tc->started_ms), tls.full, tls.resumed, tls.failed);
+            (unsigned long)ms_since(cm_port_now_ms(), tc->started_ms), tls.full, tls.resumed, tls_failed_total());
 }
 
 /* The first bytes are a plain HTTP request: say so in plain HTTP. */
@@ -7295,6 +7326,7 @@ static int tls_pump(int t, cm_sock_t s, int want_input)
             tc->got_bytes = 1;
             if (buf[0] >= 'A' && buf[0] <= 'Z') { /* "GET ", "POST "...: no TLS record starts so */
                 tls_refuse_plain_http(s);
+                tls_count_failure(tc, TLS_FAIL_PLAIN_HTTP);
                 cm_logf(CM_LOG_DEBUG, "TLS: a plain HTTP request came to the HTTPS port");
                 return -1;
             }
@@ -7396,10 +7428,29 @@ static void tls_detach(int t, cm_sock_t s)
     if (tc->ready && !(br_ssl_engine_current_state(&tc->sc.eng) & BR_SSL_CLOSED)) {
         br_ssl_engine_close(&tc->sc.eng);
         (void)tls_pump(t, s, 0);
-    } else if (!tc->ready && br_ssl_engine_last_error(&tc->sc.eng) == 0 && tc->got_bytes) {
-        tls.failed++; /* given up: timed out, or the client left mid-handshake */
+    } else if (!tc->ready && br_ssl_engine_last_error(&tc->sc.eng) != 0) {
+        tls_log_failure(tc); /* (once: tls_pump may have told it) */
+    } else if (!tc->ready && tls_expired(t, cm_port_now_ms())) {
+        tls_count_failure(tc, TLS_FAIL_TIMEOUT); /* past CM_TLS_HANDSHAKE_MS, said something or not */
+    } else if (!tc->ready && tc->got_bytes) {
+        tls_count_failure(tc, TLS_FAIL_CLOSED); /* the client left mid-handshake, or its stalled slot was needed */
     }
     tc->in_use = 0;
+}
+
+/* The listener's handshakes as /metrics lines (of calid_mcp_tls_handshakes_total):
+ * every kind and reason, zeros included, once the listener speaks TLS. */
+static void tls_metrics(struct textbuf *b)
+{
+    int i;
+    if (!tls_on())
+        return;
+    tb_printf(b, "calid_mcp_tls_handshakes_total{side=\"server\",kind=\"full\"} %lu\n"
+                 "calid_mcp_tls_handshakes_total{side=\"server\",kind=\"resumed\"} %lu\n",
+              tls.full, tls.resumed);
+    for (i = 0; i < N_TLS_FAILS; i++)
+        tb_printf(b, "calid_mcp_tls_handshakes_total{side=\"server\",kind=\"failed\",reason=\"%s\"} %lu\n", tls_fail_names[i],
+                  tls.failed[i]);
 }
 
 #else /* CM_TLS_CONNS == 0: built without TLS serving */
@@ -7415,6 +7466,7 @@ static int tls_start(const char *cert, const char *key, char *err, size_t errlen
     return -1;
 }
 static void tls_stop(void) {}
+static void tls_metrics(struct textbuf *b) { (void)b; }
 
 #endif /* CM_TLS_CONNS */
 
@@ -8330,11 +8382,12 @@ static void metrics_page(struct textbuf *b)
                  "# HELP calid_mcp_ended_session_refusals_total DELETEs refused (503) because the ended table was full of recent entries.\n"
                  "# TYPE calid_mcp_ended_session_refusals_total counter\ncalid_mcp_ended_session_refusals_total %lu\n",
               sessions_opened, ended_in_use(now_s), CM_MAX_ENDED_SESSIONS, ended_refused);
-    tb_printf(b, "# HELP calid_mcp_tls_handshakes_total TLS handshakes, by side and kind.\n"
+    tb_printf(b, "# HELP calid_mcp_tls_handshakes_total TLS handshakes, by side and kind (and why, when failed).\n"
                  "# TYPE calid_mcp_tls_handshakes_total counter\n"
                  "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"full\"} %u\n"
                  "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"resumed\"} %u\n",
               up_full_handshakes, up_resumed_handshakes);
+    tls_metrics(b);
 }
 
 static void serve_metrics(struct conn *c)
