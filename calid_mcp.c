@@ -6604,14 +6604,17 @@ static const char *const metric_methods[] = {
 static const int metric_statuses[] = {200, 202, 204, 400, 401, 403, 404, 405, 406, 408, 413,
                                       415, 417, 431, 500, 501, 502, 503, 504, 505, 0 /* other */};
 #define N_METRIC_STATUSES (sizeof metric_statuses / sizeof metric_statuses[0])
-enum { OUTCOME_OK, OUTCOME_API_ERROR, OUTCOME_TRANSPORT_ERROR, N_OUTCOMES };
-static const char *const outcome_names[N_OUTCOMES] = {"ok", "api_error", "transport_error"};
+/* refused: answered here, no API request (bad or unknown call); busy: not
+ * sent, every API connection stayed in use past CM_UPSTREAM_WAIT_MS */
+enum { OUTCOME_OK, OUTCOME_API_ERROR, OUTCOME_TRANSPORT_ERROR, OUTCOME_REFUSED, OUTCOME_BUSY, N_OUTCOMES };
+static const char *const outcome_names[N_OUTCOMES] = {"ok", "api_error", "transport_error", "refused", "busy"};
+#define TOOL_UNKNOWN N_TOOLS /* the tool_calls row of a name not in the catalog */
 static const unsigned api_ms_bounds[] = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
 #define N_API_BOUNDS (sizeof api_ms_bounds / sizeof api_ms_bounds[0])
 
 static struct {
     unsigned long requests[N_METRIC_METHODS][N_METRIC_STATUSES];
-    unsigned long tool_calls[N_TOOLS][N_OUTCOMES];
+    unsigned long tool_calls[N_TOOLS + 1][N_OUTCOMES]; /* by catalog index, then TOOL_UNKNOWN */
     unsigned long api_ms_buckets[N_API_BOUNDS + 1]; /* per bucket; made cumulative when shown */
     uint64_t api_ms_sum;
 } metrics;
@@ -6681,6 +6684,17 @@ static void note_api_done(struct req_note *n, const struct pending_call *pc, int
     metrics.api_ms_sum += ms;
 }
 
+/* A tools/call message (msg) answered without an API request: counted as
+ * refused under its tool, or "unknown" for a name not in the catalog. */
+static void note_tool_refused(const struct jdoc *d, int msg)
+{
+    char name[128];
+    int t;
+    if (!tok_is_str(d, obj_get(d, msg, "method"), "tools/call"))
+        return;
+    t = tok_unescape(d, obj_get(d, obj_get(d, msg, "params"), "name"), name, sizeof name) >= 0 ? find_tool(name) : -1;
+    metrics.tool_calls[t >= 0 ? (size_t)t : TOOL_UNKNOWN][OUTCOME_REFUSED]++;
+}
 
 enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 #define OA_KEY_MAX 256 /* a Cal ID API key (OAuth sign-in, section 11b) */
@@ -8067,7 +8081,7 @@ static int conn_wait_expired(const struct conn *c, char *msg, size_t cap)
 static void conn_submit(struct conn *c, const struct jdoc *d)
 {
     char msg[300];
-    int h;
+    int h, busy;
     if (conn_in_line_behind(c))
         return;
     msg[0] = 0;
@@ -8077,12 +8091,13 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
         c->note.api_start_ms = cm_port_now_ms();
         return;
     }
-    if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
-        h = -2;
-    if (h == -1)
+    busy = h == -1 && conn_wait_expired(c, msg, sizeof msg);
+    if (h == -1 && !busy)
         return; /* every upstream slot is busy: retried from the loop */
-    /* could not even build the request: answer with the reason */
+    /* could not even build the request, or waited too long: answer with the reason */
     {
+        if (c->pc.kind == PC_TOOL)
+            metrics.tool_calls[c->pc.tool][busy ? OUTCOME_BUSY : OUTCOME_REFUSED]++;
         c->pc.active = 0;
         if (c->batch_len) {
             if (c->batch_replies++)
@@ -8127,6 +8142,7 @@ static void conn_continue_batch(struct conn *c, const struct jdoc *d)
         }
         if (r == D_REPLIED) {
             c->batch_replies++;
+            note_tool_refused(d, el);
         } else {
             rs_rewind(&c->resp, mark, nseg); /* no reply yet: drop the separator */
         }
@@ -8347,13 +8363,13 @@ static void metrics_page(struct textbuf *b)
                 tb_printf(b, "calid_mcp_requests_total{method=\"%s\",status=\"%s\"} %lu\n", metric_methods[i], st,
                           metrics.requests[i][j]);
             }
-    tb_str(b, "# HELP calid_mcp_tool_calls_total Tool calls that reached the API, by tool and outcome.\n"
+    tb_str(b, "# HELP calid_mcp_tool_calls_total Tool calls by tool and outcome (refused, busy: no API request was sent).\n"
               "# TYPE calid_mcp_tool_calls_total counter\n");
-    for (i = 0; i < N_TOOLS; i++)
+    for (i = 0; i <= TOOL_UNKNOWN; i++)
         for (j = 0; j < N_OUTCOMES; j++)
             if (metrics.tool_calls[i][j])
-                tb_printf(b, "calid_mcp_tool_calls_total{tool=\"%s\",outcome=\"%s\"} %lu\n", tools[i].name, outcome_names[j],
-                          metrics.tool_calls[i][j]);
+                tb_printf(b, "calid_mcp_tool_calls_total{tool=\"%s\",outcome=\"%s\"} %lu\n", i < N_TOOLS ? tools[i].name : "unknown",
+                          outcome_names[j], metrics.tool_calls[i][j]);
     tb_str(b, "# HELP calid_mcp_api_request_duration_seconds Cal ID API requests, from sent to answered.\n"
               "# TYPE calid_mcp_api_request_duration_seconds histogram\n");
     for (i = 0; i <= N_API_BOUNDS; i++) {
@@ -8679,6 +8695,7 @@ static int mcp_modern_without_envelope(struct conn *c, const struct jdoc *d, con
                   "Invalid params: protocol 2026-07-28 requires params._meta with io.modelcontextprotocol/protocolVersion and clientCapabilities",
                   "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing\"}}");
     }
+    note_tool_refused(d, 0);
     mcp_answer(c, 400);
     return -1;
 }
@@ -8692,6 +8709,7 @@ static int mcp_modern_checks(struct conn *c, const struct jdoc *d, const struct 
     c->ctx.era = ERA_MODERN;
     c->ctx.version = MODERN_VERSION;
     if (check_envelope(d, 0, &c->resp, &c->ctx, pver ? *pver : empty) < 0) {
+        note_tool_refused(d, 0);
         mcp_answer(c, c->ctx.http_status);
         return -1;
     }
@@ -8702,11 +8720,13 @@ static int mcp_modern_checks(struct conn *c, const struct jdoc *d, const struct 
                         : !hm ? "Bad Request: the Mcp-Method header is required"
                               : "Bad Request: the request headers and body disagree: Mcp-Method differs from method",
                   NULL);
+        note_tool_refused(d, 0);
         mcp_answer(c, 400);
         return -1;
     }
     if (check_mcp_name(d, method, hn, &c->resp) < 0 ||
         (tok_is_str(d, method, "tools/call") && check_mcp_params(d, &c->req, &c->resp) < 0)) {
+        note_tool_refused(d, 0);
         mcp_answer(c, 400);
         return -1;
     }
@@ -8802,6 +8822,7 @@ static void mcp_one(struct conn *c, struct jdoc *d, uint64_t now)
         conn_submit(c, d);
         return;
     }
+    note_tool_refused(d, 0);
     mcp_answer(c, c->ctx.http_status);
 }
 
