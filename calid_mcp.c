@@ -6705,8 +6705,8 @@ enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 #error "CM_CONN_IN_BYTES must be 256 .. CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES, CM_BODY_POOL at least 1"
 #endif
 
-#if CM_MAX_CONNS_PER_ADDR < 1
-#error "CM_MAX_CONNS_PER_ADDR must be at least 1"
+#if CM_MAX_CONNS_PER_ADDR < 1 || CM_MAX_CONNS_PER_ADDR > CM_MAX_CONNS
+#error "CM_MAX_CONNS_PER_ADDR must be 1 .. CM_MAX_CONNS"
 #endif
 
 struct conn {
@@ -8974,9 +8974,9 @@ need_more:
 }
 
 /*
- * Admission. One client address holds at most CM_MAX_CONNS_PER_ADDR
- * connections; a newcomer from an address at that limit can only replace
- * one of its own. Otherwise, when the table is full, a connection that is
+ * Admission. One client address holds at most cfg.max_conns_per_addr
+ * connections (--max-conns-per-addr, default CM_MAX_CONNS_PER_ADDR); a
+ * newcomer from an address at that limit can only replace one of its own. Otherwise, when the table is full, a connection that is
  * stalled (CM_SLOW_GRACE_MS into a request still incomplete, connected
  * without a word, or not taking its answer) makes room, and only when none
  * is, a kept-alive one idle CM_EVICT_IDLE_MS. Either must belong to an
@@ -9078,7 +9078,7 @@ static void accept_all(void)
         int i = -1, k, own_full;
         if (s == CM_SOCK_INVALID)
             return;
-        own_full = conns_from(peer) >= CM_MAX_CONNS_PER_ADDR;
+        own_full = conns_from(peer) >= cfg.max_conns_per_addr;
         for (k = 0; k < CM_MAX_CONNS && !own_full && i < 0; k++)
             if (conns[k].state == C_FREE)
                 i = k;
@@ -9090,8 +9090,8 @@ static void accept_all(void)
             char m[200];
             if (own_full) {
                 stat_refused_addr++;
-                snprintf(m, sizeof m, "Service Unavailable: this client address already holds %d connections (CM_MAX_CONNS_PER_ADDR), none of them idle or stalled; retry",
-                         CM_MAX_CONNS_PER_ADDR);
+                snprintf(m, sizeof m, "Service Unavailable: this client address already holds %d connections (--max-conns-per-addr), none of them idle or stalled; retry",
+                         cfg.max_conns_per_addr);
             } else {
                 stat_refused_busy++;
                 snprintf(m, sizeof m, "Service Unavailable: all connections are busy, retry");
@@ -11088,6 +11088,7 @@ void cm_config_defaults(struct cm_config *c)
     c->listen = "127.0.0.1:8080";
     c->upstream = "https://api.cal.id";
     c->log_level = CM_LOG_INFO;
+    c->max_conns_per_addr = CM_MAX_CONNS_PER_ADDR;
 }
 
 size_t cm_static_bytes(void)
@@ -11170,6 +11171,11 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         cfg.api_key = NULL;
     if (cfg.access_token && !cfg.access_token[0])
         cfg.access_token = NULL;
+    if (cfg.max_conns_per_addr < 1 || cfg.max_conns_per_addr > CM_MAX_CONNS) {
+        snprintf(err, errlen, "--max-conns-per-addr (CALID_MCP_MAX_CONNS_PER_ADDR) must be 1 to %d (CM_MAX_CONNS, the whole table), not %d",
+                 CM_MAX_CONNS, cfg.max_conns_per_addr);
+        return -1;
+    }
     if (cm_port_init() != 0) {
         snprintf(err, errlen, "the platform layer did not start");
         return -1;
@@ -11287,6 +11293,7 @@ enum opt_kind {
     OPT_LEVEL,  /* takes a value: error, warn, info, debug */
     OPT_LOG_FORMAT, /* takes a value: text or json */
     OPT_SWITCH, /* no value: an int field set to 1 (its variable: 1 or 0) */
+    OPT_COUNT,  /* takes a value: a whole number into an int field (cm_start checks its range) */
     OPT_HELP,
     OPT_VERSION
 };
@@ -11311,6 +11318,7 @@ static const struct {
     unsigned long value;
 } limit_rows[] = {
     LIMIT_ROW(CM_MAX_CONNS),         LIMIT_ROW(CM_CONN_IN_BYTES),       LIMIT_ROW(CM_BODY_POOL),
+    LIMIT_ROW(CM_MAX_CONNS_PER_ADDR),
     LIMIT_ROW(CM_MAX_HEADER_BYTES),  LIMIT_ROW(CM_MAX_HEADERS),         LIMIT_ROW(CM_MAX_BODY_BYTES),
     LIMIT_ROW(CM_OUT_BYTES),         LIMIT_ROW(CM_JSON_TOKENS),         LIMIT_ROW(CM_MAX_ENDED_SESSIONS),
     LIMIT_ROW(CM_MAX_UPSTREAMS),     LIMIT_ROW(CM_UPSTREAM_REQ_BYTES),  LIMIT_ROW(CM_UPSTREAM_BODY_BYTES),
@@ -11364,6 +11372,9 @@ static const struct cli_option cli_options[] = {
      "list and run only the tools that change nothing (readOnlyHint)"},
     {"--toolsets", "LIST", "CALID_MCP_TOOLSETS", OPT_TEXT, CLI_FIELD(c.toolsets),
      "availability,bookings,contacts,event-types,slots,teams,users,webhooks (default all)"},
+    {"--max-conns-per-addr", "N", "CALID_MCP_MAX_CONNS_PER_ADDR", OPT_COUNT, CLI_FIELD(c.max_conns_per_addr),
+     "connections one client address may hold, 1 to " CM_STR(CM_MAX_CONNS) " (default in --version; behind a proxy or NAT: "
+     CM_STR(CM_MAX_CONNS) ")"},
     {"--log-level", "LEVEL", NULL, OPT_LEVEL, CLI_FIELD(c.log_level),
      "error, warn, info or debug (default info)"},
     {"--log-format", "FORMAT", "CALID_MCP_LOG_FORMAT", OPT_LOG_FORMAT, CLI_FIELD(c.log_json),
@@ -11442,6 +11453,18 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
         memcpy(field, &json, sizeof json);
         return 0;
     }
+    case OPT_COUNT: {
+        int n = 0;
+        size_t k, len = strlen(v);
+        if (len == 0 || len > 9 || strspn(v, "0123456789") != len) {
+            fprintf(stderr, "calid-mcp: %s (%s) takes a whole number, not '%s'\n", o->flag, o->env, v);
+            return 2;
+        }
+        for (k = 0; k < len; k++)
+            n = n * 10 + (v[k] - '0');
+        memcpy(field, &n, sizeof n);
+        return 0;
+    }
     default: { /* a switch: on from the flag; from its variable, 1 or 0 */
         int on = !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
         if (v && !on && strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
@@ -11454,11 +11477,28 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
     }
 }
 
+/* --version: the build, its memory and limits, and the settings that size admission. */
+static void print_version(const struct cm_config *c)
+{
+    int cap = c->max_conns_per_addr;
+    printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d ended sessions, %d API connections)\n",
+           CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
+           CM_MAX_ENDED_SESSIONS, CM_MAX_UPSTREAMS);
+    if (CM_TLS_CONNS > 0)
+        printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
+               CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
+    else
+        printf("HTTPS: not built in (CM_TLS_CONNS=0)\n");
+    printf("per client address: at most %d of the %d connections (--max-conns-per-addr; compiled default %d)%s\n", cap,
+           CM_MAX_CONNS, CM_MAX_CONNS_PER_ADDR, cap < 1 || cap > CM_MAX_CONNS ? ": out of range, the server refuses to start" : "");
+    print_profile(stdout);
+}
+
 /* Fills *cl from the environment, then argv. -1 to go on; else the exit code. */
 static int cli_parse(struct cli *cl, int argc, char **argv)
 {
     size_t k;
-    int i;
+    int i, version = 0;
     memset(cl, 0, sizeof *cl);
     cm_config_defaults(&cl->c);
     for (k = 0; k < N_CLI_OPTIONS; k++)
@@ -11478,16 +11518,8 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             return 0;
         }
         if (o->kind == OPT_VERSION) {
-            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d ended sessions, %d API connections)\n",
-                   CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
-                   CM_MAX_ENDED_SESSIONS, CM_MAX_UPSTREAMS);
-            if (CM_TLS_CONNS > 0)
-                printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
-                       CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
-            else
-                printf("HTTPS: not built in (CM_TLS_CONNS=0)\n");
-            print_profile(stdout);
-            return 0;
+            version = 1; /* printed once every option is read: it shows the values in use */
+            continue;
         }
         if (o->arg && i + 1 >= argc) {
             fprintf(stderr, "calid-mcp: %s needs a value (see --help)\n", o->flag);
@@ -11495,6 +11527,10 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
         }
         if (cli_apply(cl, o, o->arg ? argv[++i] : NULL))
             return 2;
+    }
+    if (version) {
+        print_version(&cl->c);
+        return 0;
     }
     return -1;
 }

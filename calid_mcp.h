@@ -30,8 +30,9 @@
 /* connections one client address may hold (an IPv6 client: its /64), loopback
  * included: half the table (8 of 16), so one client can never fill it, but at
  * least 4, as one MCP client may hold 3 at once (the SDK's POSTs and its GET).
- * Behind a reverse proxy or NAT on the way every client shares one address:
- * set it to CM_MAX_CONNS */
+ * The default of cm_config.max_conns_per_addr (--max-conns-per-addr): behind a
+ * reverse proxy or NAT on the way every client shares one address, so set that
+ * to CM_MAX_CONNS */
 #define CM_MAX_CONNS_PER_ADDR (CM_MAX_CONNS / 2 >= 4 ? CM_MAX_CONNS / 2 : CM_MAX_CONNS < 4 ? CM_MAX_CONNS : 4)
 #endif
 #ifndef CM_MAX_HEADER_BYTES
@@ -179,6 +180,7 @@ struct cm_config {
     int log_json;              /* 1: one JSON object per log line (--log-format json) */
     int read_only;             /* list and run only the tools that change nothing */
     const char *toolsets;      /* "bookings,slots" ...; NULL or "all": every toolset */
+    int max_conns_per_addr;    /* connections one client address may hold: 1 .. CM_MAX_CONNS; default CM_MAX_CONNS_PER_ADDR */
 };
 
 /* Fills *cfg with the defaults above. */
