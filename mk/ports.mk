@@ -25,6 +25,7 @@ XW        := $(XB)/ports
 # they were 7% of the binary); no page of padding between code and constants.
 PORTS_OPT  = -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables
 PORTS_LD   = -Wl,--gc-sections -Wl,-z,noseparate-code
+WIN_LD     = -Wl,--gc-sections
 # No -fdata-sections for PE: ld then files zero-filled .bss.* as initialised
 # data and the .exe grows by the whole static reservation (~2.9 MB).
 WIN_OPT    = -Os -ffunction-sections
@@ -143,7 +144,7 @@ windows: $(XB)/windows/calid_mcp.exe
 $(XB)/windows/calid_mcp.exe: $(SRC) port/win32.c $(XW)/mingw64/libbearssl.a $(XINC)/jsmn.h
 	@mkdir -p $(@D)
 	$(MINGW)gcc $(WARN) $(WIN_OPT) -D__USE_MINGW_ANSI_STDIO=1 -static -I$(XINC) -DCALID_MCP_MAIN -o $@ calid_mcp.c port/win32.c \
-		$(PORTS_LD) -L$(XW)/mingw64 -lbearssl -lws2_32 -lbcrypt -ladvapi32
+		$(WIN_LD) -L$(XW)/mingw64 -lbearssl -lws2_32 -lbcrypt -ladvapi32
 	$(MINGW)strip $@
 	@echo "$@: $$(wc -c <$@) bytes"
 
