@@ -7,6 +7,7 @@
 #   make static-x86_64   build/static/calid_mcp-x86_64   (musl, static, stripped)
 #   make static-mipsel   build/static/calid_mcp-mipsel   (OpenWrt-class routers)
 #   make static-aarch64  build/static/calid_mcp-aarch64  (Raspberry Pi-class boards)
+#   make static-sizes    where the static x86-64 binary's bytes go (parts, largest symbols)
 #   make ports-test      every port's test; each suite ends "N passed, N failed", then the total
 #   make ports-test-lwip | ports-test-vendor | ports-test-windows | ports-test-static-{x86_64,mipsel,aarch64}
 #
@@ -37,9 +38,9 @@ LWIP_LIBS   := $(shell pkg-config --libs lwip 2>/dev/null || echo -llwip)
 MINGW      = x86_64-w64-mingw32-
 WINE      ?= wine
 
-.PHONY: lwip lwip-check vendor-example windows static-x86_64 static-mipsel static-aarch64 static-all \
+.PHONY: FORCE lwip lwip-check vendor-example windows static-x86_64 static-mipsel static-aarch64 static-all \
         ports-test ports-test-lwip ports-test-vendor ports-test-windows ports-test-static-x86_64 \
-        ports-test-static-mipsel ports-test-static-aarch64 ports-sizes ports-clean
+        ports-test-static-mipsel ports-test-static-aarch64 ports-sizes static-sizes ports-clean
 
 # ---------------------------------------------------------------- lwIP
 lwip: $(BUILD)/lwip_test lwip-check
@@ -115,11 +116,17 @@ QEMU_mipsel     = qemu-mipsel-static
 QEMU_aarch64    = qemu-aarch64-static
 
 # ---------------------------------------------------------------- BearSSL per target
-$(XW)/x86_64-musl/libbearssl.a: $(BEARSSL)/inc/bearssl.h mk/build-bearssl.sh mk/ports.mk
+# BearSSL is rebuilt when its flags change: the stamp holds them, rewritten only then.
+$(XW)/%-musl/bearssl.flags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(PORTS_OPT)' | cmp -s - $@ || echo '$(PORTS_OPT)' >$@
+FORCE:
+
+$(XW)/x86_64-musl/libbearssl.a: $(BEARSSL)/inc/bearssl.h mk/build-bearssl.sh $(XW)/x86_64-musl/bearssl.flags
 	AR=ar RANLIB=ranlib sh mk/build-bearssl.sh $(BEARSSL) $(@D) "musl-gcc" $(PORTS_OPT)
 
 $(XW)/mipsel-musl/libbearssl.a $(XW)/aarch64-musl/libbearssl.a: $(XW)/%-musl/libbearssl.a: \
-		$(BEARSSL)/inc/bearssl.h $(XW)/%-musl/musl.specs mk/build-bearssl.sh mk/ports.mk
+		$(BEARSSL)/inc/bearssl.h $(XW)/%-musl/musl.specs mk/build-bearssl.sh $(XW)/%-musl/bearssl.flags
 	AR=$(XAR_$*) RANLIB=$*-linux-gnu-ranlib sh mk/build-bearssl.sh $(BEARSSL) $(@D) "$(XCC_$*)" $(PORTS_OPT)
 
 $(XW)/mingw64/libbearssl.a: $(BEARSSL)/inc/bearssl.h
@@ -137,6 +144,18 @@ $(XB)/static/calid_mcp-%: $(SRC) port/posix.c $(XW)/%-musl/libbearssl.a $(XINC)/
 		$(PORTS_LD) -L$(XW)/$*-musl -lbearssl
 	$(XSTRIP_$*) $@
 	@echo "$@: $$(wc -c <$@) bytes"
+
+# Where the static x86-64 binary's bytes go: an unstripped twin of it, linked
+# from one object per source with a map, its parts and largest symbols.
+SIZES_DIR = $(XB)/static/sizes
+static-sizes: $(SRC) port/posix.c $(XW)/x86_64-musl/libbearssl.a $(XINC)/jsmn.h mk/size-parts.py
+	@mkdir -p $(SIZES_DIR)
+	$(XCC_x86_64) $(WARN) $(DEFS) $(PORTS_OPT) -I$(XINC) -DCALID_MCP_MAIN -c -o $(SIZES_DIR)/calid_mcp.o calid_mcp.c
+	$(XCC_x86_64) $(WARN) $(DEFS) $(PORTS_OPT) -I$(XINC) -c -o $(SIZES_DIR)/posix.o port/posix.c
+	$(XCC_x86_64) -static -o $(SIZES_DIR)/calid_mcp-x86_64 $(SIZES_DIR)/calid_mcp.o $(SIZES_DIR)/posix.o \
+		$(PORTS_LD) -L$(XW)/x86_64-musl -lbearssl -Wl,-Map,$(SIZES_DIR)/calid_mcp-x86_64.map
+	@python3 mk/size-parts.py $(SIZES_DIR)/calid_mcp-x86_64.map $(SIZES_DIR)/calid_mcp-x86_64
+	@echo "stripped: $$(strip -o $(SIZES_DIR)/stripped $(SIZES_DIR)/calid_mcp-x86_64 && wc -c <$(SIZES_DIR)/stripped) bytes (goal $(STATIC_SIZE_GOAL))"
 
 # ---------------------------------------------------------------- Windows (mingw-w64)
 windows: $(XB)/windows/calid_mcp.exe
