@@ -6915,8 +6915,9 @@ static unsigned long stat_requests, stat_refused_busy, stat_refused_addr, stat_e
  *   - TLS 1.2 only (BearSSL's highest), ECDHE key exchange with AES-GCM or
  *     ChaCha20-Poly1305 (forward secret, authenticated encryption), no
  *     renegotiation: tls_profile() of section 8, the server's order winning;
- *     the key signs (RSA PKCS#1 v1.5 or ECDSA), it never decrypts. Sessions resume from one LRU cache of CM_TLS_SESSIONS
- *     entries shared by all connections.
+ *     the key signs (RSA PKCS#1 v1.5 or ECDSA), it never decrypts. Sessions
+ *     resume from one LRU cache of CM_TLS_SESSIONS entries shared by all
+ *     connections.
  *   - Non-blocking: tls_pump() moves records while the socket takes them,
  *     outgoing records first. A handshake that fails (garbage, an old
  *     protocol version, no common cipher suite) ends the connection at once;
