@@ -3636,6 +3636,60 @@ static void up_close_all(void)
 }
 
 /*
+ * The TLS profile, the API client's and the HTTPS listener's alike: TLS 1.2;
+ * ECDHE key exchange (forward secrecy) signed with ECDSA or RSA; AES-128-GCM,
+ * ChaCha20-Poly1305 or AES-256-GCM (in that order: AES-NI makes AES-GCM the
+ * fastest where present); curves X25519, P-256, P-384 and P-521 (BearSSL's
+ * default EC code); certificate signatures RSA PKCS#1 v1.5 or ECDSA with
+ * SHA-1/224/256/384/512 (MD5 never). Naming each piece, instead of BearSSL's
+ * "full" profiles, links only these: no CBC, CCM, 3DES, MD5, TLS 1.0 PRF or
+ * RSA key exchange in the binary.
+ */
+static const uint16_t tls_suites[] = {
+    BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,       BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,       BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+/* By BearSSL's hash ids (br_sha1_ID 2 .. br_sha512_ID 6): the handshake
+ * and the PRF use SHA-256/384, signatures any of them. */
+static const br_hash_class *const tls_hashes[] = {&br_sha1_vtable, &br_sha224_vtable, &br_sha256_vtable,
+                                                  &br_sha384_vtable, &br_sha512_vtable};
+
+/* What the client and server engines share; each adds its own keys. */
+static void tls_profile(br_ssl_engine_context *eng)
+{
+    int id;
+    br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
+    br_ssl_engine_set_suites(eng, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
+    for (id = br_sha1_ID; id <= br_sha512_ID; id++)
+        br_ssl_engine_set_hash(eng, id, tls_hashes[id - br_sha1_ID]);
+    br_ssl_engine_set_prf_sha256(eng, &br_tls12_sha256_prf);
+    br_ssl_engine_set_prf_sha384(eng, &br_tls12_sha384_prf);
+    br_ssl_engine_set_default_aes_gcm(eng);
+    br_ssl_engine_set_default_chapol(eng);
+    br_ssl_engine_set_ec(eng, br_ec_get_default());
+    br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
+}
+
+/* The client: the profile, plus the X.509 engine (chain to the anchors,
+ * host name, validity dates) and the server's handshake signature checks. */
+static void up_tls_client_init(struct up_slot *s)
+{
+    int id;
+    br_ssl_client_zero(&s->cc);
+    tls_profile(&s->cc.eng);
+    br_x509_minimal_init(&s->xc, &br_sha256_vtable, up.trusted, up.n_trusted); /* SHA-256 compares DNs */
+    for (id = br_sha1_ID; id <= br_sha512_ID; id++)
+        br_x509_minimal_set_hash(&s->xc, id, tls_hashes[id - br_sha1_ID]);
+    br_x509_minimal_set_rsa(&s->xc, br_rsa_pkcs1_vrfy_get_default());
+    br_x509_minimal_set_ecdsa(&s->xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
+    br_ssl_engine_set_rsavrfy(&s->cc.eng, br_rsa_pkcs1_vrfy_get_default());
+    br_ssl_engine_set_ecdsa(&s->cc.eng, br_ecdsa_vrfy_asn1_get_default());
+    br_ssl_engine_set_x509(&s->cc.eng, &s->xc.vtable);
+}
+
+/*
  * The anchors: --ca-file's when given; else the ones compiled in with
  * -DCM_TRUST_ANCHORS_H (mk/pem2c.py: const data, flash on a microcontroller,
  * no file system needed); else the platform's bundle.
@@ -3677,10 +3731,8 @@ static int up_init(const char *base_url, const char *ca_file, char *err, size_t 
     for (i = 0; i < CM_MAX_UPSTREAMS; i++) {
         struct up_slot *s = &up.slots[i];
         unsigned char seed[32];
-        br_ssl_client_init_full(&s->cc, &s->xc, up.trusted, up.n_trusted);
+        up_tls_client_init(s);
         br_ssl_engine_set_buffer(&s->cc.eng, s->iobuf, sizeof s->iobuf, 0);
-        br_ssl_engine_set_versions(&s->cc.eng, BR_TLS12, BR_TLS12);
-        br_ssl_engine_add_flags(&s->cc.eng, BR_OPT_NO_RENEGOTIATION);
         /* BearSSL seeds from the OS where it can; this also covers firmware
            without an OS random source (the DRBG state survives resets). */
         if (cm_port_random(seed, sizeof seed) == 0)
@@ -6876,8 +6928,10 @@ static unsigned long stat_requests, stat_refused_busy, stat_refused_addr, stat_e
  *     negotiation (which few of them offer).
  *   - TLS 1.2 only (BearSSL's highest), ECDHE key exchange with AES-GCM or
  *     ChaCha20-Poly1305 (forward secret, authenticated encryption), no
- *     renegotiation. Sessions resume from one LRU cache of CM_TLS_SESSIONS
- *     entries shared by all connections.
+ *     renegotiation: tls_profile() of section 8, the server's order winning;
+ *     the key signs (RSA PKCS#1 v1.5 or ECDSA), it never decrypts. Sessions
+ *     resume from one LRU cache of CM_TLS_SESSIONS entries shared by all
+ *     connections.
  *   - Non-blocking: tls_pump() moves records while the socket takes them,
  *     outgoing records first. A handshake that fails (garbage, an old
  *     protocol version, no common cipher suite) ends the connection at once;
@@ -7152,13 +7206,6 @@ static int tls_cache_load(const br_ssl_session_cache_class **ctx, br_ssl_server_
 static const br_ssl_session_cache_class tls_cache_class = {sizeof(const br_ssl_session_cache_class *), tls_cache_save,
                                                            tls_cache_load};
 
-/* ECDHE only (forward secrecy), AEAD only; the server's order wins. */
-static const uint16_t tls_suites[] = {
-    BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,       BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,       BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-};
-
 /* Loads the certificate and key and readies every engine slot. */
 static int tls_start(const char *cert, const char *key, char *err, size_t errlen)
 {
@@ -7176,13 +7223,15 @@ static int tls_start(const char *cert, const char *key, char *err, size_t errlen
         struct tls_conn *tc = &tls.conns[t];
         br_ssl_engine_context *eng = &tc->sc.eng;
         unsigned char seed[32];
+        br_ssl_server_zero(&tc->sc);
+        tls_profile(eng);
+        br_ssl_engine_add_flags(eng, BR_OPT_ENFORCE_SERVER_PREFERENCES);
         if (tls.key_type == BR_KEYTYPE_RSA)
-            br_ssl_server_init_full_rsa(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_rsa(&tls.key));
+            br_ssl_server_set_single_rsa(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_rsa(&tls.key),
+                                         BR_KEYTYPE_SIGN, br_rsa_private_get_default(), br_rsa_pkcs1_sign_get_default());
         else
-            br_ssl_server_init_full_ec(&tc->sc, tls.chain, tls.n_chain, BR_KEYTYPE_EC, br_skey_decoder_get_ec(&tls.key));
-        br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
-        br_ssl_engine_set_suites(eng, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
-        br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION | BR_OPT_ENFORCE_SERVER_PREFERENCES);
+            br_ssl_server_set_single_ec(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_ec(&tls.key), BR_KEYTYPE_SIGN,
+                                        BR_KEYTYPE_EC, br_ec_get_default(), br_ecdsa_sign_asn1_get_default());
         br_ssl_engine_set_buffer(eng, tc->iobuf, sizeof tc->iobuf, 0);
         br_ssl_server_set_cache(&tc->sc, &tls.cache_vtable);
         if (cm_port_random(seed, sizeof seed) == 0)

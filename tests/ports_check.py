@@ -13,7 +13,8 @@ tools/call (also with the API named "localhost", through the port's
 resolver), and initialize + tools/list over --stdio; then prints the
 server's resident set size as an "info:" line (for wine and qemu-user that is
 the host process: the emulator's own memory included). CALID_PORT_NAME
-labels the output. Ends with "N passed, N failed".
+labels the output; CALID_PORT_BINARY names the stripped binary, whose size
+is printed and must not exceed CALID_PORT_SIZE_GOAL bytes when that is set. Ends with "N passed, N failed".
 
 vendor: starts the fake, runs PROGRAM with CALID_API_BASE and CALID_CA_FILE
 pointing at it, relays its checks, adds one check per OBJECT (nm: no global
@@ -28,6 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 NAME = os.environ.get("CALID_PORT_NAME", "native")
+# The stripped binary (CALID_MCP_BIN may be a wrapper) and the size it must stay within (0: none)
+BINARY = os.environ.get("CALID_PORT_BINARY", "")
+SIZE_GOAL = int(os.environ.get("CALID_PORT_SIZE_GOAL", "0") or 0)
 fake = None
 server = None
 
@@ -66,6 +70,16 @@ def teardown():
 
 
 session = {}
+
+
+def test_binary_size():
+    """The stripped binary's size, printed; over CALID_PORT_SIZE_GOAL (when given) fails."""
+    if not BINARY:
+        return
+    n = os.path.getsize(BINARY)
+    goal = f", goal {SIZE_GOAL:,} ({SIZE_GOAL / 1024:g} KiB)" if SIZE_GOAL else ""
+    print(f"info: {NAME}: stripped binary {n:,} bytes{goal}", flush=True)
+    assert not SIZE_GOAL or n <= SIZE_GOAL, f"{BINARY} is {n - SIZE_GOAL:,} bytes over the goal"
 
 
 def test_initialize():

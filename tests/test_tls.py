@@ -167,6 +167,46 @@ def test_rsa_key():
         assert f["cipher"].startswith("ECDHE-RSA-"), f
 
 
+def handshake_with(port, ciphers, curve=None):
+    """A TLS 1.2 client offering only `ciphers` (OpenSSL names) and, if
+    given, only the key exchange group `curve`: (cipher, None) once the
+    handshake is done, or (None, the ssl error)."""
+    ctx = ssl.create_default_context(cafile=cert("ca.pem"))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(ciphers)
+    if curve:
+        ctx.set_ecdh_curve(curve)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=H.IO_TIMEOUT) as raw_sock:
+            with ctx.wrap_socket(raw_sock, server_hostname="127.0.0.1") as t:
+                return t.cipher()[0], None
+    except (ssl.SSLError, OSError) as e:
+        return None, e
+
+
+def test_tls_profile_suites_and_curves():
+    """What tls_profile() offers, one suite and one key exchange group at a
+    time, for an EC and an RSA key; CBC, RSA key exchange and finite-field
+    DHE find nothing."""
+    keys = [("server", "ECDSA"), ("server-rsa", "RSA")]
+    for name, sig in keys:
+        with Server(*UP, "--tls-cert", cert(name + ".pem"), "--tls-key", cert(name + ".key")) as s:
+            for suite in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "CHACHA20-POLY1305"):
+                want = f"ECDHE-{sig}-{suite}"
+                got, err = handshake_with(s.port, want)
+                assert got == want, f"{name}: {want} was not negotiated: {err}"
+            # (one group on the client also limits the certificate's curve: with
+            # the P-256 EC key only P-256 is left; the RSA key takes every group)
+            for curve in ("prime256v1",) if sig == "ECDSA" else ("X25519", "prime256v1", "secp384r1", "secp521r1"):
+                got, err = handshake_with(s.port, f"ECDHE-{sig}-AES128-GCM-SHA256", curve)
+                assert got, f"{name}: the handshake over {curve} failed: {err}"
+            for refused in (f"ECDHE-{sig}-AES128-SHA256:ECDHE-{sig}-AES128-SHA", "AES128-GCM-SHA256:AES128-SHA",
+                            "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-CHACHA20-POLY1305"):
+                got, err = handshake_with(s.port, refused)
+                assert got is None, f"{name}: {got} was negotiated from {refused}"
+            assert s.alive() and tls_request(s.port)[0].status == 200
+
+
 def test_chain_and_key_in_one_file():
     """The leaf, then its CA, then the key, all in one PEM given to both flags."""
     d = tempfile.mkdtemp(prefix="calid_tls_bundle_")
