@@ -457,32 +457,39 @@ static void tb_json_string(struct textbuf *b, const char *s, size_t n)
 /*
  * jsmn tokenizes but does not check numbers, literals, UTF-8 or what follows
  * the value, so every body first goes through this strict RFC 8259 checker.
- * It is recursive with a depth bound, allocates nothing, and names the byte
- * offset of the first problem.
+ * It is a state machine fed bytes in pieces of any size (an API answer is
+ * checked as it streams through, window by window), with an explicit depth
+ * bound; it allocates nothing and names the byte offset of the first problem.
+ * json_check() is the same machine fed one whole buffer.
  */
 #define JSON_MAX_DEPTH 64
 
-struct jcheck {
-    const char *s;
-    size_t n, i;
-    const char *why;
+enum {
+    JS_VALUE,     /* a value must start here (after white space) */
+    JS_ARR_FIRST, /* just after '[': a value or ']' */
+    JS_OBJ_FIRST, /* just after '{': a key or '}' */
+    JS_OBJ_KEY,   /* after ',' in an object: a key */
+    JS_COLON,     /* after a key */
+    JS_AFTER,     /* after a value: ',' or the closing bracket, or the end at depth 0 */
+    JS_STR,       /* inside a string */
+    JS_STR_ESC,   /* after a backslash */
+    JS_STR_U,     /* inside \uXXXX: got = hex digits read */
+    JS_STR_UTF8,  /* inside a UTF-8 sequence: got of need bytes in seq */
+    JS_NUM,       /* inside a number: sub is the part */
+    JS_LIT,       /* inside true, false or null: lit, got bytes matched */
+    JS_FAIL       /* why and mark tell the first problem */
 };
+/* The parts of a number: MINUS, DOT, E, ESIGN still need a digit to end. */
+enum { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
 
-static void jc_ws(struct jcheck *c)
-{
-    while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' || c->s[c->i] == '\n' || c->s[c->i] == '\r'))
-        c->i++;
-}
-
-/* One UTF-8 sequence at c->i (first byte >= 0x80); rejects overlongs and surrogates. */
-static int jc_utf8(struct jcheck *c)
-{
-    size_t len = utf8_seq_len((const unsigned char *)c->s + c->i, c->n - c->i);
-    if (!len)
-        return -1;
-    c->i += len;
-    return 0;
-}
+struct jscan {
+    size_t at;            /* bytes fed so far */
+    size_t mark;          /* where the number, literal, escape or UTF-8 sequence being read began; the problem's offset */
+    const char *why;
+    unsigned char state, key, depth, sub, lit, got, need;
+    unsigned char seq[4];
+    unsigned char objects[(JSON_MAX_DEPTH + 8) / 8]; /* bit d: the container at depth d is an object */
+};
 
 static int hexval(int c)
 {
@@ -492,213 +499,252 @@ static int hexval(int c)
     return -1;
 }
 
-static int jc_string(struct jcheck *c)
+static const char *const json_literals[] = {"true", "false", "null"};
+
+static void js_init(struct jscan *j) { memset(j, 0, sizeof *j); }
+
+static int js_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static int js_fail(struct jscan *j, size_t pos, const char *why)
 {
-    c->i++; /* opening quote */
-    while (c->i < c->n) {
-        unsigned char ch;
-        {   /* plain ASCII, the common case, in a tight loop on locals */
-            const unsigned char *u = (const unsigned char *)c->s;
-            size_t i = c->i, n = c->n;
+    j->state = JS_FAIL;
+    j->mark = pos;
+    j->why = why;
+    return -1;
+}
+
+static int js_in_object(const struct jscan *j) { return (j->objects[(j->depth - 1) / 8] >> ((j->depth - 1) % 8)) & 1; }
+
+/* The first byte c of a value at offset pos. */
+static int js_value_start(struct jscan *j, unsigned char c, size_t pos)
+{
+    if (j->depth > JSON_MAX_DEPTH)
+        return js_fail(j, pos, "nesting deeper than 64 levels");
+    j->mark = pos;
+    if (c == '{' || c == '[') {
+        unsigned char bit = (unsigned char)(1u << (j->depth % 8));
+        j->objects[j->depth / 8] = (unsigned char)(c == '{' ? j->objects[j->depth / 8] | bit : j->objects[j->depth / 8] & ~bit);
+        j->depth++;
+        j->state = c == '{' ? JS_OBJ_FIRST : JS_ARR_FIRST;
+    } else if (c == '"') {
+        j->state = JS_STR;
+        j->key = 0;
+    } else if (c == 't' || c == 'f' || c == 'n') {
+        j->state = JS_LIT;
+        j->lit = c == 't' ? 0 : c == 'f' ? 1 : 2;
+        j->got = 1;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        j->state = JS_NUM;
+        j->sub = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
+    } else {
+        return js_fail(j, pos, "invalid number");
+    }
+    return 0;
+}
+
+/* One byte of a number; 1 when c ends it (c is not part of it), -1 bad. */
+static int js_number_byte(struct jscan *j, unsigned char c)
+{
+    int digit = c >= '0' && c <= '9';
+    switch (j->sub) {
+    case N_MINUS: if (!digit) return -1; j->sub = c == '0' ? N_ZERO : N_INT; return 0;
+    case N_INT: if (digit) return 0; /* fall through */
+    case N_ZERO:
+        if (c == '.') j->sub = N_DOT;
+        else if (c == 'e' || c == 'E') j->sub = N_E;
+        else return 1;
+        return 0;
+    case N_DOT: if (!digit) return -1; j->sub = N_FRAC; return 0;
+    case N_FRAC:
+        if (digit) return 0;
+        if (c != 'e' && c != 'E') return 1;
+        j->sub = N_E;
+        return 0;
+    case N_E:
+        if (c == '+' || c == '-') { j->sub = N_ESIGN; return 0; }
+        /* fall through */
+    case N_ESIGN: if (!digit) return -1; j->sub = N_EXP; return 0;
+    default: return digit ? 0 : 1; /* N_EXP */
+    }
+}
+
+/* One byte inside a string (past the plain run); pos is its offset. */
+static int js_string_byte(struct jscan *j, unsigned char c, size_t pos)
+{
+    switch (j->state) {
+    case JS_STR:
+        if (c == '"') {
+            j->state = j->key ? JS_COLON : JS_AFTER;
+        } else if (c < 0x20) {
+            return js_fail(j, pos, "control character inside a string");
+        } else if (c == '\\') {
+            j->state = JS_STR_ESC;
+            j->mark = pos;
+        } else if (c >= 0x80) {
+            j->need = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+            if (!j->need)
+                return js_fail(j, pos, "invalid UTF-8");
+            j->seq[0] = c;
+            j->got = 1;
+            j->mark = pos;
+            j->state = JS_STR_UTF8;
+        }
+        return 0;
+    case JS_STR_ESC:
+        if (c == 'u') {
+            j->state = JS_STR_U;
+            j->got = 0;
+        } else if (c && strchr("\"\\/bfnrt", c)) {
+            j->state = JS_STR;
+        } else {
+            return js_fail(j, j->mark, "bad escape in a string");
+        }
+        return 0;
+    case JS_STR_U:
+        if (hexval(c) < 0)
+            return js_fail(j, j->mark, "bad \\u escape");
+        if (++j->got == 4)
+            j->state = JS_STR;
+        return 0;
+    default: /* JS_STR_UTF8 */
+        if ((c & 0xc0) != 0x80)
+            return js_fail(j, j->mark, "invalid UTF-8");
+        j->seq[j->got++] = c;
+        if (j->got == j->need) {
+            if (utf8_seq_len(j->seq, j->need) != j->need)
+                return js_fail(j, j->mark, "invalid UTF-8");
+            j->state = JS_STR;
+        }
+        return 0;
+    }
+}
+
+/* One byte where structure is expected (white space, brackets, separators). */
+static int js_struct_byte(struct jscan *j, unsigned char c, size_t pos)
+{
+    if (js_ws(c))
+        return 0;
+    switch (j->state) {
+    case JS_VALUE:
+        return js_value_start(j, c, pos);
+    case JS_ARR_FIRST:
+    case JS_OBJ_FIRST:
+        if (c == (j->state == JS_ARR_FIRST ? ']' : '}')) {
+            j->depth--;
+            j->state = JS_AFTER;
+            return 0;
+        }
+        if (j->state == JS_ARR_FIRST)
+            return js_value_start(j, c, pos);
+        /* fall through */
+    case JS_OBJ_KEY:
+        if (c != '"')
+            return js_fail(j, pos, "expected a string key");
+        j->state = JS_STR;
+        j->key = 1;
+        return 0;
+    case JS_COLON:
+        if (c != ':')
+            return js_fail(j, pos, "expected ':'");
+        j->state = JS_VALUE;
+        return 0;
+    default: /* JS_AFTER */
+        if (j->depth == 0)
+            return js_fail(j, pos, "extra data after the JSON value");
+        if (c == ',') {
+            j->state = js_in_object(j) ? JS_OBJ_KEY : JS_VALUE;
+        } else if (c == (js_in_object(j) ? '}' : ']')) {
+            j->depth--;
+        } else {
+            return js_fail(j, pos, js_in_object(j) ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+        return 0;
+    }
+}
+
+/* Feeds the next n bytes. 0 while they may still make one JSON value; -1
+ * once they cannot (why and mark set; feeding more changes nothing). */
+static int js_feed(struct jscan *j, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, base = j->at;
+    if (j->state == JS_FAIL)
+        return -1;
+    while (i < n) {
+        unsigned char c;
+        int r;
+        if (j->state == JS_STR) { /* plain ASCII, the common case, in a tight loop */
             while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
                 i++;
-            c->i = i;
             if (i == n)
                 break;
         }
-        ch = (unsigned char)c->s[c->i];
-        if (ch == '"') {
-            c->i++;
-            return 0;
-        }
-        if (ch < 0x20) {
-            c->why = "control character inside a string";
-            return -1;
-        }
-        if (ch == '\\') {
-            int e;
-            if (c->i + 1 >= c->n)
-                break;
-            e = c->s[c->i + 1];
-            if (e == 'u') {
-                int k;
-                if (c->i + 6 > c->n) {
-                    c->why = "short \\u escape";
-                    return -1;
-                }
-                for (k = 2; k < 6; k++)
-                    if (hexval(c->s[c->i + k]) < 0) {
-                        c->why = "bad \\u escape";
-                        return -1;
-                    }
-                c->i += 6;
-            } else if (strchr("\"\\/bfnrt", e) && e) {
-                c->i += 2;
-            } else {
-                c->why = "bad escape in a string";
-                return -1;
+        c = u[i];
+        if (j->state >= JS_STR && j->state <= JS_STR_UTF8) {
+            r = js_string_byte(j, c, base + i);
+        } else if (j->state == JS_NUM) {
+            r = js_number_byte(j, c);
+            if (r < 0)
+                return js_fail(j, j->mark, "invalid number");
+            if (r == 1) {
+                j->state = JS_AFTER;
+                continue; /* the byte after the number is read as structure */
             }
-        } else if (ch >= 0x80) {
-            if (jc_utf8(c) < 0) {
-                c->why = "invalid UTF-8";
-                return -1;
-            }
+        } else if (j->state == JS_LIT) {
+            if (c != (unsigned char)json_literals[j->lit][j->got])
+                return js_fail(j, j->mark, "invalid literal");
+            if (!json_literals[j->lit][++j->got])
+                j->state = JS_AFTER;
+            r = 0;
         } else {
-            c->i++;
+            r = js_struct_byte(j, c, base + i);
         }
+        if (r < 0)
+            return -1;
+        i++;
     }
-    c->why = "unterminated string";
-    return -1;
-}
-
-static int jc_number(struct jcheck *c)
-{
-    size_t start = c->i;
-    if (c->i < c->n && c->s[c->i] == '-')
-        c->i++;
-    if (c->i < c->n && c->s[c->i] == '0')
-        c->i++;
-    else if (c->i < c->n && c->s[c->i] >= '1' && c->s[c->i] <= '9')
-        while (c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9')
-            c->i++;
-    else
-        goto bad;
-    if (c->i < c->n && c->s[c->i] == '.') {
-        c->i++;
-        if (c->i >= c->n || c->s[c->i] < '0' || c->s[c->i] > '9')
-            goto bad;
-        while (c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9')
-            c->i++;
-    }
-    if (c->i < c->n && (c->s[c->i] == 'e' || c->s[c->i] == 'E')) {
-        c->i++;
-        if (c->i < c->n && (c->s[c->i] == '+' || c->s[c->i] == '-'))
-            c->i++;
-        if (c->i >= c->n || c->s[c->i] < '0' || c->s[c->i] > '9')
-            goto bad;
-        while (c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9')
-            c->i++;
-    }
+    j->at = base + n;
     return 0;
-bad:
-    c->i = start;
-    c->why = "invalid number";
-    return -1;
 }
 
-static int jc_value(struct jcheck *c, int depth)
+/* The input ended: 0 when it was exactly one JSON value, else -1. */
+static int js_finish(struct jscan *j)
 {
-    jc_ws(c);
-    if (c->i >= c->n) {
-        c->why = "unexpected end of input";
-        return -1;
+    static const unsigned char ends_number[] = {0, 1, 1, 0, 1, 0, 0, 1}; /* by N_ part */
+    switch (j->state) {
+    case JS_FAIL: return -1;
+    case JS_NUM:
+        if (!ends_number[j->sub])
+            return js_fail(j, j->mark, "invalid number");
+        j->state = JS_AFTER;
+        return js_finish(j);
+    case JS_AFTER:
+        if (j->depth == 0)
+            return 0;
+        return js_fail(j, j->at, js_in_object(j) ? "expected ',' or '}'" : "expected ',' or ']'");
+    case JS_VALUE:
+    case JS_ARR_FIRST: return js_fail(j, j->at, "unexpected end of input");
+    case JS_OBJ_FIRST:
+    case JS_OBJ_KEY: return js_fail(j, j->at, "expected a string key");
+    case JS_COLON: return js_fail(j, j->at, "expected ':'");
+    case JS_STR: return js_fail(j, j->at, "unterminated string");
+    case JS_STR_ESC: return js_fail(j, j->mark, "unterminated string");
+    case JS_STR_U: return js_fail(j, j->mark, "short \\u escape");
+    case JS_STR_UTF8: return js_fail(j, j->mark, "invalid UTF-8");
+    default: return js_fail(j, j->mark, "invalid literal"); /* JS_LIT */
     }
-    if (depth > JSON_MAX_DEPTH) {
-        c->why = "nesting deeper than 64 levels";
-        return -1;
-    }
-    switch (c->s[c->i]) {
-    case '{':
-        c->i++;
-        jc_ws(c);
-        if (c->i < c->n && c->s[c->i] == '}') {
-            c->i++;
-            return 0;
-        }
-        for (;;) {
-            jc_ws(c);
-            if (c->i >= c->n || c->s[c->i] != '"') {
-                c->why = "expected a string key";
-                return -1;
-            }
-            if (jc_string(c) < 0)
-                return -1;
-            jc_ws(c);
-            if (c->i >= c->n || c->s[c->i] != ':') {
-                c->why = "expected ':'";
-                return -1;
-            }
-            c->i++;
-            if (jc_value(c, depth + 1) < 0)
-                return -1;
-            jc_ws(c);
-            if (c->i < c->n && c->s[c->i] == ',') {
-                c->i++;
-                continue;
-            }
-            if (c->i < c->n && c->s[c->i] == '}') {
-                c->i++;
-                return 0;
-            }
-            c->why = "expected ',' or '}'";
-            return -1;
-        }
-    case '[':
-        c->i++;
-        jc_ws(c);
-        if (c->i < c->n && c->s[c->i] == ']') {
-            c->i++;
-            return 0;
-        }
-        for (;;) {
-            if (jc_value(c, depth + 1) < 0)
-                return -1;
-            jc_ws(c);
-            if (c->i < c->n && c->s[c->i] == ',') {
-                c->i++;
-                continue;
-            }
-            if (c->i < c->n && c->s[c->i] == ']') {
-                c->i++;
-                return 0;
-            }
-            c->why = "expected ',' or ']'";
-            return -1;
-        }
-    case '"':
-        return jc_string(c);
-    case 't':
-        if (c->n - c->i >= 4 && memcmp(c->s + c->i, "true", 4) == 0) {
-            c->i += 4;
-            return 0;
-        }
-        break;
-    case 'f':
-        if (c->n - c->i >= 5 && memcmp(c->s + c->i, "false", 5) == 0) {
-            c->i += 5;
-            return 0;
-        }
-        break;
-    case 'n':
-        if (c->n - c->i >= 4 && memcmp(c->s + c->i, "null", 4) == 0) {
-            c->i += 4;
-            return 0;
-        }
-        break;
-    default:
-        return jc_number(c);
-    }
-    c->why = "invalid literal";
-    return -1;
 }
 
 /* 0 when s is exactly one valid JSON value (surrounded by optional white
  * space); otherwise -1 with *why and *at describing the first problem. */
 static int json_check(const char *s, size_t n, const char **why, size_t *at)
 {
-    struct jcheck c;
-    c.s = s;
-    c.n = n;
-    c.i = 0;
-    c.why = NULL;
-    if (jc_value(&c, 0) == 0) {
-        jc_ws(&c);
-        if (c.i == n)
-            return 0;
-        c.why = "extra data after the JSON value";
-    }
-    *why = c.why;
-    *at = c.i;
+    struct jscan j;
+    js_init(&j);
+    if (js_feed(&j, s, n) == 0 && js_finish(&j) == 0)
+        return 0;
+    *why = j.why;
+    *at = j.mark;
     return -1;
 }
 
