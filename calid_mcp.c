@@ -2701,6 +2701,15 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
  *     handle); this code never touches a slot after calling back for it.
  *   - The answer parser (up_parse_*) is pure: bytes in, state out. It is
  *     unit-tested and fuzzed on its own.
+ *   - Streaming (up_allow_stream): an answer that fits the slot's buffer is
+ *     delivered whole, as above. One that outgrows it is delivered in windows
+ *     of the buffer: on_upstream_done() with r->partial, and the slot stops
+ *     reading the API (the bytes wait in BearSSL and TCP: back-pressure)
+ *     until the owner calls up_release() for the window; the answer timeout
+ *     does not run meanwhile. The last window comes without partial (or as a
+ *     failure that keeps the window's bytes). A 2xx answer streamed is
+ *     checked as JSON on the way (struct jscan); the first byte that cannot be
+ *     JSON ends it as not_json. CM_UPSTREAM_ANSWER_MAX_BYTES bounds the whole.
  *   - TLS: one BearSSL client context per slot, TLS 1.2 only, chain and host
  *     name checked against the anchors loaded by up_init(). One saved session
  *     is shared by all slots so every new connection tries to resume it.
@@ -2716,6 +2725,11 @@ struct up_result {
     char retry_after[32];     /* Retry-After header value if any, else "" */
     char content_type[64];    /* Content-Type of the answer, else "" */
     char error[448];          /* transport failure, human readable (with the outcome note); "" when status != 0 */
+    unsigned char partial;    /* body is one window of a longer answer: up_release() it; the next part follows */
+    unsigned char streamed;   /* windows of this answer were delivered before (body continues them) */
+    uint64_t offset;          /* answer bytes delivered in earlier windows */
+    const char *not_json;     /* (streamed 2xx answer) why the answer is not JSON, at byte not_json_at; else NULL */
+    uint64_t not_json_at;
 };
 
 /* Defined in section 11: where finished requests are handed back. */
@@ -2755,6 +2769,7 @@ struct up_parser {
     unsigned char conn_keep;    /* Connection: keep-alive (matters for HTTP/1.0) */
     unsigned char keep_alive;   /* (valid after the headers) connection reusable */
     unsigned char line_long;    /* current line exceeded UP_LINE_MAX: kept truncated */
+    unsigned char windowed;     /* the body buffer is a window: when full, feeding stops (the caller drains it) */
     int status;                 /* HTTP status of the final answer */
     uint64_t length;            /* Content-Length, then bytes still to read (body or chunk) */
     size_t line_len;            /* bytes in line[] */
@@ -2763,6 +2778,7 @@ struct up_parser {
     unsigned char *body;        /* caller's body buffer */
     size_t body_cap;            /* its capacity (the answer is refused beyond) */
     size_t body_len;            /* bytes of body stored */
+    uint64_t body_total;        /* body bytes of the whole answer so far (CM_UPSTREAM_ANSWER_MAX_BYTES) */
     char retry_after[32];
     char content_type[64];
     char error[200];
@@ -2825,6 +2841,25 @@ static size_t up_parse_too_large(struct up_parser *p, size_t used)
              (unsigned long)p->body_cap);
     p->state = UP_P_ERROR;
     return used;
+}
+
+/* Whether n more body bytes pass the policy limit (0 when they do not: error set). */
+static int up_parse_within_policy(struct up_parser *p, uint64_t n)
+{
+    if (CM_UPSTREAM_ANSWER_MAX_BYTES == 0 || p->body_total + n <= (uint64_t)CM_UPSTREAM_ANSWER_MAX_BYTES)
+        return 1;
+    snprintf(p->error, sizeof p->error,
+             "the Cal ID API answer is larger than %lu bytes (CM_UPSTREAM_ANSWER_MAX_BYTES)",
+             (unsigned long)CM_UPSTREAM_ANSWER_MAX_BYTES);
+    p->state = UP_P_ERROR;
+    return 0;
+}
+
+/* A windowed body buffer is full while body bytes still come: drain it. */
+static int up_parse_window_full(const struct up_parser *p)
+{
+    return p->windowed && p->body_len == p->body_cap &&
+           (p->state == UP_P_BODY_LEN || p->state == UP_P_CHUNK_DATA || p->state == UP_P_BODY_CLOSE);
 }
 
 /* "HTTP/1.x SSS[ reason]" */
@@ -2943,7 +2978,9 @@ static void up_parse_headers_end(struct up_parser *p)
     } else if (p->chunked) {
         p->state = UP_P_CHUNK_SIZE;
     } else if (p->have_length) {
-        if (p->length > p->body_cap) {
+        if (!up_parse_within_policy(p, p->length))
+            return;
+        if (p->length > p->body_cap && !p->windowed) {
             up_parse_too_large(p, 0);
             return;
         }
@@ -2992,7 +3029,9 @@ static void up_parse_chunk_size(struct up_parser *p, const char *l, size_t n)
         p->state = UP_P_TRAILER;
         return;
     }
-    if (v > p->body_cap - p->body_len) {
+    if (!up_parse_within_policy(p, v))
+        return;
+    if (v > p->body_cap - p->body_len && !p->windowed) {
         up_parse_too_large(p, 0);
         return;
     }
@@ -3056,10 +3095,15 @@ static size_t up_parse_feed(struct up_parser *p, const unsigned char *data, size
             size_t n = len - i;
             if ((uint64_t)n > p->length)
                 n = (size_t)p->length;
-            if (n > p->body_cap - p->body_len)
+            if (n > p->body_cap - p->body_len && !p->windowed)
                 return up_parse_too_large(p, i);
+            if (n > p->body_cap - p->body_len)
+                n = p->body_cap - p->body_len;
+            if (n == 0)
+                return i; /* the window is full */
             memcpy(p->body + p->body_len, data + i, n);
             p->body_len += n;
+            p->body_total += n;
             p->length -= n;
             i += n;
             p->seen += n;
@@ -3069,10 +3113,17 @@ static size_t up_parse_feed(struct up_parser *p, const unsigned char *data, size
         }
         case UP_P_BODY_CLOSE: {
             size_t n = len - i;
-            if (n > p->body_cap - p->body_len)
+            if (n > p->body_cap - p->body_len && !p->windowed)
                 return up_parse_too_large(p, i);
+            if (n > p->body_cap - p->body_len)
+                n = p->body_cap - p->body_len;
+            if (n == 0)
+                return i; /* the window is full */
+            if (!up_parse_within_policy(p, n))
+                return i;
             memcpy(p->body + p->body_len, data + i, n);
             p->body_len += n;
+            p->body_total += n;
             i += n;
             p->seen += n;
             break;
@@ -3161,7 +3212,8 @@ enum up_sstate {
     UP_S_SENDING,    /* writing the request into the engine */
     UP_S_RECEIVING,  /* reading the answer */
     UP_S_FAILED,     /* refused at up_submit(): the failure is delivered by the next up_tick() */
-    UP_S_DONE        /* result delivered; waiting for up_release() */
+    UP_S_DONE,       /* result delivered; waiting for up_release() */
+    UP_S_PAUSED      /* one window of a streamed answer delivered; reading waits for up_release() */
 };
 
 struct up_slot {
@@ -3198,12 +3250,17 @@ struct up_slot {
     unsigned char keep_conn;       /* (DONE) connection stays open for the next request */
     unsigned char early;           /* the answer began before the request was fully sent */
     unsigned char tls_started;     /* the engine was reset for the current connection */
+    unsigned char stream_ok;       /* the owner takes the answer in windows (up_allow_stream) */
+    unsigned char streamed;        /* windows of the current answer were delivered */
     unsigned char offered_len;     /* session id offered for resumption (0: none) */
     unsigned char offered_id[32];
     unsigned owner;
     size_t req_len, req_off;       /* request bytes, and bytes already given to the engine */
     uint64_t started_ms;           /* up_submit time (for debug timing) */
     uint64_t deadline_ms;          /* the current phase times out here; 0 = none */
+    uint64_t paused_left_ms;       /* (PAUSED) what was left of the answer timeout */
+    uint64_t offset;               /* answer bytes delivered in earlier windows */
+    struct jscan json;             /* a streamed 2xx answer, checked as it passes */
     uint64_t idle_since_ms;        /* (IDLE) when the connection's last answer ended */
     unsigned conn_requests;        /* requests served on the current connection */
     char what[96];                 /* "METHOD /path" for logs: no query string, no token */
@@ -3824,6 +3881,12 @@ static void up_fail(int h, const char *fmt, ...)
     s->result.status = 0;
     s->result.body = "";
     s->result.body_len = 0;
+    if (s->streamed) { /* the owner has sent the answer's start: it gets what arrived since, then the error */
+        s->result.streamed = 1;
+        s->result.offset = s->offset;
+        s->result.body = (const char *)s->body;
+        s->result.body_len = s->parser.body_len;
+    }
     s->keep_conn = 0;
     up_drop_conn(s, 1); /* close_notify if the engine still can: servers keep the session */
     up_deliver(h);
@@ -3847,11 +3910,61 @@ static void up_complete(int h)
     s->result.body_len = p->body_len;
     memcpy(s->result.retry_after, p->retry_after, sizeof s->result.retry_after);
     memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
+    if (s->streamed) {
+        s->result.streamed = 1;
+        s->result.offset = s->offset;
+        if (p->status < 300 && (js_feed(&s->json, (const char *)s->body, p->body_len) < 0 || js_finish(&s->json) < 0)) {
+            s->result.not_json = s->json.why;
+            s->result.not_json_at = s->json.mark;
+        }
+    }
     if (s->keep_conn)
         s->conn_requests++;
     else
         up_drop_conn(s, 1);
     up_deliver(h);
+}
+
+/* The window is full and the answer goes on: hand it to the owner, who
+ * gives it back with up_release(). Until then nothing is read from the API
+ * and the answer timeout stands still. A 2xx answer that turns out not to be
+ * JSON ends here: its window is the last, and the connection is closed. */
+static void up_deliver_window(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    struct up_parser *p = &s->parser;
+    uint64_t now = cm_port_now_ms();
+    if (p->status < 300 && js_feed(&s->json, (const char *)s->body, p->body_len) < 0) {
+        s->keep_conn = 0;
+        up_complete(h); /* delivers the window with not_json set */
+        return;
+    }
+    memset(&s->result, 0, sizeof s->result);
+    s->result.status = p->status;
+    s->result.body = (const char *)s->body;
+    s->result.body_len = p->body_len;
+    memcpy(s->result.retry_after, p->retry_after, sizeof s->result.retry_after);
+    memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
+    s->result.partial = 1;
+    s->result.streamed = s->streamed;
+    s->result.offset = s->offset;
+    s->streamed = 1;
+    s->state = UP_S_PAUSED;
+    s->kick = 0;
+    s->paused_left_ms = s->deadline_ms > now ? s->deadline_ms - now : 0;
+    s->deadline_ms = 0;
+    on_upstream_done(s->owner, h, &s->result);
+    /* the slot may have been released or cancelled by now: do not touch it */
+}
+
+/* The window was written: reading goes on where it stopped. */
+static void up_resume(struct up_slot *s)
+{
+    s->offset += s->parser.body_len;
+    s->parser.body_len = 0;
+    s->state = UP_S_RECEIVING;
+    s->deadline_ms = cm_port_now_ms() + s->paused_left_ms;
+    s->kick = 1; /* bytes may wait in the engine, where no poll sees them */
 }
 
 static void up_begin_connect(struct up_slot *s)
@@ -3966,6 +4079,7 @@ static void up_lost(int h, int kind, int tls_err)
             s->req_off = 0;
             s->early = 0;
             up_parse_init(&s->parser, s->body, CM_UPSTREAM_BODY_BYTES, s->parser.head_request);
+            s->parser.windowed = s->stream_ok;
             up_begin_connect(s);
             return;
         }
@@ -4048,6 +4162,10 @@ static void up_pump(int h)
                 br_ssl_engine_recvapp_ack(eng, used);
             if (s->parser.state == UP_P_ERROR) {
                 up_fail(h, "%s", s->parser.error);
+                return;
+            }
+            if (used < len && up_parse_window_full(&s->parser)) {
+                up_deliver_window(h);
                 return;
             }
             if (s->parser.state == UP_P_DONE) {
@@ -4330,6 +4448,9 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     s->started_ms = cm_port_now_ms();
     memset(&s->result, 0, sizeof s->result);
     up_parse_init(&s->parser, s->body, CM_UPSTREAM_BODY_BYTES, strcmp(method, "HEAD") == 0);
+    s->stream_ok = s->streamed = 0;
+    s->offset = 0;
+    js_init(&s->json);
     { /* "METHOD /prefix/path" without the query string, cut to fit */
         size_t n = 0, i, plen = strcspn(path_query, "?");
         const char *parts[3];
@@ -4358,12 +4479,28 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     return h;
 }
 
+/* The owner of handle (just submitted) takes an answer larger than the
+ * slot's buffer in windows (see Shape); others get the too-large failure. */
+static void up_allow_stream(int handle)
+{
+    if (handle >= 0 && handle < CM_MAX_UPSTREAMS && up.slots[handle].state != UP_S_FAILED) {
+        up.slots[handle].stream_ok = 1;
+        up.slots[handle].parser.windowed = 1;
+    }
+}
+
+/* Ends the owner's hold: a delivered answer (the slot becomes IDLE or FREE)
+ * or a streamed window (reading goes on). */
 static void up_release(int handle)
 {
     struct up_slot *s;
     if (handle < 0 || handle >= CM_MAX_UPSTREAMS)
         return;
     s = &up.slots[handle];
+    if (s->state == UP_S_PAUSED) {
+        up_resume(s);
+        return;
+    }
     if (s->state != UP_S_DONE)
         return;
     s->result.body = "";
@@ -4397,6 +4534,7 @@ static void up_cancel(int handle)
     case UP_S_HANDSHAKE:
     case UP_S_SENDING:
     case UP_S_RECEIVING:
+    case UP_S_PAUSED:
         cm_logf(CM_LOG_DEBUG, "upstream: %s cancelled", s->what);
         up_drop_conn(s, 1); /* mid-answer: the rest of the answer must not be read as the next one */
         memset(s->req, 0, s->req_len);
@@ -5297,6 +5435,19 @@ static const char *status_reason(int status)
  * an error result. With copy set (batch parts) the API answer is copied;
  * otherwise the answer is referenced and the caller must keep the upstream
  * slot until the answer is written. */
+/* The line that opens a tool result for an API error status (the API's
+ * message when its answer, whole, says one). */
+static void api_error_head(const struct pending_call *pc, const struct up_result *u, char *head, size_t cap)
+{
+    char m[300];
+    api_message(u->body, u->body_len, m, sizeof m);
+    snprintf(head, cap, "Cal ID API error %d %s%s%s%s%s%s\n", u->status, status_reason(u->status),
+             m[0] ? ": " : "", m, u->retry_after[0] ? ". Retry after " : "", u->retry_after,
+             u->retry_after[0] ? " seconds (Retry-After)." : "");
+    if (u->status >= 500 && (tools[pc->tool].flags & T_ACTS_BEFORE_5XX))
+        snprintf(head + strlen(head), cap - strlen(head), "%s\n", ACTED_BEFORE_5XX);
+}
+
 static int render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     struct view id = pc->id;
@@ -5308,14 +5459,8 @@ static int render_tool_result(struct resp *r, const struct pending_call *pc, con
         show_body = 0;
         snprintf(head, sizeof head, "Could not complete the Cal ID API request: %s", u->error);
     } else if (u->status >= 300) {
-        char m[300];
         is_error = 1;
-        api_message(u->body, u->body_len, m, sizeof m);
-        snprintf(head, sizeof head, "Cal ID API error %d %s%s%s%s%s%s\n", u->status, status_reason(u->status),
-                 m[0] ? ": " : "", m, u->retry_after[0] ? ". Retry after " : "", u->retry_after,
-                 u->retry_after[0] ? " seconds (Retry-After)." : "");
-        if (u->status >= 500 && (tools[pc->tool].flags & T_ACTS_BEFORE_5XX))
-            snprintf(head + strlen(head), sizeof head - strlen(head), "%s\n", ACTED_BEFORE_5XX);
+        api_error_head(pc, u, head, sizeof head);
     } else {
         const char *why;
         size_t at;
@@ -6314,6 +6459,76 @@ static int render_pending_result(struct resp *r, const struct pending_call *pc, 
     return u->status == 0 || u->status >= 300; /* whether the API request failed */
 }
 
+/* ---- A streamed API answer (larger than the API slot's buffer) ---- */
+/*
+ * The answer's text goes out as it arrives: stream_begin opens the message
+ * (for a tool, the "Cal ID API error" line first when the status says so),
+ * each window follows JSON-escaped, and stream_end closes it. A failure once
+ * the answer has begun cannot become another answer: the text so far is
+ * closed and a second text block says what happened and after how many
+ * bytes, with isError true (for resources/read, a second contents entry,
+ * text/plain). The message stays valid JSON either way.
+ */
+static void render_stream_begin(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    if (r->sse) /* log messages travel only on an SSE answer */
+        render_api_log(r, pc, u);
+    result_begin(r, pc->id);
+    if (pc->kind == PC_RESOURCE) {
+        char uri[160];
+        resource_uri(pc, uri, sizeof uri);
+        rs_printf(r, "\"contents\":[{\"uri\":\"%s\",\"mimeType\":\"application/json\",\"text\":\"", uri);
+        return;
+    }
+    rs_str(r, "\"content\":[{\"type\":\"text\",\"text\":\"");
+    if (u->status >= 300) {
+        char head[600];
+        api_error_head(pc, u, head, sizeof head);
+        rs_escaped_copy(r, head, strlen(head));
+    }
+}
+
+/* Closes a streamed answer (after its last window); returns whether it is an error. */
+static int render_stream_end(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    char m[800];
+    unsigned long long bytes = (unsigned long long)(u->offset + u->body_len);
+    int failed = u->status == 0 || u->not_json;
+    if (u->status == 0)
+        snprintf(m, sizeof m, "The Cal ID API answer broke off after %llu bytes (the text above is all that came): %s",
+                 bytes, u->error);
+    else if (u->not_json)
+        snprintf(m, sizeof m,
+                 "The Cal ID API answered %d with content that is not JSON (Content-Type: %s; %s at byte %llu); "
+                 "the text above is its first %llu bytes, and the rest was not read",
+                 u->status, u->content_type[0] ? u->content_type : "none", u->not_json, (unsigned long long)u->not_json_at,
+                 bytes);
+    if (pc->kind == PC_RESOURCE) {
+        if (failed) {
+            char uri[160];
+            resource_uri(pc, uri, sizeof uri);
+            rs_printf(r, "\"},{\"uri\":\"%s\",\"mimeType\":\"text/plain\",\"text\":", uri);
+            rs_json_string(r, m, strlen(m));
+            rs_str(r, "}]");
+        } else {
+            rs_str(r, "\"}]");
+            if (pc->modern) /* the user's own data: this authorization only */
+                rs_printf(r, ",\"ttlMs\":%ld,\"cacheScope\":\"private\"", resources[pc->tool].ttl_ms);
+        }
+        result_end(r, pc->modern, 0);
+        return failed;
+    }
+    if (failed) {
+        rs_str(r, "\"},{\"type\":\"text\",\"text\":");
+        rs_json_string(r, m, strlen(m));
+        rs_str(r, "}],\"isError\":true");
+    } else {
+        rs_printf(r, "\"}],\"isError\":%s", u->status >= 300 ? "true" : "false");
+    }
+    result_end(r, pc->modern, 0);
+    return failed || u->status >= 300;
+}
+
 /* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
 static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct rpc_ctx *c, struct view header_version)
 {
@@ -6729,6 +6944,9 @@ static void note_api_done(struct req_note *n, const struct pending_call *pc, int
 
 
 enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
+/* A streamed answer (on_upstream_done): between windows the connection
+ * waits on the API again (C_WAIT_API); the last window ends the answer. */
+enum { STREAM_NONE = 0, STREAM_MORE, STREAM_LAST };
 #define OA_KEY_MAX 256 /* a Cal ID API key (OAuth sign-in, section 11b) */
 
 #define IN_BYTES (CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES) /* the largest request: one pool buffer */
@@ -6786,6 +7004,7 @@ struct conn {
     char *stage_p;                /* where escaped bytes are staged: the free tail of out[] */
     size_t stage_cap, stage_len, stage_sent;
     int held_handle;              /* upstream answer referenced by the answer, or -1 */
+    unsigned char stream;         /* STREAM_*: the answer streams an API answer larger than its slot's buffer */
     struct req_note note;         /* for the access log and /metrics */
     int oauth_wait;               /* the API call in flight checks a key for the sign-in page */
     char oauth_key[OA_KEY_MAX + 1]; /* the Cal ID key opened from this request's access token */
@@ -7600,8 +7819,11 @@ static void conn_close(struct conn *c)
 {
     if (c->state == C_WAIT_API && c->pc.handle >= 0)
         up_cancel(c->pc.handle);
-    if (c->held_handle >= 0)
+    if (c->held_handle >= 0 && c->stream == STREAM_MORE)
+        up_cancel(c->held_handle); /* the client left mid-answer: the rest is not read, the API connection closed */
+    else if (c->held_handle >= 0)
         up_release(c->held_handle);
+    c->stream = STREAM_NONE;
     conn_sock_close(c);
     c->state = C_FREE;
     c->sock = CM_SOCK_INVALID;
@@ -7628,6 +7850,7 @@ static void conn_reset_request(struct conn *c)
     c->batch_replies = 0;
     c->origin_ok[0] = 0;
     c->held_handle = -1;
+    c->stream = STREAM_NONE;
     c->close_after = 0;
     c->head_only = 0;
     c->oauth_wait = 0;
@@ -7695,6 +7918,43 @@ static void access_log(struct conn *c, int status)
 
 static int conn_write(struct conn *c);
 
+/* One part of a streamed answer in resp framed as an HTTP/1.1 chunk: its
+ * size line after what h holds, its CRLF (and after the last part the empty
+ * chunk) at the end of resp. HTTP/1.0 gets the bytes bare: the close ends them. */
+static void conn_chunk_frame(struct conn *c, struct textbuf *h, size_t len)
+{
+    if (c->req.minor < 1)
+        return;
+    if (len) {
+        tb_printf(h, "%lx\r\n", (unsigned long)len);
+        rs_str(&c->resp, "\r\n");
+    }
+    if (c->stream == STREAM_LAST)
+        rs_str(&c->resp, "0\r\n\r\n");
+}
+
+/* Writes hdr, then resp: the segments from the start, escaped ones staged
+ * in the part of out[] the text left free (usually most of it), so that a
+ * large answer takes few writes. */
+static void conn_start_body(struct conn *c)
+{
+    c->hdr_sent = 0;
+    if (c->head_only)
+        c->resp.nseg = 0;
+    c->seg_i = 0;
+    c->seg_off = 0;
+    c->stage_len = c->stage_sent = 0;
+    c->stage_p = c->resp.tb.p == c->out ? c->out + c->resp.tb.len + 1 : c->stage;
+    c->stage_cap = c->resp.tb.p == c->out ? sizeof c->out - c->resp.tb.len - 1 : 0;
+    if (c->stage_cap < sizeof c->stage) {
+        c->stage_p = c->stage;
+        c->stage_cap = sizeof c->stage;
+    }
+    c->state = C_WRITE;
+    c->last_ms = cm_port_now_ms();
+    conn_write(c);
+}
+
 /* Starts sending an answer: status line and headers into hdr, body = resp. */
 static void conn_answer(struct conn *c, int status, const char *content_type, const char *extra_headers)
 {
@@ -7704,12 +7964,14 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     h.cap = sizeof c->hdr;
     h.len = 0;
     h.overflow = 0;
-    if (!c->keep_alive || c->close_after)
+    if (!c->keep_alive || c->close_after || (c->stream && c->req.minor < 1))
         c->close_after = 1;
     tb_printf(&h, "HTTP/1.1 %d %s\r\nServer: calid-mcp/" CM_VERSION "\r\n", status, status_reason(status));
     if (body_len || (status != 202 && status != 204))
         tb_printf(&h, "Content-Type: %s\r\n", content_type ? content_type : "application/json");
-    if (status != 204) /* a 204 carries no Content-Length (RFC 9110) */
+    if (c->stream && c->req.minor >= 1) /* the length is not known yet */
+        tb_str(&h, "Transfer-Encoding: chunked\r\n");
+    else if (status != 204 && !c->stream) /* a 204 carries no Content-Length (RFC 9110) */
         tb_printf(&h, "Content-Length: %lu\r\n", (unsigned long)body_len);
     if (content_type && strcmp(content_type, "text/event-stream") == 0)
         tb_str(&h, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
@@ -7721,26 +7983,25 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     if (c->close_after)
         tb_str(&h, "Connection: close\r\n");
     tb_str(&h, "\r\n");
+    if (c->stream)
+        conn_chunk_frame(c, &h, body_len);
     c->hdr_len = h.len;
-    c->hdr_sent = 0;
-    if (c->head_only)
-        c->resp.nseg = 0;
-    c->seg_i = 0;
-    c->seg_off = 0;
-    c->stage_len = c->stage_sent = 0;
-    /* escaped API answers are staged in the part of out[] the answer's text
-     * left free (usually most of it), so a large answer takes few writes */
-    c->stage_p = c->resp.tb.p == c->out ? c->out + c->resp.tb.len + 1 : c->stage;
-    c->stage_cap = c->resp.tb.p == c->out ? sizeof c->out - c->resp.tb.len - 1 : 0;
-    if (c->stage_cap < sizeof c->stage) {
-        c->stage_p = c->stage;
-        c->stage_cap = sizeof c->stage;
-    }
-    c->state = C_WRITE;
-    c->last_ms = cm_port_now_ms();
-    cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes", status, (unsigned long)body_len);
+    cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes%s", status, (unsigned long)body_len, c->stream ? " so far (streamed)" : "");
     access_log(c, status);
-    conn_write(c);
+    conn_start_body(c);
+}
+
+/* Sends the next part of a streamed answer (resp holds it). */
+static void conn_send_part(struct conn *c)
+{
+    struct textbuf h;
+    h.p = c->hdr;
+    h.cap = sizeof c->hdr;
+    h.len = 0;
+    h.overflow = 0;
+    conn_chunk_frame(c, &h, rs_length(&c->resp));
+    c->hdr_len = h.len;
+    conn_start_body(c);
 }
 
 /* A plain JSON answer with a fixed text body (HTTP-level errors, healthz). */
@@ -7764,6 +8025,15 @@ static void conn_reject(struct conn *c, int status, int code, const char *messag
 static void conn_finish_answer(struct conn *c)
 {
     size_t rest;
+    if (c->stream == STREAM_MORE) { /* a window is out: the API slot reads on, the next one comes back here */
+        int h = c->held_handle;
+        c->held_handle = -1;
+        c->pc.handle = h;
+        c->state = C_WAIT_API;
+        c->last_ms = cm_port_now_ms();
+        up_release(h);
+        return;
+    }
     if (c->held_handle >= 0) {
         up_release(c->held_handle);
         c->held_handle = -1;
@@ -8069,6 +8339,8 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     if (h >= 0) {
         c->pc.handle = h;
         c->note.api_start_ms = cm_port_now_ms();
+        if (!c->batch_len && (c->pc.kind == PC_TOOL || c->pc.kind == PC_RESOURCE))
+            up_allow_stream(h); /* a batch answer is copied whole; the others can stream */
         return;
     }
     if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
@@ -8156,7 +8428,45 @@ static struct {
     int done;
     int handle;
     struct up_result copy;
+    unsigned char streamed;       /* the answer was streamed to stdout and its end rendered into r */
+    const struct pending_call *pc; /* the call waited on, and its answer (for streaming) */
+    struct resp *r;
 } stdio_wait;
+static void stdio_stream_part(int handle, const struct up_result *u);
+
+/* A window of an API answer larger than its slot's buffer (up_result.partial),
+ * or the last one: the answer streams as a chunked (or, for HTTP/1.0,
+ * close-delimited) body, held to what the client takes (conn_finish_answer
+ * gives the window back). A resources/read error status is answered whole
+ * as a JSON-RPC error instead, and the rest of its answer dropped. */
+static void conn_stream_part(struct conn *c, int handle, const struct up_result *u)
+{
+    int first = !c->stream;
+    const char *ctype = c->want_sse ? "text/event-stream" : "application/json";
+    rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
+    if (first && c->pc.kind == PC_RESOURCE && u->status >= 300) {
+        note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 1));
+        up_cancel(handle);
+        conn_answer(c, 200, ctype, NULL);
+        return;
+    }
+    if (first)
+        render_stream_begin(&c->resp, &c->pc, u);
+    rs_ext(&c->resp, u->body, u->body_len, 1);
+    c->held_handle = handle;
+    c->stream = u->partial ? STREAM_MORE : STREAM_LAST;
+    if (!u->partial && render_stream_end(&c->resp, &c->pc, u) && c->pc.kind == PC_TOOL && c->note.api_status > 0 &&
+        c->note.api_status < 300) { /* counted as ok when it began: it failed after all */
+        metrics.tool_calls[c->pc.tool][OUTCOME_OK]--;
+        metrics.tool_calls[c->pc.tool][u->status == 0 ? OUTCOME_TRANSPORT_ERROR : OUTCOME_API_ERROR]++;
+    }
+    if (!first) {
+        conn_send_part(c);
+        return;
+    }
+    note_api_done(&c->note, &c->pc, u->status, u->status >= 300);
+    conn_answer(c, 200, ctype, NULL);
+}
 
 static void on_upstream_done(unsigned owner, int handle, const struct up_result *u)
 {
@@ -8168,6 +8478,10 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
     }
 #endif
     if (owner == STDIO_OWNER) {
+        if (u->partial || stdio_wait.streamed) {
+            stdio_stream_part(handle, u);
+            return;
+        }
         stdio_wait.done = 1;
         stdio_wait.handle = handle;
         stdio_wait.copy = *u;
@@ -8197,6 +8511,10 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
             conn_continue_batch(c, &d);
         else
             conn_close(c);
+        return;
+    }
+    if (u->partial || c->stream) {
+        conn_stream_part(c, handle, u);
         return;
     }
     note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 0));
@@ -10879,24 +11197,72 @@ static char stdio_version[11] = LATEST_SESSION_VERSION;
 static unsigned char stdio_log_level; /* logging/setLevel on stdio: for the process */
 static char stdio_log_line[512];       /* one log message: a path is at most 95 bytes */
 
-static void stdio_emit(const struct resp *r)
+static void stdio_write_escaped(const char *p, size_t n)
+{
+    char stage[STAGE_BYTES];
+    size_t off = 0, w;
+    while (off < n) {
+        off += json_escape_some(p + off, n - off, stage, sizeof stage, &w);
+        fwrite(stage, 1, w, stdout);
+    }
+}
+
+static void stdio_write(const struct resp *r)
 {
     int i;
     for (i = 0; i < r->nseg; i++) {
         const struct seg *s = &r->seg[i];
-        if (!s->escape) {
+        if (!s->escape)
             fwrite(s->p, 1, s->n, stdout);
-        } else {
-            char stage[STAGE_BYTES];
-            size_t off = 0, w;
-            while (off < s->n) {
-                off += json_escape_some(s->p + off, s->n - off, stage, sizeof stage, &w);
-                fwrite(stage, 1, w, stdout);
-            }
-        }
+        else
+            stdio_write_escaped(s->p, s->n);
     }
+}
+
+static void stdio_emit(const struct resp *r)
+{
+    stdio_write(r);
     fputc('\n', stdout);
     fflush(stdout);
+}
+
+/* A window of an API answer larger than its slot's buffer, or its last one
+ * (see conn_stream_part): the line is written as the answer arrives, each
+ * window straight to stdout (which holds the API back while it blocks); the
+ * end of the line is rendered into the answer that cm_stdio_run writes. */
+static void stdio_stream_part(int handle, const struct up_result *u)
+{
+    struct resp *r = stdio_wait.r;
+    const struct pending_call *pc = stdio_wait.pc;
+    if (!stdio_wait.streamed && pc->kind == PC_RESOURCE && u->status >= 300) {
+        render_pending_result(r, pc, u, 1); /* an error status: the usual JSON-RPC error, the rest not read */
+        up_cancel(handle);
+        stdio_wait.streamed = 1;
+        stdio_wait.handle = -1;
+        stdio_wait.done = 1;
+        return;
+    }
+    if (!stdio_wait.streamed) {
+        if (pc->log_level) { /* its own line, before the answer */
+            struct resp lr;
+            rs_init(&lr, stdio_log_line, sizeof stdio_log_line, 0);
+            render_api_log(&lr, pc, u);
+            if (lr.nseg && !lr.overflow)
+                stdio_emit(&lr);
+        }
+        render_stream_begin(r, pc, u);
+        stdio_write(r);
+        rs_init(r, r->tb.p, r->tb.cap, r->sse);
+        stdio_wait.streamed = 1;
+    }
+    stdio_write_escaped(u->body, u->body_len);
+    if (u->partial) {
+        up_release(handle);
+        return;
+    }
+    render_stream_end(r, pc, u);
+    stdio_wait.handle = handle;
+    stdio_wait.done = 1;
 }
 
 /* Runs a tool call to its end. Returns the upstream handle to release once
@@ -10907,14 +11273,21 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     int h;
     msg[0] = 0;
     stdio_wait.done = 0;
+    stdio_wait.streamed = 0;
+    stdio_wait.pc = pc;
+    stdio_wait.r = r;
     while ((h = submit_pending(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
         loop_step(10);
     if (h == -2) {
         render_pending_failure(r, pc, msg);
         return -1;
     }
+    if (!copy && (pc->kind == PC_TOOL || pc->kind == PC_RESOURCE))
+        up_allow_stream(h); /* a batch line is built whole; a single answer can stream */
     while (!stdio_wait.done)
         loop_step(100);
+    if (stdio_wait.streamed)
+        return stdio_wait.handle;
     if (pc->log_level && !copy) { /* its own line, before the answer */
         struct resp lr;
         rs_init(&lr, stdio_log_line, sizeof stdio_log_line, 0);

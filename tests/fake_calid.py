@@ -61,6 +61,11 @@ Control API (no auth):
                                are the fake's bookkeeping, never on the wire)
     GET    /__fake/stats       connection, handshake, resumption, request counters
     GET    /__fake/routes      the route table: method, path, tool, evidence
+    POST   /__fake/bookings    {"count": N, "notes_bytes": M}: N more upcoming
+                               bookings of the user (copies of booking 503 with
+                               their own ids and uids), each with notes of M
+                               bytes of mixed text (quotes, backslashes, new
+                               lines, accents, emoji): list answers of megabytes
 
 Fault object: {"path": PREFIX (default: any API path), "method": M (default
 any), "count": N (default 1; -1 = until cleared), "skip": N (let N matching
@@ -2288,6 +2293,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return {"success": True, "data": dict(API.hazards)}
 
     @staticmethod
+    def ctl_bookings(q, arg):
+        if not isinstance(arg, dict):
+            raise ControlError('expected {"count": N, "notes_bytes": M}')
+        count = control_int(arg.get("count", 100), "count", minimum=0)
+        size = control_int(arg.get("notes_bytes", 1000), "notes_bytes", minimum=0)
+        piece = 'Agenda "Q3" \\ caf\u00e9 \u20ac\U0001F600 line\n\ttab; '
+        with API.lock:
+            base = next(b for b in API.s["bookings"] if b["id"] == 503)
+            next_id = max(b["id"] for b in API.s["bookings"]) + 1
+            for k in range(count):
+                b = copy.deepcopy(base)
+                b["id"] = next_id + k
+                b["uid"] = "bulk%06d%s" % (k, base["uid"][10:])
+                b["responses"]["notes"] = (piece * (size // len(piece) + 1))[:size] if size else ""
+                API.s["bookings"].append(b)
+        return {"success": True, "data": {"added": count, "first_id": next_id}}
+
+    @staticmethod
     def ctl_stats(q, arg):
         st = STATS.get()
         st["recorded"] = len(RECORDER.items)
@@ -2306,6 +2329,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ("POST", "/__fake/hazards"): ctl_hazards.__func__,
         ("GET", "/__fake/state"): lambda q, arg: API.snapshot(),
         ("GET", "/__fake/stats"): ctl_stats.__func__,
+        ("POST", "/__fake/bookings"): ctl_bookings.__func__,
         ("GET", "/__fake/routes"): lambda q, arg: [{"method": r.method, "path": r.path, "tool": r.tool,
                                                     "evidence": r.evidence} for r in spec.ROUTES],
     }
