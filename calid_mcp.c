@@ -3925,6 +3925,24 @@ static void up_complete(int h)
     up_deliver(h);
 }
 
+/* How many bytes at the end of b[0..n) begin a UTF-8 sequence that n cuts:
+ * they wait for the next window, so that no window ends in half a character
+ * (which escaping would replace). */
+static size_t up_utf8_cut(const unsigned char *b, size_t n)
+{
+    size_t k;
+    for (k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = b[n - k];
+        if (c < 0x80)
+            return 0;
+        if (c >= 0xc0) {
+            size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            return len > k ? k : 0;
+        }
+    }
+    return 0;
+}
+
 /* The window is full and the answer goes on: hand it to the owner, who
  * gives it back with up_release(). Until then nothing is read from the API
  * and the answer timeout stands still. A 2xx answer that turns out not to be
@@ -3934,7 +3952,8 @@ static void up_deliver_window(int h)
     struct up_slot *s = &up.slots[h];
     struct up_parser *p = &s->parser;
     uint64_t now = cm_port_now_ms();
-    if (p->status < 300 && js_feed(&s->json, (const char *)s->body, p->body_len) < 0) {
+    size_t n = p->body_len - up_utf8_cut(s->body, p->body_len);
+    if (p->status < 300 && js_feed(&s->json, (const char *)s->body, n) < 0) {
         s->keep_conn = 0;
         up_complete(h); /* delivers the window with not_json set */
         return;
@@ -3942,7 +3961,7 @@ static void up_deliver_window(int h)
     memset(&s->result, 0, sizeof s->result);
     s->result.status = p->status;
     s->result.body = (const char *)s->body;
-    s->result.body_len = p->body_len;
+    s->result.body_len = n;
     memcpy(s->result.retry_after, p->retry_after, sizeof s->result.retry_after);
     memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
     s->result.partial = 1;
@@ -3960,8 +3979,10 @@ static void up_deliver_window(int h)
 /* The window was written: reading goes on where it stopped. */
 static void up_resume(struct up_slot *s)
 {
-    s->offset += s->parser.body_len;
-    s->parser.body_len = 0;
+    size_t sent = s->result.body_len;
+    memmove(s->body, s->body + sent, s->parser.body_len - sent); /* a cut character's first bytes */
+    s->offset += sent;
+    s->parser.body_len -= sent;
     s->state = UP_S_RECEIVING;
     s->deadline_ms = cm_port_now_ms() + s->paused_left_ms;
     s->kick = 1; /* bytes may wait in the engine, where no poll sees them */

@@ -79,7 +79,8 @@ requests through first), "mode": MODE, ...}. Modes:
     nonjson          answer `status` (default 200) with an HTML page
     truncate         the real answer, but only `bytes` (default half) of the
                      body under the full Content-Length, then close (with a
-                     TLS close_notify unless "close_notify": false)
+                     TLS close_notify unless "close_notify": false); with
+                     `stall_ms`, silence that long before the close
     reset            close without answering, with RST (SO_LINGER 0)
     reset_mid_answer the real answer's status line and headers (with its full
                      Content-Length) and only `bytes` (default half) of the
@@ -106,7 +107,9 @@ requests through first), "mode": MODE, ...}. Modes:
                      is not acted on unless "act": true (then the outcome is
                      unknown to the client). Default count -1 (until cleared);
                      `count` limits how many requests it drops in all.
-"kind" is accepted as another name for "mode".
+"kind" is accepted as another name for "mode". `garbage_at`: N (with a mode
+that gives the real answer) replaces the answer's bytes from N on with a NUL
+and HTML, at the same length: content that stops being JSON at byte N.
 Modes that give "the real answer" run the request (a truncated POST still
 creates its booking); the others leave the state alone.
 
@@ -2159,6 +2162,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def deliver(self, status, payload, extra, mode, fault):
         ctype = "application/json; charset=utf-8"
+        if fault and "garbage_at" in fault:   # the real answer with bytes that are not JSON from there on
+            at = min(control_int(fault["garbage_at"], "garbage_at", minimum=0), len(payload))
+            junk = (b"\x00<html>not JSON</html>" * (len(payload) // 22 + 1))[:len(payload) - at]
+            payload = payload[:at] + junk
         if mode == "chunked":
             return self.send_chunked(status, ctype, payload, fault.get("chunks", 4), bool(fault.get("extensions")))
         if mode == "close":
@@ -2171,7 +2178,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             head = self.head_bytes(status, [("Content-Type", ctype), ("Content-Length", str(len(payload)))] + extra)
             if mode == "truncate":
                 self.close_notify = fault.get("close_notify", True) is not False
-                return self.write(head + payload[:n])
+                self.write(head + payload[:n])
+                if fault.get("stall_ms"):   # silent mid-answer before the close
+                    self.hold(fault["stall_ms"] / 1000.0)
+                return
             self.write(head + payload[:n])
             # let the peer read what was sent before the reset discards it
             self.hold(fault.get("delay_ms", 100) / 1000.0)
