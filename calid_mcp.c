@@ -2720,13 +2720,13 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
 /* ---- the result handed to on_upstream_done() ---- */
 struct up_result {
     int status;               /* HTTP status from the API, or 0 for a transport failure */
+    unsigned char partial;    /* body is one window of a longer answer: up_release() it; the next part follows */
+    unsigned char streamed;   /* windows of this answer were delivered before (body continues them) */
     const char *body;         /* answer body (de-chunked), valid until up_release(); NUL-terminated */
     size_t body_len;
     char retry_after[32];     /* Retry-After header value if any, else "" */
     char content_type[64];    /* Content-Type of the answer, else "" */
     char error[448];          /* transport failure, human readable (with the outcome note); "" when status != 0 */
-    unsigned char partial;    /* body is one window of a longer answer: up_release() it; the next part follows */
-    unsigned char streamed;   /* windows of this answer were delivered before (body continues them) */
     uint64_t offset;          /* answer bytes delivered in earlier windows */
     const char *not_json;     /* (streamed 2xx answer) why the answer is not JSON, at byte not_json_at; else NULL */
     uint64_t not_json_at;
