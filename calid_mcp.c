@@ -3259,7 +3259,6 @@ struct up_slot {
     uint64_t started_ms;           /* up_submit time (for debug timing) */
     uint64_t deadline_ms;          /* the current phase times out here; 0 = none */
     uint64_t paused_left_ms;       /* (PAUSED) what was left of the answer timeout */
-    uint64_t offset;               /* answer bytes delivered in earlier windows */
     struct jscan json;             /* a streamed 2xx answer, checked as it passes */
     uint64_t idle_since_ms;        /* (IDLE) when the connection's last answer ended */
     unsigned conn_requests;        /* requests served on the current connection */
@@ -3883,7 +3882,7 @@ static void up_fail(int h, const char *fmt, ...)
     s->result.body_len = 0;
     if (s->streamed) { /* the owner has sent the answer's start: it gets what arrived since, then the error */
         s->result.streamed = 1;
-        s->result.offset = s->offset;
+        s->result.offset = s->parser.body_total - s->parser.body_len;
         s->result.body = (const char *)s->body;
         s->result.body_len = s->parser.body_len;
     }
@@ -3912,7 +3911,7 @@ static void up_complete(int h)
     memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
     if (s->streamed) {
         s->result.streamed = 1;
-        s->result.offset = s->offset;
+        s->result.offset = s->parser.body_total - s->parser.body_len;
         if (p->status < 300 && (js_feed(&s->json, (const char *)s->body, p->body_len) < 0 || js_finish(&s->json) < 0)) {
             s->result.not_json = s->json.why;
             s->result.not_json_at = s->json.mark;
@@ -3966,7 +3965,7 @@ static void up_deliver_window(int h)
     memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
     s->result.partial = 1;
     s->result.streamed = s->streamed;
-    s->result.offset = s->offset;
+    s->result.offset = s->parser.body_total - s->parser.body_len;
     s->streamed = 1;
     s->state = UP_S_PAUSED;
     s->kick = 0;
@@ -3981,7 +3980,6 @@ static void up_resume(struct up_slot *s)
 {
     size_t sent = s->result.body_len;
     memmove(s->body, s->body + sent, s->parser.body_len - sent); /* a cut character's first bytes */
-    s->offset += sent;
     s->parser.body_len -= sent;
     s->state = UP_S_RECEIVING;
     s->deadline_ms = cm_port_now_ms() + s->paused_left_ms;
@@ -4470,7 +4468,6 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     memset(&s->result, 0, sizeof s->result);
     up_parse_init(&s->parser, s->body, CM_UPSTREAM_BODY_BYTES, strcmp(method, "HEAD") == 0);
     s->stream_ok = s->streamed = 0;
-    s->offset = 0;
     js_init(&s->json);
     { /* "METHOD /prefix/path" without the query string, cut to fit */
         size_t n = 0, i, plen = strcspn(path_query, "?");
@@ -8448,7 +8445,7 @@ static void conn_continue_batch(struct conn *c, const struct jdoc *d)
 static struct {
     int done;
     int handle;
-    struct up_result copy;
+    const struct up_result *u;    /* the slot's result: valid until up_release(handle) */
     unsigned char streamed;       /* the answer was streamed to stdout and its end rendered into r */
     const struct pending_call *pc; /* the call waited on, and its answer (for streaming) */
     struct resp *r;
@@ -8505,7 +8502,7 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
         }
         stdio_wait.done = 1;
         stdio_wait.handle = handle;
-        stdio_wait.copy = *u;
+        stdio_wait.u = u;
         return;
     }
     c = &conns[owner & 0xff];
@@ -11312,11 +11309,11 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     if (pc->log_level && !copy) { /* its own line, before the answer */
         struct resp lr;
         rs_init(&lr, stdio_log_line, sizeof stdio_log_line, 0);
-        render_api_log(&lr, pc, &stdio_wait.copy);
+        render_api_log(&lr, pc, stdio_wait.u);
         if (lr.nseg && !lr.overflow)
             stdio_emit(&lr);
     }
-    render_pending_result(r, pc, &stdio_wait.copy, copy);
+    render_pending_result(r, pc, stdio_wait.u, copy);
     if (copy) {
         up_release(stdio_wait.handle);
         return -1;
