@@ -4125,6 +4125,32 @@ static void up_lost(int h, int kind, int tls_err)
     }
 }
 
+/* Decrypted answer bytes to the parser. 1 when the slot is done with for
+ * now (failed, complete, or a full window handed to its owner), else 0. */
+static int up_feed_answer(int h, unsigned char *buf, size_t len)
+{
+    struct up_slot *s = &up.slots[h];
+    br_ssl_engine_context *eng = &s->cc.eng;
+    size_t used = up_parse_feed(&s->parser, buf, len);
+    if (used > 0)
+        br_ssl_engine_recvapp_ack(eng, used);
+    if (s->parser.state == UP_P_ERROR) {
+        up_fail(h, "%s", s->parser.error);
+        return 1;
+    }
+    if (used < len && up_parse_window_full(&s->parser)) {
+        up_deliver_window(h); /* the rest waits in the engine until the owner gives the window back */
+        return 1;
+    }
+    if (s->parser.state != UP_P_DONE)
+        return 0;
+    /* reusable only if nothing follows the answer */
+    s->keep_conn = (unsigned char)(s->parser.keep_alive && used == len && !s->early &&
+                                   !(br_ssl_engine_current_state(eng) & (BR_SSL_CLOSED | BR_SSL_RECVAPP)));
+    up_complete(h);
+    return 1;
+}
+
 /*
  * Moves bytes between the socket, the engine, the request and the parser
  * until the socket would block or the slot changes state for good. SENDREC is
@@ -4162,7 +4188,6 @@ static void up_pump(int h)
             continue;
         }
         if (st & BR_SSL_RECVAPP) {
-            size_t used;
             buf = br_ssl_engine_recvapp_buf(eng, &len);
             if (s->state == UP_S_SENDING) { /* the server answered before reading it all */
                 s->state = UP_S_RECEIVING;
@@ -4176,24 +4201,8 @@ static void up_pump(int h)
                 memset(s->req, 0, s->req_len);
                 s->req_len = s->req_off = 0;
             }
-            used = up_parse_feed(&s->parser, buf, len);
-            if (used > 0)
-                br_ssl_engine_recvapp_ack(eng, used);
-            if (s->parser.state == UP_P_ERROR) {
-                up_fail(h, "%s", s->parser.error);
+            if (up_feed_answer(h, buf, len))
                 return;
-            }
-            if (used < len && up_parse_window_full(&s->parser)) {
-                up_deliver_window(h);
-                return;
-            }
-            if (s->parser.state == UP_P_DONE) {
-                /* reusable only if nothing follows the answer */
-                s->keep_conn = (unsigned char)(s->parser.keep_alive && used == len && !s->early &&
-                                               !(br_ssl_engine_current_state(eng) & (BR_SSL_CLOSED | BR_SSL_RECVAPP)));
-                up_complete(h);
-                return;
-            }
             continue;
         }
         if (s->state == UP_S_HANDSHAKE && (st & BR_SSL_SENDAPP)) {
