@@ -1387,7 +1387,8 @@ static void chunked_decode(char *p, size_t enc_len)
  * own buffer, or views of bytes that live elsewhere (the prebuilt tool list,
  * an API answer), optionally JSON-escaped on the way out. Large answers are
  * therefore never copied, and the length is known before the first byte is
- * sent, so every answer carries a Content-Length.
+ * sent, so every answer carries a Content-Length; only an API answer larger
+ * than its slot's buffer goes out in parts, chunked (conn_stream_part).
  */
 struct seg {
     const char *p;
