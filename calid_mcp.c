@@ -674,7 +674,17 @@ static int js_feed(struct jscan *j, const char *s, size_t n)
         unsigned char c;
         int r;
         if (j->state == JS_STR) { /* plain ASCII, the common case, in a tight loop */
+            size_t len;
             while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+                i++;
+            if (i == n)
+                break;
+            if (u[i] >= 0x80 && (len = utf8_seq_len(u + i, n - i)) != 0) {
+                i += len; /* a whole character in this piece (a cut or bad one goes byte by byte below) */
+                continue;
+            }
+        } else if (j->state == JS_NUM && (j->sub == N_INT || j->sub == N_FRAC || j->sub == N_EXP)) {
+            while (i < n && u[i] >= '0' && u[i] <= '9') /* digits, in the same way */
                 i++;
             if (i == n)
                 break;
