@@ -2989,12 +2989,12 @@ static void up_parse_headers_end(struct up_parser *p)
     } else if (p->chunked) {
         p->state = UP_P_CHUNK_SIZE;
     } else if (p->have_length) {
-        if (!up_parse_within_policy(p, p->length))
-            return;
         if (p->length > p->body_cap && !p->windowed) {
             up_parse_too_large(p, 0);
             return;
         }
+        if (!up_parse_within_policy(p, p->length))
+            return;
         p->state = p->length == 0 ? UP_P_DONE : UP_P_BODY_LEN;
     } else {
         p->state = UP_P_BODY_CLOSE;
@@ -3040,12 +3040,12 @@ static void up_parse_chunk_size(struct up_parser *p, const char *l, size_t n)
         p->state = UP_P_TRAILER;
         return;
     }
-    if (!up_parse_within_policy(p, v))
-        return;
     if (v > p->body_cap - p->body_len && !p->windowed) {
         up_parse_too_large(p, 0);
         return;
     }
+    if (!up_parse_within_policy(p, v))
+        return;
     p->length = v;
     p->state = UP_P_CHUNK_DATA;
 }
