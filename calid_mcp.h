@@ -63,7 +63,12 @@
 #define CM_UPSTREAM_REQ_BYTES 65536   /* one outgoing API request (headers + body) */
 #endif
 #ifndef CM_UPSTREAM_BODY_BYTES
-#define CM_UPSTREAM_BODY_BYTES 65536 /* one API answer body (it shares a buffer with the request); larger is a tool error */
+#define CM_UPSTREAM_BODY_BYTES 65536 /* an API answer held whole (it shares a buffer with the request); a larger one
+                                        streams to the client through this buffer as a window */
+#endif
+#ifndef CM_UPSTREAM_ANSWER_MAX_BYTES
+#define CM_UPSTREAM_ANSWER_MAX_BYTES 8388608 /* policy, not memory: the longest API answer passed on (0: no limit);
+                                                8 MiB is far past any model's context and any Cal ID page */
 #endif
 #ifndef CM_JSON_TOKENS
 #define CM_JSON_TOKENS 1024        /* jsmn tokens for one request body; more is -32600 */
@@ -120,7 +125,8 @@
 #define CM_UPSTREAM_HANDSHAKE_MS 10000
 #endif
 #ifndef CM_UPSTREAM_ANSWER_MS
-#define CM_UPSTREAM_ANSWER_MS 30000   /* from request sent to the last byte of the answer */
+#define CM_UPSTREAM_ANSWER_MS 30000   /* from request sent to the last byte of the answer (not counting
+                                         time a streamed answer waits for a slow client) */
 #endif
 #ifndef CM_UPSTREAM_IDLE_MS
 #define CM_UPSTREAM_IDLE_MS 60000     /* an idle kept-alive API connection is closed after this */

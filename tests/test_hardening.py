@@ -1578,7 +1578,7 @@ def _fault_round(port, label, words, wait=None):
     assert not t.is_alive(), f"{label}: the tool call never ended"
     assert "err" not in out, f"{label}: {out.get('err')}"
     res = out["res"]
-    text = res["content"][0]["text"]
+    text = res["content"][-1]["text"]   # (after an answer that had begun streaming, the error is a second block)
     assert res["isError"] is True, f"{label}: expected isError true: {text[:300]}"
     for w in words:
         alts = w if isinstance(w, tuple) else (w,)
