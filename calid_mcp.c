@@ -462,32 +462,39 @@ static void tb_json_string(struct textbuf *b, const char *s, size_t n)
 /*
  * jsmn tokenizes but does not check numbers, literals, UTF-8 or what follows
  * the value, so every body first goes through this strict RFC 8259 checker.
- * It is recursive with a depth bound, allocates nothing, and names the byte
- * offset of the first problem.
+ * It is a state machine fed bytes in pieces of any size (an API answer is
+ * checked as it streams through, window by window), with an explicit depth
+ * bound; it allocates nothing and names the byte offset of the first problem.
+ * json_check() is the same machine fed one whole buffer.
  */
 #define JSON_MAX_DEPTH 64
 
-struct jcheck {
-    const char *s;
-    size_t n, i;
-    const char *why;
+enum {
+    JS_VALUE,     /* a value must start here (after white space) */
+    JS_ARR_FIRST, /* just after '[': a value or ']' */
+    JS_OBJ_FIRST, /* just after '{': a key or '}' */
+    JS_OBJ_KEY,   /* after ',' in an object: a key */
+    JS_COLON,     /* after a key */
+    JS_AFTER,     /* after a value: ',' or the closing bracket, or the end at depth 0 */
+    JS_STR,       /* inside a string */
+    JS_STR_ESC,   /* after a backslash */
+    JS_STR_U,     /* inside \uXXXX: got = hex digits read */
+    JS_STR_UTF8,  /* inside a UTF-8 sequence: got of need bytes in seq */
+    JS_NUM,       /* inside a number: sub is the part */
+    JS_LIT,       /* inside true, false or null: lit, got bytes matched */
+    JS_FAIL       /* why and mark tell the first problem */
 };
+/* The parts of a number: MINUS, DOT, E, ESIGN still need a digit to end. */
+enum { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
 
-static void jc_ws(struct jcheck *c)
-{
-    while (c->i < c->n && (c->s[c->i] == ' ' || c->s[c->i] == '\t' || c->s[c->i] == '\n' || c->s[c->i] == '\r'))
-        c->i++;
-}
-
-/* One UTF-8 sequence at c->i (first byte >= 0x80); rejects overlongs and surrogates. */
-static int jc_utf8(struct jcheck *c)
-{
-    size_t len = utf8_seq_len((const unsigned char *)c->s + c->i, c->n - c->i);
-    if (!len)
-        return -1;
-    c->i += len;
-    return 0;
-}
+struct jscan {
+    size_t at;            /* bytes fed so far */
+    size_t mark;          /* where the number, literal, escape or UTF-8 sequence being read began; the problem's offset */
+    const char *why;
+    unsigned char state, key, depth, sub, lit, got, need;
+    unsigned char seq[4];
+    unsigned char objects[(JSON_MAX_DEPTH + 8) / 8]; /* bit d: the container at depth d is an object */
+};
 
 static int hexval(int c)
 {
@@ -497,213 +504,262 @@ static int hexval(int c)
     return -1;
 }
 
-static int jc_string(struct jcheck *c)
+static const char *const json_literals[] = {"true", "false", "null"};
+
+static void js_init(struct jscan *j) { memset(j, 0, sizeof *j); }
+
+static int js_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static int js_fail(struct jscan *j, size_t pos, const char *why)
 {
-    c->i++; /* opening quote */
-    while (c->i < c->n) {
-        unsigned char ch;
-        {   /* plain ASCII, the common case, in a tight loop on locals */
-            const unsigned char *u = (const unsigned char *)c->s;
-            size_t i = c->i, n = c->n;
+    j->state = JS_FAIL;
+    j->mark = pos;
+    j->why = why;
+    return -1;
+}
+
+static int js_in_object(const struct jscan *j) { return (j->objects[(j->depth - 1) / 8] >> ((j->depth - 1) % 8)) & 1; }
+
+/* The first byte c of a value at offset pos. */
+static int js_value_start(struct jscan *j, unsigned char c, size_t pos)
+{
+    if (j->depth > JSON_MAX_DEPTH)
+        return js_fail(j, pos, "nesting deeper than 64 levels");
+    j->mark = pos;
+    if (c == '{' || c == '[') {
+        unsigned char bit = (unsigned char)(1u << (j->depth % 8));
+        j->objects[j->depth / 8] = (unsigned char)(c == '{' ? j->objects[j->depth / 8] | bit : j->objects[j->depth / 8] & ~bit);
+        j->depth++;
+        j->state = c == '{' ? JS_OBJ_FIRST : JS_ARR_FIRST;
+    } else if (c == '"') {
+        j->state = JS_STR;
+        j->key = 0;
+    } else if (c == 't' || c == 'f' || c == 'n') {
+        j->state = JS_LIT;
+        j->lit = c == 't' ? 0 : c == 'f' ? 1 : 2;
+        j->got = 1;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        j->state = JS_NUM;
+        j->sub = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
+    } else {
+        return js_fail(j, pos, "invalid number");
+    }
+    return 0;
+}
+
+/* One byte of a number; 1 when c ends it (c is not part of it), -1 bad. */
+static int js_number_byte(struct jscan *j, unsigned char c)
+{
+    int digit = c >= '0' && c <= '9';
+    switch (j->sub) {
+    case N_MINUS: if (!digit) return -1; j->sub = c == '0' ? N_ZERO : N_INT; return 0;
+    case N_INT: if (digit) return 0; /* fall through */
+    case N_ZERO:
+        if (c == '.') j->sub = N_DOT;
+        else if (c == 'e' || c == 'E') j->sub = N_E;
+        else return 1;
+        return 0;
+    case N_DOT: if (!digit) return -1; j->sub = N_FRAC; return 0;
+    case N_FRAC:
+        if (digit) return 0;
+        if (c != 'e' && c != 'E') return 1;
+        j->sub = N_E;
+        return 0;
+    case N_E:
+        if (c == '+' || c == '-') { j->sub = N_ESIGN; return 0; }
+        /* fall through */
+    case N_ESIGN: if (!digit) return -1; j->sub = N_EXP; return 0;
+    default: return digit ? 0 : 1; /* N_EXP */
+    }
+}
+
+/* One byte inside a string (past the plain run); pos is its offset. */
+static int js_string_byte(struct jscan *j, unsigned char c, size_t pos)
+{
+    switch (j->state) {
+    case JS_STR:
+        if (c == '"') {
+            j->state = j->key ? JS_COLON : JS_AFTER;
+        } else if (c < 0x20) {
+            return js_fail(j, pos, "control character inside a string");
+        } else if (c == '\\') {
+            j->state = JS_STR_ESC;
+            j->mark = pos;
+        } else if (c >= 0x80) {
+            j->need = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+            if (!j->need)
+                return js_fail(j, pos, "invalid UTF-8");
+            j->seq[0] = c;
+            j->got = 1;
+            j->mark = pos;
+            j->state = JS_STR_UTF8;
+        }
+        return 0;
+    case JS_STR_ESC:
+        if (c == 'u') {
+            j->state = JS_STR_U;
+            j->got = 0;
+        } else if (c && strchr("\"\\/bfnrt", c)) {
+            j->state = JS_STR;
+        } else {
+            return js_fail(j, j->mark, "bad escape in a string");
+        }
+        return 0;
+    case JS_STR_U:
+        if (hexval(c) < 0)
+            return js_fail(j, j->mark, "bad \\u escape");
+        if (++j->got == 4)
+            j->state = JS_STR;
+        return 0;
+    default: /* JS_STR_UTF8 */
+        if ((c & 0xc0) != 0x80)
+            return js_fail(j, j->mark, "invalid UTF-8");
+        j->seq[j->got++] = c;
+        if (j->got == j->need) {
+            if (utf8_seq_len(j->seq, j->need) != j->need)
+                return js_fail(j, j->mark, "invalid UTF-8");
+            j->state = JS_STR;
+        }
+        return 0;
+    }
+}
+
+/* One byte where structure is expected (white space, brackets, separators). */
+static int js_struct_byte(struct jscan *j, unsigned char c, size_t pos)
+{
+    if (js_ws(c))
+        return 0;
+    switch (j->state) {
+    case JS_VALUE:
+        return js_value_start(j, c, pos);
+    case JS_ARR_FIRST:
+    case JS_OBJ_FIRST:
+        if (c == (j->state == JS_ARR_FIRST ? ']' : '}')) {
+            j->depth--;
+            j->state = JS_AFTER;
+            return 0;
+        }
+        if (j->state == JS_ARR_FIRST)
+            return js_value_start(j, c, pos);
+        /* fall through */
+    case JS_OBJ_KEY:
+        if (c != '"')
+            return js_fail(j, pos, "expected a string key");
+        j->state = JS_STR;
+        j->key = 1;
+        return 0;
+    case JS_COLON:
+        if (c != ':')
+            return js_fail(j, pos, "expected ':'");
+        j->state = JS_VALUE;
+        return 0;
+    default: /* JS_AFTER */
+        if (j->depth == 0)
+            return js_fail(j, pos, "extra data after the JSON value");
+        if (c == ',') {
+            j->state = js_in_object(j) ? JS_OBJ_KEY : JS_VALUE;
+        } else if (c == (js_in_object(j) ? '}' : ']')) {
+            j->depth--;
+        } else {
+            return js_fail(j, pos, js_in_object(j) ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+        return 0;
+    }
+}
+
+/* Feeds the next n bytes. 0 while they may still make one JSON value; -1
+ * once they cannot (why and mark set; feeding more changes nothing). */
+static int js_feed(struct jscan *j, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, base = j->at;
+    if (j->state == JS_FAIL)
+        return -1;
+    while (i < n) {
+        unsigned char c;
+        int r;
+        if (j->state == JS_STR) { /* plain ASCII, the common case, in a tight loop */
+            size_t len;
             while (i < n && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
                 i++;
-            c->i = i;
+            if (i == n)
+                break;
+            if (u[i] >= 0x80 && (len = utf8_seq_len(u + i, n - i)) != 0) {
+                i += len; /* a whole character in this piece (a cut or bad one goes byte by byte below) */
+                continue;
+            }
+        } else if (j->state == JS_NUM && (j->sub == N_INT || j->sub == N_FRAC || j->sub == N_EXP)) {
+            while (i < n && u[i] >= '0' && u[i] <= '9') /* digits, in the same way */
+                i++;
             if (i == n)
                 break;
         }
-        ch = (unsigned char)c->s[c->i];
-        if (ch == '"') {
-            c->i++;
-            return 0;
-        }
-        if (ch < 0x20) {
-            c->why = "control character inside a string";
-            return -1;
-        }
-        if (ch == '\\') {
-            int e;
-            if (c->i + 1 >= c->n)
-                break;
-            e = c->s[c->i + 1];
-            if (e == 'u') {
-                int k;
-                if (c->i + 6 > c->n) {
-                    c->why = "short \\u escape";
-                    return -1;
-                }
-                for (k = 2; k < 6; k++)
-                    if (hexval(c->s[c->i + k]) < 0) {
-                        c->why = "bad \\u escape";
-                        return -1;
-                    }
-                c->i += 6;
-            } else if (strchr("\"\\/bfnrt", e) && e) {
-                c->i += 2;
-            } else {
-                c->why = "bad escape in a string";
-                return -1;
+        c = u[i];
+        if (j->state >= JS_STR && j->state <= JS_STR_UTF8) {
+            r = js_string_byte(j, c, base + i);
+        } else if (j->state == JS_NUM) {
+            r = js_number_byte(j, c);
+            if (r < 0)
+                return js_fail(j, j->mark, "invalid number");
+            if (r == 1) {
+                j->state = JS_AFTER;
+                continue; /* the byte after the number is read as structure */
             }
-        } else if (ch >= 0x80) {
-            if (jc_utf8(c) < 0) {
-                c->why = "invalid UTF-8";
-                return -1;
-            }
+        } else if (j->state == JS_LIT) {
+            if (c != (unsigned char)json_literals[j->lit][j->got])
+                return js_fail(j, j->mark, "invalid literal");
+            if (!json_literals[j->lit][++j->got])
+                j->state = JS_AFTER;
+            r = 0;
         } else {
-            c->i++;
+            r = js_struct_byte(j, c, base + i);
         }
+        if (r < 0)
+            return -1;
+        i++;
     }
-    c->why = "unterminated string";
-    return -1;
-}
-
-static int jc_number(struct jcheck *c)
-{
-    size_t start = c->i;
-    if (c->i < c->n && c->s[c->i] == '-')
-        c->i++;
-    if (c->i < c->n && c->s[c->i] == '0')
-        c->i++;
-    else if (c->i < c->n && c->s[c->i] >= '1' && c->s[c->i] <= '9')
-        while (c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9')
-            c->i++;
-    else
-        goto bad;
-    if (c->i < c->n && c->s[c->i] == '.') {
-        c->i++;
-        if (c->i >= c->n || c->s[c->i] < '0' || c->s[c->i] > '9')
-            goto bad;
-        while (c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9')
-            c->i++;
-    }
-    if (c->i < c->n && (c->s[c->i] == 'e' || c->s[c->i] == 'E')) {
-        c->i++;
-        if (c->i < c->n && (c->s[c->i] == '+' || c->s[c->i] == '-'))
-            c->i++;
-        if (c->i >= c->n || c->s[c->i] < '0' || c->s[c->i] > '9')
-            goto bad;
-        while (c->i < c->n && c->s[c->i] >= '0' && c->s[c->i] <= '9')
-            c->i++;
-    }
+    j->at = base + n;
     return 0;
-bad:
-    c->i = start;
-    c->why = "invalid number";
-    return -1;
 }
 
-static int jc_value(struct jcheck *c, int depth)
+/* The input ended: 0 when it was exactly one JSON value, else -1. */
+static int js_finish(struct jscan *j)
 {
-    jc_ws(c);
-    if (c->i >= c->n) {
-        c->why = "unexpected end of input";
-        return -1;
+    static const unsigned char ends_number[] = {0, 1, 1, 0, 1, 0, 0, 1}; /* by N_ part */
+    switch (j->state) {
+    case JS_FAIL: return -1;
+    case JS_NUM:
+        if (!ends_number[j->sub])
+            return js_fail(j, j->mark, "invalid number");
+        j->state = JS_AFTER;
+        return js_finish(j);
+    case JS_AFTER:
+        if (j->depth == 0)
+            return 0;
+        return js_fail(j, j->at, js_in_object(j) ? "expected ',' or '}'" : "expected ',' or ']'");
+    case JS_VALUE:
+    case JS_ARR_FIRST: return js_fail(j, j->at, "unexpected end of input");
+    case JS_OBJ_FIRST:
+    case JS_OBJ_KEY: return js_fail(j, j->at, "expected a string key");
+    case JS_COLON: return js_fail(j, j->at, "expected ':'");
+    case JS_STR: return js_fail(j, j->at, "unterminated string");
+    case JS_STR_ESC: return js_fail(j, j->mark, "unterminated string");
+    case JS_STR_U: return js_fail(j, j->mark, "short \\u escape");
+    case JS_STR_UTF8: return js_fail(j, j->mark, "invalid UTF-8");
+    default: return js_fail(j, j->mark, "invalid literal"); /* JS_LIT */
     }
-    if (depth > JSON_MAX_DEPTH) {
-        c->why = "nesting deeper than 64 levels";
-        return -1;
-    }
-    switch (c->s[c->i]) {
-    case '{':
-        c->i++;
-        jc_ws(c);
-        if (c->i < c->n && c->s[c->i] == '}') {
-            c->i++;
-            return 0;
-        }
-        for (;;) {
-            jc_ws(c);
-            if (c->i >= c->n || c->s[c->i] != '"') {
-                c->why = "expected a string key";
-                return -1;
-            }
-            if (jc_string(c) < 0)
-                return -1;
-            jc_ws(c);
-            if (c->i >= c->n || c->s[c->i] != ':') {
-                c->why = "expected ':'";
-                return -1;
-            }
-            c->i++;
-            if (jc_value(c, depth + 1) < 0)
-                return -1;
-            jc_ws(c);
-            if (c->i < c->n && c->s[c->i] == ',') {
-                c->i++;
-                continue;
-            }
-            if (c->i < c->n && c->s[c->i] == '}') {
-                c->i++;
-                return 0;
-            }
-            c->why = "expected ',' or '}'";
-            return -1;
-        }
-    case '[':
-        c->i++;
-        jc_ws(c);
-        if (c->i < c->n && c->s[c->i] == ']') {
-            c->i++;
-            return 0;
-        }
-        for (;;) {
-            if (jc_value(c, depth + 1) < 0)
-                return -1;
-            jc_ws(c);
-            if (c->i < c->n && c->s[c->i] == ',') {
-                c->i++;
-                continue;
-            }
-            if (c->i < c->n && c->s[c->i] == ']') {
-                c->i++;
-                return 0;
-            }
-            c->why = "expected ',' or ']'";
-            return -1;
-        }
-    case '"':
-        return jc_string(c);
-    case 't':
-        if (c->n - c->i >= 4 && memcmp(c->s + c->i, "true", 4) == 0) {
-            c->i += 4;
-            return 0;
-        }
-        break;
-    case 'f':
-        if (c->n - c->i >= 5 && memcmp(c->s + c->i, "false", 5) == 0) {
-            c->i += 5;
-            return 0;
-        }
-        break;
-    case 'n':
-        if (c->n - c->i >= 4 && memcmp(c->s + c->i, "null", 4) == 0) {
-            c->i += 4;
-            return 0;
-        }
-        break;
-    default:
-        return jc_number(c);
-    }
-    c->why = "invalid literal";
-    return -1;
 }
 
 /* 0 when s is exactly one valid JSON value (surrounded by optional white
  * space); otherwise -1 with *why and *at describing the first problem. */
 static int json_check(const char *s, size_t n, const char **why, size_t *at)
 {
-    struct jcheck c;
-    c.s = s;
-    c.n = n;
-    c.i = 0;
-    c.why = NULL;
-    if (jc_value(&c, 0) == 0) {
-        jc_ws(&c);
-        if (c.i == n)
-            return 0;
-        c.why = "extra data after the JSON value";
-    }
-    *why = c.why;
-    *at = c.i;
+    struct jscan j;
+    js_init(&j);
+    if (js_feed(&j, s, n) == 0 && js_finish(&j) == 0)
+        return 0;
+    *why = j.why;
+    *at = j.mark;
     return -1;
 }
 
@@ -1358,7 +1414,8 @@ static void chunked_decode(char *p, size_t enc_len)
  * own buffer, or views of bytes that live elsewhere (the prebuilt tool list,
  * an API answer), optionally JSON-escaped on the way out. Large answers are
  * therefore never copied, and the length is known before the first byte is
- * sent, so every answer carries a Content-Length.
+ * sent, so every answer carries a Content-Length; only an API answer larger
+ * than its slot's buffer goes out in parts, chunked (conn_stream_part).
  */
 struct seg {
     const char *p;
@@ -2703,6 +2760,15 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
  *     handle); this code never touches a slot after calling back for it.
  *   - The answer parser (up_parse_*) is pure: bytes in, state out. It is
  *     unit-tested and fuzzed on its own.
+ *   - Streaming (up_allow_stream): an answer that fits the slot's buffer is
+ *     delivered whole, as above. One that outgrows it is delivered in windows
+ *     of the buffer: on_upstream_done() with r->partial, and the slot stops
+ *     reading the API (the bytes wait in BearSSL and TCP: back-pressure)
+ *     until the owner calls up_release() for the window; the answer timeout
+ *     does not run meanwhile. The last window comes without partial (or as a
+ *     failure that keeps the window's bytes). A 2xx answer streamed is
+ *     checked as JSON on the way (struct jscan); the first byte that cannot be
+ *     JSON ends it as not_json. CM_UPSTREAM_ANSWER_MAX_BYTES bounds the whole.
  *   - TLS: one BearSSL client context per slot, TLS 1.2 only, chain and host
  *     name checked against the anchors loaded by up_init(). One saved session
  *     is shared by all slots so every new connection tries to resume it.
@@ -2713,11 +2779,16 @@ static long build_multipart(const struct jdoc *d, int args, char *ctype, size_t 
 /* ---- the result handed to on_upstream_done() ---- */
 struct up_result {
     int status;               /* HTTP status from the API, or 0 for a transport failure */
+    unsigned char partial;    /* body is one window of a longer answer: up_release() it; the next part follows */
+    unsigned char streamed;   /* windows of this answer were delivered before (body continues them) */
     const char *body;         /* answer body (de-chunked), valid until up_release(); NUL-terminated */
     size_t body_len;
     char retry_after[32];     /* Retry-After header value if any, else "" */
     char content_type[64];    /* Content-Type of the answer, else "" */
     char error[448];          /* transport failure, human readable (with the outcome note); "" when status != 0 */
+    uint64_t offset;          /* answer bytes delivered in earlier windows */
+    const char *not_json;     /* (streamed 2xx answer) why the answer is not JSON, at byte not_json_at; else NULL */
+    uint64_t not_json_at;
 };
 
 /* Defined in section 11: where finished requests are handed back. */
@@ -2757,6 +2828,7 @@ struct up_parser {
     unsigned char conn_keep;    /* Connection: keep-alive (matters for HTTP/1.0) */
     unsigned char keep_alive;   /* (valid after the headers) connection reusable */
     unsigned char line_long;    /* current line exceeded UP_LINE_MAX: kept truncated */
+    unsigned char windowed;     /* the body buffer is a window: when full, feeding stops (the caller drains it) */
     int status;                 /* HTTP status of the final answer */
     uint64_t length;            /* Content-Length, then bytes still to read (body or chunk) */
     size_t line_len;            /* bytes in line[] */
@@ -2765,6 +2837,7 @@ struct up_parser {
     unsigned char *body;        /* caller's body buffer */
     size_t body_cap;            /* its capacity (the answer is refused beyond) */
     size_t body_len;            /* bytes of body stored */
+    uint64_t body_total;        /* body bytes of the whole answer so far (CM_UPSTREAM_ANSWER_MAX_BYTES) */
     char retry_after[32];
     char content_type[64];
     char error[200];
@@ -2827,6 +2900,25 @@ static size_t up_parse_too_large(struct up_parser *p, size_t used)
              (unsigned long)p->body_cap);
     p->state = UP_P_ERROR;
     return used;
+}
+
+/* Whether n more body bytes pass the policy limit (0 when they do not: error set). */
+static int up_parse_within_policy(struct up_parser *p, uint64_t n)
+{
+    if (CM_UPSTREAM_ANSWER_MAX_BYTES == 0 || p->body_total + n <= (uint64_t)CM_UPSTREAM_ANSWER_MAX_BYTES)
+        return 1;
+    snprintf(p->error, sizeof p->error,
+             "the Cal ID API answer is larger than %lu bytes (CM_UPSTREAM_ANSWER_MAX_BYTES)",
+             (unsigned long)CM_UPSTREAM_ANSWER_MAX_BYTES);
+    p->state = UP_P_ERROR;
+    return 0;
+}
+
+/* A windowed body buffer is full while body bytes still come: drain it. */
+static int up_parse_window_full(const struct up_parser *p)
+{
+    return p->windowed && p->body_len == p->body_cap &&
+           (p->state == UP_P_BODY_LEN || p->state == UP_P_CHUNK_DATA || p->state == UP_P_BODY_CLOSE);
 }
 
 /* "HTTP/1.x SSS[ reason]" */
@@ -2945,10 +3037,12 @@ static void up_parse_headers_end(struct up_parser *p)
     } else if (p->chunked) {
         p->state = UP_P_CHUNK_SIZE;
     } else if (p->have_length) {
-        if (p->length > p->body_cap) {
+        if (p->length > p->body_cap && !p->windowed) {
             up_parse_too_large(p, 0);
             return;
         }
+        if (!up_parse_within_policy(p, p->length))
+            return;
         p->state = p->length == 0 ? UP_P_DONE : UP_P_BODY_LEN;
     } else {
         p->state = UP_P_BODY_CLOSE;
@@ -2994,10 +3088,12 @@ static void up_parse_chunk_size(struct up_parser *p, const char *l, size_t n)
         p->state = UP_P_TRAILER;
         return;
     }
-    if (v > p->body_cap - p->body_len) {
+    if (v > p->body_cap - p->body_len && !p->windowed) {
         up_parse_too_large(p, 0);
         return;
     }
+    if (!up_parse_within_policy(p, v))
+        return;
     p->length = v;
     p->state = UP_P_CHUNK_DATA;
 }
@@ -3058,10 +3154,15 @@ static size_t up_parse_feed(struct up_parser *p, const unsigned char *data, size
             size_t n = len - i;
             if ((uint64_t)n > p->length)
                 n = (size_t)p->length;
-            if (n > p->body_cap - p->body_len)
+            if (n > p->body_cap - p->body_len && !p->windowed)
                 return up_parse_too_large(p, i);
+            if (n > p->body_cap - p->body_len)
+                n = p->body_cap - p->body_len;
+            if (n == 0)
+                return i; /* the window is full */
             memcpy(p->body + p->body_len, data + i, n);
             p->body_len += n;
+            p->body_total += n;
             p->length -= n;
             i += n;
             p->seen += n;
@@ -3071,10 +3172,17 @@ static size_t up_parse_feed(struct up_parser *p, const unsigned char *data, size
         }
         case UP_P_BODY_CLOSE: {
             size_t n = len - i;
-            if (n > p->body_cap - p->body_len)
+            if (n > p->body_cap - p->body_len && !p->windowed)
                 return up_parse_too_large(p, i);
+            if (n > p->body_cap - p->body_len)
+                n = p->body_cap - p->body_len;
+            if (n == 0)
+                return i; /* the window is full */
+            if (!up_parse_within_policy(p, n))
+                return i;
             memcpy(p->body + p->body_len, data + i, n);
             p->body_len += n;
+            p->body_total += n;
             i += n;
             p->seen += n;
             break;
@@ -3163,7 +3271,8 @@ enum up_sstate {
     UP_S_SENDING,    /* writing the request into the engine */
     UP_S_RECEIVING,  /* reading the answer */
     UP_S_FAILED,     /* refused at up_submit(): the failure is delivered by the next up_tick() */
-    UP_S_DONE        /* result delivered; waiting for up_release() */
+    UP_S_DONE,       /* result delivered; waiting for up_release() */
+    UP_S_PAUSED      /* one window of a streamed answer delivered; reading waits for up_release() */
 };
 
 struct up_slot {
@@ -3200,12 +3309,16 @@ struct up_slot {
     unsigned char keep_conn;       /* (DONE) connection stays open for the next request */
     unsigned char early;           /* the answer began before the request was fully sent */
     unsigned char tls_started;     /* the engine was reset for the current connection */
+    unsigned char stream_ok;       /* the owner takes the answer in windows (up_allow_stream) */
+    unsigned char streamed;        /* windows of the current answer were delivered */
     unsigned char offered_len;     /* session id offered for resumption (0: none) */
     unsigned char offered_id[32];
     unsigned owner;
     size_t req_len, req_off;       /* request bytes, and bytes already given to the engine */
     uint64_t started_ms;           /* up_submit time (for debug timing) */
     uint64_t deadline_ms;          /* the current phase times out here; 0 = none */
+    uint64_t paused_left_ms;       /* (PAUSED) what was left of the answer timeout */
+    struct jscan json;             /* a streamed 2xx answer, checked as it passes */
     uint64_t idle_since_ms;        /* (IDLE) when the connection's last answer ended */
     unsigned conn_requests;        /* requests served on the current connection */
     char what[96];                 /* "METHOD /path" for logs: no query string, no token */
@@ -3684,6 +3797,60 @@ static void up_close_all(void)
 }
 
 /*
+ * The TLS profile, the API client's and the HTTPS listener's alike: TLS 1.2;
+ * ECDHE key exchange (forward secrecy) signed with ECDSA or RSA; AES-128-GCM,
+ * ChaCha20-Poly1305 or AES-256-GCM (in that order: AES-NI makes AES-GCM the
+ * fastest where present); curves X25519, P-256, P-384 and P-521 (BearSSL's
+ * default EC code); certificate signatures RSA PKCS#1 v1.5 or ECDSA with
+ * SHA-1/224/256/384/512 (MD5 never). Naming each piece, instead of BearSSL's
+ * "full" profiles, links only these: no CBC, CCM, 3DES, MD5, TLS 1.0 PRF or
+ * RSA key exchange in the binary.
+ */
+static const uint16_t tls_suites[] = {
+    BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,       BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,       BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+/* By BearSSL's hash ids (br_sha1_ID 2 .. br_sha512_ID 6): the handshake
+ * and the PRF use SHA-256/384, signatures any of them. */
+static const br_hash_class *const tls_hashes[] = {&br_sha1_vtable, &br_sha224_vtable, &br_sha256_vtable,
+                                                  &br_sha384_vtable, &br_sha512_vtable};
+
+/* What the client and server engines share; each adds its own keys. */
+static void tls_profile(br_ssl_engine_context *eng)
+{
+    int id;
+    br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
+    br_ssl_engine_set_suites(eng, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
+    for (id = br_sha1_ID; id <= br_sha512_ID; id++)
+        br_ssl_engine_set_hash(eng, id, tls_hashes[id - br_sha1_ID]);
+    br_ssl_engine_set_prf_sha256(eng, &br_tls12_sha256_prf);
+    br_ssl_engine_set_prf_sha384(eng, &br_tls12_sha384_prf);
+    br_ssl_engine_set_default_aes_gcm(eng);
+    br_ssl_engine_set_default_chapol(eng);
+    br_ssl_engine_set_ec(eng, br_ec_get_default());
+    br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
+}
+
+/* The client: the profile, plus the X.509 engine (chain to the anchors,
+ * host name, validity dates) and the server's handshake signature checks. */
+static void up_tls_client_init(struct up_slot *s)
+{
+    int id;
+    br_ssl_client_zero(&s->cc);
+    tls_profile(&s->cc.eng);
+    br_x509_minimal_init(&s->xc, &br_sha256_vtable, up.trusted, up.n_trusted); /* SHA-256 compares DNs */
+    for (id = br_sha1_ID; id <= br_sha512_ID; id++)
+        br_x509_minimal_set_hash(&s->xc, id, tls_hashes[id - br_sha1_ID]);
+    br_x509_minimal_set_rsa(&s->xc, br_rsa_pkcs1_vrfy_get_default());
+    br_x509_minimal_set_ecdsa(&s->xc, br_ec_get_default(), br_ecdsa_vrfy_asn1_get_default());
+    br_ssl_engine_set_rsavrfy(&s->cc.eng, br_rsa_pkcs1_vrfy_get_default());
+    br_ssl_engine_set_ecdsa(&s->cc.eng, br_ecdsa_vrfy_asn1_get_default());
+    br_ssl_engine_set_x509(&s->cc.eng, &s->xc.vtable);
+}
+
+/*
  * The anchors: --ca-file's when given; else the ones compiled in with
  * -DCM_TRUST_ANCHORS_H (mk/pem2c.py: const data, flash on a microcontroller,
  * no file system needed); else the platform's bundle.
@@ -3725,10 +3892,8 @@ static int up_init(const char *base_url, const char *ca_file, char *err, size_t 
     for (i = 0; i < CM_MAX_UPSTREAMS; i++) {
         struct up_slot *s = &up.slots[i];
         unsigned char seed[32];
-        br_ssl_client_init_full(&s->cc, &s->xc, up.trusted, up.n_trusted);
+        up_tls_client_init(s);
         br_ssl_engine_set_buffer(&s->cc.eng, s->iobuf, sizeof s->iobuf, 0);
-        br_ssl_engine_set_versions(&s->cc.eng, BR_TLS12, BR_TLS12);
-        br_ssl_engine_add_flags(&s->cc.eng, BR_OPT_NO_RENEGOTIATION);
         /* BearSSL seeds from the OS where it can; this also covers firmware
            without an OS random source (the DRBG state survives resets). */
         if (cm_port_random(seed, sizeof seed) == 0)
@@ -3826,6 +3991,12 @@ static void up_fail(int h, const char *fmt, ...)
     s->result.status = 0;
     s->result.body = "";
     s->result.body_len = 0;
+    if (s->streamed) { /* the owner has sent the answer's start: it gets what arrived since, then the error */
+        s->result.streamed = 1;
+        s->result.offset = s->parser.body_total - s->parser.body_len;
+        s->result.body = (const char *)s->body;
+        s->result.body_len = s->parser.body_len;
+    }
     s->keep_conn = 0;
     up_drop_conn(s, 1); /* close_notify if the engine still can: servers keep the session */
     up_deliver(h);
@@ -3849,11 +4020,81 @@ static void up_complete(int h)
     s->result.body_len = p->body_len;
     memcpy(s->result.retry_after, p->retry_after, sizeof s->result.retry_after);
     memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
+    if (s->streamed) {
+        s->result.streamed = 1;
+        s->result.offset = s->parser.body_total - s->parser.body_len;
+        if (p->status < 300 && (js_feed(&s->json, (const char *)s->body, p->body_len) < 0 || js_finish(&s->json) < 0)) {
+            s->result.not_json = s->json.why;
+            s->result.not_json_at = s->json.mark;
+        }
+    }
     if (s->keep_conn)
         s->conn_requests++;
     else
         up_drop_conn(s, 1);
     up_deliver(h);
+}
+
+/* How many bytes at the end of b[0..n) begin a UTF-8 sequence that n cuts:
+ * they wait for the next window, so that no window ends in half a character
+ * (which escaping would replace). */
+static size_t up_utf8_cut(const unsigned char *b, size_t n)
+{
+    size_t k;
+    for (k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = b[n - k];
+        if (c < 0x80)
+            return 0;
+        if (c >= 0xc0) {
+            size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            return len > k ? k : 0;
+        }
+    }
+    return 0;
+}
+
+/* The window is full and the answer goes on: hand it to the owner, who
+ * gives it back with up_release(). Until then nothing is read from the API
+ * and the answer timeout stands still. A 2xx answer that turns out not to be
+ * JSON ends here: its window is the last, and the connection is closed. */
+static void up_deliver_window(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    struct up_parser *p = &s->parser;
+    uint64_t now = cm_port_now_ms();
+    size_t n = p->body_len - up_utf8_cut(s->body, p->body_len);
+    if (p->status < 300 && js_feed(&s->json, (const char *)s->body, n) < 0) {
+        s->keep_conn = 0;
+        up_complete(h); /* delivers the window with not_json set */
+        return;
+    }
+    memset(&s->result, 0, sizeof s->result);
+    s->result.status = p->status;
+    s->result.body = (const char *)s->body;
+    s->result.body_len = n;
+    memcpy(s->result.retry_after, p->retry_after, sizeof s->result.retry_after);
+    memcpy(s->result.content_type, p->content_type, sizeof s->result.content_type);
+    s->result.partial = 1;
+    s->result.streamed = s->streamed;
+    s->result.offset = s->parser.body_total - s->parser.body_len;
+    s->streamed = 1;
+    s->state = UP_S_PAUSED;
+    s->kick = 0;
+    s->paused_left_ms = s->deadline_ms > now ? s->deadline_ms - now : 0;
+    s->deadline_ms = 0;
+    on_upstream_done(s->owner, h, &s->result);
+    /* the slot may have been released or cancelled by now: do not touch it */
+}
+
+/* The window was written: reading goes on where it stopped. */
+static void up_resume(struct up_slot *s)
+{
+    size_t sent = s->result.body_len;
+    memmove(s->body, s->body + sent, s->parser.body_len - sent); /* a cut character's first bytes */
+    s->parser.body_len -= sent;
+    s->state = UP_S_RECEIVING;
+    s->deadline_ms = cm_port_now_ms() + s->paused_left_ms;
+    s->kick = 1; /* bytes may wait in the engine, where no poll sees them */
 }
 
 static void up_begin_connect(struct up_slot *s)
@@ -3968,6 +4209,7 @@ static void up_lost(int h, int kind, int tls_err)
             s->req_off = 0;
             s->early = 0;
             up_parse_init(&s->parser, s->body, CM_UPSTREAM_BODY_BYTES, s->parser.head_request);
+            s->parser.windowed = s->stream_ok;
             up_begin_connect(s);
             return;
         }
@@ -3992,6 +4234,32 @@ static void up_lost(int h, int kind, int tls_err)
     default:
         return;
     }
+}
+
+/* Decrypted answer bytes to the parser. 1 when the slot is done with for
+ * now (failed, complete, or a full window handed to its owner), else 0. */
+static int up_feed_answer(int h, unsigned char *buf, size_t len)
+{
+    struct up_slot *s = &up.slots[h];
+    br_ssl_engine_context *eng = &s->cc.eng;
+    size_t used = up_parse_feed(&s->parser, buf, len);
+    if (used > 0)
+        br_ssl_engine_recvapp_ack(eng, used);
+    if (s->parser.state == UP_P_ERROR) {
+        up_fail(h, "%s", s->parser.error);
+        return 1;
+    }
+    if (used < len && up_parse_window_full(&s->parser)) {
+        up_deliver_window(h); /* the rest waits in the engine until the owner gives the window back */
+        return 1;
+    }
+    if (s->parser.state != UP_P_DONE)
+        return 0;
+    /* reusable only if nothing follows the answer */
+    s->keep_conn = (unsigned char)(s->parser.keep_alive && used == len && !s->early &&
+                                   !(br_ssl_engine_current_state(eng) & (BR_SSL_CLOSED | BR_SSL_RECVAPP)));
+    up_complete(h);
+    return 1;
 }
 
 /*
@@ -4031,7 +4299,6 @@ static void up_pump(int h)
             continue;
         }
         if (st & BR_SSL_RECVAPP) {
-            size_t used;
             buf = br_ssl_engine_recvapp_buf(eng, &len);
             if (s->state == UP_S_SENDING) { /* the server answered before reading it all */
                 s->state = UP_S_RECEIVING;
@@ -4045,20 +4312,8 @@ static void up_pump(int h)
                 memset(s->req, 0, s->req_len);
                 s->req_len = s->req_off = 0;
             }
-            used = up_parse_feed(&s->parser, buf, len);
-            if (used > 0)
-                br_ssl_engine_recvapp_ack(eng, used);
-            if (s->parser.state == UP_P_ERROR) {
-                up_fail(h, "%s", s->parser.error);
+            if (up_feed_answer(h, buf, len))
                 return;
-            }
-            if (s->parser.state == UP_P_DONE) {
-                /* reusable only if nothing follows the answer */
-                s->keep_conn = (unsigned char)(s->parser.keep_alive && used == len && !s->early &&
-                                               !(br_ssl_engine_current_state(eng) & (BR_SSL_CLOSED | BR_SSL_RECVAPP)));
-                up_complete(h);
-                return;
-            }
             continue;
         }
         if (s->state == UP_S_HANDSHAKE && (st & BR_SSL_SENDAPP)) {
@@ -4332,6 +4587,8 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     s->started_ms = cm_port_now_ms();
     memset(&s->result, 0, sizeof s->result);
     up_parse_init(&s->parser, s->body, CM_UPSTREAM_BODY_BYTES, strcmp(method, "HEAD") == 0);
+    s->stream_ok = s->streamed = 0;
+    js_init(&s->json);
     { /* "METHOD /prefix/path" without the query string, cut to fit */
         size_t n = 0, i, plen = strcspn(path_query, "?");
         const char *parts[3];
@@ -4360,12 +4617,28 @@ static int up_submit(unsigned owner, const char *method, const char *path_query,
     return h;
 }
 
+/* The owner of handle (just submitted) takes an answer larger than the
+ * slot's buffer in windows (see Shape); others get the too-large failure. */
+static void up_allow_stream(int handle)
+{
+    if (handle >= 0 && handle < CM_MAX_UPSTREAMS && up.slots[handle].state != UP_S_FAILED) {
+        up.slots[handle].stream_ok = 1;
+        up.slots[handle].parser.windowed = 1;
+    }
+}
+
+/* Ends the owner's hold: a delivered answer (the slot becomes IDLE or FREE)
+ * or a streamed window (reading goes on). */
 static void up_release(int handle)
 {
     struct up_slot *s;
     if (handle < 0 || handle >= CM_MAX_UPSTREAMS)
         return;
     s = &up.slots[handle];
+    if (s->state == UP_S_PAUSED) {
+        up_resume(s);
+        return;
+    }
     if (s->state != UP_S_DONE)
         return;
     s->result.body = "";
@@ -4399,6 +4672,7 @@ static void up_cancel(int handle)
     case UP_S_HANDSHAKE:
     case UP_S_SENDING:
     case UP_S_RECEIVING:
+    case UP_S_PAUSED:
         cm_logf(CM_LOG_DEBUG, "upstream: %s cancelled", s->what);
         up_drop_conn(s, 1); /* mid-answer: the rest of the answer must not be read as the next one */
         memset(s->req, 0, s->req_len);
@@ -5373,6 +5647,19 @@ static const char *status_reason(int status)
  * an error result. With copy set (batch parts) the API answer is copied;
  * otherwise the answer is referenced and the caller must keep the upstream
  * slot until the answer is written. */
+/* The line that opens a tool result for an API error status (the API's
+ * message when its answer, whole, says one). */
+static void api_error_head(const struct pending_call *pc, const struct up_result *u, char *head, size_t cap)
+{
+    char m[300];
+    api_message(u->body, u->body_len, m, sizeof m);
+    snprintf(head, cap, "Cal ID API error %d %s%s%s%s%s%s\n", u->status, status_reason(u->status),
+             m[0] ? ": " : "", m, u->retry_after[0] ? ". Retry after " : "", u->retry_after,
+             u->retry_after[0] ? " seconds (Retry-After)." : "");
+    if (u->status >= 500 && (tools[pc->tool].flags & T_ACTS_BEFORE_5XX))
+        snprintf(head + strlen(head), cap - strlen(head), "%s\n", ACTED_BEFORE_5XX);
+}
+
 static int render_tool_result(struct resp *r, const struct pending_call *pc, const struct up_result *u, int copy)
 {
     struct view id = pc->id;
@@ -5384,14 +5671,8 @@ static int render_tool_result(struct resp *r, const struct pending_call *pc, con
         show_body = 0;
         snprintf(head, sizeof head, "Could not complete the Cal ID API request: %s", u->error);
     } else if (u->status >= 300) {
-        char m[300];
         is_error = 1;
-        api_message(u->body, u->body_len, m, sizeof m);
-        snprintf(head, sizeof head, "Cal ID API error %d %s%s%s%s%s%s\n", u->status, status_reason(u->status),
-                 m[0] ? ": " : "", m, u->retry_after[0] ? ". Retry after " : "", u->retry_after,
-                 u->retry_after[0] ? " seconds (Retry-After)." : "");
-        if (u->status >= 500 && (tools[pc->tool].flags & T_ACTS_BEFORE_5XX))
-            snprintf(head + strlen(head), sizeof head - strlen(head), "%s\n", ACTED_BEFORE_5XX);
+        api_error_head(pc, u, head, sizeof head);
     } else {
         const char *why;
         size_t at;
@@ -6390,6 +6671,76 @@ static int render_pending_result(struct resp *r, const struct pending_call *pc, 
     return u->status == 0 || u->status >= 300; /* whether the API request failed */
 }
 
+/* ---- A streamed API answer (larger than the API slot's buffer) ---- */
+/*
+ * The answer's text goes out as it arrives: stream_begin opens the message
+ * (for a tool, the "Cal ID API error" line first when the status says so),
+ * each window follows JSON-escaped, and stream_end closes it. A failure once
+ * the answer has begun cannot become another answer: the text so far is
+ * closed and a second text block says what happened and after how many
+ * bytes, with isError true (for resources/read, a second contents entry,
+ * text/plain). The message stays valid JSON either way.
+ */
+static void render_stream_begin(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    if (r->sse) /* log messages travel only on an SSE answer */
+        render_api_log(r, pc, u);
+    result_begin(r, pc->id);
+    if (pc->kind == PC_RESOURCE) {
+        char uri[160];
+        resource_uri(pc, uri, sizeof uri);
+        rs_printf(r, "\"contents\":[{\"uri\":\"%s\",\"mimeType\":\"application/json\",\"text\":\"", uri);
+        return;
+    }
+    rs_str(r, "\"content\":[{\"type\":\"text\",\"text\":\"");
+    if (u->status >= 300) {
+        char head[600];
+        api_error_head(pc, u, head, sizeof head);
+        rs_escaped_copy(r, head, strlen(head));
+    }
+}
+
+/* Closes a streamed answer (after its last window); returns whether it is an error. */
+static int render_stream_end(struct resp *r, const struct pending_call *pc, const struct up_result *u)
+{
+    char m[800];
+    unsigned long long bytes = (unsigned long long)(u->offset + u->body_len);
+    int failed = u->status == 0 || u->not_json;
+    if (u->status == 0)
+        snprintf(m, sizeof m, "The Cal ID API answer broke off after %llu bytes (the text above is all that came): %s",
+                 bytes, u->error);
+    else if (u->not_json)
+        snprintf(m, sizeof m,
+                 "The Cal ID API answered %d with content that is not JSON (Content-Type: %s; %s at byte %llu); "
+                 "the text above is its first %llu bytes, and the rest was not read",
+                 u->status, u->content_type[0] ? u->content_type : "none", u->not_json, (unsigned long long)u->not_json_at,
+                 bytes);
+    if (pc->kind == PC_RESOURCE) {
+        if (failed) {
+            char uri[160];
+            resource_uri(pc, uri, sizeof uri);
+            rs_printf(r, "\"},{\"uri\":\"%s\",\"mimeType\":\"text/plain\",\"text\":", uri);
+            rs_json_string(r, m, strlen(m));
+            rs_str(r, "}]");
+        } else {
+            rs_str(r, "\"}]");
+            if (pc->modern) /* the user's own data: this authorization only */
+                rs_printf(r, ",\"ttlMs\":%ld,\"cacheScope\":\"private\"", resources[pc->tool].ttl_ms);
+        }
+        result_end(r, pc->modern, 0);
+        return failed;
+    }
+    if (failed) {
+        rs_str(r, "\"},{\"type\":\"text\",\"text\":");
+        rs_json_string(r, m, strlen(m));
+        rs_str(r, "}],\"isError\":true");
+    } else {
+        rs_printf(r, "\"}],\"isError\":%s", u->status >= 300 ? "true" : "false");
+    }
+    result_end(r, pc->modern, 0);
+    return failed || u->status >= 300;
+}
+
 /* Checks a modern message's _meta envelope. 0 ok, or renders the error. */
 static int check_envelope(const struct jdoc *d, int msg, struct resp *r, struct rpc_ctx *c, struct view header_version)
 {
@@ -6731,14 +7082,17 @@ static const char *const metric_methods[] = {
 static const int metric_statuses[] = {200, 202, 204, 400, 401, 403, 404, 405, 406, 408, 413,
                                       415, 417, 431, 500, 501, 502, 503, 504, 505, 0 /* other */};
 #define N_METRIC_STATUSES (sizeof metric_statuses / sizeof metric_statuses[0])
-enum { OUTCOME_OK, OUTCOME_API_ERROR, OUTCOME_TRANSPORT_ERROR, N_OUTCOMES };
-static const char *const outcome_names[N_OUTCOMES] = {"ok", "api_error", "transport_error"};
+/* refused: answered here, no API request (bad or unknown call); busy: not
+ * sent, every API connection stayed in use past CM_UPSTREAM_WAIT_MS */
+enum { OUTCOME_OK, OUTCOME_API_ERROR, OUTCOME_TRANSPORT_ERROR, OUTCOME_REFUSED, OUTCOME_BUSY, N_OUTCOMES };
+static const char *const outcome_names[N_OUTCOMES] = {"ok", "api_error", "transport_error", "refused", "busy"};
+#define TOOL_UNKNOWN N_TOOLS /* the tool_calls row of a name not in the catalog */
 static const unsigned api_ms_bounds[] = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
 #define N_API_BOUNDS (sizeof api_ms_bounds / sizeof api_ms_bounds[0])
 
 static struct {
     unsigned long requests[N_METRIC_METHODS][N_METRIC_STATUSES];
-    unsigned long tool_calls[N_TOOLS][N_OUTCOMES];
+    unsigned long tool_calls[N_TOOLS + 1][N_OUTCOMES]; /* by catalog index, then TOOL_UNKNOWN */
     unsigned long api_ms_buckets[N_API_BOUNDS + 1]; /* per bucket; made cumulative when shown */
     uint64_t api_ms_sum;
 } metrics;
@@ -6808,8 +7162,22 @@ static void note_api_done(struct req_note *n, const struct pending_call *pc, int
     metrics.api_ms_sum += ms;
 }
 
+/* A tools/call message (msg) answered without an API request: counted as
+ * refused under its tool, or "unknown" for a name not in the catalog. */
+static void note_tool_refused(const struct jdoc *d, int msg)
+{
+    char name[128];
+    int t;
+    if (!tok_is_str(d, obj_get(d, msg, "method"), "tools/call"))
+        return;
+    t = tok_unescape(d, obj_get(d, obj_get(d, msg, "params"), "name"), name, sizeof name) >= 0 ? find_tool(name) : -1;
+    metrics.tool_calls[t >= 0 ? (size_t)t : TOOL_UNKNOWN][OUTCOME_REFUSED]++;
+}
 
 enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
+/* A streamed answer (on_upstream_done): between windows the connection
+ * waits on the API again (C_WAIT_API); the last window ends the answer. */
+enum { STREAM_NONE = 0, STREAM_MORE, STREAM_LAST };
 #define OA_KEY_MAX 256 /* a Cal ID API key (OAuth sign-in, section 11b) */
 
 #define IN_BYTES (CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES) /* the largest request: one pool buffer */
@@ -6818,8 +7186,8 @@ enum { C_FREE = 0, C_READ, C_WAIT_API, C_WRITE };
 #error "CM_CONN_IN_BYTES must be 256 .. CM_MAX_HEADER_BYTES + CM_MAX_BODY_BYTES, CM_BODY_POOL at least 1"
 #endif
 
-#if CM_MAX_CONNS_PER_ADDR < 1
-#error "CM_MAX_CONNS_PER_ADDR must be at least 1"
+#if CM_MAX_CONNS_PER_ADDR < 1 || CM_MAX_CONNS_PER_ADDR > CM_MAX_CONNS
+#error "CM_MAX_CONNS_PER_ADDR must be 1 .. CM_MAX_CONNS"
 #endif
 
 struct conn {
@@ -6867,6 +7235,7 @@ struct conn {
     char *stage_p;                /* where escaped bytes are staged: the free tail of out[] */
     size_t stage_cap, stage_len, stage_sent;
     int held_handle;              /* upstream answer referenced by the answer, or -1 */
+    unsigned char stream;         /* STREAM_*: the answer streams an API answer larger than its slot's buffer */
     struct req_note note;         /* for the access log and /metrics */
     int oauth_wait;               /* the API call in flight checks a key for the sign-in page */
     char oauth_key[OA_KEY_MAX + 1]; /* the Cal ID key opened from this request's access token */
@@ -6990,8 +7359,10 @@ static unsigned long stat_requests, stat_refused_busy, stat_refused_addr, stat_e
  *     negotiation (which few of them offer).
  *   - TLS 1.2 only (BearSSL's highest), ECDHE key exchange with AES-GCM or
  *     ChaCha20-Poly1305 (forward secret, authenticated encryption), no
- *     renegotiation. Sessions resume from one LRU cache of CM_TLS_SESSIONS
- *     entries shared by all connections.
+ *     renegotiation: tls_profile() of section 8, the server's order winning;
+ *     the key signs (RSA PKCS#1 v1.5 or ECDSA), it never decrypts. Sessions
+ *     resume from one LRU cache of CM_TLS_SESSIONS entries shared by all
+ *     connections.
  *   - Non-blocking: tls_pump() moves records while the socket takes them,
  *     outgoing records first. A handshake that fails (garbage, an old
  *     protocol version, no common cipher suite) ends the connection at once;
@@ -7009,7 +7380,15 @@ struct tls_conn {
     unsigned char got_bytes;             /* the first bytes were looked at (plain HTTP?) */
     unsigned char resume_len;            /* session id found in the cache for this handshake */
     unsigned char resume_id[32];
+    unsigned char failed;                /* its failed handshake is counted */
 };
+
+/* Why a handshake failed, for /metrics: a fixed set, so an operator can alert
+ * on each (old clients, clients that distrust the certificate, scanners). */
+enum { TLS_FAIL_VERSION, TLS_FAIL_CIPHER, TLS_FAIL_CERTIFICATE, TLS_FAIL_PROTOCOL, TLS_FAIL_PLAIN_HTTP, TLS_FAIL_TIMEOUT,
+       TLS_FAIL_CLOSED, N_TLS_FAILS };
+static const char *const tls_fail_names[N_TLS_FAILS] = {"version", "cipher", "certificate", "protocol", "plain_http",
+                                                        "timeout", "closed"};
 
 #define TLS_SESSION_ENTRY 100 /* bytes per entry in BearSSL's LRU cache */
 
@@ -7025,7 +7404,7 @@ static struct {
     unsigned char cache_store[CM_TLS_SESSIONS * TLS_SESSION_ENTRY];
     struct tls_conn conns[CM_TLS_CONNS];
     unsigned short of_conn[CM_MAX_CONNS];              /* per connection: 0 plain, else 1 + its engine slot */
-    unsigned long full, resumed, failed;               /* handshakes, for the debug log */
+    unsigned long full, resumed, failed[N_TLS_FAILS];  /* handshakes, for /metrics and the debug log */
 } tls;
 
 static size_t tls_static_bytes(void) { return sizeof tls; }
@@ -7258,13 +7637,6 @@ static int tls_cache_load(const br_ssl_session_cache_class **ctx, br_ssl_server_
 static const br_ssl_session_cache_class tls_cache_class = {sizeof(const br_ssl_session_cache_class *), tls_cache_save,
                                                            tls_cache_load};
 
-/* ECDHE only (forward secrecy), AEAD only; the server's order wins. */
-static const uint16_t tls_suites[] = {
-    BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,       BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-    BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,       BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-};
-
 /* Loads the certificate and key and readies every engine slot. */
 static int tls_start(const char *cert, const char *key, char *err, size_t errlen)
 {
@@ -7282,13 +7654,15 @@ static int tls_start(const char *cert, const char *key, char *err, size_t errlen
         struct tls_conn *tc = &tls.conns[t];
         br_ssl_engine_context *eng = &tc->sc.eng;
         unsigned char seed[32];
+        br_ssl_server_zero(&tc->sc);
+        tls_profile(eng);
+        br_ssl_engine_add_flags(eng, BR_OPT_ENFORCE_SERVER_PREFERENCES);
         if (tls.key_type == BR_KEYTYPE_RSA)
-            br_ssl_server_init_full_rsa(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_rsa(&tls.key));
+            br_ssl_server_set_single_rsa(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_rsa(&tls.key),
+                                         BR_KEYTYPE_SIGN, br_rsa_private_get_default(), br_rsa_pkcs1_sign_get_default());
         else
-            br_ssl_server_init_full_ec(&tc->sc, tls.chain, tls.n_chain, BR_KEYTYPE_EC, br_skey_decoder_get_ec(&tls.key));
-        br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
-        br_ssl_engine_set_suites(eng, tls_suites, sizeof tls_suites / sizeof tls_suites[0]);
-        br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION | BR_OPT_ENFORCE_SERVER_PREFERENCES);
+            br_ssl_server_set_single_ec(&tc->sc, tls.chain, tls.n_chain, br_skey_decoder_get_ec(&tls.key), BR_KEYTYPE_SIGN,
+                                        BR_KEYTYPE_EC, br_ec_get_default(), br_ecdsa_sign_asn1_get_default());
         br_ssl_engine_set_buffer(eng, tc->iobuf, sizeof tc->iobuf, 0);
         br_ssl_server_set_cache(&tc->sc, &tls.cache_vtable);
         if (cm_port_random(seed, sizeof seed) == 0)
@@ -7322,11 +7696,28 @@ static int tls_attach(void)
         if (!br_ssl_server_reset(&tc->sc))
             return -1;
         tc->in_use = 1;
-        tc->ready = tc->got_bytes = tc->resume_len = 0;
+        tc->ready = tc->got_bytes = tc->resume_len = tc->failed = 0;
         tc->started_ms = cm_port_now_ms();
         return t;
     }
     return -1;
+}
+
+/* Counts a connection's failed handshake once, under its reason. */
+static void tls_count_failure(struct tls_conn *tc, int reason)
+{
+    if (!tc->failed)
+        tls.failed[reason]++;
+    tc->failed = 1;
+}
+
+static unsigned long tls_failed_total(void)
+{
+    unsigned long n = 0;
+    int i;
+    for (i = 0; i < N_TLS_FAILS; i++)
+        n += tls.failed[i];
+    return n;
 }
 
 static void tls_log_failure(struct tls_conn *tc)
@@ -7343,7 +7734,13 @@ static void tls_log_failure(struct tls_conn *tc)
             ? "the client's bytes are not TLS"
         : e == BR_ERR_UNEXPECTED ? "the client sent an unexpected message"
                                  : "an engine error";
-    tls.failed++;
+    if (tc->failed)
+        return; /* told once */
+    tls_count_failure(tc, alert == 70                                     ? TLS_FAIL_VERSION
+                          : alert == 40 || e == BR_ERR_BAD_CIPHER_SUITE   ? TLS_FAIL_CIPHER
+                          : e >= BR_ERR_RECV_FATAL_ALERT && e < BR_ERR_SEND_FATAL_ALERT && alert >= 42 && alert <= 49
+                              ? TLS_FAIL_CERTIFICATE /* the client refuses the certificate: bad_certificate .. access_denied */
+                              : TLS_FAIL_PROTOCOL);
     if (alert >= 0)
         cm_logf(CM_LOG_DEBUG, "TLS: handshake failed: %s alert %d (%s)%s%s", e >= BR_ERR_SEND_FATAL_ALERT ? "sent" : "got", alert,
                 up_alert_name(alert), alert == 70 || alert == 40 ? ": " : "", alert == 70 || alert == 40 ? why : "");
@@ -7364,7 +7761,7 @@ static void tls_handshake_done(struct tls_conn *tc)
     else
         tls.full++;
     cm_logf(CM_LOG_DEBUG, "TLS: %s handshake in %lu ms (%lu full, %lu resumed, %lu failed so far)", resumed ? "resumed" : "full",
-            (unsigned long)ms_since(cm_port_now_ms(), tc->started_ms), tls.full, tls.resumed, tls.failed);
+            (unsigned long)ms_since(cm_port_now_ms(), tc->started_ms), tls.full, tls.resumed, tls_failed_total());
 }
 
 /* The first bytes are a plain HTTP request: say so in plain HTTP. */
@@ -7423,6 +7820,7 @@ static int tls_pump(int t, cm_sock_t s, int want_input)
             tc->got_bytes = 1;
             if (buf[0] >= 'A' && buf[0] <= 'Z') { /* "GET ", "POST "...: no TLS record starts so */
                 tls_refuse_plain_http(s);
+                tls_count_failure(tc, TLS_FAIL_PLAIN_HTTP);
                 cm_logf(CM_LOG_DEBUG, "TLS: a plain HTTP request came to the HTTPS port");
                 return -1;
             }
@@ -7524,10 +7922,29 @@ static void tls_detach(int t, cm_sock_t s)
     if (tc->ready && !(br_ssl_engine_current_state(&tc->sc.eng) & BR_SSL_CLOSED)) {
         br_ssl_engine_close(&tc->sc.eng);
         (void)tls_pump(t, s, 0);
-    } else if (!tc->ready && br_ssl_engine_last_error(&tc->sc.eng) == 0 && tc->got_bytes) {
-        tls.failed++; /* given up: timed out, or the client left mid-handshake */
+    } else if (!tc->ready && br_ssl_engine_last_error(&tc->sc.eng) != 0) {
+        tls_log_failure(tc); /* (once: tls_pump may have told it) */
+    } else if (!tc->ready && tls_expired(t, cm_port_now_ms())) {
+        tls_count_failure(tc, TLS_FAIL_TIMEOUT); /* past CM_TLS_HANDSHAKE_MS, said something or not */
+    } else if (!tc->ready && tc->got_bytes) {
+        tls_count_failure(tc, TLS_FAIL_CLOSED); /* the client left mid-handshake, or its stalled slot was needed */
     }
     tc->in_use = 0;
+}
+
+/* The listener's handshakes as /metrics lines (of calid_mcp_tls_handshakes_total):
+ * every kind and reason, zeros included, once the listener speaks TLS. */
+static void tls_metrics(struct textbuf *b)
+{
+    int i;
+    if (!tls_on())
+        return;
+    tb_printf(b, "calid_mcp_tls_handshakes_total{side=\"server\",kind=\"full\"} %lu\n"
+                 "calid_mcp_tls_handshakes_total{side=\"server\",kind=\"resumed\"} %lu\n",
+              tls.full, tls.resumed);
+    for (i = 0; i < N_TLS_FAILS; i++)
+        tb_printf(b, "calid_mcp_tls_handshakes_total{side=\"server\",kind=\"failed\",reason=\"%s\"} %lu\n", tls_fail_names[i],
+                  tls.failed[i]);
 }
 
 #else /* CM_TLS_CONNS == 0: built without TLS serving */
@@ -7543,6 +7960,7 @@ static int tls_start(const char *cert, const char *key, char *err, size_t errlen
     return -1;
 }
 static void tls_stop(void) {}
+static void tls_metrics(struct textbuf *b) { (void)b; }
 
 #endif /* CM_TLS_CONNS */
 
@@ -7682,8 +8100,11 @@ static void conn_close(struct conn *c)
 {
     if (c->state == C_WAIT_API && c->pc.handle >= 0)
         up_cancel(c->pc.handle);
-    if (c->held_handle >= 0)
+    if (c->held_handle >= 0 && c->stream == STREAM_MORE)
+        up_cancel(c->held_handle); /* the client left mid-answer: the rest is not read, the API connection closed */
+    else if (c->held_handle >= 0)
         up_release(c->held_handle);
+    c->stream = STREAM_NONE;
     conn_sock_close(c);
     c->state = C_FREE;
     c->sock = CM_SOCK_INVALID;
@@ -7711,6 +8132,7 @@ static void conn_reset_request(struct conn *c)
     c->batch_replies = 0;
     c->origin_ok[0] = 0;
     c->held_handle = -1;
+    c->stream = STREAM_NONE;
     c->close_after = 0;
     c->head_only = 0;
     c->oauth_wait = 0;
@@ -7778,6 +8200,43 @@ static void access_log(struct conn *c, int status)
 
 static int conn_write(struct conn *c);
 
+/* One part of a streamed answer in resp framed as an HTTP/1.1 chunk: its
+ * size line after what h holds, its CRLF (and after the last part the empty
+ * chunk) at the end of resp. HTTP/1.0 gets the bytes bare: the close ends them. */
+static void conn_chunk_frame(struct conn *c, struct textbuf *h, size_t len)
+{
+    if (c->req.minor < 1)
+        return;
+    if (len) {
+        tb_printf(h, "%lx\r\n", (unsigned long)len);
+        rs_str(&c->resp, "\r\n");
+    }
+    if (c->stream == STREAM_LAST)
+        rs_str(&c->resp, "0\r\n\r\n");
+}
+
+/* Writes hdr, then resp: the segments from the start, escaped ones staged
+ * in the part of out[] the text left free (usually most of it), so that a
+ * large answer takes few writes. */
+static void conn_start_body(struct conn *c)
+{
+    c->hdr_sent = 0;
+    if (c->head_only)
+        c->resp.nseg = 0;
+    c->seg_i = 0;
+    c->seg_off = 0;
+    c->stage_len = c->stage_sent = 0;
+    c->stage_p = c->resp.tb.p == c->out ? c->out + c->resp.tb.len + 1 : c->stage;
+    c->stage_cap = c->resp.tb.p == c->out ? sizeof c->out - c->resp.tb.len - 1 : 0;
+    if (c->stage_cap < sizeof c->stage) {
+        c->stage_p = c->stage;
+        c->stage_cap = sizeof c->stage;
+    }
+    c->state = C_WRITE;
+    c->last_ms = cm_port_now_ms();
+    conn_write(c);
+}
+
 /* Starts sending an answer: status line and headers into hdr, body = resp. */
 static void conn_answer(struct conn *c, int status, const char *content_type, const char *extra_headers)
 {
@@ -7787,12 +8246,14 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     h.cap = sizeof c->hdr;
     h.len = 0;
     h.overflow = 0;
-    if (!c->keep_alive || c->close_after)
+    if (!c->keep_alive || c->close_after || (c->stream && c->req.minor < 1))
         c->close_after = 1;
     tb_printf(&h, "HTTP/1.1 %d %s\r\nServer: calid-mcp/" CM_VERSION "\r\n", status, status_reason(status));
     if (body_len || (status != 202 && status != 204))
         tb_printf(&h, "Content-Type: %s\r\n", content_type ? content_type : "application/json");
-    if (status != 204) /* a 204 carries no Content-Length (RFC 9110) */
+    if (c->stream && c->req.minor >= 1) /* the length is not known yet */
+        tb_str(&h, "Transfer-Encoding: chunked\r\n");
+    else if (status != 204 && !c->stream) /* a 204 carries no Content-Length (RFC 9110) */
         tb_printf(&h, "Content-Length: %lu\r\n", (unsigned long)body_len);
     if (content_type && strcmp(content_type, "text/event-stream") == 0)
         tb_str(&h, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
@@ -7804,26 +8265,25 @@ static void conn_answer(struct conn *c, int status, const char *content_type, co
     if (c->close_after)
         tb_str(&h, "Connection: close\r\n");
     tb_str(&h, "\r\n");
+    if (c->stream)
+        conn_chunk_frame(c, &h, body_len);
     c->hdr_len = h.len;
-    c->hdr_sent = 0;
-    if (c->head_only)
-        c->resp.nseg = 0;
-    c->seg_i = 0;
-    c->seg_off = 0;
-    c->stage_len = c->stage_sent = 0;
-    /* escaped API answers are staged in the part of out[] the answer's text
-     * left free (usually most of it), so a large answer takes few writes */
-    c->stage_p = c->resp.tb.p == c->out ? c->out + c->resp.tb.len + 1 : c->stage;
-    c->stage_cap = c->resp.tb.p == c->out ? sizeof c->out - c->resp.tb.len - 1 : 0;
-    if (c->stage_cap < sizeof c->stage) {
-        c->stage_p = c->stage;
-        c->stage_cap = sizeof c->stage;
-    }
-    c->state = C_WRITE;
-    c->last_ms = cm_port_now_ms();
-    cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes", status, (unsigned long)body_len);
+    cm_logf(CM_LOG_DEBUG, "answer %d, %lu body bytes%s", status, (unsigned long)body_len, c->stream ? " so far (streamed)" : "");
     access_log(c, status);
-    conn_write(c);
+    conn_start_body(c);
+}
+
+/* Sends the next part of a streamed answer (resp holds it). */
+static void conn_send_part(struct conn *c)
+{
+    struct textbuf h;
+    h.p = c->hdr;
+    h.cap = sizeof c->hdr;
+    h.len = 0;
+    h.overflow = 0;
+    conn_chunk_frame(c, &h, rs_length(&c->resp));
+    c->hdr_len = h.len;
+    conn_start_body(c);
 }
 
 /* A plain JSON answer with a fixed text body (HTTP-level errors, healthz). */
@@ -7847,6 +8307,15 @@ static void conn_reject(struct conn *c, int status, int code, const char *messag
 static void conn_finish_answer(struct conn *c)
 {
     size_t rest;
+    if (c->stream == STREAM_MORE) { /* a window is out: the API slot reads on, the next one comes back here */
+        int h = c->held_handle;
+        c->held_handle = -1;
+        c->pc.handle = h;
+        c->state = C_WAIT_API;
+        c->last_ms = cm_port_now_ms();
+        up_release(h);
+        return;
+    }
     if (c->held_handle >= 0) {
         up_release(c->held_handle);
         c->held_handle = -1;
@@ -8144,7 +8613,7 @@ static int conn_wait_expired(const struct conn *c, char *msg, size_t cap)
 static void conn_submit(struct conn *c, const struct jdoc *d)
 {
     char msg[300];
-    int h;
+    int h, busy;
     if (conn_in_line_behind(c))
         return;
     msg[0] = 0;
@@ -8152,14 +8621,17 @@ static void conn_submit(struct conn *c, const struct jdoc *d)
     if (h >= 0) {
         c->pc.handle = h;
         c->note.api_start_ms = cm_port_now_ms();
+        if (!c->batch_len && (c->pc.kind == PC_TOOL || c->pc.kind == PC_RESOURCE))
+            up_allow_stream(h); /* a batch answer is copied whole; the others can stream */
         return;
     }
-    if (h == -1 && conn_wait_expired(c, msg, sizeof msg))
-        h = -2;
-    if (h == -1)
+    busy = h == -1 && conn_wait_expired(c, msg, sizeof msg);
+    if (h == -1 && !busy)
         return; /* every upstream slot is busy: retried from the loop */
-    /* could not even build the request: answer with the reason */
+    /* could not even build the request, or waited too long: answer with the reason */
     {
+        if (c->pc.kind == PC_TOOL)
+            metrics.tool_calls[c->pc.tool][busy ? OUTCOME_BUSY : OUTCOME_REFUSED]++;
         c->pc.active = 0;
         if (c->batch_len) {
             if (c->batch_replies++)
@@ -8204,6 +8676,7 @@ static void conn_continue_batch(struct conn *c, const struct jdoc *d)
         }
         if (r == D_REPLIED) {
             c->batch_replies++;
+            note_tool_refused(d, el);
         } else {
             rs_rewind(&c->resp, mark, nseg); /* no reply yet: drop the separator */
         }
@@ -8238,8 +8711,46 @@ static void conn_continue_batch(struct conn *c, const struct jdoc *d)
 static struct {
     int done;
     int handle;
-    struct up_result copy;
+    const struct up_result *u;    /* the slot's result: valid until up_release(handle) */
+    unsigned char streamed;       /* the answer was streamed to stdout and its end rendered into r */
+    const struct pending_call *pc; /* the call waited on, and its answer (for streaming) */
+    struct resp *r;
 } stdio_wait;
+static void stdio_stream_part(int handle, const struct up_result *u);
+
+/* A window of an API answer larger than its slot's buffer (up_result.partial),
+ * or the last one: the answer streams as a chunked (or, for HTTP/1.0,
+ * close-delimited) body, held to what the client takes (conn_finish_answer
+ * gives the window back). A resources/read error status is answered whole
+ * as a JSON-RPC error instead, and the rest of its answer dropped. */
+static void conn_stream_part(struct conn *c, int handle, const struct up_result *u)
+{
+    int first = !c->stream;
+    const char *ctype = c->want_sse ? "text/event-stream" : "application/json";
+    rs_init(&c->resp, c->out, sizeof c->out, c->want_sse);
+    if (first && c->pc.kind == PC_RESOURCE && u->status >= 300) {
+        note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 1));
+        up_cancel(handle);
+        conn_answer(c, 200, ctype, NULL);
+        return;
+    }
+    if (first)
+        render_stream_begin(&c->resp, &c->pc, u);
+    rs_ext(&c->resp, u->body, u->body_len, 1);
+    c->held_handle = handle;
+    c->stream = u->partial ? STREAM_MORE : STREAM_LAST;
+    if (!u->partial && render_stream_end(&c->resp, &c->pc, u) && c->pc.kind == PC_TOOL && c->note.api_status > 0 &&
+        c->note.api_status < 300) { /* counted as ok when it began: it failed after all */
+        metrics.tool_calls[c->pc.tool][OUTCOME_OK]--;
+        metrics.tool_calls[c->pc.tool][u->status == 0 ? OUTCOME_TRANSPORT_ERROR : OUTCOME_API_ERROR]++;
+    }
+    if (!first) {
+        conn_send_part(c);
+        return;
+    }
+    note_api_done(&c->note, &c->pc, u->status, u->status >= 300);
+    conn_answer(c, 200, ctype, NULL);
+}
 
 static void on_upstream_done(unsigned owner, int handle, const struct up_result *u)
 {
@@ -8251,9 +8762,13 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
     }
 #endif
     if (owner == STDIO_OWNER) {
+        if (u->partial || stdio_wait.streamed) {
+            stdio_stream_part(handle, u);
+            return;
+        }
         stdio_wait.done = 1;
         stdio_wait.handle = handle;
-        stdio_wait.copy = *u;
+        stdio_wait.u = u;
         return;
     }
     c = &conns[owner & 0xff];
@@ -8280,6 +8795,10 @@ static void on_upstream_done(unsigned owner, int handle, const struct up_result 
             conn_continue_batch(c, &d);
         else
             conn_close(c);
+        return;
+    }
+    if (u->partial || c->stream) {
+        conn_stream_part(c, handle, u);
         return;
     }
     note_api_done(&c->note, &c->pc, u->status, render_pending_result(&c->resp, &c->pc, u, 0));
@@ -8424,13 +8943,13 @@ static void metrics_page(struct textbuf *b)
                 tb_printf(b, "calid_mcp_requests_total{method=\"%s\",status=\"%s\"} %lu\n", metric_methods[i], st,
                           metrics.requests[i][j]);
             }
-    tb_str(b, "# HELP calid_mcp_tool_calls_total Tool calls that reached the API, by tool and outcome.\n"
+    tb_str(b, "# HELP calid_mcp_tool_calls_total Tool calls by tool and outcome (refused, busy: no API request was sent).\n"
               "# TYPE calid_mcp_tool_calls_total counter\n");
-    for (i = 0; i < N_TOOLS; i++)
+    for (i = 0; i <= TOOL_UNKNOWN; i++)
         for (j = 0; j < N_OUTCOMES; j++)
             if (metrics.tool_calls[i][j])
-                tb_printf(b, "calid_mcp_tool_calls_total{tool=\"%s\",outcome=\"%s\"} %lu\n", tools[i].name, outcome_names[j],
-                          metrics.tool_calls[i][j]);
+                tb_printf(b, "calid_mcp_tool_calls_total{tool=\"%s\",outcome=\"%s\"} %lu\n", i < N_TOOLS ? tools[i].name : "unknown",
+                          outcome_names[j], metrics.tool_calls[i][j]);
     tb_str(b, "# HELP calid_mcp_api_request_duration_seconds Cal ID API requests, from sent to answered.\n"
               "# TYPE calid_mcp_api_request_duration_seconds histogram\n");
     for (i = 0; i <= N_API_BOUNDS; i++) {
@@ -8459,11 +8978,12 @@ static void metrics_page(struct textbuf *b)
                  "# HELP calid_mcp_ended_session_refusals_total DELETEs refused (503) because the ended table was full of recent entries.\n"
                  "# TYPE calid_mcp_ended_session_refusals_total counter\ncalid_mcp_ended_session_refusals_total %lu\n",
               sessions_opened, ended_in_use(now_s), CM_MAX_ENDED_SESSIONS, ended_refused);
-    tb_printf(b, "# HELP calid_mcp_tls_handshakes_total TLS handshakes, by side and kind.\n"
+    tb_printf(b, "# HELP calid_mcp_tls_handshakes_total TLS handshakes, by side and kind (and why, when failed).\n"
                  "# TYPE calid_mcp_tls_handshakes_total counter\n"
                  "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"full\"} %u\n"
                  "calid_mcp_tls_handshakes_total{side=\"upstream\",kind=\"resumed\"} %u\n",
               up_full_handshakes, up_resumed_handshakes);
+    tls_metrics(b);
 }
 
 static void serve_metrics(struct conn *c)
@@ -8755,6 +9275,7 @@ static int mcp_modern_without_envelope(struct conn *c, const struct jdoc *d, con
                   "Invalid params: protocol 2026-07-28 requires params._meta with io.modelcontextprotocol/protocolVersion and clientCapabilities",
                   "{\"envelope\":{\"key\":\"io.modelcontextprotocol/protocolVersion\",\"problem\":\"missing\"}}");
     }
+    note_tool_refused(d, 0);
     mcp_answer(c, 400);
     return -1;
 }
@@ -8768,6 +9289,7 @@ static int mcp_modern_checks(struct conn *c, const struct jdoc *d, const struct 
     c->ctx.era = ERA_MODERN;
     c->ctx.version = MODERN_VERSION;
     if (check_envelope(d, 0, &c->resp, &c->ctx, pver ? *pver : empty) < 0) {
+        note_tool_refused(d, 0);
         mcp_answer(c, c->ctx.http_status);
         return -1;
     }
@@ -8778,11 +9300,13 @@ static int mcp_modern_checks(struct conn *c, const struct jdoc *d, const struct 
                         : !hm ? "Bad Request: the Mcp-Method header is required"
                               : "Bad Request: the request headers and body disagree: Mcp-Method differs from method",
                   NULL);
+        note_tool_refused(d, 0);
         mcp_answer(c, 400);
         return -1;
     }
     if (check_mcp_name(d, method, hn, &c->resp) < 0 ||
         (tok_is_str(d, method, "tools/call") && check_mcp_params(d, &c->req, &c->resp) < 0)) {
+        note_tool_refused(d, 0);
         mcp_answer(c, 400);
         return -1;
     }
@@ -8881,6 +9405,7 @@ static void mcp_one(struct conn *c, struct jdoc *d, uint64_t now)
         conn_submit(c, d);
         return;
     }
+    note_tool_refused(d, 0);
     mcp_answer(c, c->ctx.http_status);
 }
 
@@ -9032,9 +9557,9 @@ need_more:
 }
 
 /*
- * Admission. One client address holds at most CM_MAX_CONNS_PER_ADDR
- * connections; a newcomer from an address at that limit can only replace
- * one of its own. Otherwise, when the table is full, a connection that is
+ * Admission. One client address holds at most cfg.max_conns_per_addr
+ * connections (--max-conns-per-addr, default CM_MAX_CONNS_PER_ADDR); a
+ * newcomer from an address at that limit can only replace one of its own. Otherwise, when the table is full, a connection that is
  * stalled (CM_SLOW_GRACE_MS into a request still incomplete, connected
  * without a word, or not taking its answer) makes room, and only when none
  * is, a kept-alive one idle CM_EVICT_IDLE_MS. Either must belong to an
@@ -9136,7 +9661,7 @@ static void accept_all(void)
         int i = -1, k, own_full;
         if (s == CM_SOCK_INVALID)
             return;
-        own_full = conns_from(peer) >= CM_MAX_CONNS_PER_ADDR;
+        own_full = conns_from(peer) >= cfg.max_conns_per_addr;
         for (k = 0; k < CM_MAX_CONNS && !own_full && i < 0; k++)
             if (conns[k].state == C_FREE)
                 i = k;
@@ -9148,8 +9673,8 @@ static void accept_all(void)
             char m[200];
             if (own_full) {
                 stat_refused_addr++;
-                snprintf(m, sizeof m, "Service Unavailable: this client address already holds %d connections (CM_MAX_CONNS_PER_ADDR), none of them idle or stalled; retry",
-                         CM_MAX_CONNS_PER_ADDR);
+                snprintf(m, sizeof m, "Service Unavailable: this client address already holds %d connections (--max-conns-per-addr), none of them idle or stalled; retry",
+                         cfg.max_conns_per_addr);
             } else {
                 stat_refused_busy++;
                 snprintf(m, sizeof m, "Service Unavailable: all connections are busy, retry");
@@ -10965,24 +11490,72 @@ static char stdio_version[11] = LATEST_SESSION_VERSION;
 static unsigned char stdio_log_level; /* logging/setLevel on stdio: for the process */
 static char stdio_log_line[512];       /* one log message: a path is at most 95 bytes */
 
-static void stdio_emit(const struct resp *r)
+static void stdio_write_escaped(const char *p, size_t n)
+{
+    char stage[STAGE_BYTES];
+    size_t off = 0, w;
+    while (off < n) {
+        off += json_escape_some(p + off, n - off, stage, sizeof stage, &w);
+        fwrite(stage, 1, w, stdout);
+    }
+}
+
+static void stdio_write(const struct resp *r)
 {
     int i;
     for (i = 0; i < r->nseg; i++) {
         const struct seg *s = &r->seg[i];
-        if (!s->escape) {
+        if (!s->escape)
             fwrite(s->p, 1, s->n, stdout);
-        } else {
-            char stage[STAGE_BYTES];
-            size_t off = 0, w;
-            while (off < s->n) {
-                off += json_escape_some(s->p + off, s->n - off, stage, sizeof stage, &w);
-                fwrite(stage, 1, w, stdout);
-            }
-        }
+        else
+            stdio_write_escaped(s->p, s->n);
     }
+}
+
+static void stdio_emit(const struct resp *r)
+{
+    stdio_write(r);
     fputc('\n', stdout);
     fflush(stdout);
+}
+
+/* A window of an API answer larger than its slot's buffer, or its last one
+ * (see conn_stream_part): the line is written as the answer arrives, each
+ * window straight to stdout (which holds the API back while it blocks); the
+ * end of the line is rendered into the answer that cm_stdio_run writes. */
+static void stdio_stream_part(int handle, const struct up_result *u)
+{
+    struct resp *r = stdio_wait.r;
+    const struct pending_call *pc = stdio_wait.pc;
+    if (!stdio_wait.streamed && pc->kind == PC_RESOURCE && u->status >= 300) {
+        render_pending_result(r, pc, u, 1); /* an error status: the usual JSON-RPC error, the rest not read */
+        up_cancel(handle);
+        stdio_wait.streamed = 1;
+        stdio_wait.handle = -1;
+        stdio_wait.done = 1;
+        return;
+    }
+    if (!stdio_wait.streamed) {
+        if (pc->log_level) { /* its own line, before the answer */
+            struct resp lr;
+            rs_init(&lr, stdio_log_line, sizeof stdio_log_line, 0);
+            render_api_log(&lr, pc, u);
+            if (lr.nseg && !lr.overflow)
+                stdio_emit(&lr);
+        }
+        render_stream_begin(r, pc, u);
+        stdio_write(r);
+        rs_init(r, r->tb.p, r->tb.cap, r->sse);
+        stdio_wait.streamed = 1;
+    }
+    stdio_write_escaped(u->body, u->body_len);
+    if (u->partial) {
+        up_release(handle);
+        return;
+    }
+    render_stream_end(r, pc, u);
+    stdio_wait.handle = handle;
+    stdio_wait.done = 1;
 }
 
 /* Runs a tool call to its end. Returns the upstream handle to release once
@@ -10993,22 +11566,29 @@ static int stdio_run_call(struct pending_call *pc, const struct jdoc *d, struct 
     int h;
     msg[0] = 0;
     stdio_wait.done = 0;
+    stdio_wait.streamed = 0;
+    stdio_wait.pc = pc;
+    stdio_wait.r = r;
     while ((h = submit_pending(STDIO_OWNER, pc, d, cfg.api_key, cfg.api_key ? strlen(cfg.api_key) : 0, msg, sizeof msg)) == -1)
         loop_step(10);
     if (h == -2) {
         render_pending_failure(r, pc, msg);
         return -1;
     }
+    if (!copy && (pc->kind == PC_TOOL || pc->kind == PC_RESOURCE))
+        up_allow_stream(h); /* a batch line is built whole; a single answer can stream */
     while (!stdio_wait.done)
         loop_step(100);
+    if (stdio_wait.streamed)
+        return stdio_wait.handle;
     if (pc->log_level && !copy) { /* its own line, before the answer */
         struct resp lr;
         rs_init(&lr, stdio_log_line, sizeof stdio_log_line, 0);
-        render_api_log(&lr, pc, &stdio_wait.copy);
+        render_api_log(&lr, pc, stdio_wait.u);
         if (lr.nseg && !lr.overflow)
             stdio_emit(&lr);
     }
-    render_pending_result(r, pc, &stdio_wait.copy, copy);
+    render_pending_result(r, pc, stdio_wait.u, copy);
     if (copy) {
         up_release(stdio_wait.handle);
         return -1;
@@ -11146,6 +11726,7 @@ void cm_config_defaults(struct cm_config *c)
     c->listen = "127.0.0.1:8080";
     c->upstream = "https://api.cal.id";
     c->log_level = CM_LOG_INFO;
+    c->max_conns_per_addr = CM_MAX_CONNS_PER_ADDR;
 }
 
 size_t cm_static_bytes(void)
@@ -11228,6 +11809,11 @@ int cm_start(const struct cm_config *config, int stdio_only, char *err, size_t e
         cfg.api_key = NULL;
     if (cfg.access_token && !cfg.access_token[0])
         cfg.access_token = NULL;
+    if (cfg.max_conns_per_addr < 1 || cfg.max_conns_per_addr > CM_MAX_CONNS) {
+        snprintf(err, errlen, "--max-conns-per-addr (CALID_MCP_MAX_CONNS_PER_ADDR) must be 1 to %d (CM_MAX_CONNS, the whole table), not %d",
+                 CM_MAX_CONNS, cfg.max_conns_per_addr);
+        return -1;
+    }
     if (cm_port_init() != 0) {
         snprintf(err, errlen, "the platform layer did not start");
         return -1;
@@ -11346,6 +11932,7 @@ enum opt_kind {
     OPT_LEVEL,  /* takes a value: error, warn, info, debug */
     OPT_LOG_FORMAT, /* takes a value: text or json */
     OPT_SWITCH, /* no value: an int field set to 1 (its variable: 1 or 0) */
+    OPT_COUNT,  /* takes a value: a whole number into an int field (cm_start checks its range) */
     OPT_HELP,
     OPT_VERSION
 };
@@ -11370,13 +11957,14 @@ static const struct {
     unsigned long value;
 } limit_rows[] = {
     LIMIT_ROW(CM_MAX_CONNS),         LIMIT_ROW(CM_CONN_IN_BYTES),       LIMIT_ROW(CM_BODY_POOL),
+    LIMIT_ROW(CM_MAX_CONNS_PER_ADDR),
     LIMIT_ROW(CM_MAX_HEADER_BYTES),  LIMIT_ROW(CM_MAX_HEADERS),         LIMIT_ROW(CM_MAX_BODY_BYTES),
     LIMIT_ROW(CM_OUT_BYTES),         LIMIT_ROW(CM_JSON_TOKENS),         LIMIT_ROW(CM_MAX_ENDED_SESSIONS),
     LIMIT_ROW(CM_MAX_UPSTREAMS),     LIMIT_ROW(CM_UPSTREAM_REQ_BYTES),  LIMIT_ROW(CM_UPSTREAM_BODY_BYTES),
     LIMIT_ROW(CM_TRUST_ARENA_BYTES), LIMIT_ROW(CM_MAX_TRUST_ANCHORS),   LIMIT_ROW(MAX_BATCH),
     LIMIT_ROW(CM_STAGE_BYTES),       LIMIT_ROW(CM_URL_BYTES),           LIMIT_ROW(CM_ARG_BYTES),
     LIMIT_ROW(CM_STDIO_OUT_BYTES),   LIMIT_ROW(CM_SLUG_CACHE_ENTRIES),  LIMIT_ROW(CM_SLUG_CACHE_BYTES),
-    LIMIT_ROW(CM_TLS_CONNS),
+    LIMIT_ROW(CM_TLS_CONNS),         LIMIT_ROW(CM_UPSTREAM_ANSWER_MAX_BYTES),
 };
 
 /* The profile's memory goal, whether it is met, and the limits behind it. */
@@ -11423,6 +12011,9 @@ static const struct cli_option cli_options[] = {
      "list and run only the tools that change nothing (readOnlyHint)"},
     {"--toolsets", "LIST", "CALID_MCP_TOOLSETS", OPT_TEXT, CLI_FIELD(c.toolsets),
      "availability,bookings,contacts,event-types,slots,teams,users,webhooks (default all)"},
+    {"--max-conns-per-addr", "N", "CALID_MCP_MAX_CONNS_PER_ADDR", OPT_COUNT, CLI_FIELD(c.max_conns_per_addr),
+     "connections one client address may hold, 1 to " CM_STR(CM_MAX_CONNS) " (default in --version; behind a proxy or NAT: "
+     CM_STR(CM_MAX_CONNS) ")"},
     {"--log-level", "LEVEL", NULL, OPT_LEVEL, CLI_FIELD(c.log_level),
      "error, warn, info or debug (default info)"},
     {"--log-format", "FORMAT", "CALID_MCP_LOG_FORMAT", OPT_LOG_FORMAT, CLI_FIELD(c.log_json),
@@ -11501,6 +12092,18 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
         memcpy(field, &json, sizeof json);
         return 0;
     }
+    case OPT_COUNT: {
+        int n = 0;
+        size_t k, len = strlen(v);
+        if (len == 0 || len > 9 || strspn(v, "0123456789") != len) {
+            fprintf(stderr, "calid-mcp: %s (%s) takes a whole number, not '%s'\n", o->flag, o->env, v);
+            return 2;
+        }
+        for (k = 0; k < len; k++)
+            n = n * 10 + (v[k] - '0');
+        memcpy(field, &n, sizeof n);
+        return 0;
+    }
     default: { /* a switch: on from the flag; from its variable, 1 or 0 */
         int on = !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
         if (v && !on && strcmp(v, "0") != 0 && strcmp(v, "false") != 0) {
@@ -11513,11 +12116,28 @@ static int cli_apply(struct cli *cl, const struct cli_option *o, const char *v)
     }
 }
 
+/* --version: the build, its memory and limits, and the settings that size admission. */
+static void print_version(const struct cm_config *c)
+{
+    int cap = c->max_conns_per_addr;
+    printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d ended sessions, %d API connections)\n",
+           CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
+           CM_MAX_ENDED_SESSIONS, CM_MAX_UPSTREAMS);
+    if (CM_TLS_CONNS > 0)
+        printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
+               CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
+    else
+        printf("HTTPS: not built in (CM_TLS_CONNS=0)\n");
+    printf("per client address: at most %d of the %d connections (--max-conns-per-addr; compiled default %d)%s\n", cap,
+           CM_MAX_CONNS, CM_MAX_CONNS_PER_ADDR, cap < 1 || cap > CM_MAX_CONNS ? ": out of range, the server refuses to start" : "");
+    print_profile(stdout);
+}
+
 /* Fills *cl from the environment, then argv. -1 to go on; else the exit code. */
 static int cli_parse(struct cli *cl, int argc, char **argv)
 {
     size_t k;
-    int i;
+    int i, version = 0;
     memset(cl, 0, sizeof *cl);
     cm_config_defaults(&cl->c);
     for (k = 0; k < N_CLI_OPTIONS; k++)
@@ -11537,16 +12157,8 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
             return 0;
         }
         if (o->kind == OPT_VERSION) {
-            printf("calid-mcp %s\nstatic memory: %lu bytes at the compiled limits (%d connections, %u-byte bodies, %d ended sessions, %d API connections)\n",
-                   CM_VERSION, (unsigned long)cm_static_bytes(), CM_MAX_CONNS, (unsigned)CM_MAX_BODY_BYTES,
-                   CM_MAX_ENDED_SESSIONS, CM_MAX_UPSTREAMS);
-            if (CM_TLS_CONNS > 0)
-                printf("HTTPS: %d connections may be TLS at once, %lu bytes each (BearSSL server context + I/O buffer)\n",
-                       CM_TLS_CONNS, (unsigned long)TLS_CONN_BYTES);
-            else
-                printf("HTTPS: not built in (CM_TLS_CONNS=0)\n");
-            print_profile(stdout);
-            return 0;
+            version = 1; /* printed once every option is read: it shows the values in use */
+            continue;
         }
         if (o->arg && i + 1 >= argc) {
             fprintf(stderr, "calid-mcp: %s needs a value (see --help)\n", o->flag);
@@ -11554,6 +12166,10 @@ static int cli_parse(struct cli *cl, int argc, char **argv)
         }
         if (cli_apply(cl, o, o->arg ? argv[++i] : NULL))
             return 2;
+    }
+    if (version) {
+        print_version(&cl->c);
+        return 0;
     }
     return -1;
 }

@@ -30,8 +30,9 @@
 /* connections one client address may hold (an IPv6 client: its /64), loopback
  * included: half the table (8 of 16), so one client can never fill it, but at
  * least 4, as one MCP client may hold 3 at once (the SDK's POSTs and its GET).
- * Behind a reverse proxy or NAT on the way every client shares one address:
- * set it to CM_MAX_CONNS */
+ * The default of cm_config.max_conns_per_addr (--max-conns-per-addr): behind a
+ * reverse proxy or NAT on the way every client shares one address, so set that
+ * to CM_MAX_CONNS */
 #define CM_MAX_CONNS_PER_ADDR (CM_MAX_CONNS / 2 >= 4 ? CM_MAX_CONNS / 2 : CM_MAX_CONNS < 4 ? CM_MAX_CONNS : 4)
 #endif
 #ifndef CM_MAX_HEADER_BYTES
@@ -62,7 +63,12 @@
 #define CM_UPSTREAM_REQ_BYTES 65536   /* one outgoing API request (headers + body) */
 #endif
 #ifndef CM_UPSTREAM_BODY_BYTES
-#define CM_UPSTREAM_BODY_BYTES 65536 /* one API answer body (it shares a buffer with the request); larger is a tool error */
+#define CM_UPSTREAM_BODY_BYTES 65536 /* an API answer held whole (it shares a buffer with the request); a larger one
+                                        streams to the client through this buffer as a window */
+#endif
+#ifndef CM_UPSTREAM_ANSWER_MAX_BYTES
+#define CM_UPSTREAM_ANSWER_MAX_BYTES 8388608 /* policy, not memory: the longest API answer passed on (0: no limit);
+                                                8 MiB is far past any model's context and any Cal ID page */
 #endif
 #ifndef CM_JSON_TOKENS
 #define CM_JSON_TOKENS 1024        /* jsmn tokens for one request body; more is -32600 */
@@ -119,7 +125,8 @@
 #define CM_UPSTREAM_HANDSHAKE_MS 10000
 #endif
 #ifndef CM_UPSTREAM_ANSWER_MS
-#define CM_UPSTREAM_ANSWER_MS 30000   /* from request sent to the last byte of the answer */
+#define CM_UPSTREAM_ANSWER_MS 30000   /* from request sent to the last byte of the answer (not counting
+                                         time a streamed answer waits for a slow client) */
 #endif
 #ifndef CM_UPSTREAM_IDLE_MS
 #define CM_UPSTREAM_IDLE_MS 60000     /* an idle kept-alive API connection is closed after this */
@@ -179,6 +186,7 @@ struct cm_config {
     int log_json;              /* 1: one JSON object per log line (--log-format json) */
     int read_only;             /* list and run only the tools that change nothing */
     const char *toolsets;      /* "bookings,slots" ...; NULL or "all": every toolset */
+    int max_conns_per_addr;    /* connections one client address may hold: 1 .. CM_MAX_CONNS; default CM_MAX_CONNS_PER_ADDR */
 };
 
 /* Fills *cfg with the defaults above. */

@@ -61,6 +61,11 @@ Control API (no auth):
                                are the fake's bookkeeping, never on the wire)
     GET    /__fake/stats       connection, handshake, resumption, request counters
     GET    /__fake/routes      the route table: method, path, tool, evidence
+    POST   /__fake/bookings    {"count": N, "notes_bytes": M}: N more upcoming
+                               bookings of the user (copies of booking 503 with
+                               their own ids and uids), each with notes of M
+                               bytes of mixed text (quotes, backslashes, new
+                               lines, accents, emoji): list answers of megabytes
 
 Fault object: {"path": PREFIX (default: any API path), "method": M (default
 any), "count": N (default 1; -1 = until cleared), "skip": N (let N matching
@@ -74,7 +79,8 @@ requests through first), "mode": MODE, ...}. Modes:
     nonjson          answer `status` (default 200) with an HTML page
     truncate         the real answer, but only `bytes` (default half) of the
                      body under the full Content-Length, then close (with a
-                     TLS close_notify unless "close_notify": false)
+                     TLS close_notify unless "close_notify": false); with
+                     `stall_ms`, silence that long before the close
     reset            close without answering, with RST (SO_LINGER 0)
     reset_mid_answer the real answer's status line and headers (with its full
                      Content-Length) and only `bytes` (default half) of the
@@ -101,7 +107,9 @@ requests through first), "mode": MODE, ...}. Modes:
                      is not acted on unless "act": true (then the outcome is
                      unknown to the client). Default count -1 (until cleared);
                      `count` limits how many requests it drops in all.
-"kind" is accepted as another name for "mode".
+"kind" is accepted as another name for "mode". `garbage_at`: N (with a mode
+that gives the real answer) replaces the answer's bytes from N on with a NUL
+and HTML, at the same length: content that stops being JSON at byte N.
 Modes that give "the real answer" run the request (a truncated POST still
 creates its booking); the others leave the state alone.
 
@@ -2154,6 +2162,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def deliver(self, status, payload, extra, mode, fault):
         ctype = "application/json; charset=utf-8"
+        if fault and "garbage_at" in fault:   # the real answer with bytes that are not JSON from there on
+            at = min(control_int(fault["garbage_at"], "garbage_at", minimum=0), len(payload))
+            junk = (b"\x00<html>not JSON</html>" * (len(payload) // 22 + 1))[:len(payload) - at]
+            payload = payload[:at] + junk
         if mode == "chunked":
             return self.send_chunked(status, ctype, payload, fault.get("chunks", 4), bool(fault.get("extensions")))
         if mode == "close":
@@ -2166,7 +2178,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             head = self.head_bytes(status, [("Content-Type", ctype), ("Content-Length", str(len(payload)))] + extra)
             if mode == "truncate":
                 self.close_notify = fault.get("close_notify", True) is not False
-                return self.write(head + payload[:n])
+                self.write(head + payload[:n])
+                if fault.get("stall_ms"):   # silent mid-answer before the close
+                    self.hold(fault["stall_ms"] / 1000.0)
+                return
             self.write(head + payload[:n])
             # let the peer read what was sent before the reset discards it
             self.hold(fault.get("delay_ms", 100) / 1000.0)
@@ -2288,6 +2303,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return {"success": True, "data": dict(API.hazards)}
 
     @staticmethod
+    def ctl_bookings(q, arg):
+        if not isinstance(arg, dict):
+            raise ControlError('expected {"count": N, "notes_bytes": M}')
+        count = control_int(arg.get("count", 100), "count", minimum=0)
+        size = control_int(arg.get("notes_bytes", 1000), "notes_bytes", minimum=0)
+        piece = 'Agenda "Q3" \\ caf\u00e9 \u20ac\U0001F600 line\n\ttab; '
+        with API.lock:
+            base = next(b for b in API.s["bookings"] if b["id"] == 503)
+            next_id = max(b["id"] for b in API.s["bookings"]) + 1
+            for k in range(count):
+                b = copy.deepcopy(base)
+                b["id"] = next_id + k
+                b["uid"] = "bulk%06d%s" % (k, base["uid"][10:])
+                b["responses"]["notes"] = (piece * (size // len(piece) + 1))[:size] if size else ""
+                API.s["bookings"].append(b)
+        return {"success": True, "data": {"added": count, "first_id": next_id}}
+
+    @staticmethod
     def ctl_stats(q, arg):
         st = STATS.get()
         st["recorded"] = len(RECORDER.items)
@@ -2306,6 +2339,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ("POST", "/__fake/hazards"): ctl_hazards.__func__,
         ("GET", "/__fake/state"): lambda q, arg: API.snapshot(),
         ("GET", "/__fake/stats"): ctl_stats.__func__,
+        ("POST", "/__fake/bookings"): ctl_bookings.__func__,
         ("GET", "/__fake/routes"): lambda q, arg: [{"method": r.method, "path": r.path, "tool": r.tool,
                                                     "evidence": r.evidence} for r in spec.ROUTES],
     }

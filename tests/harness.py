@@ -43,7 +43,7 @@ START_TIMEOUT = 10.0       # seconds a process may take to start listening
 
 # Variables the server reads; the tests pass everything as flags instead.
 _SERVER_ENV_VARS = ("CALID_MCP_LISTEN", "CALID_API_BASE", "CALID_CA_FILE", "CALID_API_KEY",
-                    "CALID_MCP_ACCESS_TOKEN", "CALID_MCP_TLS_CERT", "CALID_MCP_TLS_KEY")
+                    "CALID_MCP_ACCESS_TOKEN", "CALID_MCP_TLS_CERT", "CALID_MCP_TLS_KEY", "CALID_MCP_MAX_CONNS_PER_ADDR")
 
 TRANSPORT = os.environ.get("CALID_TEST_TRANSPORT", "http")
 if TRANSPORT not in ("http", "https"):

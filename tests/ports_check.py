@@ -13,7 +13,10 @@ tools/call (also with the API named "localhost", through the port's
 resolver), and initialize + tools/list over --stdio; then prints the
 server's resident set size as an "info:" line (for wine and qemu-user that is
 the host process: the emulator's own memory included). CALID_PORT_NAME
-labels the output. Ends with "N passed, N failed".
+labels the output; CALID_PORT_BINARY names the stripped binary, whose size
+is printed with CALID_PORT_SIZE_GOAL (the size wanted: met or NOT met) and
+must not exceed CALID_PORT_SIZE_CEILING (the size it has reached: no growth
+past it) when those are set. Ends with "N passed, N failed".
 
 vendor: starts the fake, runs PROGRAM with CALID_API_BASE and CALID_CA_FILE
 pointing at it, relays its checks, adds one check per OBJECT (nm: no global
@@ -28,6 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 NAME = os.environ.get("CALID_PORT_NAME", "native")
+# The stripped binary (CALID_MCP_BIN may be a wrapper), the size wanted and
+# the size it must not grow past (0: none)
+BINARY = os.environ.get("CALID_PORT_BINARY", "")
+SIZE_GOAL = int(os.environ.get("CALID_PORT_SIZE_GOAL", "0") or 0)
+SIZE_CEILING = int(os.environ.get("CALID_PORT_SIZE_CEILING", "0") or 0)
 fake = None
 server = None
 
@@ -66,6 +74,21 @@ def teardown():
 
 
 session = {}
+
+
+def test_binary_size():
+    """The stripped binary's size, printed against the goal; over CALID_PORT_SIZE_CEILING (when given) fails."""
+    if not BINARY:
+        return
+    n = os.path.getsize(BINARY)
+    goal = ""
+    if SIZE_GOAL:
+        verdict = "met" if n <= SIZE_GOAL else f"NOT met, {n - SIZE_GOAL:,} bytes over"
+        goal = f", goal {SIZE_GOAL:,} ({SIZE_GOAL / 1024:g} KiB): {verdict}"
+    if SIZE_CEILING:
+        goal += f"; ceiling {SIZE_CEILING:,}"
+    print(f"info: {NAME}: stripped binary {n:,} bytes{goal}", flush=True)
+    assert not SIZE_CEILING or n <= SIZE_CEILING, f"{BINARY} is {n - SIZE_CEILING:,} bytes over the ceiling (it grew)"
 
 
 def test_initialize():

@@ -52,6 +52,8 @@ if [ "${CALID_SKIP_TINY:-0}" != 1 ]; then
         tiny_flags=$(${MAKE:-make} -s tiny-flags)
         run_suite tiny-server env CALID_MCP_BIN="$tiny" python3 tests/test_server.py
         run_suite tiny-tools env CALID_MCP_BIN="$tiny" CALID_TEST_CFLAGS="$tiny_flags" python3 tests/test_tools.py
+        # answers streamed through the tiny profile's 12 KiB API buffer
+        run_suite tiny-streaming env CALID_MCP_BIN="$tiny" python3 tests/test_streaming.py
         run_suite tiny-lwip ${MAKE:-make} -s BUILD="$BUILD" tiny-test-lwip
     else
         echo "the tiny profile does not build: counted as 1 failure; see $BUILD/tiny-build.log"

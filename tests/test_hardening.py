@@ -1481,7 +1481,7 @@ def test_full_table_makes_room_from_stalled_not_from_idle():
 
 def test_per_address_limit_names_itself():
     """8 busy connections from 127.0.0.4: the 9th from there gets 503 naming
-    CM_MAX_CONNS_PER_ADDR, one from 127.0.0.5 is served meanwhile."""
+    --max-conns-per-addr, one from 127.0.0.5 is served meanwhile."""
     if H.HTTPS:
         raise H.Skip("counts plain-text refusals (over HTTPS a full server closes at accept: test_tls.py)")
     s = start(H.Server(*FAKE.server_flags()))
@@ -1493,7 +1493,7 @@ def test_per_address_limit_names_itself():
         with Conn(port, source="127.0.0.4") as c:
             c.send(build_request("GET", "/healthz", port=port))
             r = c.read_response("GET")
-        assert r.status == 503 and "CM_MAX_CONNS_PER_ADDR" in r.json()["error"]["message"], f"{r.status} {r.text[:300]}"
+        assert r.status == 503 and "8 connections (--max-conns-per-addr)" in r.json()["error"]["message"], f"{r.status} {r.text[:300]}"
         assert "retry-after" in r.headers, r.headers
         with Conn(port, source="127.0.0.5") as c:
             c.send(build_request("GET", "/healthz", port=port))
@@ -1503,6 +1503,60 @@ def test_per_address_limit_names_itself():
         for c in held:
             c.close()
         stop(s)
+
+
+def _per_address_cap(port, source, n):
+    """Holds n busy connections from source, then asks for one more from
+    there: (its status, its error message or "", the held connections)."""
+    held = [_half_request(port, source) for _ in range(n)]
+    time.sleep(0.1)  # well within CM_SLOW_GRACE_MS: none is stalled, so none can be replaced
+    with Conn(port, source=source) as c:  # (Connection: close: its slot is free once it is answered)
+        c.send(build_request("GET", "/healthz", [("Connection", "close")], port=port))
+        r = c.read_response("GET")
+    return r.status, r.json().get("error", {}).get("message", "") if r.status == 503 else "", held
+
+
+def test_per_address_cap_is_a_flag():
+    """--max-conns-per-addr moves the cap both ways from the compiled 8: at 3
+    the 4th busy connection from one address is refused (another address is
+    served); at 12 the 12th is served and only the 13th refused (what a
+    reverse proxy needs). CALID_MCP_MAX_CONNS_PER_ADDR does the same;
+    --version shows the value in use; 0, 17 (past CM_MAX_CONNS) and words are
+    refused at start, naming the range."""
+    if H.HTTPS:
+        raise H.Skip("counts plain-text refusals (over HTTPS a full server closes at accept: test_tls.py)")
+    assert H.limits()["CM_MAX_CONNS"] == 16 and H.limits()["CM_MAX_CONNS_PER_ADDR"] == 8, H.limits()
+    for flags, env, cap, src in ((["--max-conns-per-addr", "3"], None, 3, "127.0.0.6"),
+                                 ([], {"CALID_MCP_MAX_CONNS_PER_ADDR": "12"}, 12, "127.0.0.7")):
+        s = start(H.Server(*FAKE.server_flags(), *flags, env=env))
+        held = []
+        try:
+            status, _, held = _per_address_cap(s.port, src, cap - 1)
+            assert status == 200, f"cap {cap}: connection {cap} from one address answered {status}"
+            status, message, more = _per_address_cap(s.port, src, 1)
+            held += more
+            assert status == 503 and f"{cap} connections (--max-conns-per-addr)" in message, \
+                f"cap {cap}: connection {cap + 1} from one address: {status} {message}"
+            with Conn(s.port, source="127.0.0.8") as c:
+                c.send(build_request("GET", "/healthz", port=s.port))
+                assert c.read_response("GET").status == 200, f"cap {cap}: another address was refused"
+            assert s.alive()
+        finally:
+            for c in held:
+                c.close()
+            stop(s)
+    rc, out, _ = H.run_binary(["--max-conns-per-addr", "16", "--version"])
+    assert rc == 0 and "per client address: at most 16 of the 16 connections" in out, out
+    rc, out, _ = H.run_binary(["--version"], env={"CALID_MCP_MAX_CONNS_PER_ADDR": "5"})
+    assert rc == 0 and "at most 5 of the 16" in out and "compiled default 8" in out, out
+    for value, words in (("0", "must be 1 to 16"), ("17", "must be 1 to 16"), ("-2", "whole number"),
+                         ("eight", "whole number"), ("", "whole number")):
+        rc, _, err = H.run_binary(["--listen", f"127.0.0.1:{H.free_port()}", *FAKE.server_flags(),
+                                   "--max-conns-per-addr", value], timeout=5)
+        assert rc != 0 and words in err and "--max-conns-per-addr" in err, f"{value!r}: rc {rc}: {err}"
+    rc, _, err = H.run_binary(["--listen", f"127.0.0.1:{H.free_port()}", *FAKE.server_flags()],
+                              env={"CALID_MCP_MAX_CONNS_PER_ADDR": "99"}, timeout=5)
+    assert rc != 0 and "CALID_MCP_MAX_CONNS_PER_ADDR" in err and "not 99" in err, err
 
 
 # ---------------------------------------------------------------------------
@@ -1534,7 +1588,7 @@ def _fault_round(port, label, words, wait=None):
     assert not t.is_alive(), f"{label}: the tool call never ended"
     assert "err" not in out, f"{label}: {out.get('err')}"
     res = out["res"]
-    text = res["content"][0]["text"]
+    text = res["content"][-1]["text"]   # (after an answer that had begun streaming, the error is a second block)
     assert res["isError"] is True, f"{label}: expected isError true: {text[:300]}"
     for w in words:
         alts = w if isinstance(w, tuple) else (w,)

@@ -157,6 +157,55 @@ def test_metrics_count_what_was_asked():
         assert r.status == 403, f"/metrics under another Host name: {r.status}"
 
 
+def test_refused_tool_calls_are_counted():
+    """Tool calls answered without an API request count as outcome="refused"
+    under their tool (a name not in the catalog under "unknown"): an unknown
+    name, arguments the schema refuses (isError), arguments that are not an
+    object (-32602), a tool a request's ?toolsets= or --read-only leaves out,
+    an Mcp-Param header that disagrees (-32020), one inside a batch. None
+    reaches the API, and the calls that do are counted as before."""
+    fake_control("POST", "/__fake/reset")
+    with H.Server(*FAKE.server_flags()) as s:
+        port = s.port
+        base = fake_control("GET", "/__fake/stats")
+        r = H.modern_post(port, "tools/call", {"name": "no_such_tool", "arguments": {}}, token=TOKEN)
+        assert r.status == 200 and r.json()["error"]["code"] == -32602, r.text[:200]
+        assert call(port, "get_contact", {"contactId": "not a number"})["isError"] is True
+        r = H.modern_post(port, "tools/call", {"name": "get_contact", "arguments": [1]}, token=TOKEN)
+        assert r.json()["error"]["code"] == -32602, r.text[:200]
+        body = H.modern_body("tools/call", {"name": "get_teams", "arguments": {}})
+        r = H.post_json(port, body, token=TOKEN, path="/mcp?toolsets=users",
+                        headers=[("MCP-Protocol-Version", H.MODERN), ("Mcp-Method", "tools/call"), ("Mcp-Name", "get_teams")])
+        assert r.json()["error"]["code"] == -32602 and "toolsets" in r.json()["error"]["message"], r.text[:300]
+        r = H.modern_post(port, "tools/call", {"name": "get_contact", "arguments": {"contactId": 5}}, token=TOKEN,
+                          headers={"Mcp-Param-ContactId": "6"})
+        assert r.status == 400 and r.json()["error"]["code"] == -32020, r.text[:200]
+        sid = H.initialize(port, token=TOKEN)
+        r = H.session_post(port, sid, [rpc("tools/call", 1, {"name": "get_users_me", "arguments": {}}),
+                                       rpc("tools/call", 2, {"name": "other_missing_tool", "arguments": {}})], token=TOKEN)
+        assert r.status == 200 and len(r.json()) == 2, r.text[:300]
+        assert call(port, "get_users_me")["isError"] is False
+        stats = fake_control("GET", "/__fake/stats")
+        m, text = scrape(port)
+    with H.Server(*FAKE.server_flags(), "--read-only") as s:
+        r = H.modern_post(s.port, "tools/call", {"name": "delete_contact", "arguments": {"contactId": 5}}, token=TOKEN)
+        assert r.json()["error"]["code"] == -32602 and "--read-only" in r.json()["error"]["message"], r.text[:300]
+        m_ro, text_ro = scrape(s.port)
+    assert "no_such_tool" not in text and "other_missing_tool" not in text, "a client's tool name became a label"
+    checks = [
+        (val(m, "calid_mcp_tool_calls_total", tool="unknown", outcome="refused"), 2),
+        (val(m, "calid_mcp_tool_calls_total", tool="get_contact", outcome="refused"), 3),
+        (val(m, "calid_mcp_tool_calls_total", tool="get_teams", outcome="refused"), 1),
+        (val(m, "calid_mcp_tool_calls_total", tool="get_users_me", outcome="ok"), 2),
+        (val(m, "calid_mcp_api_request_duration_seconds_count"), 2),
+        (sum(v for (n, _), v in m.items() if n == "calid_mcp_tool_calls_total"), 8),
+        (val(m_ro, "calid_mcp_tool_calls_total", tool="delete_contact", outcome="refused"), 1),
+    ]
+    bad = [f"check {i}: {got} != {want}" for i, (got, want) in enumerate(checks) if got != want]
+    assert not bad, "\n".join(bad) + "\n" + text
+    assert stats["api_requests"] - base["api_requests"] == 2, (base, stats)  # the two get_users_me only
+
+
 ACCESS_RE = re.compile(r"calid-mcp info: access time=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) client=127\.0\.0\.1 "
                        r"http=(\S+) path=(\S+) mcp=(\S+) tool=(\S+) status=(\d+) ms=(\d+) api_status=(\S+) api_ms=(\S+)$")
 

@@ -20,6 +20,9 @@ what belongs to TLS itself:
     (-DCM_TLS_CONNS=16 of 20 connections) the next client is closed at once;
   - a full server: the next TLS client is closed without a handshake, and
     served again once slots free up.
+  - /metrics counts the listener's handshakes: full, resumed, and failed by
+    reason (version, cipher, certificate, protocol, plain_http, timeout,
+    closed), each case moving its own counter only.
 
 Nothing asserts on elapsed time beyond "well before the 10 s default
 handshake timeout" for failures that must end at once.
@@ -162,6 +165,46 @@ def test_rsa_key():
         r, f = tls_request(s.port)
         assert r.status == 200, r
         assert f["cipher"].startswith("ECDHE-RSA-"), f
+
+
+def handshake_with(port, ciphers, curve=None):
+    """A TLS 1.2 client offering only `ciphers` (OpenSSL names) and, if
+    given, only the key exchange group `curve`: (cipher, None) once the
+    handshake is done, or (None, the ssl error)."""
+    ctx = ssl.create_default_context(cafile=cert("ca.pem"))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(ciphers)
+    if curve:
+        ctx.set_ecdh_curve(curve)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=H.IO_TIMEOUT) as raw_sock:
+            with ctx.wrap_socket(raw_sock, server_hostname="127.0.0.1") as t:
+                return t.cipher()[0], None
+    except (ssl.SSLError, OSError) as e:
+        return None, e
+
+
+def test_tls_profile_suites_and_curves():
+    """What tls_profile() offers, one suite and one key exchange group at a
+    time, for an EC and an RSA key; CBC, RSA key exchange and finite-field
+    DHE find nothing."""
+    keys = [("server", "ECDSA"), ("server-rsa", "RSA")]
+    for name, sig in keys:
+        with Server(*UP, "--tls-cert", cert(name + ".pem"), "--tls-key", cert(name + ".key")) as s:
+            for suite in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "CHACHA20-POLY1305"):
+                want = f"ECDHE-{sig}-{suite}"
+                got, err = handshake_with(s.port, want)
+                assert got == want, f"{name}: {want} was not negotiated: {err}"
+            # (one group on the client also limits the certificate's curve: with
+            # the P-256 EC key only P-256 is left; the RSA key takes every group)
+            for curve in ("prime256v1",) if sig == "ECDSA" else ("X25519", "prime256v1", "secp384r1", "secp521r1"):
+                got, err = handshake_with(s.port, f"ECDHE-{sig}-AES128-GCM-SHA256", curve)
+                assert got, f"{name}: the handshake over {curve} failed: {err}"
+            for refused in (f"ECDHE-{sig}-AES128-SHA256:ECDHE-{sig}-AES128-SHA", "AES128-GCM-SHA256:AES128-SHA",
+                            "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-CHACHA20-POLY1305"):
+                got, err = handshake_with(s.port, refused)
+                assert got is None, f"{name}: {got} was negotiated from {refused}"
+            assert s.alive() and tls_request(s.port)[0].status == 200
 
 
 def test_chain_and_key_in_one_file():
@@ -364,6 +407,88 @@ def test_garbage_old_versions_and_plain_http_end_at_once():
         assert tls_request(s.port)[0].status == 200
         log = s.stderr_text()
     assert "protocol_version" in log or "no TLS 1.2" in log, log[-800:]
+
+
+def server_handshakes(port):
+    """{kind or failure reason: count} of the listener's handshakes, from
+    GET /metrics parsed by prometheus_client (the scrape's own full handshake
+    included)."""
+    from test_operations import prometheus_parser
+    r = H.get(port, "/metrics")
+    assert r.status == 200, r
+    out = {}
+    for fam in prometheus_parser()(r.text):
+        for smp in fam.samples:
+            ls = smp.labels
+            if smp.name == "calid_mcp_tls_handshakes_total" and ls.get("side") == "server":
+                out[ls["reason"] if ls["kind"] == "failed" else ls["kind"]] = smp.value
+    assert set(out) == {"full", "resumed", "version", "cipher", "certificate", "protocol", "plain_http",
+                        "timeout", "closed"}, out
+    return out
+
+
+def test_metrics_count_server_handshakes_by_kind_and_reason():
+    """Each kind of listener handshake moves its own counter and no other:
+    full, resumed, and failed by reason (an old version, no common suite, a
+    client that distrusts the certificate, garbage, plain HTTP, a stall to
+    the 2 s timeout, a client that leaves mid-handshake)."""
+    with Server(*UP, binary=short_handshake_binary()) as s:
+        port = s.port
+        before = server_handshakes(port)
+        assert before["full"] >= 1, before  # the scrape's own
+
+        def expect(what, **moved):
+            """The counters move as said (each scrape adds its own full
+            handshake); failures counted at close may take a moment."""
+            nonlocal before
+            scrapes, deadline = 0, time.monotonic() + 5
+            while True:
+                after = server_handshakes(port)
+                scrapes += 1
+                want = {k: v + moved.get(k, 0) + (scrapes if k == "full" else 0) for k, v in before.items()}
+                if after == want or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert after == want, f"{what}: {after} != {want}"
+            before = after
+
+        r, first = tls_request(port)
+        assert r.status == 200 and not first["reused"]
+        expect("a full handshake", full=1)
+        r, again = tls_request(port, session=first["session"])
+        assert r.status == 200 and again["reused"], again
+        expect("a resumed handshake", resumed=1)
+        refused_at_once(port, client_hello(0x0301), "a TLS 1.0 ClientHello")
+        expect("a TLS 1.0 ClientHello", version=1)
+        hello = client_hello(0x0303)  # TLS 1.2 offering only RSA key exchange: no suite in common
+        refused_at_once(port, hello, "a ClientHello with no common suite")
+        expect("no common cipher suite", cipher=1)
+        try:  # a client without the test CA refuses the certificate with an alert
+            with socket.create_connection(("127.0.0.1", port), timeout=H.IO_TIMEOUT) as plain:
+                with ssl.create_default_context().wrap_socket(plain, server_hostname="127.0.0.1"):
+                    raise AssertionError("a client without the test CA accepted the certificate")
+        except ssl.SSLCertVerificationError:
+            pass
+        expect("a client that refuses the certificate", certificate=1)
+        refused_at_once(port, b"\x00\x01\x02\x03" + os.urandom(200), "binary garbage")
+        expect("garbage", protocol=1)
+        refused_at_once(port, f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode(), "plain HTTP")
+        expect("plain HTTP", plain_http=1)
+        c = raw(port)
+        c.sendall(hello[:len(hello) // 2])
+        _, closed = read_until_close(c, 8.0)
+        c.close()
+        assert closed, "a stalled handshake was still open 8 s later (timeout 2 s)"
+        expect("a stall past the handshake timeout", timeout=1)
+        c = raw(port)
+        c.sendall(hello[:len(hello) // 2])
+        time.sleep(0.2)
+        c.close()
+        expect("a client that left mid-handshake", closed=1)
+        c = raw(port)  # connected and left without a byte: no handshake was tried
+        c.close()
+        time.sleep(0.2)
+        expect("a connection without a byte")
 
 
 def test_stalled_handshakes_cost_a_slot_until_the_timeout():

@@ -1490,23 +1490,32 @@ def test_api_429_keeps_retry_after():
     assert re.search(r"retry.after\D{0,20}42", text, re.I), f"Retry-After 42 is not in the text: {text}"
 
 
-def test_answer_larger_than_body_limit_is_a_clear_error():
+def test_answer_larger_than_body_buffer_streams_whole():
     s = srv()
     limit = H.limits()["CM_UPSTREAM_BODY_BYTES"]
-    for extra in ({}, {"chunked": True}):
-        text = failing_call(s, [dict(mode="big", **extra)])
-        assert "larger than" in text and str(limit) in text, f"text: {text}"
-    fresh_state()
-    CTL.fault(mode="big", size=limit)    # exactly at the limit still fits
-    d = ok_answer(call_tool(s, "get_users_me", {}, era="modern"))
-    assert d["message"] == "big answer"
+    for size in (limit, limit + 1, 3 * limit + 7):     # held whole at the limit, streamed past it
+        for extra in ({}, {"chunked": True}):
+            fresh_state()
+            CTL.fault(mode="big", size=size, **extra)
+            res = call_tool(s, "get_users_me", {}, era="modern")
+            d = ok_answer(res)
+            assert d["message"] == "big answer" and len(text_of(res)) == size, f"{size} {extra}: {len(text_of(res))}"
     assert_recovers(s)
 
 
 def test_endless_chunked_answer_ends_as_tool_error():
     s = short_srv()
-    text = failing_call(s, [{"mode": "endless_chunked"}])
-    assert "did not answer within" in text or "larger than" in text, f"text: {text}"
+    fresh_state()
+    CTL.fault(mode="endless_chunked", chunk_size=8192, interval_ms=2)   # past the slot's buffer within the timeout
+    try:
+        res = call_tool(s, "get_users_me", {}, era="modern")
+    finally:
+        CTL.clear_faults()
+    # what arrived was passed on as it came; the end is a second block that names the timeout
+    assert res["isError"] is True and len(res["content"]) == 2, res["content"][-1]["text"][:300]
+    assert res["content"][0]["text"].startswith('{"success":true,"message":"endless","data":["xxx')
+    text = res["content"][1]["text"]
+    assert "did not answer within" in text and "broke off after" in text, f"text: {text}"
     assert_recovers(s)
 
 

@@ -248,7 +248,8 @@ def build_short_wait_binary(out):
 def test_a_waiting_call_has_a_deadline():
     """4 slots busy for 6 s; a 5th call waits past CM_UPSTREAM_WAIT_MS (1 s in
     this build) and is answered with a tool error, and so is each call of a
-    2025-03-26 batch (one after the other); the 4 finish normally."""
+    2025-03-26 batch (one after the other); the 4 finish normally. /metrics
+    counts the 3 under outcome="busy", the 4 as ok."""
     tmp = tempfile.mkdtemp(prefix="calid_wait_")
     binary = os.path.join(tmp, "calid_mcp")
     try:
@@ -280,6 +281,10 @@ def test_a_waiting_call_has_a_deadline():
                 for t in threads:
                     t.join(30)
                 sent = api.count("GET") - base
+                from test_operations import prometheus_parser
+                page = H.get(srv.port, "/metrics").text
+                calls = {s.labels["outcome"]: s.value for fam in prometheus_parser()(page) for s in fam.samples
+                         if s.name == "calid_mcp_tool_calls_total" and s.labels["tool"] == tool}
             finally:
                 srv.stop()
     finally:
@@ -292,6 +297,7 @@ def test_a_waiting_call_has_a_deadline():
     assert all(m["result"]["isError"] and "CM_UPSTREAM_WAIT_MS" in m["result"]["content"][0]["text"]
                for m in batch), batch
     assert all(b is not None and not b[0] for b in busy), busy
+    assert calls == {"ok": 4, "busy": 3}, f"/metrics: {calls} (4 sent, 3 not sent: busy)"
 
 
 if __name__ == "__main__":

@@ -139,6 +139,57 @@ static void test_json_check(void)
     CHECK(jok(deep), "nesting of 60 is fine");
 }
 
+/* The checker fed in two pieces, split at every byte, and byte by byte,
+ * says what it says for the whole buffer: the same verdict, reason and offset. */
+static void test_json_split(void)
+{
+    static const char *const docs[] = {
+        "{\"a\":[1,-2.5e3,true,false,null,\"x\\u00e9\\n\"],\"b\":{}}",
+        "  \"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"  ", "[0,-0,1e5,1E+5,2.5e-3,[],{},[[]]]", "-2.5e3", "null",
+        "{\"a\":1,}", "{\"a\" 1}", "[01]", "[1.]", "[tru]", "{} {}", "\"\xff\"", "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"", "\"\xe2\x82\"", "\"\xe2\x82", "\"a\tb\"", "\"\\x\"", "\"\\u12", "\"\\u12G4\"", "\"ab\\",
+        "", " \r\n ", "[1,]", "{\"a\":1", "[1", "1e", "-", "tru", "True", "{\"a\":1}\x01", "[1] x",
+    };
+    size_t d;
+    for (d = 0; d < sizeof docs / sizeof docs[0]; d++) {
+        const char *s = docs[d], *why = NULL, *w2;
+        size_t n = strlen(s), at = 0, k, i;
+        int whole = json_check(s, n, &why, &at), bad = 0;
+        for (k = 0; k <= n; k++) {
+            struct jscan j;
+            int r;
+            js_init(&j);
+            r = js_feed(&j, s, k) == 0 && js_feed(&j, s + k, n - k) == 0 && js_finish(&j) == 0 ? 0 : -1;
+            w2 = j.why;
+            if (r != whole || (r < 0 && (w2 != why || j.mark != at)))
+                bad++;
+        }
+        {
+            struct jscan j;
+            int r = 0;
+            js_init(&j);
+            for (i = 0; i < n && r == 0; i++)
+                r = js_feed(&j, s + i, 1);
+            r = r == 0 && js_finish(&j) == 0 ? 0 : -1;
+            if (r != whole || (r < 0 && (j.why != why || j.mark != at)))
+                bad++;
+        }
+        CHECK(bad == 0, "split feeding agrees with the whole buffer for doc %u (%s at %u)", (unsigned)d,
+              whole ? why : "valid", (unsigned)at);
+    }
+    {   /* depth: 65 open containers may be empty; a value inside the 65th is refused */
+        char deep[200];
+        memset(deep, '[', 65);
+        memset(deep + 65, ']', 65);
+        deep[130] = 0;
+        CHECK(jok(deep), "65 nested empty arrays");
+        memset(deep, '[', 66);
+        memset(deep + 66, ']', 66);
+        deep[132] = 0;
+        CHECK(!jok(deep), "66 nested arrays");
+    }
+}
+
 static void test_strings(void)
 {
     char out[64];
@@ -719,6 +770,7 @@ int main(void)
     test_http_parser();
     test_chunked();
     test_json_check();
+    test_json_split();
     test_message_rules();
     test_strings();
     test_dispatch();

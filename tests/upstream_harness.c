@@ -308,6 +308,55 @@ static void test_parser(void)
     }
 }
 
+/* A windowed parser (a streamed answer) with an 8-byte window: whatever the
+   framing and however the bytes come, it stops when the window is full, goes
+   on once drained, and the windows together are the body. */
+static void test_parser_window(void)
+{
+    static const char *const answers[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n0123456789abcdefghijklmnopqrst",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n012\r\n11\r\n3456789abcdefghij\r\n"
+        "a\r\nklmnopqrst\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789abcdefghijklmnopqrst",
+    };
+    static const size_t pieces[] = {1, 3, 7, 1000};
+    size_t a, k;
+    for (a = 0; a < sizeof answers / sizeof answers[0]; a++)
+        for (k = 0; k < sizeof pieces / sizeof pieces[0]; k++) {
+            unsigned char body[9];
+            char got[64];
+            size_t n = strlen(answers[a]), off = 0, gl = 0, windows = 0;
+            struct up_parser p;
+            up_parse_init(&p, body, 8, 0);
+            p.windowed = 1;
+            while (off < n && p.state != UP_P_ERROR && p.state != UP_P_DONE) {
+                size_t len = n - off < pieces[k] ? n - off : pieces[k];
+                size_t used = up_parse_feed(&p, (const unsigned char *)answers[a] + off, len);
+                off += used;
+                if (used < len && up_parse_window_full(&p)) {
+                    memcpy(got + gl, body, p.body_len); /* the owner takes the window */
+                    gl += p.body_len;
+                    p.body_len = 0;
+                    windows++;
+                } else if (used < len) {
+                    break;
+                }
+            }
+            if (a == 2)
+                CHECK(up_parse_eof(&p) == 0, "window: close-delimited end");
+            memcpy(got + gl, body, p.body_len);
+            gl += p.body_len;
+            CHECK(p.state == UP_P_DONE && gl == 30 && memcmp(got, "0123456789abcdefghijklmnopqrst", 30) == 0 &&
+                  windows == 3 && p.body_total == 30,
+                  "window: answer %u in %u-byte pieces: state %d, %u bytes in %u windows (%s)", (unsigned)a,
+                  (unsigned)pieces[k], p.state, (unsigned)gl, (unsigned)windows, p.error);
+        }
+    /* a cut UTF-8 character waits for the next window */
+    CHECK(up_utf8_cut((const unsigned char *)"ab\xe2\x82", 4) == 2 && up_utf8_cut((const unsigned char *)"ab\xe2\x82\xac", 5) == 0 &&
+          up_utf8_cut((const unsigned char *)"a\xf0", 2) == 1 && up_utf8_cut((const unsigned char *)"abc", 3) == 0 &&
+          up_utf8_cut((const unsigned char *)"\xc3\xa9", 2) == 0, "UTF-8 cut at a window's end");
+}
+
 /* Random splits and mutations of the cases: no crash, invariants hold.
    (Run under -fsanitize=address,undefined to make this count.) */
 static unsigned long long rng_state = 0x9e3779b97f4a7c15ull;
@@ -1096,6 +1145,7 @@ int main(int argc, char **argv)
             }
         }
         test_parser();
+        test_parser_window();
         test_parser_fuzz(200000);
         test_url();
         test_time_and_errors();

@@ -40,6 +40,17 @@ commonName = supplied
 EOF
     openssl ca -batch -config "$D/ca.cnf" -cert "$D/ca.pem" -keyfile "$D/ca.key" -in "$D/srv.csr" -out "$D/expired.pem" \
         -startdate 20200101000000Z -enddate 20200201000000Z -extfile "$D/ext" -notext
+    # the other signatures a real chain may carry: RSA 2048 (PKCS#1 v1.5, SHA-256) and
+    # ECDSA P-384 with SHA-384, a CA and a leaf each
+    for k in rsa p384; do
+        case $k in rsa) kopt="-newkey rsa:2048" ;; *) kopt="-newkey ec -pkeyopt ec_paramgen_curve:P-384" ;; esac
+        md=-sha256; [ $k = p384 ] && md=-sha384
+        openssl req -x509 $kopt $md -nodes -keyout "$D/ca-$k.key" -out "$D/ca-$k.pem" -days 30 -subj "/CN=upstream-test-ca-$k" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        openssl req $kopt -nodes -keyout "$D/srv-$k.key" -out "$D/srv-$k.csr" -subj /CN=localhost
+        openssl x509 -req $md -in "$D/srv-$k.csr" -CA "$D/ca-$k.pem" -CAkey "$D/ca-$k.key" -CAcreateserial \
+            -out "$D/srv-$k.pem" -days 30 -extfile "$D/ext"
+    done
 }
 gen > "$D/gen.log" 2>&1 || { cat "$D/gen.log"; echo "certificate generation failed"; exit 1; }
 
@@ -70,8 +81,13 @@ start plain --plain
 start stall --no-tls-stall
 start full --backlog-full
 start drop --cert "$D/srv.pem" --key "$D/srv.key" --drop-nth 2
+start rsa --cert "$D/srv-rsa.pem" --key "$D/srv-rsa.key"
+start p384 --cert "$D/srv-p384.pem" --key "$D/srv-p384.key"
+start cbc --cert "$D/srv.pem" --key "$D/srv.key" --ciphers ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA
+start rsakx --cert "$D/srv-rsa.pem" --key "$D/srv-rsa.key" --ciphers AES128-GCM-SHA256:AES256-GCM-SHA384
 P=$(port_of main); PEXP=$(port_of expired); P13=$(port_of tls13)
 PPLAIN=$(port_of plain); PSTALL=$(port_of stall); PFULL=$(port_of full); PDROP=$(port_of drop)
+PRSA=$(port_of rsa); P384=$(port_of p384); PCBC=$(port_of cbc); PRSAKX=$(port_of rsakx)
 
 fails=0
 runs=0
@@ -93,6 +109,13 @@ run "untrusted CA" "https://localhost:$P" "$D/other-ca.pem" --expect-error \
 run "wrong host name" "https://127.0.0.1:$P" "$D/ca.pem" --expect-error \
     "TLS failure: the certificate does not match host name 127.0.0.1"
 run "expired certificate" "https://localhost:$PEXP" "$D/ca.pem" --expect-error "BR_ERR_X509_EXPIRED"
+# the client's TLS profile (calid_mcp.c, tls_profile): RSA and P-384 chains verify; a
+# server with only CBC suites or only RSA key exchange finds no common suite
+run "RSA 2048 chain, ECDHE_RSA" "https://localhost:$PRSA" "$D/ca-rsa.pem" --get /json
+run "ECDSA P-384 chain, SHA-384" "https://localhost:$P384" "$D/ca-p384.pem" --get /json
+run "server offers only CBC suites" "https://localhost:$PCBC" "$D/ca.pem" --expect-error "alert 40 (handshake_failure)"
+run "server offers only RSA key exchange" "https://localhost:$PRSAKX" "$D/ca-rsa.pem" --expect-error \
+    "alert 40 (handshake_failure)"
 run "server refuses TLS 1.2" "https://localhost:$P13" "$D/ca.pem" --expect-error "alert 70 (protocol_version) from the server"
 run "plain HTTP on the port" "https://localhost:$PPLAIN" "$D/ca.pem" --expect-error "TLS failure"
 run "TCP but no TLS answer" "https://localhost:$PSTALL" "$D/ca.pem" --expect-error \

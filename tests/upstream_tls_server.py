@@ -255,6 +255,7 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
     ap.add_argument("--tls13-only", action="store_true", help="refuse TLS 1.2 (BearSSL gets an alert)")
+    ap.add_argument("--ciphers", help="TLS 1.2 only, with just these OpenSSL cipher suites")
     ap.add_argument("--plain", action="store_true", help="speak plain HTTP on the port")
     ap.add_argument("--no-tls-stall", action="store_true", help="accept TCP, never answer")
     ap.add_argument("--backlog-full", action="store_true", help="never accept; connects hang")
@@ -299,6 +300,9 @@ def main():
         ctx.load_cert_chain(a.cert, a.key)
         if a.tls13_only:
             ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if a.ciphers:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers(a.ciphers)
     while True:
         raw, _ = ls.accept()
         if a.no_tls_stall:

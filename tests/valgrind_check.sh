@@ -18,7 +18,7 @@ WRAP
 chmod +x "$wrapper"
 pass=0
 fail=0
-for suite in "tests/ports_check.py server" "tests/test_tools.py" "tests/test_tls.py"; do
+for suite in "tests/ports_check.py server" "tests/test_tools.py" "tests/test_tls.py" "tests/test_streaming.py"; do
     echo "== under valgrind: $suite"
     if CALID_MCP_BIN="$wrapper" CALID_PORT_NAME=valgrind CALID_VALGRIND=1 python3 $suite >"$vg_dir/out.log" 2>&1; then
         pass=$((pass + 1))

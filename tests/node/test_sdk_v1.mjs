@@ -67,6 +67,16 @@ test('http: connect with Authorization: Bearer calid_test', async ({ server }) =
     assert(client.getServerCapabilities()?.tools, 'the server does not declare the tools capability');
 });
 
+test('http: a 3 MB API answer streams through to the SDK client whole (chunked, past the API buffer)', async ({ fake }) => {
+    await fake.reset();
+    await fake.fault({ path: '/users/me', mode: 'big', size: 3000000, chunked: true });
+    const result = await http.client.callTool({ name: 'get_users_me', arguments: {} });
+    const text = result.content[0].text;
+    assert(result.isError === false && result.content.length === 1, `isError ${result.isError}: ${text.slice(0, 200)}`);
+    assertEqual(text.length, 3000000, 'answer length');
+    assertEqual(JSON.parse(text).message, 'big answer', 'the answer');
+});
+
 test('http: listTools names the 57 tools of calid-tools.tsv', async ({ expected }) => {
     const { tools } = await http.client.listTools();
     assertEqual(tools.map((t) => t.name).sort(), expected, 'tool names');
