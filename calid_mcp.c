@@ -4919,6 +4919,27 @@ static int session_create(const char *version, const char *token, size_t token_l
     return 0;
 }
 
+/* What a proven id's bytes say: its creation time (-1 once expired), its
+ * version (-1 when this build no longer serves it) and its MAC. */
+static int session_read(const unsigned char raw[SID_BYTES], int64_t now_s, struct session *s)
+{
+    size_t i;
+    int64_t t = 0;
+    for (i = 0; i < 5; i++)
+        t = t << 8 | raw[1 + i];
+    if (session_expired(t, now_s))
+        return -1;
+    s->version = NULL;
+    for (i = 0; i < N_SESSION_VERSIONS; i++)
+        if (strcmp(session_versions[i], sid_versions[raw[0] & 15]) == 0)
+            s->version = session_versions[i];
+    if (!s->version)
+        return -1; /* a version this build no longer serves */
+    s->created_s = t;
+    memcpy(s->mac, raw + SID_BODY_BYTES, SID_MAC_BYTES);
+    return 0;
+}
+
 /* Reads and checks an id presented with a token: 0 with *s filled, or -1
  * when it is malformed, forged, bound to another token or expired. (Whether
  * it was ended is the ended table's question.) */
@@ -4927,7 +4948,6 @@ static int session_check(struct view id, const char *token, size_t token_len, in
     unsigned char raw[SID_BYTES + 2], mac[SID_MAC_BYTES];
     char again[SESSION_ID_CHARS + 1];
     size_t i;
-    int64_t t = 0;
     if (id.n != SESSION_ID_CHARS)
         return -1;
     for (i = 0; i < id.n; i++) {
@@ -4944,19 +4964,7 @@ static int session_check(struct view id, const char *token, size_t token_len, in
     sid_mac(raw, s->token_fp, mac);
     if (!const_time_eq(mac, sizeof mac, raw + SID_BODY_BYTES, SID_MAC_BYTES))
         return -1;
-    for (i = 0; i < 5; i++)
-        t = t << 8 | raw[1 + i];
-    if (session_expired(t, now_s))
-        return -1;
-    s->version = NULL;
-    for (i = 0; i < N_SESSION_VERSIONS; i++)
-        if (strcmp(session_versions[i], sid_versions[raw[0] & 15]) == 0)
-            s->version = session_versions[i];
-    if (!s->version)
-        return -1; /* a version this build no longer serves */
-    s->created_s = t;
-    memcpy(s->mac, mac, sizeof mac);
-    return 0;
+    return session_read(raw, now_s, s);
 }
 
 /*
@@ -5082,20 +5090,20 @@ static int session_open(struct view id, const char *token, size_t token_len, uin
 }
 
 /*
- * A connection's memo of the last session it proved: the id, byte for byte,
- * and what the check found. A client on a kept-alive connection sends the
- * same id with every request; when it comes again with the same token (its
- * keyed fingerprint is still computed and compared: the memo keeps no token),
- * the id's own HMAC and the ended-table scan are skipped, and the session is
- * still refused once it expires. Any change to the ended table (a DELETE on
+ * A connection's memo of the last session it proved: the id's bytes and the
+ * keyed fingerprint of the token it was proved with. A client on a kept-alive
+ * connection sends the same id with every request; when it comes again, byte
+ * for byte, with the same token (the fingerprint is still computed and
+ * compared: the memo keeps no token), the id's own HMAC and the ended-table
+ * scan are skipped, and the session is still refused once it expires. Any change to the ended table (a DELETE on
  * any connection) or to the keys (cm_start) forgets every memo, and a
  * connection forgets its own when it closes. Only an open session is
  * remembered, never a refusal.
  */
 struct session_memo {
     unsigned gen;                 /* session_memo_gen when made; 0: empty */
-    char id[SESSION_ID_CHARS];
-    struct session s;
+    unsigned char raw[SID_BYTES]; /* the id, decoded */
+    unsigned char token_fp[16];
 };
 static unsigned session_memo_gen = 1; /* never 0 */
 
@@ -5110,25 +5118,23 @@ static void session_memo_forget_all(void)
 static int session_memo_use(const struct session_memo *m, struct view id, const char *token, size_t token_len,
                             int64_t now_s, struct session *s)
 {
-    unsigned char fp[16];
-    if (m->gen != session_memo_gen || !const_time_eq(id.p, id.n, m->id, sizeof m->id) ||
-        session_expired(m->s.created_s, now_s))
+    char text[SESSION_ID_CHARS + 1];
+    if (m->gen != session_memo_gen)
         return -1;
-    token_fingerprint(token, token_len, fp);
-    if (!const_time_eq(fp, sizeof fp, m->s.token_fp, sizeof m->s.token_fp))
+    base64url_encode(m->raw, SID_BYTES, text);
+    if (!const_time_eq(id.p, id.n, text, SESSION_ID_CHARS) || session_read(m->raw, now_s, s) < 0)
         return -1;
-    *s = m->s;
-    return 0;
+    token_fingerprint(token, token_len, s->token_fp);
+    return const_time_eq(s->token_fp, sizeof s->token_fp, m->token_fp, sizeof m->token_fp) ? 0 : -1;
 }
 
 /* Remembers a session just proved open with id. */
 static void session_memo_keep(struct session_memo *m, struct view id, const struct session *s)
 {
     m->gen = 0;
-    if (id.n != SESSION_ID_CHARS)
+    if (base64_decode(id.p, id.n, m->raw, sizeof m->raw) != SID_BYTES)
         return;
-    memcpy(m->id, id.p, id.n);
-    m->s = *s;
+    memcpy(m->token_fp, s->token_fp, sizeof m->token_fp);
     m->gen = session_memo_gen;
 }
 
