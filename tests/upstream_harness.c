@@ -315,8 +315,8 @@ static void test_parser_window(void)
 {
     static const char *const answers[] = {
         "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n0123456789abcdefghijklmnopqrst",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n012\r\n11\r\n3456789abcdefghij\r\n"
-        "a\r\nklmnopqrst\r\n0\r\n\r\n",
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n012\r\n11\r\n3456789abcdefghij\r\n"
+         "a\r\nklmnopqrst\r\n0\r\n\r\n"),
         "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789abcdefghijklmnopqrst",
     };
     static const size_t pieces[] = {1, 3, 7, 1000};
