@@ -12,6 +12,13 @@
  * poll() says what is ready, and the clock moves on by the poll timeout when
  * nothing is, so every timeout path can be reached in a few hundred steps.
  *
+ * mk/fuzz.mk builds it with a 2 KiB API answer window
+ * (CM_UPSTREAM_BODY_BYTES=2048; requests keep the default buffer), so any
+ * answer of a few KiB streams: the simulated API hands each full window to
+ * its owner and reads on only when up_release() gives it back (a client
+ * that takes writes in pieces or says "would block" holds the API back),
+ * and an answer cut or turning non-JSON midway fails after streaming began.
+ *
  * Input layout
  *   byte 0  bits 0-1  transport: 2 = stdio, else HTTP
  *           bit 2     the server holds an API key (cfg.api_key)
@@ -40,14 +47,20 @@
  *
  * Checked properties (abort() on violation, besides ASan/UBSan):
  *   - the bytes the client receives are a sequence of well-formed HTTP/1.1
- *     answers (100 Continue allowed): status line, header fields, exactly one
- *     Content-Length equal to the body that follows, nothing after an answer
+ *     answers (100 Continue allowed): status line, header fields, and a body
+ *     framed one of three ways: exactly one Content-Length equal to the body
+ *     that follows; or Transfer-Encoding: chunked (never with Content-Length,
+ *     never to an HTTP/1.0 request) with strict chunk-size lines (hex, no
+ *     leading zero, no extension), CRLF after each chunk's data, the
+ *     last-chunk and an empty trailer; or, only for an HTTP/1.0 request with
+ *     Connection: close, the bytes up to the close. Nothing after an answer
  *     that said Connection: close, nothing left over or cut short;
- *   - an application/json body is one valid JSON value (checked with the
+ *   - an application/json body (de-chunked) is one valid JSON value (checked with the
  *     server's own json_check) and a text/event-stream body is a sequence of
  *     "event: message / data: <JSON>" events; every JSON-RPC message in them
  *     has jsonrpc "2.0", an id, and exactly one of result or error{code,message};
- *   - stdio: every output line is such a JSON-RPC message;
+ *   - stdio: every output line is such a JSON-RPC message (checked whole,
+ *     also when the server wrote it in pieces while an answer streamed);
  *   - the server's API key and access token never reach the client unless the
  *     client sent them itself;
  *   - every API request parses as HTTP/1.1 (with the server's own parser), has
@@ -59,7 +72,8 @@
  *     after close or closed twice.
  *
  * CALID_FUZZ_DUMP=1 in the environment copies what the client received to
- * stderr (to look at what an input does: build/fuzz/fuzz_mcp FILE).
+ * stderr, and how many windows of streamed API answers were delivered (to
+ * look at what an input does: build/fuzz/fuzz_mcp FILE).
  * CALID_FUZZ_KNOWN=tag,tag skips the checks of bugs already reported and not
  * yet fixed, so that a long run looks for new ones: "utf8" (non-UTF-8 bytes
  * of an API answer reach the client's JSON), "dotseg" ("." or ".." as a path
