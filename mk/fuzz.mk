@@ -18,9 +18,13 @@ FUZZ_BINS     = $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
 fuzz: $(FUZZ_BINS)
 
 # fuzz_mcp brings its own port layer (a fake one); the others link the real one.
-$(FUZZ_BUILD)/fuzz_mcp: tests/fuzz/fuzz_mcp.c $(SRC)
+# Its API answer window is small, so that answers of a few KiB stream to the
+# client (chunked, close-delimited, stdio in pieces); requests keep the
+# default buffer.
+FUZZ_MCP_DEFS ?= -DCM_UPSTREAM_BODY_BYTES=2048
+$(FUZZ_BUILD)/fuzz_mcp: tests/fuzz/fuzz_mcp.c $(SRC) mk/fuzz.mk
 	@mkdir -p $(FUZZ_BUILD)
-	$(FUZZ_CC) $(WARN) $(DEFS) $(FUZZ_CFLAGS) -I. -o $@ tests/fuzz/fuzz_mcp.c $(LIBS)
+	$(FUZZ_CC) $(WARN) $(DEFS) $(FUZZ_MCP_DEFS) $(FUZZ_CFLAGS) -I. -o $@ tests/fuzz/fuzz_mcp.c $(LIBS)
 
 $(FUZZ_BUILD)/fuzz_http: tests/fuzz/fuzz_http.c $(SRC) port/posix.c
 	@mkdir -p $(FUZZ_BUILD)

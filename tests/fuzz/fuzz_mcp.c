@@ -12,6 +12,13 @@
  * poll() says what is ready, and the clock moves on by the poll timeout when
  * nothing is, so every timeout path can be reached in a few hundred steps.
  *
+ * mk/fuzz.mk builds it with a 2 KiB API answer window
+ * (CM_UPSTREAM_BODY_BYTES=2048; requests keep the default buffer), so any
+ * answer of a few KiB streams: the simulated API hands each full window to
+ * its owner and reads on only when up_release() gives it back (a client
+ * that takes writes in pieces or says "would block" holds the API back),
+ * and an answer cut or turning non-JSON midway fails after streaming began.
+ *
  * Input layout
  *   byte 0  bits 0-1  transport: 2 = stdio, else HTTP
  *           bit 2     the server holds an API key (cfg.api_key)
@@ -40,14 +47,20 @@
  *
  * Checked properties (abort() on violation, besides ASan/UBSan):
  *   - the bytes the client receives are a sequence of well-formed HTTP/1.1
- *     answers (100 Continue allowed): status line, header fields, exactly one
- *     Content-Length equal to the body that follows, nothing after an answer
+ *     answers (100 Continue allowed): status line, header fields, and a body
+ *     framed one of three ways: exactly one Content-Length equal to the body
+ *     that follows; or Transfer-Encoding: chunked (never with Content-Length,
+ *     never to an HTTP/1.0 request) with strict chunk-size lines (hex, no
+ *     leading zero, no extension), CRLF after each chunk's data, the
+ *     last-chunk and an empty trailer; or, only for an HTTP/1.0 request with
+ *     Connection: close, the bytes up to the close. Nothing after an answer
  *     that said Connection: close, nothing left over or cut short;
- *   - an application/json body is one valid JSON value (checked with the
+ *   - an application/json body (de-chunked) is one valid JSON value (checked with the
  *     server's own json_check) and a text/event-stream body is a sequence of
  *     "event: message / data: <JSON>" events; every JSON-RPC message in them
  *     has jsonrpc "2.0", an id, and exactly one of result or error{code,message};
- *   - stdio: every output line is such a JSON-RPC message;
+ *   - stdio: every output line is such a JSON-RPC message (checked whole,
+ *     also when the server wrote it in pieces while an answer streamed);
  *   - the server's API key and access token never reach the client unless the
  *     client sent them itself;
  *   - every API request parses as HTTP/1.1 (with the server's own parser), has
@@ -59,15 +72,28 @@
  *     after close or closed twice.
  *
  * CALID_FUZZ_DUMP=1 in the environment copies what the client received to
- * stderr (to look at what an input does: build/fuzz/fuzz_mcp FILE).
+ * stderr, and how many windows of streamed API answers were delivered (to
+ * look at what an input does: build/fuzz/fuzz_mcp FILE).
  * CALID_FUZZ_KNOWN=tag,tag skips the checks of bugs already reported and not
  * yet fixed, so that a long run looks for new ones: "utf8" (non-UTF-8 bytes
  * of an API answer reach the client's JSON), "dotseg" ("." or ".." as a path
  * parameter). CI never sets it.
  */
 #define _GNU_SOURCE /* memmem */
+/* The simulated API (upstream mode 0) has no TLS connection under its slots:
+ * when the owner gives a streamed window back, the rest of the answer comes
+ * from the fuzzer (sim_resume), not from up_pump(). So up_resume() is
+ * wrapped: its definition becomes up_resume_real(), its one call
+ * "up_resume(s)" fuzz_up_resume(s). */
+#define up_resume(x) FUZZ_RESUME_##x )
+#define FUZZ_RESUME_struct up_resume_real(struct
+#define FUZZ_RESUME_s fuzz_up_resume(s
+struct up_slot;
+static void fuzz_up_resume(struct up_slot *s);
 #include "../../calid_mcp.c"
+#undef up_resume
 
+#include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -113,7 +139,7 @@ struct client {
     int waits_passed;              /* WAIT markers passed */
     size_t scan_pos;               /* count_answers(): where the next answer starts */
     int answers_seen;
-    unsigned char head_only[4096]; /* per answer (not 100 Continue): no body follows (HEAD) */
+    unsigned char head_only[4096]; /* per answer (not 100 Continue): ANS_HEAD | ANS_HTTP10 */
     int n_heads, pending_head;
     char *out;                     /* what the client received */
     size_t out_len, out_cap;
@@ -146,6 +172,12 @@ static struct {
     unsigned long polls;
     const char *api_key;
     uint64_t checked[CM_MAX_UPSTREAMS]; /* started_ms of the request check_api_request() last saw, + 1 */
+    struct {
+        const uint8_t *p;
+        size_t n, off;
+        int active; /* a window of it is out; the rest follows once it is given back */
+    } sim[CM_MAX_UPSTREAMS];
+    unsigned long windows; /* windows of streamed answers delivered (CALID_FUZZ_DUMP prints it) */
 } F;
 
 /* Fills the stack the server is about to use with non-zero bytes, so that a
@@ -162,6 +194,59 @@ static uint32_t rnd(void)
 {
     F.rng = F.rng * 1103515245u + 12345u;
     return F.rng >> 8;
+}
+
+#define TE_CHUNKED "\r\nTransfer-Encoding: chunked\r\n"
+enum { ANS_HEAD = 1 /* no body follows (HEAD) */, ANS_HTTP10 = 2 /* for an HTTP/1.0 request */ };
+
+/* Where a chunked body that starts at p ends (after its last-chunk and the
+ * blank line), or NULL when it is not all there yet. Strict: a chunk-size
+ * line is hex digits (no leading zero but in "0", no extension) and CRLF,
+ * chunk data is followed by CRLF, no trailer fields. Each chunk's data is
+ * appended to *body (malloc'd, *blen bytes) when body is not NULL. *bad
+ * names the first framing error (and NULL is returned). */
+static const char *chunked_end(const char *p, size_t n, char **body, size_t *blen, const char **bad)
+{
+    size_t i = 0;
+    *bad = NULL;
+    for (;;) {
+        size_t size = 0, d = 0;
+        while (i + d < n && isxdigit((unsigned char)p[i + d])) {
+            FUZZ_ASSERT(d < 8, "chunk size of more than 8 hex digits");
+            size = size * 16 + (size_t)(isdigit((unsigned char)p[i + d]) ? p[i + d] - '0' : (p[i + d] | 0x20) - 'a' + 10);
+            d++;
+        }
+        if (i + d + 2 > n)
+            return NULL;
+        if (d == 0 || p[i + d] != '\r' || p[i + d + 1] != '\n' || (d > 1 && p[i] == '0')) {
+            *bad = "bad chunk-size line";
+            return NULL;
+        }
+        i += d + 2;
+        if (size == 0) {
+            if (i + 2 > n)
+                return NULL;
+            if (p[i] != '\r' || p[i + 1] != '\n') {
+                *bad = "no CRLF after the last-chunk (or a trailer)";
+                return NULL;
+            }
+            return p + i + 2;
+        }
+        if (n - i < size + 2)
+            return NULL;
+        if (p[i + size] != '\r' || p[i + size + 1] != '\n') {
+            *bad = "chunk data not followed by CRLF";
+            return NULL;
+        }
+        if (body) {
+            *body = realloc(*body, *blen + size + 1);
+            if (!*body)
+                abort();
+            memcpy(*body + *blen, p + i, size);
+            *blen += size;
+        }
+        i += size + 2;
+    }
 }
 
 /* Counts the complete answers the client has received so far (leniently:
@@ -185,8 +270,15 @@ static int count_answers(struct client *k)
         cl = memmem(p, hlen, "\r\nContent-Length: ", 18);
         if (cl)
             clen = strtol(cl + 18, NULL, 10);
-        if (k->answers_seen < k->n_heads && k->head_only[k->answers_seen])
+        if (k->answers_seen < k->n_heads && (k->head_only[k->answers_seen] & ANS_HEAD))
             clen = 0;
+        else if (!cl && memmem(p, hlen, TE_CHUNKED, sizeof TE_CHUNKED - 1)) {
+            const char *bad, *end = chunked_end(p + hlen, left - hlen, NULL, NULL, &bad);
+            if (!end)
+                return k->answers_seen; /* not all there (or bad: the end check says so) */
+            clen = (long)(end - (p + hlen));
+        } else if (!cl && !memmem(p, hlen, " 204 ", 5))
+            return k->answers_seen; /* ends with the connection */
         if (clen < 0 || left - hlen < (size_t)clen)
             return k->answers_seen;
         k->scan_pos += hlen + (size_t)clen;
@@ -365,8 +457,10 @@ long cm_port_sendv(cm_sock_t s, const struct cm_iovec *iov, unsigned niov)
             int i;
             for (i = 0; i < CM_MAX_CONNS; i++)
                 if (conns[i].state != C_FREE && conns[i].sock == s && iov[0].p == conns[i].hdr &&
-                    conns[i].hdr_sent == 0 && k->n_heads < (int)sizeof k->head_only)
-                    k->pending_head = 1 + conns[i].head_only;
+                    conns[i].hdr_sent == 0 && k->n_heads < (int)sizeof k->head_only && iov[0].n >= 13 &&
+                    memcmp(iov[0].p, "HTTP/1.1 ", 9) == 0 && memcmp((const char *)iov[0].p + 9, "100 ", 4) != 0)
+                    k->pending_head =
+                        1 + ((conns[i].head_only ? ANS_HEAD : 0) | (conns[i].req.minor < 1 ? ANS_HTTP10 : 0));
         }
         if (iov[0].n >= 13 && memcmp(iov[0].p, "HTTP/1.1 408 ", 13) == 0)
             FUZZ_ASSERT(!client_has_complete_request(s),
@@ -509,10 +603,15 @@ void cm_port_close(cm_sock_t s)
     }
 }
 
+static int sim_resume(void);
+
 int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms)
 {
     unsigned i;
     int ready = 0;
+    /* the rest of a streamed answer arrives; its callback may end a client
+       connection that is in fds already (the server skips a freed one) */
+    int fed = sim_resume();
     F.polls++;
     for (i = 0; i < (unsigned)F.n_clients; i++)
         F.cl[i].gap = 0;
@@ -526,6 +625,8 @@ int cm_port_poll(struct cm_pollfd *fds, unsigned n, int timeout_ms)
                 fds[i].revents = CM_POLL_IN;
         } else if (client_of(s)) {
             struct client *k = client_of(s);
+            if (fed && k->closed)
+                continue;
             FUZZ_ASSERT(k->accepted && !k->closed, "closed client socket polled");
             if ((fds[i].events & CM_POLL_IN) && (client_all_sent(k) ? F.eof_early : client_avail(k) > 0))
                 fds[i].revents |= CM_POLL_IN;
@@ -656,6 +757,69 @@ static void check_api_request(int h)
     free(copy);
 }
 
+/* A simulated answer arrives; it is delivered the way up_pump()/up_lost()
+ * would: bytes to the parser, a full window of a streamed answer to its
+ * owner (the rest waits, as in TLS and TCP, until up_release() resumes the
+ * slot: then sim_resume() goes on), and the end (complete, failed, cut). */
+static void sim_feed(int h)
+{
+    struct up_slot *s = &up.slots[h];
+    F.sim[h].active = 0;
+    if (s->req_len) { /* the answer begins: its body takes the request's place (as in up_pump) */
+        memset(s->req, 0, s->req_len);
+        s->req_len = s->req_off = 0;
+    }
+    while (F.sim[h].off < F.sim[h].n && s->parser.state != UP_P_DONE && s->parser.state != UP_P_ERROR) {
+        size_t left = F.sim[h].n - F.sim[h].off;
+        size_t piece = F.recv_cls ? 1 + rnd() % left : left;
+        size_t used = up_parse_feed(&s->parser, F.sim[h].p + F.sim[h].off, piece);
+        F.sim[h].off += used;
+        if (s->parser.state != UP_P_ERROR && used < piece && up_parse_window_full(&s->parser)) {
+            stack_scribble();
+            F.sim[h].active = 1;
+            F.windows++;
+            up_deliver_window(h);
+            if (s->state == UP_S_RECEIVING && F.sim[h].active)
+                continue; /* given back at once: read on (no slot is left RECEIVING for up_pump) */
+            F.sim[h].active = s->state == UP_S_PAUSED;
+            return; /* the rest waits for up_release(); or the owner cancelled, or not JSON ended it */
+        }
+    }
+    s->keep_conn = 0;
+    stack_scribble(); /* check_api_request() left zeros where the callback's frames go */
+    if (s->parser.state == UP_P_ERROR)
+        up_fail(h, "%s", s->parser.error);
+    else if (s->parser.state == UP_P_DONE)
+        up_complete(h);
+    else if (s->parser.seen == 0)
+        up_fail(h, "the Cal ID API closed the connection without answering");
+    else if (up_parse_eof(&s->parser) == 0)
+        up_complete(h);
+    else
+        up_fail(h, "%s", s->parser.error);
+}
+
+static void fuzz_up_resume(struct up_slot *s)
+{
+    int h = (int)(s - up.slots);
+    up_resume_real(s);
+    if (F.up_mode == UPM_SIM && F.sim[h].active)
+        s->kick = 0; /* nothing for up_pump(): the next fake poll brings the rest */
+}
+
+/* Streamed answers whose window was given back read on (called by the fake
+ * poll: the rest of the answer "arrives"). 1 if any did. */
+static int sim_resume(void)
+{
+    int h, any = 0;
+    for (h = 0; h < CM_MAX_UPSTREAMS; h++)
+        if (F.up_mode == UPM_SIM && F.sim[h].active && up.slots[h].state == UP_S_RECEIVING) {
+            sim_feed(h);
+            any = 1;
+        }
+    return any;
+}
+
 /* The upstream slot cm_port_resolve() is being called for: up_tick() clears
  * kick just before, and newly submitted requests have kick set. */
 static int resolving_slot(void)
@@ -694,32 +858,11 @@ int cm_port_resolve(const char *host, unsigned short port, struct cm_addr *out)
     F.checked[h] = 0;
     if (F.n_ans == 0)
         return -1;
-    {
-        /* the answer arrives; deliver it the way up_pump()/up_lost() would */
-        struct up_slot *s = &up.slots[h];
-        const uint8_t *p;
-        size_t n, off = 0;
-        next_answer(&p, &n);
-        while (off < n && s->parser.state != UP_P_DONE && s->parser.state != UP_P_ERROR) {
-            size_t piece = F.recv_cls ? 1 + rnd() % (n - off) : n - off;
-            up_parse_feed(&s->parser, p + off, piece);
-            off += piece;
-        }
-        s->keep_conn = 0;
-        stack_scribble(); /* check_api_request() left zeros where the callback's frames go */
-        if (s->parser.state == UP_P_ERROR)
-            up_fail(h, "%s", s->parser.error);
-        else if (s->parser.state == UP_P_DONE)
-            up_complete(h);
-        else if (s->parser.seen == 0)
-            up_fail(h, "the Cal ID API closed the connection without answering");
-        else if (up_parse_eof(&s->parser) == 0)
-            up_complete(h);
-        else
-            up_fail(h, "%s", s->parser.error);
-        /* the slot may be reused by now; up_try_resolve() does not touch it on AGAIN */
-        return CM_PORT_AGAIN;
-    }
+    next_answer(&F.sim[h].p, &F.sim[h].n);
+    F.sim[h].off = 0;
+    sim_feed(h);
+    /* the slot may be reused by now; up_try_resolve() does not touch it on AGAIN */
+    return CM_PORT_AGAIN;
 }
 
 const char *cm_port_default_ca_file(void) { return NULL; }
@@ -830,7 +973,9 @@ static void check_http_stream(const struct client *who, int complete)
         const char *p = o + pos, *hend, *line, *eol;
         size_t left = n - pos, hlen, k;
         long clen = -1;
-        int st, closes = 0, ctype_json = 0, ctype_sse = 0, n_ctype = 0;
+        int st, closes = 0, ctype_json = 0, ctype_sse = 0, n_ctype = 0, chunked = 0, flags;
+        char *body = NULL;
+        size_t blen = 0;
         if (left >= sizeof cont - 1 && memcmp(p, cont, sizeof cont - 1) == 0) {
             pos += sizeof cont - 1;
             continue;
@@ -872,16 +1017,26 @@ static void check_http_stream(const struct client *who, int complete)
                 ctype_sse = ln - 14 == 17 && memcmp(colon + 2, "text/event-stream", 17) == 0;
             } else if ((size_t)(colon - line) == 10 && strncasecmp(line, "connection", 10) == 0) {
                 closes = ln - 12 == 5 && memcmp(colon + 2, "close", 5) == 0;
+            } else if ((size_t)(colon - line) == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
+                FUZZ_ASSERT(!chunked && ln - 19 == 7 && memcmp(colon + 2, "chunked", 7) == 0,
+                            "Transfer-Encoding other than one \"chunked\": %.*s", (int)ln, line);
+                chunked = 1;
             }
             line = e + 2;
         }
+        flags = answer < who->n_heads ? who->head_only[answer] : 0;
         if (st == 204) { /* no content: RFC 9110 forbids Content-Length on it */
-            FUZZ_ASSERT(clen < 0, "a 204 answer with Content-Length");
+            FUZZ_ASSERT(clen < 0 && !chunked, "a 204 answer with Content-Length or chunked");
             clen = 0;
         }
-        FUZZ_ASSERT(clen >= 0, "answer %d without Content-Length", st);
+        FUZZ_ASSERT(!(chunked && clen >= 0), "answer %d with both Content-Length and Transfer-Encoding", st);
+        FUZZ_ASSERT(!chunked || !(flags & ANS_HTTP10), "a chunked answer to an HTTP/1.0 request");
+        /* a streamed answer to HTTP/1.0 has no length: the close ends it */
+        FUZZ_ASSERT(clen >= 0 || chunked || (closes && (flags & ANS_HTTP10)),
+                    "answer %d without Content-Length (%s)", st,
+                    flags & ANS_HTTP10 ? "and without Connection: close" : "nor chunked, to an HTTP/1.1 request");
         FUZZ_ASSERT(n_ctype <= 1, "two Content-Type fields");
-        if (answer < who->n_heads && who->head_only[answer]) {
+        if (flags & ANS_HEAD) {
             answer++;
             pos += hlen; /* HEAD: the length of the body that is not sent */
             if (closes)
@@ -890,19 +1045,43 @@ static void check_http_stream(const struct client *who, int complete)
         }
         answer++;
         if (st == 202 || st == 204)
-            FUZZ_ASSERT(clen == 0, "%d with a body", st);
+            FUZZ_ASSERT(clen == 0 && !chunked, "%d with a body", st);
+        if (chunked) { /* the body is the chunks' data */
+            const char *bad, *end = chunked_end(p + hlen, left - hlen, &body, &blen, &bad);
+            FUZZ_ASSERT(!bad, "answer %d: %s at byte %zu of its chunked body", st, bad, blen);
+            if (!end) {
+                FUZZ_ASSERT(!complete, "answer %d: chunked body cut short (no last-chunk) after %zu bytes", st,
+                            left - hlen);
+                free(body);
+                return;
+            }
+            FUZZ_ASSERT(blen > 0, "a chunked answer %d with no data", st);
+            clen = (long)(end - (p + hlen)); /* the encoding's length, to step over it */
+        } else if (clen < 0) { /* close-delimited: the rest, and the end check says the connection closed */
+            clen = (long)(left - hlen);
+            body = malloc(clen ? (size_t)clen : 1);
+            if (!body)
+                abort();
+            memcpy(body, p + hlen, (size_t)clen);
+            blen = (size_t)clen;
+            FUZZ_ASSERT(!complete || who->closed, "a close-delimited answer on a connection left open");
+            FUZZ_ASSERT(!complete || blen > 0, "a close-delimited answer %d with no body", st);
+        }
         if (left - hlen < (size_t)clen) {
             FUZZ_ASSERT(!complete, "answer %d body cut short: Content-Length %ld, %zu bytes follow", st, clen,
                         left - hlen);
             return;
         }
-        if (clen > 0) {
+        if (body ? blen > 0 : clen > 0) {
+            const char *b = body ? body : p + hlen;
+            size_t bn = body ? blen : (size_t)clen;
             FUZZ_ASSERT(ctype_json || ctype_sse, "answer %d with a body of another type", st);
             if (ctype_json)
-                check_json_text(p + hlen, (size_t)clen, "application/json body");
+                check_json_text(b, bn, body ? "streamed application/json body" : "application/json body");
             else
-                check_sse(p + hlen, (size_t)clen);
+                check_sse(b, bn);
         }
+        free(body);
         pos += hlen + (size_t)clen;
         if (closes)
             FUZZ_ASSERT(pos == n, "%zu bytes sent after an answer that said Connection: close", n - pos);
@@ -1105,6 +1284,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
     }
+    if (getenv("CALID_FUZZ_DUMP"))
+        fprintf(stderr, "---- %lu window(s) of streamed API answers\n", F.windows);
     /* upstream connections the server keeps (none here: no TLS completes) are dropped */
     for (i = 0; i < CM_MAX_UPSTREAMS; i++)
         if (F.ups[i].open && up.slots[i].sock == S_UP + i) {

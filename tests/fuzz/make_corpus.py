@@ -337,6 +337,41 @@ M["stdio_hang"] = mcp(STDIO | 4 | HANG, 0, 0, [js({"jsonrpc": "2.0", "id": 2, "m
                                                    "params": {"name": "get_contact", "arguments": {"contactId": 3}}})])
 
 
+# Answers larger than fuzz_mcp's API window (CM_UPSTREAM_BODY_BYTES=2048 in
+# mk/fuzz.mk): they stream to the client (chunked, close-delimited for
+# HTTP/1.0, a stdio line in pieces), also when they fail midway.
+BIG = js({"status": "success", "data": [{"id": 1000 + i, "uid": "bk_%04d" % i, "title": "Call \u00e9 %d \"q\"" % i,
+                                         "startTime": "2026-03-02T10:00:00.000Z", "status": "ACCEPTED"}
+                                        for i in range(64)]})
+BIG_ERR = js({"status": "error", "message": "validation failed", "details": ["field %d is wrong" % i for i in range(200)]})
+BIG_CALL = {"name": "get_booking", "arguments": {"status": "past"}}
+
+
+def big_call(rid, extra=()):
+    return modern("tools/call", rid, BIG_CALL, name="get_booking", extra=extra)
+
+
+M["stream_200_cl"] = mcp(HTTP, 0x10, 0, [big_call(1), WAIT.join([big_call(2)])],
+                         [answer(200, BIG), answer(200, BIG, chunked=700)])
+M["stream_200_chunked_sse"] = mcp(HTTP, 0x12, 0, [big_call(1).replace(
+    b"Accept: application/json, text/event-stream", b"Accept: text/event-stream")], [answer(200, BIG, chunked=1500)])
+M["stream_cut"] = mcp(HTTP, 0x08, 0, [big_call(1)],
+                      [answer(200, BIG[:5000], extra=[b"Content-Length: %d" % len(BIG)], length=False)])
+M["stream_not_json"] = mcp(HTTP, 0x18, 0, [big_call(1)],
+                           [answer(200, BIG[:4100] + b"<html>oops</html>" + BIG[4100:])])
+M["stream_404_big"] = mcp(HTTP, 0x00, 0, [big_call(1)], [answer(404, BIG_ERR, reason=b"Not Found")])
+M["stream_http10"] = mcp(HTTP, 0x0a, 0, [post(js({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                                  "params": dict(BIG_CALL, _meta=META)}),
+                                              [b"MCP-Protocol-Version: 2026-07-28", b"Mcp-Method: tools/call",
+                                               b"Mcp-Name: get_booking"], version=b"HTTP/1.0")],
+                         [answer(200, BIG[:3000] + b"\x00" + BIG[3000:], chunked=999)])
+M["stream_stdio"] = mcp(STDIO | 4, 0x01, 0, [b"\n".join([
+    js({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": BIG_CALL}),
+    js({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": BIG_CALL}),
+    js({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": BIG_CALL})]) + b"\n"],
+    [answer(200, BIG, chunked=1024), answer(200, BIG[:4500], extra=[b"Content-Length: %d" % len(BIG)], length=False),
+     answer(500, BIG_ERR, reason=b"Internal Server Error")])
+
 def main():
     out_root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "build", "fuzz", "seeds")
     total = 0
