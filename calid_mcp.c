@@ -11293,22 +11293,35 @@ static int token_client(struct conn *c, unsigned char hash[16])
 static const unsigned char zero16[16];
 static const char *const open_problem[] = {"", "is not valid", "has expired", "was issued for another server"};
 
+/* Opens the code or refresh token a /token request presents (what names it in
+ * the errors) and checks that it was issued to this client. 0, or -1 with
+ * the invalid_grant answer sent. */
+static int token_grant_open(struct conn *c, int kind, const char *text, const char *what, const unsigned char client[16],
+                            struct grant *g)
+{
+    char m[120];
+    int r = grant_open(kind, (struct view){text, strlen(text)}, g, cm_port_unix_time());
+    if (r != OPEN_OK) {
+        snprintf(m, sizeof m, "the %s %s", what, open_problem[-r]);
+        oauth_error(c, 400, "invalid_grant", m);
+        return -1;
+    }
+    if (memcmp(g->client, client, 16) != 0) {
+        snprintf(m, sizeof m, "the %s was issued to another client", what);
+        oauth_error(c, 400, "invalid_grant", m);
+        return -1;
+    }
+    return 0;
+}
+
 static void token_from_code(struct conn *c, const unsigned char client[16])
 {
     struct grant g;
     unsigned char digest[32], rhash[16];
-    char m[120];
     size_t k, vn = strlen(form.code_verifier);
-    int r = grant_open(G_CODE, (struct view){form.code, strlen(form.code)}, &g, cm_port_unix_time());
-    if (r != OPEN_OK) {
-        snprintf(m, sizeof m, "the authorization code %s", open_problem[-r]);
-        oauth_error(c, 400, "invalid_grant", m);
+    int r;
+    if (token_grant_open(c, G_CODE, form.code, "authorization code", client, &g) < 0)
         return;
-    }
-    if (memcmp(g.client, client, 16) != 0) {
-        oauth_error(c, 400, "invalid_grant", "the authorization code was issued to another client");
-        return;
-    }
     memset(rhash, 0, sizeof rhash);
     if (form.redirect_uri[0])
         hash16(form.redirect_uri, strlen(form.redirect_uri), rhash);
@@ -11345,17 +11358,8 @@ static void token_from_code(struct conn *c, const unsigned char client[16])
 static void token_from_refresh(struct conn *c, const unsigned char client[16])
 {
     struct grant g;
-    char m[120];
-    int r = grant_open(G_REFRESH, (struct view){form.refresh_token, strlen(form.refresh_token)}, &g, cm_port_unix_time());
-    if (r != OPEN_OK) {
-        snprintf(m, sizeof m, "the refresh token %s", open_problem[-r]);
-        oauth_error(c, 400, "invalid_grant", m);
+    if (token_grant_open(c, G_REFRESH, form.refresh_token, "refresh token", client, &g) < 0)
         return;
-    }
-    if (memcmp(g.client, client, 16) != 0) {
-        oauth_error(c, 400, "invalid_grant", "the refresh token was issued to another client");
-        return;
-    }
     if (form.resource[0] && strcmp(form.resource, audience) != 0) {
         oauth_error(c, 400, "invalid_target", "resource must be this server's MCP URL");
         return;
